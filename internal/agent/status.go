@@ -1,0 +1,193 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/petrel-db/petrel/internal/engine"
+	"github.com/petrel-db/petrel/internal/model"
+	"github.com/petrel-db/petrel/internal/pg"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the agent's Prometheus series.
+type Metrics struct {
+	role       *prometheus.GaugeVec
+	leader     prometheus.Gauge
+	storeOK    prometheus.Gauge
+	leaseLeft  prometheus.Gauge
+	timeline   prometheus.Gauge
+	lsn        prometheus.Gauge
+	syncCount  prometheus.Gauge
+	promotions prometheus.Counter
+	fences     prometheus.Counter
+	restarts   prometheus.Gauge
+}
+
+// NewMetrics registers the agent's series on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		role:       prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "petrel_role", Help: "1 for the role this member currently has."}, []string{"role"}),
+		leader:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "petrel_is_leader", Help: "1 while this member holds the leader key."}),
+		storeOK:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "petrel_store_up", Help: "1 while etcd answers and the lease is being renewed."}),
+		leaseLeft:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "petrel_lease_remaining_seconds", Help: "Conservative time left on this member's lease."}),
+		timeline:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "petrel_timeline", Help: "PostgreSQL timeline."}),
+		lsn:        prometheus.NewGauge(prometheus.GaugeOpts{Name: "petrel_wal_lsn_bytes", Help: "Current (primary) or received (replica) WAL position."}),
+		syncCount:  prometheus.NewGauge(prometheus.GaugeOpts{Name: "petrel_sync_standbys", Help: "Synchronous standbys recorded (leader only)."}),
+		promotions: prometheus.NewCounter(prometheus.CounterOpts{Name: "petrel_promotions_total", Help: "Times this member became primary."}),
+		fences:     prometheus.NewCounter(prometheus.CounterOpts{Name: "petrel_fences_total", Help: "Times this member fenced its postgres."}),
+		restarts:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "petrel_postgres_failed_starts", Help: "Consecutive failed or crashed postgres starts."}),
+	}
+	reg.MustRegister(m.role, m.leader, m.storeOK, m.leaseLeft, m.timeline, m.lsn, m.syncCount, m.promotions, m.fences, m.restarts)
+	return m
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func (m *Metrics) observe(o engine.Observation, p engine.Plan) {
+	for _, r := range []string{model.RolePrimary, model.RoleReplica, model.RoleFenced, model.RoleOffline} {
+		m.role.WithLabelValues(r).Set(b2f(r == p.Role))
+	}
+	m.leader.Set(b2f(o.LeaderMine))
+	m.storeOK.Set(b2f(o.StoreOK))
+	m.leaseLeft.Set(o.LeaseLeft.Seconds())
+	m.timeline.Set(float64(o.Timeline))
+	m.lsn.Set(float64(o.LSN))
+	if o.LeaderMine {
+		m.syncCount.Set(float64(len(o.Sync.Members)))
+	}
+	m.restarts.Set(float64(o.Restarts))
+}
+
+// Role is what GET /role serves: primary only while Postgres is writable
+// and this node holds the leader key; fenced when leadership was lost or is
+// unproven; replica when streaming or trying to; offline otherwise.
+func (a *Agent) Role() string {
+	a.mu.Lock()
+	ps, plan, obs := a.lastPG, a.lastPlan, a.lastObs
+	a.mu.Unlock()
+	running := a.pg.Running()
+	switch {
+	case plan.Role == model.RoleFenced:
+		return model.RoleFenced
+	case running && ps.Running && !ps.InRecovery && obs.LeaderMine:
+		if _, left := a.st.Lease(); left < a.params.FenceMargin {
+			return model.RoleFenced
+		}
+		return model.RolePrimary
+	case running && ps.Running && !ps.InRecovery:
+		return model.RoleFenced
+	case running && ps.Running:
+		return model.RoleReplica
+	}
+	return model.RoleOffline
+}
+
+// Status is the GET /status document.
+func (a *Agent) Status(ctx context.Context) model.Status {
+	role := a.Role()
+	a.mu.Lock()
+	ps, obs, state := a.lastPG, a.lastObs, a.state
+	a.mu.Unlock()
+	st := model.Status{
+		ID:           a.cfg.ID,
+		Region:       a.cfg.Region,
+		Role:         role,
+		State:        state,
+		Timeline:     obs.Timeline,
+		LSN:          pg.FormatLSN(obs.LSN),
+		LSNNum:       obs.LSN,
+		ReplayLSN:    pg.FormatLSN(ps.ReplayLSN),
+		Leader:       obs.Leader,
+		PostgresAddr: a.self.PostgresAddr,
+		APIURL:       a.self.APIURL,
+		Streaming:    ps.Streaming,
+	}
+	for _, m := range obs.Sync.Members {
+		if m == a.cfg.ID {
+			st.Sync = true
+		}
+	}
+	if role == model.RolePrimary {
+		switch {
+		case a.params.SyncMode == "off":
+			st.SyncState = "off"
+		case len(obs.Sync.Members) > 0:
+			st.SyncState = "sync"
+		case a.params.SyncMode == "strict":
+			st.SyncState = "blocked"
+		default:
+			st.SyncState = "async-degraded"
+			st.Problems = append(st.Problems, "no synchronous standby: writes continue but no automatic failover until one is in sync")
+		}
+	}
+	if role == model.RoleReplica && obs.Leader != "" {
+		if m, ok := obs.Members[obs.Leader]; ok {
+			if ls, err := fetchStatus(ctx, a.http, m.APIURL); err == nil && ls.LSNNum >= ps.ReplayLSN {
+				st.LagBytes = int64(ls.LSNNum - ps.ReplayLSN)
+			}
+		}
+		if st.LagBytes > 0 && !ps.ReplayTime.IsZero() {
+			st.LagSeconds = time.Since(ps.ReplayTime).Seconds()
+		}
+		if !ps.Streaming {
+			st.Problems = append(st.Problems, "not streaming from the leader")
+		}
+	}
+	if !obs.StoreOK {
+		st.Problems = append(st.Problems, "store unreachable")
+	}
+	return st
+}
+
+// Health lists failing checks; none means healthy.
+func (a *Agent) Health() []string {
+	var fails []string
+	if !a.pg.Running() {
+		fails = append(fails, "postgres is not running")
+	}
+	if !a.st.OK() {
+		fails = append(fails, "store unreachable")
+	}
+	switch a.Role() {
+	case model.RoleFenced:
+		fails = append(fails, "fenced: this member lost or could not prove leadership")
+	case model.RoleReplica:
+		a.mu.Lock()
+		streaming := a.lastPG.Streaming
+		a.mu.Unlock()
+		if !streaming {
+			fails = append(fails, "replica is not streaming")
+		}
+	}
+	return fails
+}
+
+func fetchStatus(ctx context.Context, c *http.Client, apiURL string) (model.Status, error) {
+	var st model.Status
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, apiURL+"/status", nil)
+	if err != nil {
+		return st, err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return st, fmt.Errorf("fetching %s/status: %w", apiURL, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return st, fmt.Errorf("fetching %s/status: %s", apiURL, resp.Status)
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&st); err != nil {
+		return st, fmt.Errorf("decoding %s/status: %w", apiURL, err)
+	}
+	return st, nil
+}

@@ -1,0 +1,117 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/petrel-db/petrel/internal/model"
+	"github.com/petrel-db/petrel/internal/store"
+	"github.com/spf13/cobra"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+func newFailoverCmd() *cobra.Command {
+	var dir, etcd, cluster, to string
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "failover",
+		Short: "Planned switchover: stop writes on the leader, let the target catch up, promote it",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			endpoints, clusterName, err := findCluster(dir, etcd, cluster)
+			if err != nil {
+				return err
+			}
+			cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 3 * time.Second})
+			if err != nil {
+				return fmt.Errorf("connecting to etcd %v: %w", endpoints, err)
+			}
+			defer cli.Close()
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			leader, err := currentLeader(ctx, cli, clusterName)
+			if err != nil {
+				return err
+			}
+			if leader == "" {
+				return errors.New("the cluster has no leader right now; check `petrel status`")
+			}
+			if to == leader {
+				return fmt.Errorf("%s is already the leader", to)
+			}
+			start := time.Now()
+			if err := store.RequestSwitchover(ctx, cli, clusterName, model.Switchover{From: leader, To: to, RequestedAt: time.Now().UTC()}); err != nil {
+				return err
+			}
+			fmt.Fprintf(os.Stdout, "switchover requested: leader %s", leader)
+			if to != "" {
+				fmt.Fprintf(os.Stdout, " -> %s", to)
+			}
+			fmt.Fprintln(os.Stdout)
+			for {
+				l, err := currentLeader(ctx, cli, clusterName)
+				if err == nil && l != "" && l != leader {
+					fmt.Fprintf(os.Stdout, "new leader: %s (after %.2fs)\n", l, time.Since(start).Seconds())
+					return nil
+				}
+				sw, _ := cli.Get(ctx, "/petrel/"+clusterName+"/switchover")
+				if err == nil && l == leader && sw != nil && len(sw.Kvs) == 0 && time.Since(start) > time.Second {
+					return fmt.Errorf("the leader refused the switchover (no eligible streaming standby in the primary region%s); see its log", strings.TrimSpace(" "+to))
+				}
+				select {
+				case <-ctx.Done():
+					return fmt.Errorf("no new leader after %v: %w", timeout, ctx.Err())
+				case <-time.After(100 * time.Millisecond):
+				}
+			}
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&dir, "dir", "./petrel-data", "directory of a `petrel up` cluster (reads its cluster.json)")
+	f.StringVar(&etcd, "etcd", "", "etcd endpoints (comma-separated), instead of --dir")
+	f.StringVar(&cluster, "cluster", "petrel", "cluster name (with --etcd)")
+	f.StringVar(&to, "to", "", "member to hand leadership to (default: the most caught-up synchronous standby)")
+	f.DurationVar(&timeout, "timeout", 30*time.Second, "how long to wait for the new leader")
+	return cmd
+}
+
+func currentLeader(ctx context.Context, cli *clientv3.Client, cluster string) (string, error) {
+	resp, err := cli.Get(ctx, "/petrel/"+cluster+"/leader")
+	if err != nil {
+		return "", fmt.Errorf("reading the leader from etcd: %w", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return "", nil
+	}
+	return string(resp.Kvs[0].Value), nil
+}
+
+// findCluster resolves the etcd endpoints and cluster name from --etcd or
+// from the cluster.json that `petrel up` keeps in dir.
+func findCluster(dir, etcd, cluster string) ([]string, string, error) {
+	if etcd != "" {
+		return strings.Split(etcd, ","), cluster, nil
+	}
+	b, err := os.ReadFile(dir + "/cluster.json")
+	if err != nil {
+		return nil, "", fmt.Errorf("no cluster.json in %s (%v): start a cluster with `petrel up`, or pass --dir or --etcd", dir, err)
+	}
+	var cf struct {
+		Cluster string   `json:"cluster"`
+		Etcd    []string `json:"etcd"`
+	}
+	if err := json.Unmarshal(b, &cf); err != nil {
+		return nil, "", fmt.Errorf("reading %s/cluster.json: %w", dir, err)
+	}
+	if cf.Cluster == "" {
+		cf.Cluster = cluster
+	}
+	if len(cf.Etcd) == 0 {
+		return nil, "", fmt.Errorf("%s/cluster.json lists no etcd endpoints", dir)
+	}
+	return cf.Etcd, cf.Cluster, nil
+}

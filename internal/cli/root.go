@@ -1,0 +1,26 @@
+// Package cli is petrel's command line: one cobra command per file, each
+// a thin layer over the packages that do the work.
+package cli
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+// Execute runs the CLI and returns the process exit code.
+func Execute() int {
+	root := &cobra.Command{
+		Use:           "petrel",
+		Short:         "Self-hostable, automated, multi-region, highly available PostgreSQL",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(newNodeCmd(), newUpCmd(), newStatusCmd(), newDownCmd(), newFailoverCmd())
+	if err := root.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "petrel:", err)
+		return 1
+	}
+	return 0
+}

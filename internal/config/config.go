@@ -1,0 +1,187 @@
+// Package config holds a node's settings and loads them from a TOML file,
+// environment variables (PETREL_*) and flags, in increasing precedence, and
+// the cluster secrets from the environment or a 0600 secrets file.
+//
+// Secrets are never part of Node: they are loaded separately so that no
+// code path that prints or publishes a Node can leak a password.
+package config
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Node is one member's configuration. Field comments double as user docs;
+// the toml tag is the key in the config file and, upper-cased with a
+// PETREL_ prefix, the environment variable.
+type Node struct {
+	// Cluster is the cluster's name; all of its keys in etcd live under
+	// /petrel/<cluster>/.
+	Cluster string `toml:"cluster"`
+	// ID names this member; unique in the cluster, stable across restarts.
+	ID string `toml:"id"`
+	// Region is where this member runs (e.g. "scl").
+	Region string `toml:"region"`
+	// PrimaryRegion is used when this member creates the cluster; after
+	// that the cluster's recorded primary region wins.
+	PrimaryRegion string `toml:"primary_region"`
+	// DataDir holds the PostgreSQL data directory (DataDir/pgdata) and the
+	// agent's own files.
+	DataDir string `toml:"data_dir"`
+	// ListenHost is the address Postgres and the API listen on.
+	ListenHost string `toml:"listen_host"`
+	// AdvertiseHost is the address other members and clients use to reach
+	// this one; defaults to ListenHost.
+	AdvertiseHost string `toml:"advertise_host"`
+	// PGPort is this member's own PostgreSQL port (the direct port).
+	PGPort int `toml:"pg_port"`
+	// APIPort serves /health, /role, /status and /metrics.
+	APIPort int `toml:"api_port"`
+	// ProxyPort is the leader proxy's port (0 disables it).
+	ProxyPort int `toml:"proxy_port"`
+	// Etcd lists the store's client endpoints.
+	Etcd []string `toml:"etcd"`
+	// SecretsFile is a 0600 file of KEY=VALUE lines (SU_PASSWORD,
+	// REPL_PASSWORD, OPERATOR_PASSWORD); the environment wins over it.
+	SecretsFile string `toml:"secrets_file"`
+	// PGBin is the directory with initdb, pg_ctl, ...; empty means
+	// `pg_config --bindir`.
+	PGBin string `toml:"pg_bin"`
+	// RunAs is the OS user Postgres runs as when the agent is root.
+	RunAs string `toml:"run_as"`
+	// LeaseTTL is the leader lease. A leader that cannot renew fences
+	// itself before it can expire; a crashed leader is replaced at most
+	// this long after its last renewal (sooner when its death is certain).
+	LeaseTTL time.Duration `toml:"lease_ttl"`
+	// SyncMode is "on" (commits wait for a primary-region standby while one
+	// is in sync; writes go on without one), "strict" (writes block without
+	// one) or "off" (asynchronous; no automatic failover can then prove it
+	// loses nothing, so none happens without a synchronous standby).
+	SyncMode string `toml:"sync_mode"`
+}
+
+// Defaults returns the settings used when nothing else is given.
+func Defaults() Node {
+	return Node{
+		Cluster:       "petrel",
+		Region:        "scl",
+		PrimaryRegion: "scl",
+		ListenHost:    "127.0.0.1",
+		PGPort:        5433,
+		APIPort:       8433,
+		Etcd:          []string{"http://127.0.0.1:2379"},
+		RunAs:         "postgres",
+		LeaseTTL:      3 * time.Second,
+		SyncMode:      "on",
+	}
+}
+
+// LoadFile overlays the TOML file at path onto n.
+func LoadFile(path string, n *Node) error {
+	md, err := toml.DecodeFile(path, n)
+	if err != nil {
+		return fmt.Errorf("reading config file %s: %w", path, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		return fmt.Errorf("config file %s: unknown keys %v", path, und)
+	}
+	return nil
+}
+
+// Validate checks n and fills derived defaults.
+func (n *Node) Validate() error {
+	var errs []error
+	if n.ID == "" {
+		errs = append(errs, errors.New("id is required (--id or PETREL_ID)"))
+	}
+	if n.DataDir == "" {
+		errs = append(errs, errors.New("data_dir is required (--data-dir or PETREL_DATA_DIR)"))
+	}
+	if n.Region == "" || n.PrimaryRegion == "" {
+		errs = append(errs, errors.New("region and primary_region must not be empty"))
+	}
+	if len(n.Etcd) == 0 {
+		errs = append(errs, errors.New("at least one etcd endpoint is required"))
+	}
+	if n.LeaseTTL < 2*time.Second {
+		errs = append(errs, fmt.Errorf("lease_ttl %v is below the 2s minimum", n.LeaseTTL))
+	}
+	switch n.SyncMode {
+	case "on", "off", "strict":
+	default:
+		errs = append(errs, fmt.Errorf("sync_mode %q: want on, off or strict", n.SyncMode))
+	}
+	if n.AdvertiseHost == "" {
+		n.AdvertiseHost = n.ListenHost
+	}
+	return errors.Join(errs...)
+}
+
+// Secrets are the passwords of the roles petrel creates. They never go to
+// logs, process arguments or etcd.
+type Secrets struct {
+	Superuser   string // role "postgres"
+	Replication string // role "replicator"
+	Operator    string // role "operator"
+}
+
+// String keeps passwords out of any accidental %v.
+func (Secrets) String() string { return "Secrets{redacted}" }
+
+// LoadSecrets reads SU_PASSWORD, REPL_PASSWORD and OPERATOR_PASSWORD from
+// the environment, falling back to the secrets file (which must not be
+// readable by group or others).
+func LoadSecrets(file string) (Secrets, error) {
+	vals := map[string]string{}
+	if file != "" {
+		st, err := os.Stat(file)
+		if err != nil {
+			return Secrets{}, fmt.Errorf("reading secrets file: %w", err)
+		}
+		if st.Mode().Perm()&0o077 != 0 {
+			return Secrets{}, fmt.Errorf("secrets file %s has mode %v: make it 0600 (chmod 600 %s)", file, st.Mode().Perm(), file)
+		}
+		f, err := os.Open(file)
+		if err != nil {
+			return Secrets{}, fmt.Errorf("reading secrets file: %w", err)
+		}
+		defer f.Close()
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			line := strings.TrimSpace(sc.Text())
+			if line == "" || strings.HasPrefix(line, "#") {
+				continue
+			}
+			k, v, ok := strings.Cut(line, "=")
+			if !ok {
+				return Secrets{}, fmt.Errorf("secrets file %s: line without '='", file)
+			}
+			v = strings.TrimSpace(v)
+			if uq, err := strconv.Unquote(v); err == nil {
+				v = uq
+			}
+			vals[strings.TrimSpace(k)] = v
+		}
+		if err := sc.Err(); err != nil {
+			return Secrets{}, fmt.Errorf("reading secrets file: %w", err)
+		}
+	}
+	get := func(k string) string {
+		if v := os.Getenv(k); v != "" {
+			return v
+		}
+		return vals[k]
+	}
+	s := Secrets{Superuser: get("SU_PASSWORD"), Replication: get("REPL_PASSWORD"), Operator: get("OPERATOR_PASSWORD")}
+	if s.Superuser == "" || s.Replication == "" || s.Operator == "" {
+		return Secrets{}, errors.New("SU_PASSWORD, REPL_PASSWORD and OPERATOR_PASSWORD must be set in the environment or the secrets file")
+	}
+	return s, nil
+}

@@ -1,0 +1,660 @@
+// Package engine decides what a petrel node should do next. It is a pure,
+// deterministic function from an Observation (what the agent saw of its
+// own Postgres, the store and its peers) to a Plan (actions, in order).
+// It does no I/O, reads no clock and draws no random numbers: time
+// arrives as durations measured by the caller.
+//
+// The caller (internal/agent) must follow these rules:
+//
+//  1. Build every Observation from one consistent read of the store (one
+//     revision), plus fresh local facts; never mix revisions.
+//  2. Execute a Plan's actions in order and stop at the first failure; the
+//     next Observation shows what actually happened.
+//  3. Every store write an action implies is a compare-and-swap on the
+//     revisions carried in the action (LeaderRev, SyncRev, ...). A lost
+//     race is not an error: observe again.
+//  4. Report LeaseLeft conservatively: measured from when the last
+//     successful keepalive was *sent*, not when its answer arrived.
+//  5. Before executing Promote or StartPrimary, the leader key must be
+//     held with the node's own lease (AcquireLeader succeeded).
+//  6. After a Fence, do not start Postgres as a primary again until the
+//     engine asks for it in a later Plan.
+//
+// Safety invariants the engine keeps (tested in engine_test.go):
+//
+//   - A node runs Postgres writable only while it holds the leader key
+//     with at least FenceMargin of lease left; otherwise it fences.
+//   - Automatic promotion only picks a member that provably holds every
+//     acknowledged commit: with synchronous standbys S and quorum K, the
+//     candidate must have heard the final (not streaming) positions of
+//     |S|-K+1 members of S and have the highest of them; when S is empty
+//     only the last leader may take over.
+//   - Only primary-region members are candidates or synchronous standbys.
+//   - The synchronous set in Postgres is always a subset of the set
+//     recorded in the store (record first when adding, Postgres first and
+//     a catch-up check when removing).
+package engine
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/petrel-db/petrel/internal/model"
+)
+
+// DataRole is what the local data directory last was.
+type DataRole int
+
+const (
+	DataEmpty   DataRole = iota // no data directory yet
+	DataPrimary                 // last ran (or is running) as a primary
+	DataStandby                 // last ran (or is running) as a standby
+)
+
+// Params are the tunables the engine needs.
+type Params struct {
+	SyncMode      string        // on, strict, off
+	FenceMargin   time.Duration // fence when less lease than this is left
+	MaxRestarts   int           // local Postgres restarts before giving up leadership
+	RestartDelay  time.Duration // backoff base between local restarts
+	SwitchoverTTL time.Duration // a switchover record older than this is ignored
+	StuckAfter    time.Duration // a standby not streaming this long from a live leader is rewound
+}
+
+// DefaultParams are used by the agent unless configured otherwise.
+func DefaultParams() Params {
+	return Params{
+		SyncMode:      "on",
+		FenceMargin:   700 * time.Millisecond,
+		MaxRestarts:   3,
+		RestartDelay:  time.Second,
+		SwitchoverTTL: 30 * time.Second,
+		StuckAfter:    10 * time.Second,
+	}
+}
+
+// Peer is what a candidate learned from another member's /status during an
+// election.
+type Peer struct {
+	ID         string
+	Region     string
+	Reachable  bool
+	InRecovery bool
+	Streaming  bool
+	Timeline   uint32
+	LSN        uint64
+}
+
+// Standby is one row of the leader's pg_stat_replication.
+type Standby struct {
+	ID        string
+	Streaming bool
+	FlushLSN  uint64
+}
+
+// Observation is everything the engine needs for one decision.
+type Observation struct {
+	Self          string
+	Region        string
+	PrimaryRegion string // the cluster's recorded primary region
+
+	// Store.
+	StoreOK       bool   // the last keepalive succeeded and the cache is current
+	Initialized   bool   // the cluster's info key exists
+	InitializedBy string // the member that claimed initialization
+	Leader        string
+	LeaderRev     int64 // mod revision of the leader key (0: absent)
+	LeaderMine    bool  // the leader key is attached to this process's lease
+	Sync          model.Sync
+	SyncRev       int64
+	Members       map[string]model.Member // alive members (lease-attached keys)
+	Registered    []string                // every node that ever joined and was not removed
+	Switchover    *model.Switchover
+	SwitchoverAge time.Duration
+	LeaseLeft     time.Duration // conservative time until this node's lease may expire
+
+	// LeaderDead is true when the leader's Postgres and agent both refused
+	// connections (a fact, not a timeout), confirmed twice.
+	LeaderDead bool
+
+	// Local Postgres.
+	Data            DataRole
+	Running         bool
+	InRecovery      bool
+	Timeline        uint32
+	LSN             uint64 // primary: current; standby: max(received, replayed)
+	Streaming       bool
+	Following       string // member the standby is configured to follow ("" none)
+	NotStreamingFor time.Duration
+	Restarts        int           // consecutive failed local starts / crashes
+	SinceStart      time.Duration // since the last start attempt
+	RewindFailed    bool          // the last rewind against the current leader failed
+
+	// Leader-only facts.
+	Standbys      []Standby
+	SyncNames     []string // members currently in synchronous_standby_names
+	SyncChangeLSN uint64   // current LSN when SyncNames last shrank
+	Slots         []string // physical slots present
+
+	// Election facts: other members' /status, fetched only when no leader.
+	Peers map[string]Peer
+}
+
+// Kind names an action.
+type Kind string
+
+const (
+	Wait            Kind = "wait"            // nothing to do; Reason says why
+	Bootstrap       Kind = "bootstrap"       // claim the cluster's info key, initdb, then AcquireLeader
+	Clone           Kind = "clone"           // pg_basebackup from Target
+	StartStandby    Kind = "start-standby"   // configure to follow Target and start
+	StartPrimary    Kind = "start-primary"   // start Postgres as primary (leader key held)
+	Follow          Kind = "follow"          // re-point primary_conninfo to Target ("" = stop streaming) and reload
+	AcquireLeader   Kind = "acquire-leader"  // CAS: leader absent && sync rev == SyncRev → leader=self, sync={self,[]}
+	Promote         Kind = "promote"         // pg promote + checkpoint
+	Fence           Kind = "fence"           // stop Postgres at once (immediate)
+	ReleaseLeader   Kind = "release-leader"  // delete own leader key
+	RevokeLeader    Kind = "revoke-leader"   // delete a dead leader's key (CAS on LeaderRev)
+	Rewind          Kind = "rewind"          // stop, pg_rewind from Target, then start as standby
+	Reclone         Kind = "reclone"         // wipe and Clone from Target
+	SetSyncRecord   Kind = "set-sync-record" // CAS sync key to Members (rev SyncRev)
+	SetSyncNames    Kind = "set-sync-names"  // synchronous_standby_names = Value
+	CreateSlot      Kind = "create-slot"
+	DropSlot        Kind = "drop-slot"
+	SwitchoverStop  Kind = "switchover-stop" // stop cleanly, record the stop LSN for Target, release the key
+	ClearSwitchover Kind = "clear-switchover"
+)
+
+// Action is one step of a Plan.
+type Action struct {
+	Kind    Kind
+	Target  string   // member to clone/follow/rewind from, slot name, switchover target
+	Members []string // SetSyncRecord
+	Value   string   // SetSyncNames
+	Rev     int64    // the revision the CAS is conditioned on
+	Reason  string
+}
+
+func (a Action) String() string {
+	var b strings.Builder
+	b.WriteString(string(a.Kind))
+	if a.Target != "" {
+		fmt.Fprintf(&b, " target=%s", a.Target)
+	}
+	if a.Members != nil {
+		fmt.Fprintf(&b, " members=[%s]", strings.Join(a.Members, ","))
+	}
+	if a.Kind == SetSyncNames {
+		fmt.Fprintf(&b, " value=%q", a.Value)
+	}
+	if a.Rev != 0 {
+		fmt.Fprintf(&b, " rev=%d", a.Rev)
+	}
+	if a.Reason != "" {
+		fmt.Fprintf(&b, " (%s)", a.Reason)
+	}
+	return b.String()
+}
+
+// Plan is the ordered list of actions, plus the role the node should
+// report while it runs.
+type Plan struct {
+	Role    string
+	Actions []Action
+}
+
+func (p Plan) String() string {
+	parts := make([]string, len(p.Actions))
+	for i, a := range p.Actions {
+		parts[i] = a.String()
+	}
+	return p.Role + ": " + strings.Join(parts, "; ")
+}
+
+func wait(role, reason string) Plan {
+	return Plan{Role: role, Actions: []Action{{Kind: Wait, Reason: reason}}}
+}
+
+// SlotName is the physical replication slot kept for member id.
+func SlotName(id string) string { return "petrel_" + id }
+
+// StrictPlaceholder is listed in synchronous_standby_names in strict mode
+// when no standby is in sync, so that commits wait instead of going on.
+const StrictPlaceholder = "petrel_no_standby"
+
+// Decide is the engine: observation in, plan out.
+func Decide(o Observation, p Params) Plan {
+	localRole := model.RoleOffline
+	if o.Running {
+		if o.InRecovery {
+			localRole = model.RoleReplica
+		} else {
+			localRole = model.RolePrimary
+		}
+	}
+
+	// Rule 1: a writable Postgres without a safely held lease is fenced,
+	// whatever else is going on. This is the split-brain guard; it must
+	// come before anything that trusts the store.
+	if o.Running && !o.InRecovery {
+		switch {
+		case !o.LeaderMine:
+			return Plan{Role: model.RoleFenced, Actions: []Action{{Kind: Fence, Reason: "running as primary without holding the leader key"}}}
+		case o.LeaseLeft < p.FenceMargin:
+			return Plan{Role: model.RoleFenced, Actions: []Action{{Kind: Fence, Reason: fmt.Sprintf("lease renewal overdue (%v left)", o.LeaseLeft)}}}
+		}
+	}
+
+	// Rule 2: without the store, keep what is safe and change nothing.
+	if !o.StoreOK {
+		if localRole == model.RolePrimary {
+			return wait(localRole, "store unreachable; serving until the lease margin")
+		}
+		return wait(localRole, "store unreachable")
+	}
+
+	if !o.Initialized {
+		if o.Region != o.PrimaryRegion {
+			return wait(model.RoleOffline, "cluster not initialized; only a primary-region member may initialize it")
+		}
+		return Plan{Role: model.RoleOffline, Actions: []Action{{Kind: Bootstrap, Reason: "cluster not initialized"}}}
+	}
+
+	if o.LeaderMine {
+		return decideLeader(o, p)
+	}
+
+	if o.Data == DataEmpty {
+		if o.Leader == "" && o.InitializedBy == o.Self {
+			// We claimed initialization but never finished it.
+			return Plan{Role: model.RoleOffline, Actions: []Action{{Kind: Bootstrap, Reason: "finishing an interrupted bootstrap"}}}
+		}
+		if o.Leader == "" || o.Members[o.Leader].PostgresAddr == "" {
+			return wait(model.RoleOffline, "empty data directory and no leader to clone from")
+		}
+		return Plan{Role: model.RoleOffline, Actions: []Action{{Kind: Clone, Target: o.Leader, Reason: "empty data directory"}}}
+	}
+
+	if o.Leader == o.Self {
+		// The key names us but belongs to a previous incarnation's lease.
+		// Postgres is not writable here (rule 1 fenced it), so deleting the
+		// key cannot create a second primary; an election follows.
+		return Plan{Role: localRole, Actions: []Action{{Kind: RevokeLeader, Rev: o.LeaderRev, Reason: "leader key left by this node's previous run"}}}
+	}
+
+	if o.Leader != "" {
+		return decideFollower(o, p, localRole)
+	}
+	return decideElection(o, p, localRole)
+}
+
+func decideLeader(o Observation, p Params) Plan {
+	if o.LeaseLeft < p.FenceMargin {
+		acts := []Action{{Kind: ReleaseLeader, Reason: "lease nearly expired"}}
+		if o.Running {
+			acts = append([]Action{{Kind: Fence, Reason: "lease nearly expired"}}, acts...)
+		}
+		return Plan{Role: model.RoleFenced, Actions: acts}
+	}
+	if !o.Running {
+		if o.Restarts >= p.MaxRestarts {
+			return Plan{Role: model.RoleOffline, Actions: []Action{{Kind: ReleaseLeader, Reason: fmt.Sprintf("postgres failed to start %d times", o.Restarts)}}}
+		}
+		if o.Restarts > 0 && o.SinceStart < p.RestartDelay*time.Duration(1<<(o.Restarts-1)) {
+			return wait(model.RoleOffline, "waiting before restarting postgres")
+		}
+		if o.Data == DataStandby {
+			// Start it as a standby first; the next plan promotes it.
+			return Plan{Role: model.RoleOffline, Actions: []Action{{Kind: StartStandby, Reason: "leader key held; starting to promote"}}}
+		}
+		return Plan{Role: model.RoleOffline, Actions: []Action{{Kind: StartPrimary, Reason: "leader key held"}}}
+	}
+	if o.InRecovery {
+		return Plan{Role: model.RoleReplica, Actions: []Action{{Kind: Promote, Reason: "leader key held"}}}
+	}
+
+	var acts []Action
+	// A planned switchover addressed to this leader.
+	if sw := o.Switchover; sw != nil {
+		if sw.StoppedLSN != 0 || o.SwitchoverAge > p.SwitchoverTTL || sw.From != o.Self {
+			acts = append(acts, Action{Kind: ClearSwitchover, Reason: "stale or misaddressed switchover request"})
+		} else if t, why := switchoverTarget(o, sw.To); t != "" {
+			return Plan{Role: model.RolePrimary, Actions: []Action{{Kind: SwitchoverStop, Target: t, Reason: "planned switchover"}}}
+		} else {
+			acts = append(acts, Action{Kind: ClearSwitchover, Reason: "switchover refused: " + why})
+		}
+	}
+
+	acts = append(acts, syncActions(o, p)...)
+	acts = append(acts, slotActions(o)...)
+	if len(acts) == 0 {
+		return wait(model.RolePrimary, "leading")
+	}
+	return Plan{Role: model.RolePrimary, Actions: acts}
+}
+
+// switchoverTarget picks the member a planned switchover hands over to:
+// the requested one if it may lead, else the most caught-up synchronous
+// (or streaming, when none is synchronous) primary-region standby.
+func switchoverTarget(o Observation, want string) (string, string) {
+	streaming := map[string]uint64{}
+	for _, s := range o.Standbys {
+		if s.Streaming {
+			streaming[s.ID] = s.FlushLSN
+		}
+	}
+	eligible := func(id string) bool {
+		m, ok := o.Members[id]
+		_, st := streaming[id]
+		return ok && st && m.Region == o.PrimaryRegion && id != o.Self
+	}
+	if want != "" {
+		if !eligible(want) {
+			return "", fmt.Sprintf("%s is not a streaming standby in the primary region %s", want, o.PrimaryRegion)
+		}
+		return want, ""
+	}
+	best, bestLSN := "", uint64(0)
+	for id, lsn := range streaming {
+		if eligible(id) && (best == "" || lsn > bestLSN || (lsn == bestLSN && id < best)) {
+			best, bestLSN = id, lsn
+		}
+	}
+	if best == "" {
+		return "", "no streaming standby in the primary region"
+	}
+	return best, ""
+}
+
+// syncActions keeps synchronous_standby_names and the sync record in step.
+func syncActions(o Observation, p Params) []Action {
+	if p.SyncMode == "off" {
+		var acts []Action
+		if len(o.SyncNames) > 0 {
+			acts = append(acts, Action{Kind: SetSyncNames, Value: "", Reason: "sync mode off"})
+		}
+		if o.Sync.Leader != o.Self || len(o.Sync.Members) > 0 {
+			acts = append(acts, Action{Kind: SetSyncRecord, Members: []string{}, Rev: o.SyncRev, Reason: "sync mode off"})
+		}
+		return acts
+	}
+	streaming := map[string]bool{}
+	for _, s := range o.Standbys {
+		if s.Streaming {
+			if m, ok := o.Members[s.ID]; ok && m.Region == o.PrimaryRegion {
+				streaming[s.ID] = true
+			}
+		}
+	}
+	current := set(o.SyncNames)
+	record := set(o.Sync.Members)
+	if o.Sync.Leader != o.Self {
+		record = map[string]bool{}
+	}
+
+	// Desired Postgres set: streaming primary-region standbys. In strict
+	// mode a listed standby that dropped out stays listed while no other
+	// is streaming, so commits wait rather than go on unprotected.
+	desired := map[string]bool{}
+	for id := range streaming {
+		desired[id] = true
+	}
+	if p.SyncMode == "strict" && len(desired) == 0 {
+		for id := range current {
+			desired[id] = true
+		}
+	}
+
+	add := diff(desired, current)
+	remove := diff(current, desired)
+
+	// Adding: record first (a superset record is safe: it only asks
+	// candidates to hear from more members), then Postgres.
+	if len(add) > 0 {
+		union := keys(unionOf(record, desired))
+		if !sameSet(record, set(union)) || o.Sync.Leader != o.Self {
+			return []Action{{Kind: SetSyncRecord, Members: union, Rev: o.SyncRev, Reason: "adding " + strings.Join(add, ",")}}
+		}
+		return []Action{{Kind: SetSyncNames, Value: syncValue(keys(desired), p.SyncMode), Reason: "adding " + strings.Join(add, ",")}}
+	}
+	// Removing: Postgres first; the record follows once the remaining
+	// members hold everything acknowledged before the change.
+	if len(remove) > 0 {
+		return []Action{{Kind: SetSyncNames, Value: syncValue(keys(desired), p.SyncMode), Reason: "removing " + strings.Join(remove, ",")}}
+	}
+	if p.SyncMode == "strict" && len(current) == 0 && !o.hasPlaceholder() {
+		return []Action{{Kind: SetSyncNames, Value: syncValue(nil, p.SyncMode), Reason: "strict mode without a standby"}}
+	}
+	if !sameSet(record, current) || o.Sync.Leader != o.Self {
+		// record ⊋ current: shrink once every remaining member caught up.
+		for id := range current {
+			if flushOf(o, id) < o.SyncChangeLSN {
+				return nil // wait for catch-up
+			}
+		}
+		return []Action{{Kind: SetSyncRecord, Members: keys(current), Rev: o.SyncRev, Reason: "record follows postgres"}}
+	}
+	return nil
+}
+
+func (o Observation) hasPlaceholder() bool {
+	for _, n := range o.SyncNames {
+		if n == StrictPlaceholder {
+			return true
+		}
+	}
+	return false
+}
+
+func flushOf(o Observation, id string) uint64 {
+	for _, s := range o.Standbys {
+		if s.ID == id {
+			return s.FlushLSN
+		}
+	}
+	return 0
+}
+
+// syncValue renders synchronous_standby_names for a quorum of one.
+func syncValue(ids []string, mode string) string {
+	if len(ids) == 0 {
+		if mode == "strict" {
+			return fmt.Sprintf("ANY 1 (%q)", StrictPlaceholder)
+		}
+		return ""
+	}
+	q := make([]string, len(ids))
+	for i, id := range ids {
+		q[i] = fmt.Sprintf("%q", id)
+	}
+	return fmt.Sprintf("ANY 1 (%s)", strings.Join(q, ", "))
+}
+
+func slotActions(o Observation) []Action {
+	want := map[string]bool{}
+	for _, id := range o.Registered {
+		if id != o.Self {
+			want[SlotName(id)] = true
+		}
+	}
+	have := set(o.Slots)
+	var acts []Action
+	for _, s := range diff(want, have) {
+		acts = append(acts, Action{Kind: CreateSlot, Target: s, Reason: "member registered"})
+	}
+	for _, s := range diff(have, want) {
+		if strings.HasPrefix(s, "petrel_") {
+			acts = append(acts, Action{Kind: DropSlot, Target: s, Reason: "member gone"})
+		}
+	}
+	return acts
+}
+
+func decideFollower(o Observation, p Params, localRole string) Plan {
+	leader := o.Leader
+	if _, ok := o.Members[leader]; !ok {
+		return wait(localRole, "leader "+leader+" has not published its address")
+	}
+	// A standby whose leader is certainly dead may clear the key at once
+	// instead of waiting for the lease: only a synchronous candidate does,
+	// and the election that follows still applies the quorum rule.
+	if o.LeaderDead && eligible(o) {
+		return Plan{Role: localRole, Actions: []Action{{Kind: RevokeLeader, Rev: o.LeaderRev, Reason: "leader's postgres and agent refuse connections"}}}
+	}
+	if o.Data == DataPrimary {
+		// Former primary: its timeline may have diverged. pg_rewind is a
+		// no-op when it has not.
+		if o.RewindFailed {
+			return Plan{Role: model.RoleOffline, Actions: []Action{{Kind: Reclone, Target: leader, Reason: "rewind failed"}}}
+		}
+		return Plan{Role: model.RoleOffline, Actions: []Action{{Kind: Rewind, Target: leader, Reason: "former primary rejoining"}}}
+	}
+	if !o.Running {
+		if o.Restarts > 0 && o.SinceStart < p.RestartDelay*time.Duration(1<<min(o.Restarts-1, 5)) {
+			return wait(model.RoleOffline, "waiting before restarting postgres")
+		}
+		if o.Restarts >= p.MaxRestarts+2 {
+			return Plan{Role: model.RoleOffline, Actions: []Action{{Kind: Reclone, Target: leader, Reason: "postgres keeps failing to start as a standby"}}}
+		}
+		return Plan{Role: model.RoleOffline, Actions: []Action{{Kind: StartStandby, Target: leader, Reason: "following " + leader}}}
+	}
+	if o.Following != leader {
+		return Plan{Role: model.RoleReplica, Actions: []Action{{Kind: Follow, Target: leader, Reason: "leader is " + leader}}}
+	}
+	if !o.Streaming && o.NotStreamingFor > p.StuckAfter {
+		if o.RewindFailed {
+			return Plan{Role: model.RoleReplica, Actions: []Action{{Kind: Reclone, Target: leader, Reason: "cannot stream from the leader"}}}
+		}
+		return Plan{Role: model.RoleReplica, Actions: []Action{{Kind: Rewind, Target: leader, Reason: fmt.Sprintf("not streaming for %v", o.NotStreamingFor.Round(time.Second))}}}
+	}
+	return wait(model.RoleReplica, "following "+leader)
+}
+
+// eligible says whether this node may ever be promoted automatically with
+// the current sync record.
+func eligible(o Observation) bool {
+	if o.Region != o.PrimaryRegion || o.Data == DataEmpty {
+		return false
+	}
+	if len(o.Sync.Members) == 0 {
+		return o.Sync.Leader == o.Self
+	}
+	for _, m := range o.Sync.Members {
+		if m == o.Self {
+			return true
+		}
+	}
+	return false
+}
+
+func decideElection(o Observation, p Params, localRole string) Plan {
+	// A planned switchover in progress: only its target may take over.
+	if sw := o.Switchover; sw != nil && sw.StoppedLSN != 0 && o.SwitchoverAge <= p.SwitchoverTTL {
+		if sw.Target != o.Self {
+			return wait(localRole, "switchover to "+sw.Target+" in progress")
+		}
+		if !o.Running {
+			return Plan{Role: localRole, Actions: []Action{{Kind: StartStandby, Reason: "switchover target"}}}
+		}
+		if o.LSN < sw.StoppedLSN {
+			return wait(localRole, "switchover target catching up")
+		}
+		return Plan{Role: localRole, Actions: []Action{{Kind: AcquireLeader, Rev: o.SyncRev, Reason: "switchover target caught up"}}}
+	}
+
+	if !eligible(o) {
+		return wait(localRole, "no leader; not a promotion candidate")
+	}
+	if o.Data == DataPrimary && o.Sync.Leader == o.Self && len(o.Sync.Members) == 0 {
+		// The last leader, with no synchronous standby: nobody else can
+		// hold its commits, so it takes the key back and restarts.
+		return Plan{Role: localRole, Actions: []Action{{Kind: AcquireLeader, Rev: o.SyncRev, Reason: "last leader, no synchronous standby"}}}
+	}
+	if o.Running && o.Streaming {
+		// Stop streaming so our position is final before comparing.
+		return Plan{Role: localRole, Actions: []Action{{Kind: Follow, Target: "", Reason: "leader lost; freezing position"}}}
+	}
+	if !o.Running {
+		return Plan{Role: localRole, Actions: []Action{{Kind: StartStandby, Reason: "leader lost; starting to compare positions"}}}
+	}
+	// Quorum: hear final positions from |S|-K+1 members of S.
+	k := o.Sync.K
+	if k < 1 {
+		k = 1
+	}
+	need := len(o.Sync.Members) - k + 1
+	heard := 0
+	for _, id := range o.Sync.Members {
+		if id == o.Self {
+			heard++
+			continue
+		}
+		peer, ok := o.Peers[id]
+		if !ok || !peer.Reachable || peer.Streaming {
+			continue
+		}
+		heard++
+		if peer.Timeline > o.Timeline || (peer.Timeline == o.Timeline && (peer.LSN > o.LSN || (peer.LSN == o.LSN && id < o.Self))) {
+			return wait(localRole, fmt.Sprintf("%s is further ahead (%d vs %d)", id, peer.LSN, o.LSN))
+		}
+	}
+	if heard < need {
+		return wait(localRole, fmt.Sprintf("quorum: heard %d of the %d synchronous members needed", heard, need))
+	}
+	return Plan{Role: localRole, Actions: []Action{{Kind: AcquireLeader, Rev: o.SyncRev, Reason: fmt.Sprintf("most advanced of %d synchronous members heard", heard)}}}
+}
+
+func set(xs []string) map[string]bool {
+	m := make(map[string]bool, len(xs))
+	for _, x := range xs {
+		if x != StrictPlaceholder {
+			m[x] = true
+		}
+	}
+	return m
+}
+
+func keys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func diff(a, b map[string]bool) []string {
+	var out []string
+	for k := range a {
+		if !b[k] {
+			out = append(out, k)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func unionOf(a, b map[string]bool) map[string]bool {
+	m := map[string]bool{}
+	for k := range a {
+		m[k] = true
+	}
+	for k := range b {
+		m[k] = true
+	}
+	return m
+}
+
+func sameSet(a, b map[string]bool) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k := range a {
+		if !b[k] {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,94 @@
+// Package model holds the data types shared by the agent, the store, the
+// HTTP API and the CLI: what a member publishes about itself, what the
+// cluster records in etcd, and the /status document.
+//
+// Nothing here performs I/O. Every type is JSON-encoded in etcd or over
+// HTTP, so field names are part of petrel's compatibility surface.
+package model
+
+import "time"
+
+// Roles, as served by GET /role and in Status.Role.
+const (
+	RolePrimary = "primary" // writable leader holding the lease
+	RoleReplica = "replica" // streaming (or trying to) from the leader
+	RoleFenced  = "fenced"  // Postgres stopped or demoted because leadership was lost or unproven
+	RoleOffline = "offline" // Postgres not running (or the member is unreachable)
+)
+
+// Member is what a member publishes under /petrel/<cluster>/members/<id>,
+// attached to its own session lease: it disappears when the agent dies.
+// Only that member writes its key.
+type Member struct {
+	ID           string `json:"id"`
+	Region       string `json:"region"`
+	APIURL       string `json:"api_url"`       // http://host:port
+	PostgresAddr string `json:"postgres_addr"` // host:port of the member's own Postgres
+	ProxyAddr    string `json:"proxy_addr,omitempty"`
+}
+
+// Sync is the cluster's record of who may be promoted without losing an
+// acknowledged commit, under /petrel/<cluster>/sync.
+//
+// Invariant: every commit the leader acknowledged is durable on Leader and
+// on at least K of Members. So a
+// candidate that has heard the final positions of len(Members)-K+1 of them
+// (itself included) knows the highest of those holds every acknowledged
+// commit. Only the leader writes this key, and only with a compare-and-swap
+// on the revision it read; a member is added here only after Postgres
+// reports it synchronous and caught up, and removed here before it is
+// removed from synchronous_standby_names.
+type Sync struct {
+	Leader  string   `json:"leader"`
+	Members []string `json:"members"`
+	K       int      `json:"k"`
+}
+
+// Switchover is a request for a planned leader change under
+// /petrel/<cluster>/switchover, written by the CLI and consumed by the leader.
+type Switchover struct {
+	From        string    `json:"from"`         // the leader when requested
+	To          string    `json:"to,omitempty"` // "" lets the leader choose
+	RequestedAt time.Time `json:"requested_at"` // requests older than a minute are ignored
+	// Set by the old leader once it has stopped: the LSN of its shutdown
+	// checkpoint, which the target must have received before promoting.
+	StoppedLSN uint64 `json:"stopped_lsn,omitempty"`
+	Target     string `json:"target,omitempty"` // chosen target, set with StoppedLSN
+}
+
+// ClusterInfo is created once, by the member that initialized the cluster,
+// under /petrel/<cluster>/info (create-only: its existence is the
+// "initialized" guard).
+type ClusterInfo struct {
+	Name          string    `json:"name"`
+	PrimaryRegion string    `json:"primary_region"`
+	InitializedBy string    `json:"initialized_by"`
+	InitializedAt time.Time `json:"initialized_at"`
+	SystemID      string    `json:"system_id,omitempty"`
+}
+
+// Status is the GET /status document of one member.
+type Status struct {
+	ID           string  `json:"id"`
+	Region       string  `json:"region"`
+	Role         string  `json:"role"`  // as GET /role
+	State        string  `json:"state"` // what the agent is doing: running, starting, cloning, rewinding, promoting, fenced, stopped, ...
+	Timeline     uint32  `json:"timeline"`
+	LSN          string  `json:"lsn"`        // primary: current WAL; replica: last received
+	ReplayLSN    string  `json:"replay_lsn"` // replica: last replayed
+	LagBytes     int64   `json:"lag_bytes"`  // behind the leader's current LSN, as last seen
+	LagSeconds   float64 `json:"lag_seconds"`
+	Leader       string  `json:"leader"` // the leader's id ("" when none)
+	Sync         bool    `json:"sync"`   // listed in the cluster's sync record
+	PostgresAddr string  `json:"postgres_addr"`
+	APIURL       string  `json:"api_url"`
+	// Streaming is true for a replica whose WAL receiver is streaming.
+	Streaming bool `json:"streaming"`
+	// LSNNum and ReceiveLSNNum are the numeric forms candidates compare.
+	LSNNum uint64 `json:"lsn_num"`
+	// SyncMode is the leader's view: "sync" (a standby is synchronous),
+	// "async-degraded" (no standby in sync, writes continue, no automatic
+	// failover), "blocked" (strict mode, writes wait), "off".
+	SyncState string   `json:"sync_state,omitempty"`
+	Problems  []string `json:"problems,omitempty"`
+}
