@@ -174,7 +174,7 @@ func TestDecide(t *testing.T) {
 		}, "", "wait", model.RoleReplica},
 		{"leader lost: replica outside primary region never promotes, however far ahead", func() Observation {
 			o := base()
-			o.Leader, o.Streaming, o.Self, o.Region, o.LSN = "", false, "ord1", "ord", 1 << 40
+			o.Leader, o.Streaming, o.Self, o.Region, o.LSN = "", false, "ord1", "ord", 1<<40
 			o.Sync.Members = []string{"ord1", "scl2"}
 			return o
 		}, "", "wait", model.RoleReplica},

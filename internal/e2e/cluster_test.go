@@ -1,0 +1,347 @@
+package e2e
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/petrel-db/petrel/internal/model"
+	"github.com/petrel-db/petrel/internal/testcluster"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+func repoRoot() string {
+	_, f, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(f), "..", "..")
+}
+
+func binary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "petrel-bin")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath, buildErr = testcluster.Build(context.Background(), repoRoot(), dir)
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+func newCluster(t *testing.T, ctx context.Context) *testcluster.Cluster {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("end-to-end test; skipped with -short")
+	}
+	dir, err := os.MkdirTemp("", "petrel-e2e")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := testcluster.Start(ctx, testcluster.Options{Dir: dir, Binary: binary(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c.Close()
+		if t.Failed() {
+			for _, id := range c.IDs() {
+				b, _ := os.ReadFile(filepath.Join(dir, id+".log"))
+				lines := strings.Split(string(b), "\n")
+				if len(lines) > 60 {
+					lines = lines[len(lines)-60:]
+				}
+				t.Logf("---- %s agent log (tail) ----\n%s", id, strings.Join(lines, "\n"))
+			}
+			t.Logf("cluster dir kept: %s", dir)
+			return
+		}
+		_ = os.RemoveAll(dir)
+	})
+	return c
+}
+
+// writer inserts increasing ids through the writer DSN and records which
+// inserts were acknowledged.
+type writer struct {
+	mu    sync.Mutex
+	acked []int64
+	next  int64
+}
+
+func (w *writer) run(ctx context.Context, dsn string) {
+	var conn *pgx.Conn
+	for ctx.Err() == nil {
+		if conn == nil {
+			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			c, err := pgx.Connect(cctx, dsn)
+			cancel()
+			if err != nil {
+				time.Sleep(50 * time.Millisecond)
+				continue
+			}
+			conn = c
+		}
+		w.mu.Lock()
+		w.next++
+		id := w.next
+		w.mu.Unlock()
+		ictx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		_, err := conn.Exec(ictx, "INSERT INTO acked(id) VALUES ($1)", id)
+		cancel()
+		if err != nil {
+			conn.Close(context.Background())
+			conn = nil
+			continue
+		}
+		w.mu.Lock()
+		w.acked = append(w.acked, id)
+		w.mu.Unlock()
+		time.Sleep(20 * time.Millisecond)
+	}
+	if conn != nil {
+		conn.Close(context.Background())
+	}
+}
+
+func (w *writer) count() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.acked)
+}
+
+// missing returns acknowledged ids absent from node id.
+func (w *writer) missing(ctx context.Context, t *testing.T, c *testcluster.Cluster, id string) []int64 {
+	t.Helper()
+	got, err := c.QueryInts(ctx, id, "SELECT id FROM acked")
+	if err != nil {
+		t.Fatalf("reading acked ids on %s: %v", id, err)
+	}
+	have := map[int64]bool{}
+	for _, x := range got {
+		have[x] = true
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var miss []int64
+	for _, x := range w.acked {
+		if !have[x] {
+			miss = append(miss, x)
+		}
+	}
+	return miss
+}
+
+func waitReplicaHas(ctx context.Context, t *testing.T, c *testcluster.Cluster, id string, n int64) {
+	t.Helper()
+	err := testcluster.WaitFor(ctx, id+" to replay the writes", func() bool {
+		got, err := c.QueryInts(ctx, id, "SELECT count(*) FROM acked")
+		return err == nil && len(got) == 1 && got[0] >= n
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// writeThrough runs a writer across fn and checks no acknowledged write was
+// lost and writes resumed afterwards.
+func writeThrough(ctx context.Context, t *testing.T, c *testcluster.Cluster, fn func()) (*writer, string) {
+	t.Helper()
+	w := &writer{next: time.Now().UnixNano() / 1000}
+	wctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { w.run(wctx, c.WriterDSN()); close(done) }()
+	if err := testcluster.WaitFor(ctx, "first writes", func() bool { return w.count() >= 5 }); err != nil {
+		t.Fatal(err)
+	}
+	fn()
+	before := w.count()
+	if err := testcluster.WaitFor(ctx, "writes to resume", func() bool { return w.count() >= before+5 }); err != nil {
+		stop()
+		<-done
+		t.Fatal(err)
+	}
+	stop()
+	<-done
+	leader, err := c.WaitLeader(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if miss := w.missing(ctx, t, c, leader); len(miss) > 0 {
+		t.Fatalf("%d acknowledged writes lost on the new leader %s: %v", len(miss), leader, miss)
+	}
+	return w, leader
+}
+
+func TestClusterLifecycle(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	c := newCluster(t, ctx)
+
+	// Bootstrap: three nodes, two in the primary region.
+	for _, n := range [][2]string{{"scl1", "scl"}, {"scl2", "scl"}, {"ord1", "ord"}} {
+		if _, err := c.AddNode(n[0], n[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	leader, err := c.WaitLeader(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range c.IDs() {
+		if id != leader {
+			if err := c.WaitRole(ctx, id, model.RoleReplica); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	t.Logf("bootstrapped; leader %s", leader)
+
+	// A write on the leader is readable on every replica.
+	if err := c.Exec(ctx, leader, "CREATE TABLE acked (id bigint PRIMARY KEY)"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Exec(ctx, leader, "INSERT INTO acked VALUES (1)"); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range c.IDs() {
+		waitReplicaHas(ctx, t, c, id, 1)
+	}
+
+	// The primary-region standby becomes synchronous.
+	if err := testcluster.WaitFor(ctx, "a synchronous standby", func() bool {
+		st, err := c.Status(leader)
+		return err == nil && st.SyncState == "sync"
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("crash of the leader", func(t *testing.T) {
+		old := leader
+		w, nl := writeThrough(ctx, t, c, func() {
+			if err := c.Kill(old); err != nil {
+				t.Fatal(err)
+			}
+			var err error
+			if leader, err = c.WaitLeader(ctx, old); err != nil {
+				t.Fatal(err)
+			}
+		})
+		if nl == old || c.Node(nl).Region != "scl" {
+			t.Fatalf("new leader %s: want the other primary-region member", nl)
+		}
+		leader = nl
+		// The platform restarts the old node: it rejoins as a replica.
+		if err := c.StartNode(old); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.WaitRole(ctx, old, model.RoleReplica); err != nil {
+			t.Fatal(err)
+		}
+		w.mu.Lock()
+		n := int64(len(w.acked))
+		w.mu.Unlock()
+		_ = n
+		if miss := w.missing(ctx, t, c, leader); len(miss) > 0 {
+			t.Fatalf("lost writes: %v", miss)
+		}
+		if err := testcluster.WaitFor(ctx, "old leader to replay every acknowledged write", func() bool {
+			got, err := c.QueryInts(ctx, old, "SELECT count(*) FROM acked")
+			return err == nil && len(w.missing(ctx, t, c, old)) == 0 && len(got) == 1
+		}); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("planned switchover", func(t *testing.T) {
+		if err := testcluster.WaitFor(ctx, "a synchronous standby", func() bool {
+			st, err := c.Status(leader)
+			return err == nil && st.SyncState == "sync"
+		}); err != nil {
+			t.Fatal(err)
+		}
+		old := leader
+		_, nl := writeThrough(ctx, t, c, func() {
+			out, err := exec.CommandContext(ctx, binary(t), "failover", "--etcd", strings.Join(c.EtcdEndpoints(), ","), "--cluster", "petrel").CombinedOutput()
+			if err != nil {
+				t.Fatalf("petrel failover: %v\n%s", err, out)
+			}
+			t.Logf("petrel failover: %s", out)
+		})
+		if nl == old {
+			t.Fatalf("leader is still %s after switchover", old)
+		}
+		leader = nl
+		if err := c.WaitRole(ctx, old, model.RoleReplica); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("fresh node joins", func(t *testing.T) {
+		if _, err := c.AddNode("scl3", "scl"); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.WaitRole(ctx, "scl3", model.RoleReplica); err != nil {
+			t.Fatal(err)
+		}
+		got, err := c.QueryInts(ctx, leader, "SELECT count(*) FROM acked")
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitReplicaHas(ctx, t, c, "scl3", got[0])
+	})
+}
+
+func TestConcurrentBootstrapInitializesOnce(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	c := newCluster(t, ctx)
+	var wg sync.WaitGroup
+	for _, id := range []string{"scl1", "scl2"} {
+		wg.Add(1)
+		go func(id string) {
+			defer wg.Done()
+			if _, err := c.AddNode(id, "scl"); err != nil {
+				t.Error(err)
+			}
+		}(id)
+	}
+	wg.Wait()
+	leader, err := c.WaitLeader(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := "scl1"
+	if leader == "scl1" {
+		other = "scl2"
+	}
+	if err := c.WaitRole(ctx, other, model.RoleReplica); err != nil {
+		t.Fatal(err)
+	}
+	// One initdb: both share the system identifier.
+	a, err := c.QueryInts(ctx, leader, "SELECT system_identifier::bigint FROM pg_control_system()")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := c.QueryInts(ctx, other, "SELECT system_identifier::bigint FROM pg_control_system()")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a[0] != b[0] {
+		t.Fatalf("two clusters were initialized: system ids %d and %d", a[0], b[0])
+	}
+}

@@ -1,0 +1,222 @@
+// Package statusview gathers the GET /status documents of a cluster's
+// members and prints them as a table (like `fly status`). It is used by
+// `petrel status` and `petrel up`.
+//
+// Members to ask come either from a local cluster file (see
+// internal/localworld) or from the member keys in etcd
+// (/petrel/<cluster>/members/<id>, see MembersFromEtcd). A member that does
+// not answer is shown with role "offline" and state "unreachable" rather
+// than left out, so that a dead member is visible.
+package statusview
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/petrel-db/petrel/internal/model"
+)
+
+// Target is a member to ask for its status.
+type Target struct {
+	ID     string
+	Region string
+	APIURL string // http://host:port
+}
+
+// TargetsFromMembers converts member records to targets, keeping order.
+func TargetsFromMembers(ms []model.Member) []Target {
+	ts := make([]Target, 0, len(ms))
+	for _, m := range ms {
+		ts = append(ts, Target{ID: m.ID, Region: m.Region, APIURL: m.APIURL})
+	}
+	return ts
+}
+
+// RequestTimeout bounds each member's GET /status.
+const RequestTimeout = time.Second
+
+var httpClient = &http.Client{Timeout: RequestTimeout}
+
+// Collect GETs every target's /status concurrently and returns one Status
+// per target, in the targets' order. An unreachable member (or one that
+// answers with an error) becomes Role "offline", State "unreachable", with
+// the reason in Problems.
+func Collect(ctx context.Context, targets []Target) []model.Status {
+	out := make([]model.Status, len(targets))
+	var wg sync.WaitGroup
+	for i, t := range targets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			st, err := fetch(ctx, t)
+			if err != nil {
+				st = model.Status{
+					ID:       t.ID,
+					Region:   t.Region,
+					Role:     model.RoleOffline,
+					State:    "unreachable",
+					APIURL:   t.APIURL,
+					Problems: []string{err.Error()},
+				}
+			}
+			if st.ID == "" {
+				st.ID = t.ID
+			}
+			if st.Region == "" {
+				st.Region = t.Region
+			}
+			if st.APIURL == "" {
+				st.APIURL = t.APIURL
+			}
+			out[i] = st
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+func fetch(ctx context.Context, t Target) (model.Status, error) {
+	var st model.Status
+	if t.APIURL == "" {
+		return st, errors.New("no API URL known")
+	}
+	ctx, cancel := context.WithTimeout(ctx, RequestTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(t.APIURL, "/")+"/status", nil)
+	if err != nil {
+		return st, err
+	}
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return st, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return st, fmt.Errorf("GET /status: %s", resp.Status)
+	}
+	if err := json.Unmarshal(body, &st); err != nil {
+		return st, fmt.Errorf("GET /status: bad JSON: %w", err)
+	}
+	return st, nil
+}
+
+// Primary returns the first member reporting role primary (a second one
+// would be a bug; the table makes it visible).
+func Primary(sts []model.Status) (model.Status, bool) {
+	for _, s := range sts {
+		if s.Role == model.RolePrimary {
+			return s, true
+		}
+	}
+	return model.Status{}, false
+}
+
+// Table prints sts as aligned columns: ID REGION ROLE STATE LAG TIMELINE.
+// LAG is shown for replicas as "<bytes> / <seconds>s" and "-" otherwise.
+func Table(w io.Writer, sts []model.Status) {
+	tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
+	fmt.Fprintln(tw, "ID\tREGION\tROLE\tSTATE\tLAG\tTIMELINE")
+	for _, s := range sts {
+		lag := "-"
+		if s.Role == model.RoleReplica {
+			lag = fmt.Sprintf("%s / %.1fs", HumanBytes(s.LagBytes), s.LagSeconds)
+		}
+		tl := "-"
+		if s.Timeline > 0 {
+			tl = strconv.FormatUint(uint64(s.Timeline), 10)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", dash(s.ID), dash(s.Region), dash(s.Role), dash(s.State), lag, tl)
+	}
+	tw.Flush()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// HumanBytes formats n with binary units: "0 B", "512 B", "1.5 KiB", "3.0 MiB".
+func HumanBytes(n int64) string {
+	neg := n < 0
+	if neg {
+		n = -n
+	}
+	sign := ""
+	if neg {
+		sign = "-"
+	}
+	if n < 1024 {
+		return fmt.Sprintf("%s%d B", sign, n)
+	}
+	units := []string{"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"}
+	f := float64(n) / 1024
+	u := 0
+	for f >= 1024 && u < len(units)-1 {
+		f /= 1024
+		u++
+	}
+	return fmt.Sprintf("%s%.1f %s", sign, f, units[u])
+}
+
+// MembersFromEtcd reads the member records under /petrel/<cluster>/members/,
+// sorted by ID. Members appear there only while their agent is alive (the
+// keys are attached to the agent's session lease).
+func MembersFromEtcd(ctx context.Context, endpoints []string, cluster string) ([]model.Member, error) {
+	if len(endpoints) == 0 {
+		return nil, errors.New("no etcd endpoints given")
+	}
+	if cluster == "" {
+		return nil, errors.New("no cluster name given")
+	}
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   endpoints,
+		DialTimeout: 3 * time.Second,
+		Logger:      zap.NewNop(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("connecting to etcd %s: %w", strings.Join(endpoints, ","), err)
+	}
+	defer cli.Close()
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+	}
+	prefix := "/petrel/" + cluster + "/members/"
+	resp, err := cli.Get(ctx, prefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("reading %s from etcd %s: %w", prefix, strings.Join(endpoints, ","), err)
+	}
+	ms := make([]model.Member, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		var m model.Member
+		if err := json.Unmarshal(kv.Value, &m); err != nil {
+			return nil, fmt.Errorf("etcd key %s: bad member record: %w", kv.Key, err)
+		}
+		if m.ID == "" {
+			m.ID = strings.TrimPrefix(string(kv.Key), prefix)
+		}
+		ms = append(ms, m)
+	}
+	sort.Slice(ms, func(i, j int) bool { return ms[i].ID < ms[j].ID })
+	return ms, nil
+}

@@ -1,0 +1,371 @@
+// Package testcluster starts real petrel clusters for tests and
+// benchmarks: an embedded etcd in this process and each node as a real
+// `petrel node` process with its own PostgreSQL, on loopback ports.
+//
+// It is test infrastructure, not a mock: nothing here stands in for a
+// component users run.
+package testcluster
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/petrel-db/petrel/internal/config"
+	"github.com/petrel-db/petrel/internal/etcdembed"
+	"github.com/petrel-db/petrel/internal/model"
+)
+
+// Options configure a cluster.
+type Options struct {
+	Dir        string   // everything lives here
+	Binary     string   // petrel binary; Build makes one
+	Name       string   // cluster name (default "petrel")
+	ExtraFlags []string // passed to every node
+}
+
+// Cluster is a running test cluster.
+type Cluster struct {
+	Opts    Options
+	Etcd    *etcdembed.Server
+	Secrets config.Secrets
+
+	mu    sync.Mutex // guards nodes
+	nodes map[string]*Node
+}
+
+// Node is one `petrel node` process.
+type Node struct {
+	ID, Region      string
+	PGPort, APIPort int
+	DataDir         string
+	cmd             *exec.Cmd
+	exited          chan struct{}
+}
+
+// Build compiles the petrel binary into dir and returns its path.
+func Build(ctx context.Context, repoRoot, dir string) (string, error) {
+	out := filepath.Join(dir, "petrel")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/petrel")
+	cmd.Dir = repoRoot
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("building petrel: %w: %s", err, b)
+	}
+	return out, nil
+}
+
+// FreePort asks the kernel for an unused loopback port.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func randomSecret() string {
+	b := make([]byte, 18)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// Start starts etcd; nodes are added with StartNode.
+func Start(ctx context.Context, opts Options) (*Cluster, error) {
+	if opts.Name == "" {
+		opts.Name = "petrel"
+	}
+	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	// Postgres runs as another user when we are root: let it traverse.
+	for d := opts.Dir; d != "/" && d != "."; d = filepath.Dir(d) {
+		if st, err := os.Stat(d); err == nil && st.Mode().Perm()&0o005 != 0o005 {
+			_ = os.Chmod(d, st.Mode().Perm()|0o055)
+		}
+	}
+	cp, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	pp, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	e, err := etcdembed.Start(ctx, etcdembed.Options{
+		Dir: filepath.Join(opts.Dir, "etcd"), ClientURL: fmt.Sprintf("http://127.0.0.1:%d", cp), PeerURL: fmt.Sprintf("http://127.0.0.1:%d", pp),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("starting etcd: %w", err)
+	}
+	c := &Cluster{
+		Opts: opts, Etcd: e, nodes: map[string]*Node{},
+		Secrets: config.Secrets{Superuser: randomSecret(), Replication: randomSecret(), Operator: randomSecret()},
+	}
+	sf := fmt.Sprintf("SU_PASSWORD=%s\nREPL_PASSWORD=%s\nOPERATOR_PASSWORD=%s\n", c.Secrets.Superuser, c.Secrets.Replication, c.Secrets.Operator)
+	if err := os.WriteFile(c.secretsFile(), []byte(sf), 0o600); err != nil {
+		e.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Cluster) secretsFile() string { return filepath.Join(c.Opts.Dir, "secrets.env") }
+
+// EtcdEndpoints lists the store's endpoints.
+func (c *Cluster) EtcdEndpoints() []string { return c.Etcd.Endpoints() }
+
+// AddNode defines a node (ports, data dir) and starts it.
+func (c *Cluster) AddNode(id, region string) (*Node, error) {
+	pgp, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	apip, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{ID: id, Region: region, PGPort: pgp, APIPort: apip, DataDir: filepath.Join(c.Opts.Dir, id)}
+	c.mu.Lock()
+	c.nodes[id] = n
+	c.mu.Unlock()
+	return n, c.StartNode(id)
+}
+
+// StartNode (re)starts a defined node's agent process.
+func (c *Cluster) StartNode(id string) error {
+	n := c.Node(id)
+	if n == nil {
+		return fmt.Errorf("no node %s", id)
+	}
+	if err := os.MkdirAll(n.DataDir, 0o755); err != nil {
+		return err
+	}
+	logf, err := os.OpenFile(filepath.Join(c.Opts.Dir, id+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	args := []string{"node",
+		"--cluster", c.Opts.Name, "--id", id, "--region", n.Region, "--primary-region", "scl",
+		"--data-dir", n.DataDir, "--listen-host", "127.0.0.1",
+		"--pg-port", strconv.Itoa(n.PGPort), "--api-port", strconv.Itoa(n.APIPort),
+		"--etcd", strings.Join(c.EtcdEndpoints(), ","), "--secrets-file", c.secretsFile(),
+	}
+	args = append(args, c.Opts.ExtraFlags...)
+	cmd := exec.Command(c.Opts.Binary, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("starting node %s: %w", id, err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); logf.Close(); close(exited) }()
+	c.mu.Lock()
+	n.cmd, n.exited = cmd, exited
+	c.mu.Unlock()
+	return nil
+}
+
+// Node returns a defined node.
+func (c *Cluster) Node(id string) *Node {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.nodes[id]
+}
+
+// IDs lists the defined nodes.
+func (c *Cluster) IDs() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var ids []string
+	for id := range c.nodes {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// PostmasterPID reads the node's postmaster.pid (0 if none).
+func (n *Node) PostmasterPID() int {
+	b, err := os.ReadFile(filepath.Join(n.DataDir, "pgdata", "postmaster.pid"))
+	if err != nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]))
+	return pid
+}
+
+// Kill sends SIGKILL to the node's agent and its postmaster at once: the
+// machine died.
+func (c *Cluster) Kill(id string) error {
+	n := c.Node(id)
+	if n == nil || n.cmd == nil {
+		return fmt.Errorf("node %s not running", id)
+	}
+	pm := n.PostmasterPID()
+	_ = syscall.Kill(-n.cmd.Process.Pid, syscall.SIGKILL)
+	if pm > 0 {
+		_ = syscall.Kill(pm, syscall.SIGKILL)
+	}
+	<-n.exited
+	return nil
+}
+
+// Stop sends SIGTERM and waits for a clean exit.
+func (c *Cluster) Stop(id string) error {
+	n := c.Node(id)
+	if n == nil || n.cmd == nil {
+		return nil
+	}
+	_ = n.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-n.exited:
+		return nil
+	case <-time.After(60 * time.Second):
+		_ = syscall.Kill(-n.cmd.Process.Pid, syscall.SIGKILL)
+		<-n.exited
+		return fmt.Errorf("node %s did not stop within 60s", id)
+	}
+}
+
+// Close stops every node, then etcd. Postgres servers left by killed
+// agents are stopped too.
+func (c *Cluster) Close() {
+	var wg sync.WaitGroup
+	for _, id := range c.IDs() {
+		wg.Add(1)
+		go func(id string) { defer wg.Done(); _ = c.Stop(id) }(id)
+	}
+	wg.Wait()
+	for _, id := range c.IDs() {
+		if pm := c.Node(id).PostmasterPID(); pm > 0 {
+			_ = syscall.Kill(pm, syscall.SIGKILL)
+		}
+	}
+	c.Etcd.Close()
+}
+
+var httpc = &http.Client{Timeout: time.Second}
+
+// Status fetches a node's /status.
+func (c *Cluster) Status(id string) (model.Status, error) {
+	var st model.Status
+	n := c.Node(id)
+	if n == nil {
+		return st, fmt.Errorf("no node %s", id)
+	}
+	resp, err := httpc.Get(fmt.Sprintf("http://127.0.0.1:%d/status", n.APIPort))
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	return st, json.NewDecoder(resp.Body).Decode(&st)
+}
+
+// Role fetches a node's /role.
+func (c *Cluster) Role(id string) string {
+	st, err := c.Status(id)
+	if err != nil {
+		return model.RoleOffline
+	}
+	return st.Role
+}
+
+// WaitFor polls cond every 100ms until it holds or ctx ends.
+func WaitFor(ctx context.Context, what string, cond func() bool) error {
+	for {
+		if cond() {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %s: %w", what, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// WaitLeader waits until exactly one node reports primary and returns it.
+func (c *Cluster) WaitLeader(ctx context.Context, not string) (string, error) {
+	var leader string
+	err := WaitFor(ctx, "a primary", func() bool {
+		var prim []string
+		for _, id := range c.IDs() {
+			if id != not && c.Role(id) == model.RolePrimary {
+				prim = append(prim, id)
+			}
+		}
+		if len(prim) == 1 {
+			leader = prim[0]
+			return true
+		}
+		return false
+	})
+	return leader, err
+}
+
+// WaitRole waits until node id reports role.
+func (c *Cluster) WaitRole(ctx context.Context, id, role string) error {
+	return WaitFor(ctx, id+" to be "+role, func() bool {
+		st, err := c.Status(id)
+		return err == nil && st.Role == role && (role != model.RoleReplica || st.Streaming)
+	})
+}
+
+// DSN is a superuser connection string to one node's own Postgres.
+func (c *Cluster) DSN(id string) string {
+	n := c.Node(id)
+	return fmt.Sprintf("postgres://postgres:%s@127.0.0.1:%d/postgres?sslmode=disable&connect_timeout=2", c.Secrets.Superuser, n.PGPort)
+}
+
+// WriterDSN lists every node, asking for a writable one (what a client
+// without a proxy uses).
+func (c *Cluster) WriterDSN() string {
+	var hosts []string
+	for _, id := range c.IDs() {
+		hosts = append(hosts, fmt.Sprintf("127.0.0.1:%d", c.Node(id).PGPort))
+	}
+	return fmt.Sprintf("postgres://postgres:%s@%s/postgres?sslmode=disable&connect_timeout=1&target_session_attrs=read-write", c.Secrets.Superuser, strings.Join(hosts, ","))
+}
+
+// Exec runs one statement on node id.
+func (c *Cluster) Exec(ctx context.Context, id, sql string, args ...any) error {
+	conn, err := pgx.Connect(ctx, c.DSN(id))
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	_, err = conn.Exec(ctx, sql, args...)
+	return err
+}
+
+// QueryInts returns the first column of a query as ints.
+func (c *Cluster) QueryInts(ctx context.Context, id, sql string) ([]int64, error) {
+	conn, err := pgx.Connect(ctx, c.DSN(id))
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(context.Background())
+	rows, err := conn.Query(ctx, sql)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[int64])
+}
+
+// ErrNoLeader is returned when no member is primary.
+var ErrNoLeader = errors.New("no leader")
