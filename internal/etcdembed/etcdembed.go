@@ -4,8 +4,9 @@
 //
 // The member's data lives in Options.Dir: starting again on the same Dir
 // resumes the same member with its keys (a restart, not a new cluster).
-// etcd logs only at error level (it is very chatty otherwise); petrel's own
-// messages about it go to Options.Logger.
+// etcd is very chatty: only its error-level messages are kept, and they go
+// to Options.Logger at warn level (nothing is logged while closing, when
+// etcd reports its own listeners shutting down as errors).
 package etcdembed
 
 import (
@@ -16,9 +17,11 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
 )
 
 // ReadyTimeout bounds how long Start waits for the member to serve.
@@ -45,6 +48,7 @@ type Server struct {
 	endpoints []string
 	log       *slog.Logger
 	done      chan struct{}
+	closing   *atomic.Bool
 }
 
 // Start starts the member and returns once it serves clients (or fails,
@@ -90,7 +94,8 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	cfg.InitialClusterToken = "petrel-" + opts.Name
 	cfg.ClusterState = embed.ClusterStateFlagNew // ignored when Dir already holds a member
 	cfg.LogLevel = "error"
-	cfg.LogOutputs = []string{"stderr"}
+	closing := new(atomic.Bool)
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.New(&slogCore{lg: lg, closing: closing}))
 	// Keep the keyspace history small: petrel only needs recent revisions
 	// for watches.
 	cfg.AutoCompactionMode = embed.CompactorModePeriodic
@@ -105,22 +110,25 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	select {
 	case <-e.Server.ReadyNotify():
 	case err := <-e.Err():
+		closing.Store(true)
 		e.Close()
 		return nil, fmt.Errorf("etcdembed: etcd failed while starting: %w", err)
 	case <-t.C:
+		closing.Store(true)
 		e.Server.Stop()
 		e.Close()
 		return nil, fmt.Errorf("etcdembed: etcd in %s not ready after %v", dir, ReadyTimeout)
 	case <-ctx.Done():
+		closing.Store(true)
 		e.Server.Stop()
 		e.Close()
 		return nil, ctx.Err()
 	}
-	s := &Server{e: e, endpoints: []string{curl.String()}, log: lg, done: make(chan struct{})}
+	s := &Server{e: e, endpoints: []string{curl.String()}, log: lg, done: make(chan struct{}), closing: closing}
 	go func() {
 		select {
 		case err, ok := <-e.Err():
-			if ok && err != nil {
+			if ok && err != nil && !closing.Load() {
 				lg.Warn("embedded etcd error", "err", err)
 			}
 		case <-s.done:
@@ -140,5 +148,6 @@ func (s *Server) Close() {
 	default:
 	}
 	close(s.done)
+	s.closing.Store(true)
 	s.e.Close()
 }

@@ -1,0 +1,53 @@
+# petrel's build. Every target that runs code installs dependencies first
+# (scripts/install-deps.sh: PostgreSQL from Debian's packages when missing,
+# the Go modules).
+
+export PATH := /usr/local/go/bin:$(PATH)
+
+GO      ?= go
+BIN     := bin/petrel
+UP_ARGS ?=
+
+.PHONY: all build deps up down test bench fmt vet clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/petrel
+
+deps:
+	./scripts/install-deps.sh
+
+# A local multi-region cluster in ./petrel-data; Ctrl-C (or `make down`) stops it.
+# e.g. make up UP_ARGS='--regions scl=3,ord=2'
+up: deps build
+	./$(BIN) up $(UP_ARGS)
+
+down:
+	./$(BIN) down
+
+# -p 1: the end-to-end packages start real Postgres clusters; one package
+# at a time keeps a small machine responsive.
+test: deps build
+	$(GO) vet ./...
+	$(GO) test -p 1 -count=1 -timeout 18m ./...
+
+# Runs every benchmark program under bench/ (each directory with a main package).
+bench: deps build
+	@set -e; found=0; \
+	for d in bench/*/; do \
+		[ -d "$$d" ] || continue; \
+		ls "$$d"*.go >/dev/null 2>&1 || continue; \
+		found=1; echo "== $$d"; \
+		$(GO) run "./$$d"; \
+	done; \
+	[ $$found = 1 ] || echo "no benchmarks under bench/"
+
+fmt:
+	$(GO) fmt ./...
+
+vet:
+	$(GO) vet ./...
+
+clean:
+	rm -rf bin

@@ -1,0 +1,275 @@
+package localworld
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/petrel-db/petrel/internal/config"
+	"github.com/petrel-db/petrel/internal/model"
+	"github.com/petrel-db/petrel/internal/statusview"
+)
+
+// The test binary doubles as a fake `petrel node`: Run starts it with
+// PETREL_FAKE_NODE=1 in the environment.
+func TestMain(m *testing.M) {
+	if os.Getenv("PETREL_FAKE_NODE") == "1" && len(os.Args) > 1 && os.Args[1] == "node" {
+		os.Exit(fakeNode(os.Args[2:]))
+	}
+	os.Exit(m.Run())
+}
+
+func fakeNode(args []string) int {
+	fs := flag.NewFlagSet("node", flag.ContinueOnError)
+	cluster := fs.String("cluster", "", "")
+	id := fs.String("id", "", "")
+	region := fs.String("region", "", "")
+	primaryRegion := fs.String("primary-region", "", "")
+	dataDir := fs.String("data-dir", "", "")
+	host := fs.String("listen-host", "", "")
+	pgPort := fs.Int("pg-port", 0, "")
+	apiPort := fs.Int("api-port", 0, "")
+	fs.Int("proxy-port", 0, "")
+	etcd := fs.String("etcd", "", "")
+	secrets := fs.String("secrets-file", "", "")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if _, err := config.LoadSecrets(*secrets); err != nil {
+		fmt.Println("secrets:", err)
+		return 3
+	}
+	// scl2 crashes once, to exercise the restart.
+	marker := filepath.Join(*dataDir, "crashed-once")
+	if *id == "scl2" {
+		if _, err := os.Stat(marker); err != nil {
+			os.WriteFile(marker, nil, 0o600)
+			time.Sleep(300 * time.Millisecond)
+			fmt.Println("fake crash")
+			return 1
+		}
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: strings.Split(*etcd, ","), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		fmt.Println("etcd:", err)
+		return 4
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	lease, err := cli.Grant(ctx, 5)
+	if err == nil {
+		m := model.Member{ID: *id, Region: *region, APIURL: fmt.Sprintf("http://%s:%d", *host, *apiPort), PostgresAddr: fmt.Sprintf("%s:%d", *host, *pgPort)}
+		b, _ := json.Marshal(m)
+		_, err = cli.Put(ctx, "/petrel/"+*cluster+"/members/"+*id, string(b), clientv3.WithLease(lease.ID))
+	}
+	cancel()
+	if err != nil {
+		fmt.Println("etcd:", err)
+		return 4
+	}
+	ka, _ := cli.KeepAlive(context.Background(), lease.ID)
+	go func() {
+		for range ka {
+		}
+	}()
+	role := model.RoleReplica
+	if *id == *primaryRegion+"1" {
+		role = model.RolePrimary
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/status", func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(model.Status{ID: *id, Region: *region, Role: role, State: "running", Timeline: 1})
+	})
+	srv := &http.Server{Addr: fmt.Sprintf("%s:%d", *host, *apiPort), Handler: mux}
+	go srv.ListenAndServe()
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	<-sig
+	fmt.Println("fake node stopping")
+	srv.Close()
+	return 0
+}
+
+func basePort() int { return 31000 + (os.Getpid()%290)*100 }
+
+func TestParseRegions(t *testing.T) {
+	rs, err := ParseRegions("scl=2, ord=1,fra")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []RegionCount{{"scl", 2}, {"ord", 1}, {"fra", 1}}
+	if fmt.Sprint(rs) != fmt.Sprint(want) {
+		t.Fatalf("got %v want %v", rs, want)
+	}
+	for _, bad := range []string{"", "scl=0", "scl=x", "SCL=1", "scl=1,scl=2", "a/b=1"} {
+		if _, err := ParseRegions(bad); err == nil {
+			t.Errorf("ParseRegions(%q): no error", bad)
+		}
+	}
+}
+
+func TestRedactDSN(t *testing.T) {
+	got := RedactDSN("postgres://postgres:s3cr-t_@127.0.0.1:1,127.0.0.1:2/postgres?x=y")
+	if got != "postgres://postgres:***@127.0.0.1:1,127.0.0.1:2/postgres?x=y" {
+		t.Fatal(got)
+	}
+}
+
+func TestPIDFileRefusesLiveProcess(t *testing.T) {
+	dir := t.TempDir()
+	cmd := exec.Command("sleep", "30")
+	if err := cmd.Start(); err != nil {
+		t.Skip("no sleep:", err)
+	}
+	waited := make(chan struct{})
+	go func() { cmd.Wait(); close(waited) }()
+	defer cmd.Process.Kill()
+	os.WriteFile(filepath.Join(dir, PIDFileName), []byte(fmt.Sprint(cmd.Process.Pid)), 0o600)
+	if _, err := claimPIDFile(dir); err == nil || !strings.Contains(err.Error(), "already running") {
+		t.Fatalf("claim with live pid: %v", err)
+	}
+	// Down stops it (SIGTERM) and waits.
+	if err := Down(dir); err != nil {
+		t.Fatalf("Down: %v", err)
+	}
+	<-waited
+	if err := Down(dir); err == nil {
+		t.Fatal("second Down: want ErrNotRunning")
+	}
+	if _, err := claimPIDFile(dir); err != nil {
+		t.Fatalf("claim with dead pid: %v", err)
+	}
+}
+
+func runWorld(t *testing.T, dir string, opts Options) (cf *ClusterFile, out *bytes.Buffer, stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan *ClusterFile, 1)
+	errc := make(chan error, 1)
+	out = &bytes.Buffer{}
+	opts.Dir = dir
+	opts.Stdout = out
+	opts.Logger = slog.New(slog.NewTextHandler(testWriter{t}, nil))
+	opts.OnReady = func(cf *ClusterFile, ok bool) {
+		if !ok {
+			t.Errorf("no primary")
+		}
+		ready <- cf
+	}
+	go func() { errc <- Run(ctx, opts) }()
+	select {
+	case cf = <-ready:
+	case err := <-errc:
+		cancel()
+		t.Fatalf("Run returned early: %v", err)
+	case <-time.After(60 * time.Second):
+		cancel()
+		t.Fatal("not ready in 60s")
+	}
+	return cf, out, func() {
+		cancel()
+		select {
+		case err := <-errc:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(60 * time.Second):
+			t.Fatal("Run did not return after cancel")
+		}
+	}
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func TestRunFakeWorld(t *testing.T) {
+	t.Setenv("PETREL_FAKE_NODE", "1")
+	t.Setenv("SU_PASSWORD", "from-env-must-not-leak-to-children")
+	dir := t.TempDir()
+	bp := basePort()
+	cf, out, stop := runWorld(t, dir, Options{BasePort: bp})
+
+	if cf.Cluster != "petrel" || cf.PrimaryRegion != "scl" || len(cf.Nodes) != 3 {
+		t.Fatalf("cluster file: %+v", cf)
+	}
+	if cf.Nodes[2].ID != "ord1" || cf.Nodes[2].PostgresAddr != fmt.Sprintf("127.0.0.1:%d", bp+12) {
+		t.Fatalf("node layout: %+v", cf.Nodes)
+	}
+	for _, f := range []string{SecretsFileName, ClusterFileName} {
+		st, err := os.Stat(filepath.Join(dir, f))
+		if err != nil || st.Mode().Perm() != 0o600 {
+			t.Fatalf("%s: %v %v", f, st.Mode(), err)
+		}
+	}
+	loaded, err := LoadClusterFile(dir)
+	if err != nil || loaded.SuperuserDSN != cf.SuperuserDSN {
+		t.Fatalf("LoadClusterFile: %v", err)
+	}
+	if pid, err := readPID(filepath.Join(dir, PIDFileName)); err != nil || pid != os.Getpid() {
+		t.Fatalf("up.pid: %d %v", pid, err)
+	}
+	s := out.String()
+	if !strings.Contains(s, "ROLE") || !strings.Contains(s, "primary") || !strings.Contains(s, "postgres://postgres:***@") {
+		t.Fatalf("output:\n%s", s)
+	}
+	if strings.Contains(s, strings.Split(strings.Split(cf.SuperuserDSN, ":")[2], "@")[0]) {
+		t.Fatal("password printed")
+	}
+	t.Logf("output:\n%s", s)
+
+	// scl2 crashed once and must have been restarted.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		sts := statusview.Collect(context.Background(), statusview.TargetsFromMembers(cf.Nodes))
+		if sts[1].Role == model.RoleReplica {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("scl2 not back: %+v", sts[1])
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	log2, _ := os.ReadFile(filepath.Join(dir, "nodes", "scl2", "agent.log"))
+	if n := strings.Count(string(log2), "=== petrel up: starting scl2"); n < 2 {
+		t.Fatalf("scl2 started %d times:\n%s", n, log2)
+	}
+
+	ms, err := statusview.MembersFromEtcd(context.Background(), cf.Etcd, cf.Cluster)
+	if err != nil || len(ms) != 3 || ms[0].ID != "ord1" {
+		t.Fatalf("MembersFromEtcd: %v %+v", err, ms)
+	}
+
+	stop()
+	if _, err := os.Stat(filepath.Join(dir, PIDFileName)); !os.IsNotExist(err) {
+		t.Fatalf("up.pid left behind: %v", err)
+	}
+	log1, _ := os.ReadFile(filepath.Join(dir, "nodes", "scl1", "agent.log"))
+	if !strings.Contains(string(log1), "fake node stopping") {
+		t.Fatalf("scl1 not stopped by SIGTERM:\n%s", log1)
+	}
+
+	// Resume: different regions are ignored, same nodes and passwords.
+	cf2, _, stop2 := runWorld(t, dir, Options{BasePort: bp, Regions: []RegionCount{{"fra", 1}}})
+	defer stop2()
+	if cf2.SuperuserDSN != cf.SuperuserDSN || len(cf2.Nodes) != 3 {
+		t.Fatalf("resume changed the world: %+v", cf2)
+	}
+}

@@ -1,0 +1,225 @@
+package pg
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+const hbaConf = `# Written by petrel; rewritten on bootstrap and after base backups.
+# TYPE  DATABASE     USER        ADDRESS     METHOD
+local   all          all                     trust
+host    all          all         0.0.0.0/0   scram-sha-256
+host    all          all         ::/0        scram-sha-256
+host    replication  replicator  0.0.0.0/0   scram-sha-256
+host    replication  replicator  ::/0        scram-sha-256
+host    replication  postgres    0.0.0.0/0   scram-sha-256
+host    replication  postgres    ::/0        scram-sha-256
+`
+
+var includeLines = []string{
+	"include_if_exists = '" + petrelConf + "'",
+	"include_if_exists = '" + recoveryConf + "'",
+}
+
+// quoteConf quotes a value for postgresql.conf.
+func quoteConf(v string) string {
+	return "'" + strings.ReplaceAll(strings.ReplaceAll(v, `\`, `\\`), "'", "''") + "'"
+}
+
+// quoteConnValue quotes a libpq conninfo value when needed.
+func quoteConnValue(v string) string {
+	if v != "" && !strings.ContainsAny(v, " \t\n'\\") {
+		return v
+	}
+	return "'" + strings.ReplaceAll(strings.ReplaceAll(v, `\`, `\\`), "'", `\'`) + "'"
+}
+
+// quoteLiteral quotes a SQL string literal (standard_conforming_strings).
+func quoteLiteral(v string) string {
+	return "'" + strings.ReplaceAll(v, "'", "''") + "'"
+}
+
+// writeHBA (re)writes pg_hba.conf.
+func (s *Server) writeHBA() error {
+	return s.writeFile(filepath.Join(s.opts.DataDir, "pg_hba.conf"), []byte(hbaConf), 0o600)
+}
+
+// ensureIncludes appends the include_if_exists lines to postgresql.conf
+// unless they are already there.
+func (s *Server) ensureIncludes() error {
+	path := filepath.Join(s.opts.DataDir, "postgresql.conf")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("pg: reading postgresql.conf: %w", err)
+	}
+	have := map[string]bool{}
+	for l := range strings.SplitSeq(string(data), "\n") {
+		have[strings.TrimSpace(l)] = true
+	}
+	var add []string
+	for _, l := range includeLines {
+		if !have[l] {
+			add = append(add, l)
+		}
+	}
+	if len(add) == 0 {
+		return nil
+	}
+	if len(data) > 0 && data[len(data)-1] != '\n' {
+		data = append(data, '\n')
+	}
+	data = append(data, "\n# Added by petrel; keep at the end.\n"...)
+	for _, l := range add {
+		data = append(data, l...)
+		data = append(data, '\n')
+	}
+	return s.writeFile(path, data, 0o600)
+}
+
+// writePetrelConf writes petrel.conf from Options.
+func (s *Server) writePetrelConf() error {
+	settings := [][2]string{
+		{"listen_addresses", quoteConf(s.opts.Host)},
+		{"port", strconv.Itoa(s.opts.Port)},
+		{"unix_socket_directories", quoteConf(s.opts.RunDir)},
+		{"unix_socket_permissions", "0700"},
+		{"wal_level", "replica"},
+		{"hot_standby", "on"},
+		{"max_wal_senders", "16"},
+		{"max_replication_slots", "16"},
+		{"wal_log_hints", "on"},
+		{"wal_keep_size", "'256MB'"},
+		{"hot_standby_feedback", "on"},
+		{"password_encryption", "'scram-sha-256'"},
+		{"wal_sender_timeout", "'5s'"},
+		{"wal_receiver_timeout", "'5s'"},
+		{"wal_receiver_status_interval", "'1s'"},
+		{"wal_retrieve_retry_interval", "'500ms'"},
+		{"max_connections", "100"},
+		{"shared_buffers", "'64MB'"},
+		{"logging_collector", "off"},
+		{"log_line_prefix", "'%m [%p] %q%u@%d '"},
+		{"fsync", "on"},
+	}
+	var b bytes.Buffer
+	b.WriteString("# Written by petrel on every start; do not edit.\n")
+	for _, kv := range settings {
+		fmt.Fprintf(&b, "%s = %s\n", kv[0], kv[1])
+	}
+	return s.writeFile(filepath.Join(s.opts.DataDir, petrelConf), b.Bytes(), 0o600)
+}
+
+// writePassfile writes a 0600 libpq passfile in RunDir for ci and returns
+// its path.
+func (s *Server) writePassfile(name string, ci ConnInfo) (string, error) {
+	esc := func(v string) string {
+		return strings.ReplaceAll(strings.ReplaceAll(v, `\`, `\\`), ":", `\:`)
+	}
+	line := fmt.Sprintf("%s:%d:*:%s:%s\n", esc(ci.Host), ci.Port, esc(ci.User), esc(ci.Password))
+	path := filepath.Join(s.opts.RunDir, name)
+	if err := s.writeFile(path, []byte(line), 0o600); err != nil {
+		return "", err
+	}
+	return path, nil
+}
+
+// resetAutoConf removes synchronous_standby_names from
+// postgresql.auto.conf (a clone carries its source's setting; ALTER
+// SYSTEM needs a running server).
+func (s *Server) resetAutoConf() error {
+	path := filepath.Join(s.opts.DataDir, "postgresql.auto.conf")
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("pg: reading postgresql.auto.conf: %w", err)
+	}
+	var out bytes.Buffer
+	changed := false
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		l := sc.Text()
+		k, _, _ := strings.Cut(strings.TrimSpace(l), "=")
+		if strings.EqualFold(strings.TrimSpace(k), "synchronous_standby_names") {
+			changed = true
+			continue
+		}
+		out.WriteString(l)
+		out.WriteByte('\n')
+	}
+	if !changed {
+		return nil
+	}
+	return s.writeFile(path, out.Bytes(), 0o600)
+}
+
+// ConfigureStandby makes the data directory a standby's: it writes
+// standby.signal and petrel-recovery.conf with primary_conninfo (password
+// in RunDir/replpass), primary_slot_name (omitted when slot is empty) and
+// recovery_target_timeline='latest'. primary == nil sets
+// an empty primary_conninfo so the walreceiver stops. primary.User defaults
+// to "replicator". Callers then Reload (PostgreSQL 15 applies
+// primary_conninfo and primary_slot_name on reload) or Start; turning a
+// running primary into a standby needs a restart.
+func (s *Server) ConfigureStandby(primary *ConnInfo, slot, appName string) error {
+	conninfo := ""
+	if primary != nil {
+		ci := *primary
+		if ci.User == "" {
+			ci.User = "replicator"
+		}
+		pass, err := s.writePassfile(replPassFile, ci)
+		if err != nil {
+			return fmt.Errorf("configuring standby: %w", err)
+		}
+		parts := []string{
+			"host=" + quoteConnValue(ci.Host),
+			"port=" + strconv.Itoa(ci.Port),
+			"user=" + quoteConnValue(ci.User),
+			"passfile=" + quoteConnValue(pass),
+		}
+		if appName != "" {
+			parts = append(parts, "application_name="+quoteConnValue(appName))
+		}
+		parts = append(parts, "sslmode=prefer", "connect_timeout=2",
+			"keepalives_idle=2", "keepalives_interval=1", "keepalives_count=2")
+		conninfo = strings.Join(parts, " ")
+	}
+	var b bytes.Buffer
+	b.WriteString("# Written by petrel: standby settings.\n")
+	fmt.Fprintf(&b, "primary_conninfo = %s\n", quoteConf(conninfo))
+	if slot != "" {
+		fmt.Fprintf(&b, "primary_slot_name = %s\n", quoteConf(slot))
+	}
+	b.WriteString("recovery_target_timeline = 'latest'\n")
+	if err := s.ensureIncludes(); err != nil {
+		return fmt.Errorf("configuring standby: %w", err)
+	}
+	if err := s.writeFile(filepath.Join(s.opts.DataDir, recoveryConf), b.Bytes(), 0o600); err != nil {
+		return fmt.Errorf("configuring standby: %w", err)
+	}
+	if err := s.writeFile(filepath.Join(s.opts.DataDir, standbySignal), nil, 0o600); err != nil {
+		return fmt.Errorf("configuring standby: %w", err)
+	}
+	s.log.Info("configured standby", "slot", slot, "app_name", appName, "has_primary", primary != nil)
+	return nil
+}
+
+// ConfigurePrimary removes standby.signal and petrel-recovery.conf. It
+// does not promote a running standby (see Promote).
+func (s *Server) ConfigurePrimary() error {
+	for _, f := range []string{standbySignal, recoverySignal, recoveryConf} {
+		if err := removeIfExists(filepath.Join(s.opts.DataDir, f)); err != nil {
+			return fmt.Errorf("configuring primary: %w", err)
+		}
+	}
+	return nil
+}

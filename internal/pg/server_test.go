@@ -1,0 +1,377 @@
+package pg
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/petrel-db/petrel/internal/config"
+)
+
+var testSecrets = config.Secrets{Superuser: "su-p@ss:w'rd", Replication: "repl secret", Operator: "op\\pw"}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func newTestServer(t *testing.T, base, name string) *Server {
+	t.Helper()
+	if _, err := exec.LookPath("pg_config"); err != nil {
+		t.Skip("pg_config not found")
+	}
+	if os.Geteuid() == 0 {
+		if _, err := user.Lookup("postgres"); err != nil {
+			t.Skip("running as root without a postgres user")
+		}
+	}
+	s, err := New(Options{
+		DataDir: filepath.Join(base, name, "pgdata"),
+		RunDir:  filepath.Join(base, name, "run"),
+		Host:    "127.0.0.1",
+		Port:    freePort(t),
+		RunAs:   "postgres",
+		Logger:  slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", name),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.Stop(context.Background(), "immediate"); err != nil {
+			t.Errorf("cleanup stop %s: %v", name, err)
+		}
+		s.Close()
+		if t.Failed() {
+			if data, err := os.ReadFile(s.ServerLog()); err == nil {
+				t.Logf("%s server log:\n%s", name, tail(string(data), 4000))
+			}
+		}
+	})
+	return s
+}
+
+func tcpConnect(ctx context.Context, port int, user, password string) error {
+	cfg, err := pgx.ParseConfig(fmt.Sprintf("host=127.0.0.1 port=%d dbname=postgres sslmode=disable connect_timeout=2", port))
+	if err != nil {
+		return err
+	}
+	cfg.User, cfg.Password = user, password
+	c, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	return c.Close(ctx)
+}
+
+// waitFor polls cond until it returns nil or the deadline passes.
+func waitFor(t *testing.T, what string, d time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s: %v", what, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func countRows(ctx context.Context, s *Server) (int, error) {
+	rows, release, err := s.Query(ctx, "SELECT count(*) FROM t")
+	if err != nil {
+		return 0, err
+	}
+	defer release()
+	return pgx.CollectExactlyOneRow(rows, pgx.RowTo[int])
+}
+
+func wantRows(t *testing.T, ctx context.Context, s *Server, n int) {
+	t.Helper()
+	waitFor(t, fmt.Sprintf("%d rows", n), 20*time.Second, func() error {
+		got, err := countRows(ctx, s)
+		if err != nil {
+			return err
+		}
+		if got != n {
+			return fmt.Errorf("have %d rows", got)
+		}
+		return nil
+	})
+}
+
+func waitStreaming(t *testing.T, ctx context.Context, s *Server, tli uint32) Status {
+	t.Helper()
+	var st Status
+	waitFor(t, "streaming", 30*time.Second, func() error {
+		var err error
+		st, err = s.Status(ctx)
+		if err != nil {
+			return err
+		}
+		if !st.InRecovery || !st.Streaming || st.Timeline != tli {
+			return fmt.Errorf("status %+v", st)
+		}
+		return nil
+	})
+	return st
+}
+
+func TestServerLifecycle(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs PostgreSQL")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	base := t.TempDir()
+
+	// --- Bootstrap a primary.
+	n1 := newTestServer(t, base, "n1")
+	if n1.Initialized() {
+		t.Fatal("fresh data dir reports initialized")
+	}
+	if st, err := n1.Status(ctx); err != nil || st.Running {
+		t.Fatalf("status of stopped server = %+v, %v", st, err)
+	}
+	if err := n1.Bootstrap(ctx, testSecrets); err != nil {
+		t.Fatal(err)
+	}
+	if !n1.Initialized() || !n1.Running() || n1.PID() == 0 {
+		t.Fatal("bootstrapped server not initialized/running")
+	}
+	// Bootstrap is idempotent.
+	if err := n1.Bootstrap(ctx, testSecrets); err != nil {
+		t.Fatalf("second bootstrap: %v", err)
+	}
+	st, err := n1.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.Running || st.InRecovery || st.Timeline != 1 || st.CurrentLSN == 0 || st.ReadOnly {
+		t.Fatalf("primary status = %+v", st)
+	}
+	if err := n1.Exec(ctx, "CREATE TABLE t (id int PRIMARY KEY)"); err != nil {
+		t.Fatal(err)
+	}
+	if err := n1.Exec(ctx, "INSERT INTO t VALUES ($1)", 1); err != nil {
+		t.Fatal(err)
+	}
+
+	// Passwords work over TCP; wrong ones don't; none leaked to the log.
+	for _, c := range []struct{ user, pw string }{
+		{"postgres", testSecrets.Superuser}, {"replicator", testSecrets.Replication}, {"operator", testSecrets.Operator},
+	} {
+		if err := tcpConnect(ctx, n1.opts.Port, c.user, c.pw); err != nil {
+			t.Errorf("login as %s: %v", c.user, err)
+		}
+		if err := tcpConnect(ctx, n1.opts.Port, c.user, c.pw+"x"); err == nil {
+			t.Errorf("login as %s with a wrong password succeeded", c.user)
+		}
+	}
+	if data, _ := os.ReadFile(n1.ServerLog()); strings.Contains(string(data), "SCRAM-SHA-256$") ||
+		strings.Contains(string(data), testSecrets.Replication) {
+		t.Error("server log contains a password or verifier")
+	}
+
+	// --- Slots.
+	for range 2 {
+		if err := n1.CreateSlot(ctx, "node2"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := n1.CreateSlot(ctx, "tmp"); err != nil {
+		t.Fatal(err)
+	}
+	if slots, err := n1.Slots(ctx); err != nil || !slices.Equal(slots, []string{"node2", "tmp"}) {
+		t.Fatalf("slots = %v, %v", slots, err)
+	}
+	for range 2 {
+		if err := n1.DropSlot(ctx, "tmp"); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// --- Clone a standby.
+	n2 := newTestServer(t, base, "n2")
+	repl1 := ConnInfo{Host: "127.0.0.1", Port: n1.opts.Port, User: "replicator", Password: testSecrets.Replication}
+	if err := n2.BaseBackup(ctx, repl1); err != nil {
+		t.Fatal(err)
+	}
+	if err := n2.ConfigureStandby(&repl1, "node2", "node2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := n2.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st2 := waitStreaming(t, ctx, n2, 1)
+	if st2.UpstreamPort != n1.opts.Port || st2.UpstreamHost != "127.0.0.1" || st2.ReceivedTLI != 1 {
+		t.Errorf("standby status = %+v", st2)
+	}
+	if err := n1.Exec(ctx, "INSERT INTO t VALUES (2)"); err != nil {
+		t.Fatal(err)
+	}
+	wantRows(t, ctx, n2, 2)
+	if st2, err = n2.Status(ctx); err != nil || st2.ReplayLSN == 0 || st2.CurrentLSN < st2.ReplayLSN {
+		t.Errorf("standby status = %+v, %v", st2, err)
+	}
+
+	// --- Replication view and quorum sync.
+	if err := n1.SetSynchronousStandbys(ctx, `ANY 1 ("node2")`); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "quorum standby", 20*time.Second, func() error {
+		sbs, err := n1.Replication(ctx)
+		if err != nil {
+			return err
+		}
+		if len(sbs) != 1 || sbs[0].AppName != "node2" || sbs[0].State != "streaming" || sbs[0].SyncState != "quorum" ||
+			sbs[0].FlushLSN == 0 || sbs[0].ClientAddr != "127.0.0.1" {
+			return fmt.Errorf("standbys = %+v", sbs)
+		}
+		return nil
+	})
+	if st, err = n1.Status(ctx); err != nil || st.SyncStandbyNames != `ANY 1 ("node2")` {
+		t.Fatalf("primary status = %+v, %v", st, err)
+	}
+	if err := n1.Exec(ctx, "INSERT INTO t VALUES (3)"); err != nil { // needs the standby's ack
+		t.Fatal(err)
+	}
+	wantRows(t, ctx, n2, 3)
+
+	// --- Fail over: stop n1 hard, promote n2.
+	if err := n1.Stop(ctx, "immediate"); err != nil {
+		t.Fatal(err)
+	}
+	if n1.Running() || n1.PID() != 0 {
+		t.Fatal("n1 still running")
+	}
+	if err := n1.Stop(ctx, "fast"); err != nil {
+		t.Fatalf("stopping a stopped server: %v", err)
+	}
+	if c, err := n1.Control(ctx); err != nil || c.State != "in production" || c.Timeline != 1 || c.CheckpointLSN == 0 {
+		t.Fatalf("n1 control = %+v, %v", c, err)
+	}
+	if err := n2.Promote(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := n2.Promote(ctx); err != nil { // idempotent
+		t.Fatal(err)
+	}
+	if err := n2.ConfigurePrimary(); err != nil {
+		t.Fatal(err)
+	}
+	if st2, err = n2.Status(ctx); err != nil || st2.InRecovery || st2.Timeline != 2 {
+		t.Fatalf("promoted status = %+v, %v", st2, err)
+	}
+	if c, err := n2.Control(ctx); err != nil || c.Timeline != 2 {
+		t.Fatalf("n2 control after promote = %+v, %v", c, err)
+	}
+	if err := n2.Exec(ctx, "INSERT INTO t VALUES (4)"); err != nil {
+		t.Fatal(err)
+	}
+
+	// Make n1 diverge: restart it as a primary and commit locally.
+	if err := n1.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := n1.Exec(ctx, "BEGIN; SET LOCAL synchronous_commit = local; INSERT INTO t VALUES (100); COMMIT"); err != nil {
+		t.Fatal(err)
+	}
+	if err := n1.Stop(ctx, "immediate"); err != nil {
+		t.Fatal(err)
+	}
+
+	// --- Rewind n1 and follow n2.
+	if err := n1.Rewind(ctx, ConnInfo{Host: "127.0.0.1", Port: n2.opts.Port, User: "postgres", Password: testSecrets.Superuser}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(n1.opts.RunDir, superPassFile)); !os.IsNotExist(err) {
+		t.Errorf("superuser passfile left behind: %v", err)
+	}
+	if err := n2.CreateSlot(ctx, "node1"); err != nil {
+		t.Fatal(err)
+	}
+	repl2 := ConnInfo{Host: "127.0.0.1", Port: n2.opts.Port, User: "replicator", Password: testSecrets.Replication}
+	if err := n1.ConfigureStandby(&repl2, "node1", "node1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := n1.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitStreaming(t, ctx, n1, 2)
+	if st, err = n1.Status(ctx); err != nil || st.SyncStandbyNames != "" {
+		t.Errorf("rewound standby status = %+v, %v", st, err)
+	}
+	if err := n2.Exec(ctx, "INSERT INTO t VALUES (5)"); err != nil {
+		t.Fatal(err)
+	}
+	wantRows(t, ctx, n1, 5)
+
+	// Detach via Reload with no primary: the walreceiver stops.
+	if err := n1.ConfigureStandby(nil, "", "node1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := n1.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "walreceiver to stop", 20*time.Second, func() error {
+		st, err := n1.Status(ctx)
+		if err != nil {
+			return err
+		}
+		if st.Streaming || !st.InRecovery {
+			return fmt.Errorf("status %+v", st)
+		}
+		return nil
+	})
+
+	// --- DropSlot on an (until recently) active slot, with a fresh
+	// reconnection racing it.
+	if err := n1.ConfigureStandby(&repl2, "node1", "node1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := n1.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitStreaming(t, ctx, n1, 2)
+	if err := n2.DropSlot(ctx, "node1"); err != nil {
+		t.Fatal(err)
+	}
+	if slots, err := n2.Slots(ctx); err != nil || slices.Contains(slots, "node1") {
+		t.Fatalf("slots after drop = %v, %v", slots, err)
+	}
+
+	// Wipe refuses while running, works when stopped.
+	if err := n1.Wipe(); err == nil {
+		t.Fatal("Wipe of a running server succeeded")
+	}
+	if err := n1.Stop(ctx, "fast"); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := n1.Control(ctx); err != nil || c.State != "shut down in recovery" {
+		t.Errorf("n1 control = %+v, %v", c, err)
+	}
+	if err := n1.Wipe(); err != nil {
+		t.Fatal(err)
+	}
+	if n1.Initialized() {
+		t.Fatal("initialized after wipe")
+	}
+}

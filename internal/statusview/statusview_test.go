@@ -1,0 +1,71 @@
+package statusview
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/petrel-db/petrel/internal/model"
+)
+
+func TestCollectAndTable(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/status" {
+			http.NotFound(w, r)
+			return
+		}
+		json.NewEncoder(w).Encode(model.Status{ID: "scl2", Region: "scl", Role: model.RoleReplica, State: "running", Timeline: 3, LagBytes: 1536, LagSeconds: 0.25})
+	}))
+	defer srv.Close()
+	bad := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "boom", 500)
+	}))
+	defer bad.Close()
+
+	sts := Collect(context.Background(), []Target{
+		{ID: "scl2", Region: "scl", APIURL: srv.URL},
+		{ID: "ord1", Region: "ord", APIURL: "http://127.0.0.1:1"},
+		{ID: "fra1", Region: "fra", APIURL: bad.URL},
+	})
+	if sts[0].Role != model.RoleReplica || sts[0].APIURL != srv.URL {
+		t.Fatalf("reachable: %+v", sts[0])
+	}
+	for _, s := range sts[1:] {
+		if s.Role != model.RoleOffline || s.State != "unreachable" || len(s.Problems) == 0 {
+			t.Fatalf("unreachable: %+v", s)
+		}
+	}
+	if sts[1].ID != "ord1" || sts[1].Region != "ord" {
+		t.Fatalf("target fields not kept: %+v", sts[1])
+	}
+	if _, ok := Primary(sts); ok {
+		t.Fatal("no primary expected")
+	}
+
+	var b bytes.Buffer
+	Table(&b, sts)
+	out := b.String()
+	t.Log("\n" + out)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 4 || !strings.HasPrefix(lines[0], "ID") {
+		t.Fatalf("table:\n%s", out)
+	}
+	if !strings.Contains(lines[1], "1.5 KiB / 0.2s") && !strings.Contains(lines[1], "1.5 KiB / 0.3s") {
+		t.Fatalf("lag column: %q", lines[1])
+	}
+	if !strings.Contains(lines[2], "offline") || !strings.Contains(lines[2], "unreachable") {
+		t.Fatalf("offline row: %q", lines[2])
+	}
+}
+
+func TestHumanBytes(t *testing.T) {
+	for n, want := range map[int64]string{0: "0 B", 1023: "1023 B", 1024: "1.0 KiB", 5 << 20: "5.0 MiB", 3 << 30: "3.0 GiB"} {
+		if got := HumanBytes(n); got != want {
+			t.Errorf("HumanBytes(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
