@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/petrel-db/petrel/internal/config"
+	"github.com/petrel-db/petrel/internal/dialmap"
 	"github.com/petrel-db/petrel/internal/engine"
 	"github.com/petrel-db/petrel/internal/model"
 	"github.com/petrel-db/petrel/internal/pg"
@@ -41,6 +42,7 @@ type Agent struct {
 	self    model.Member
 	metrics *Metrics
 	http    *http.Client
+	dial    dialmap.Map // rewrites addresses of other members (local world links)
 
 	mu sync.Mutex // guards the following fields
 	// following is the member whose WAL the local standby is configured
@@ -63,7 +65,7 @@ type Agent struct {
 }
 
 // New builds an agent; Run starts it.
-func New(cfg config.Node, sec config.Secrets, srv *pg.Server, st *store.Store, log *slog.Logger, m *Metrics) *Agent {
+func New(cfg config.Node, sec config.Secrets, srv *pg.Server, st *store.Store, log *slog.Logger, m *Metrics, dial dialmap.Map) *Agent {
 	p := engine.DefaultParams()
 	p.SyncMode = cfg.SyncMode
 	if cfg.LeaseTTL > 0 {
@@ -73,7 +75,7 @@ func New(cfg config.Node, sec config.Secrets, srv *pg.Server, st *store.Store, l
 		}
 	}
 	a := &Agent{
-		cfg: cfg, sec: sec, pg: srv, st: st, log: log, params: p, metrics: m,
+		cfg: cfg, sec: sec, pg: srv, st: st, log: log, params: p, metrics: m, dial: dial,
 		http: &http.Client{Timeout: 500 * time.Millisecond},
 		self: model.Member{
 			ID:           cfg.ID,
@@ -332,8 +334,8 @@ func (a *Agent) leaderDead(snap store.Snapshot) bool {
 	}
 	dead := false
 	if ok {
-		api := strings.TrimPrefix(m.APIURL, "http://")
-		dead = refused(m.PostgresAddr) && refused(api)
+		api := strings.TrimPrefix(a.dial.URL(m.APIURL), "http://")
+		dead = refused(a.dial.Addr(m.PostgresAddr)) && refused(api)
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -357,7 +359,7 @@ func (a *Agent) fetchPeers(ctx context.Context, snap store.Snapshot) map[string]
 		wg.Add(1)
 		go func(m model.Member) {
 			defer wg.Done()
-			st, err := fetchStatus(ctx, a.http, m.APIURL)
+			st, err := fetchStatus(ctx, a.http, a.dial.URL(m.APIURL))
 			p := engine.Peer{ID: m.ID, Region: m.Region}
 			if err == nil {
 				p.Reachable = true
@@ -381,7 +383,7 @@ func (a *Agent) connInfo(id string, user, password string) (pg.ConnInfo, error) 
 	if !ok {
 		return pg.ConnInfo{}, fmt.Errorf("member %s has not published its address", id)
 	}
-	host, port, err := net.SplitHostPort(m.PostgresAddr)
+	host, port, err := net.SplitHostPort(a.dial.Addr(m.PostgresAddr))
 	if err != nil {
 		return pg.ConnInfo{}, fmt.Errorf("member %s address %q: %w", id, m.PostgresAddr, err)
 	}
@@ -538,6 +540,9 @@ func (a *Agent) exec(ctx context.Context, o engine.Observation, act engine.Actio
 		}
 		if err := a.pg.Promote(ctx); err != nil {
 			return fmt.Errorf("promoting: %w", err)
+		}
+		if err := a.pg.ConfigurePrimary(); err != nil {
+			return err
 		}
 		a.setFollowing("")
 		a.metrics.promotions.Inc()

@@ -16,6 +16,7 @@ import (
 	"github.com/petrel-db/petrel/internal/agent"
 	"github.com/petrel-db/petrel/internal/api"
 	"github.com/petrel-db/petrel/internal/config"
+	"github.com/petrel-db/petrel/internal/dialmap"
 	"github.com/petrel-db/petrel/internal/pg"
 	"github.com/petrel-db/petrel/internal/store"
 	"github.com/prometheus/client_golang/prometheus"
@@ -74,6 +75,7 @@ Passwords come from SU_PASSWORD, REPL_PASSWORD and OPERATOR_PASSWORD or --secret
 	f.StringVar(&cfg.RunAs, "run-as", cfg.RunAs, "OS user Postgres runs as when petrel is root")
 	f.DurationVar(&cfg.LeaseTTL, "lease-ttl", cfg.LeaseTTL, "leader lease TTL")
 	f.StringVar(&cfg.SyncMode, "sync-mode", cfg.SyncMode, "on, strict or off")
+	f.StringVar(&cfg.DialMap, "dial-map", "", "JSON file of host:port rewrites for reaching other members (local world links)")
 	return cmd
 }
 
@@ -100,6 +102,7 @@ func applyFlags(fs *pflag.FlagSet, from, to *config.Node) {
 	set("run-as", func() { to.RunAs = from.RunAs })
 	set("lease-ttl", func() { to.LeaseTTL = from.LeaseTTL })
 	set("sync-mode", func() { to.SyncMode = from.SyncMode })
+	set("dial-map", func() { to.DialMap = from.DialMap })
 }
 
 // applyEnv reads PETREL_<FLAG> (dashes as underscores) for every flag.
@@ -141,6 +144,7 @@ func bindScratch(f *pflag.FlagSet, c *config.Node) {
 	f.StringVar(&c.RunAs, "run-as", c.RunAs, "")
 	f.DurationVar(&c.LeaseTTL, "lease-ttl", c.LeaseTTL, "")
 	f.StringVar(&c.SyncMode, "sync-mode", c.SyncMode, "")
+	f.StringVar(&c.DialMap, "dial-map", "", "")
 }
 
 func newLogger(level string) *slog.Logger {
@@ -183,7 +187,11 @@ func runNode(parent context.Context, cfg config.Node, logLevel string) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	a := agent.New(cfg, sec, srv, st, log, agent.NewMetrics(reg))
+	dm, err := dialmap.Load(cfg.DialMap)
+	if err != nil {
+		return err
+	}
+	a := agent.New(cfg, sec, srv, st, log, agent.NewMetrics(reg), dm)
 
 	apiAddr := net.JoinHostPort(cfg.ListenHost, strconv.Itoa(cfg.APIPort))
 	apiErr := make(chan error, 1)

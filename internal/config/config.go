@@ -65,6 +65,10 @@ type Node struct {
 	// one) or "off" (asynchronous; no automatic failover can then prove it
 	// loses nothing, so none happens without a synchronous standby).
 	SyncMode string `toml:"sync_mode"`
+	// DialMap is a JSON file mapping other members' host:port to the
+	// address to dial instead (the local world's inter-region links).
+	// Leave empty on real hosts.
+	DialMap string `toml:"dial_map"`
 }
 
 // Defaults returns the settings used when nothing else is given.
