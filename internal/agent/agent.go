@@ -42,7 +42,7 @@ type Agent struct {
 	self    model.Member
 	metrics *Metrics
 	http    *http.Client
-	dial    dialmap.Map // rewrites addresses of other members (local world links)
+	dialSrc *dialmap.Source // rewrites addresses of other members (local world links); nil on real hosts
 
 	mu sync.Mutex // guards the following fields
 	// following is the member whose WAL the local standby is configured
@@ -65,7 +65,7 @@ type Agent struct {
 }
 
 // New builds an agent; Run starts it.
-func New(cfg config.Node, sec config.Secrets, srv *pg.Server, st *store.Store, log *slog.Logger, m *Metrics, dial dialmap.Map) *Agent {
+func New(cfg config.Node, sec config.Secrets, srv *pg.Server, st *store.Store, log *slog.Logger, m *Metrics, dial *dialmap.Source) *Agent {
 	p := engine.DefaultParams()
 	p.SyncMode = cfg.SyncMode
 	if cfg.LeaseTTL > 0 {
@@ -75,7 +75,7 @@ func New(cfg config.Node, sec config.Secrets, srv *pg.Server, st *store.Store, l
 		}
 	}
 	a := &Agent{
-		cfg: cfg, sec: sec, pg: srv, st: st, log: log, params: p, metrics: m, dial: dial,
+		cfg: cfg, sec: sec, pg: srv, st: st, log: log, params: p, metrics: m, dialSrc: dial,
 		http: &http.Client{Timeout: 500 * time.Millisecond},
 		self: model.Member{
 			ID:           cfg.ID,
@@ -334,8 +334,8 @@ func (a *Agent) leaderDead(snap store.Snapshot) bool {
 	}
 	dead := false
 	if ok {
-		api := strings.TrimPrefix(a.dial.URL(m.APIURL), "http://")
-		dead = refused(a.dial.Addr(m.PostgresAddr)) && refused(api)
+		api := strings.TrimPrefix(a.dialSrc.Map().URL(m.APIURL), "http://")
+		dead = refused(a.dialSrc.Map().Addr(m.PostgresAddr)) && refused(api)
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -359,7 +359,7 @@ func (a *Agent) fetchPeers(ctx context.Context, snap store.Snapshot) map[string]
 		wg.Add(1)
 		go func(m model.Member) {
 			defer wg.Done()
-			st, err := fetchStatus(ctx, a.http, a.dial.URL(m.APIURL))
+			st, err := fetchStatus(ctx, a.http, a.dialSrc.Map().URL(m.APIURL))
 			p := engine.Peer{ID: m.ID, Region: m.Region}
 			if err == nil {
 				p.Reachable = true
@@ -383,7 +383,7 @@ func (a *Agent) connInfo(id string, user, password string) (pg.ConnInfo, error) 
 	if !ok {
 		return pg.ConnInfo{}, fmt.Errorf("member %s has not published its address", id)
 	}
-	host, port, err := net.SplitHostPort(a.dial.Addr(m.PostgresAddr))
+	host, port, err := net.SplitHostPort(a.dialSrc.Map().Addr(m.PostgresAddr))
 	if err != nil {
 		return pg.ConnInfo{}, fmt.Errorf("member %s address %q: %w", id, m.PostgresAddr, err)
 	}

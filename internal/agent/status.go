@@ -132,7 +132,7 @@ func (a *Agent) Status(ctx context.Context) model.Status {
 	}
 	if role == model.RoleReplica && obs.Leader != "" {
 		if m, ok := obs.Members[obs.Leader]; ok {
-			if ls, err := fetchStatus(ctx, a.http, a.dial.URL(m.APIURL)); err == nil && ls.LSNNum >= ps.ReplayLSN {
+			if ls, err := fetchStatus(ctx, a.http, a.dialSrc.Map().URL(m.APIURL)); err == nil && ls.LSNNum >= ps.ReplayLSN {
 				st.LagBytes = int64(ls.LSNNum - ps.ReplayLSN)
 			}
 		}

@@ -187,7 +187,7 @@ func runNode(parent context.Context, cfg config.Node, logLevel string) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	dm, err := dialmap.Load(cfg.DialMap)
+	dm, err := dialmap.NewSource(cfg.DialMap)
 	if err != nil {
 		return err
 	}

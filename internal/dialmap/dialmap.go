@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
+	"time"
 )
 
 // Map sends traffic for a host:port key to the host:port value.
@@ -52,4 +54,56 @@ func (m Map) URL(u string) string {
 		}
 	}
 	return u
+}
+
+// Source is a map backed by a file that may change while the node runs
+// (the local world adds links when it grows); Map re-reads it when its
+// modification time changes. A nil Source is the identity map.
+type Source struct {
+	path string
+
+	mu  sync.Mutex // guards the following fields
+	m   Map
+	mod time.Time
+}
+
+// NewSource loads path ("" gives a nil Source).
+func NewSource(path string) (*Source, error) {
+	if path == "" {
+		return nil, nil
+	}
+	s := &Source{path: path}
+	if _, err := s.load(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Source) load() (Map, error) {
+	st, err := os.Stat(s.path)
+	if err != nil {
+		return nil, fmt.Errorf("reading dial map: %w", err)
+	}
+	if st.ModTime().Equal(s.mod) && s.m != nil {
+		return s.m, nil
+	}
+	m, err := Load(s.path)
+	if err != nil {
+		return nil, err
+	}
+	s.m, s.mod = m, st.ModTime()
+	return m, nil
+}
+
+// Map returns the current map; on a read error it keeps the last one.
+func (s *Source) Map() Map {
+	if s == nil {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if m, err := s.load(); err == nil {
+		return m
+	}
+	return s.m
 }

@@ -120,3 +120,41 @@ func TestLinkOrderUnderJitter(t *testing.T) {
 		}
 	}
 }
+
+func TestWorldPartition(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a, b := echoServer(t, ctx), echoServer(t, ctx)
+	w := NewWorld(ctx, Matrix{Delays: map[string]time.Duration{"ord-scl": 30 * time.Millisecond}}, nil)
+	defer w.Close()
+	if err := w.AddHost("scl1", "scl", a); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.AddHost("ord1", "ord", b); err != nil {
+		t.Fatal(err)
+	}
+	via := w.DialMap("ord1").Addr(a)
+	if via == a {
+		t.Fatal("ord1 has no link to scl1")
+	}
+	c, err := net.Dial("tcp", via)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r := bufio.NewReader(c)
+	if rtt := roundTrip(t, c, r); rtt < 60*time.Millisecond {
+		t.Fatalf("cross-region round trip %v, want >= 60ms", rtt)
+	}
+	w.Partition("scl1", "ord1")
+	_, _ = c.Write([]byte("ping\n"))
+	_ = c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if _, err := r.ReadString('\n'); err == nil {
+		t.Fatal("traffic crossed a partition")
+	}
+	_ = c.SetReadDeadline(time.Time{})
+	w.HealAll()
+	if line, err := bufio.NewReader(c).ReadString('\n'); err != nil || line != "ping\n" {
+		t.Fatalf("after heal: %q %v", line, err)
+	}
+}
