@@ -195,6 +195,7 @@ func (a *Agent) observe(ctx context.Context) (engine.Observation, error) {
 		Registered:  snap.Registered,
 		Switchover:  snap.Switchover,
 		LeaseLeft:   left,
+		Cascade:     snap.Cascade[a.cfg.Region],
 	}
 	o.PrimaryRegion = a.cfg.PrimaryRegion
 	if snap.Info != nil {
@@ -435,6 +436,9 @@ func (a *Agent) stopPG(ctx context.Context, mode string) error {
 // exec carries out one action. Errors are wrapped with the action.
 func (a *Agent) exec(ctx context.Context, o engine.Observation, act engine.Action) error {
 	slot := engine.SlotName(a.cfg.ID)
+	if act.Target != "" && act.Target != o.Leader && o.Leader != "" {
+		slot = "" // cascading from a regional hub, which keeps no slots
+	}
 	a.log.Debug("exec", "action", act.String())
 	switch act.Kind {
 	case engine.Bootstrap:
@@ -527,7 +531,15 @@ func (a *Agent) exec(ctx context.Context, o engine.Observation, act engine.Actio
 		a.mu.Unlock()
 		a.log.Info("following", "leader", act.Target)
 	case engine.AcquireLeader:
-		if err := a.st.AcquireLeader(ctx, a.cfg.ID, act.Rev); err != nil {
+		snap := a.st.Snapshot()
+		if sw := snap.Switchover; sw != nil && sw.AllowSecondaryRegion && snap.Info != nil && a.cfg.Region != snap.Info.PrimaryRegion {
+			info := *snap.Info
+			info.PrimaryRegion = a.cfg.Region
+			if err := a.st.AcquireLeaderMovingRegion(ctx, a.cfg.ID, act.Rev, info, snap.InfoRev); err != nil {
+				return err
+			}
+			a.log.Warn("primary region moved", "to", a.cfg.Region)
+		} else if err := a.st.AcquireLeader(ctx, a.cfg.ID, act.Rev); err != nil {
 			return err
 		}
 		a.log.Info("acquired leadership", "reason", act.Reason)

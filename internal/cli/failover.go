@@ -18,6 +18,7 @@ import (
 func newFailoverCmd() *cobra.Command {
 	var dir, etcd, cluster, to string
 	var timeout time.Duration
+	var allowSecondary bool
 	cmd := &cobra.Command{
 		Use:   "failover",
 		Short: "Planned switchover: stop writes on the leader, let the target catch up, promote it",
@@ -43,8 +44,13 @@ func newFailoverCmd() *cobra.Command {
 			if to == leader {
 				return fmt.Errorf("%s is already the leader", to)
 			}
+			if to != "" {
+				if err := checkTarget(ctx, cli, clusterName, to, allowSecondary); err != nil {
+					return err
+				}
+			}
 			start := time.Now()
-			if err := store.RequestSwitchover(ctx, cli, clusterName, model.Switchover{From: leader, To: to, RequestedAt: time.Now().UTC()}); err != nil {
+			if err := store.RequestSwitchover(ctx, cli, clusterName, model.Switchover{From: leader, To: to, RequestedAt: time.Now().UTC(), AllowSecondaryRegion: allowSecondary}); err != nil {
 				return err
 			}
 			fmt.Fprintf(os.Stdout, "switchover requested: leader %s", leader)
@@ -76,7 +82,39 @@ func newFailoverCmd() *cobra.Command {
 	f.StringVar(&cluster, "cluster", "petrel", "cluster name (with --etcd)")
 	f.StringVar(&to, "to", "", "member to hand leadership to (default: the most caught-up synchronous standby)")
 	f.DurationVar(&timeout, "timeout", 30*time.Second, "how long to wait for the new leader")
+	f.BoolVar(&allowSecondary, "allow-secondary-region", false, "allow --to outside the primary region; the primary region moves to the target's region")
 	return cmd
+}
+
+// checkTarget refuses a target outside the primary region unless allowed.
+func checkTarget(ctx context.Context, cli *clientv3.Client, cluster, to string, allow bool) error {
+	p := "/petrel/" + cluster + "/"
+	mr, err := cli.Get(ctx, p+"members/"+to)
+	if err != nil {
+		return fmt.Errorf("reading member %s: %w", to, err)
+	}
+	if len(mr.Kvs) == 0 {
+		return fmt.Errorf("no live member %s; see `petrel status`", to)
+	}
+	var m model.Member
+	if err := json.Unmarshal(mr.Kvs[0].Value, &m); err != nil {
+		return fmt.Errorf("decoding member %s: %w", to, err)
+	}
+	ir, err := cli.Get(ctx, p+"info")
+	if err != nil || len(ir.Kvs) == 0 {
+		return fmt.Errorf("reading cluster info: %v", err)
+	}
+	var info model.ClusterInfo
+	if err := json.Unmarshal(ir.Kvs[0].Value, &info); err != nil {
+		return fmt.Errorf("decoding cluster info: %w", err)
+	}
+	if m.Region != info.PrimaryRegion {
+		if !allow {
+			return fmt.Errorf("%s is in region %s, outside the primary region %s: only primary-region members may lead. Pass --allow-secondary-region to move the primary region to %s", to, m.Region, info.PrimaryRegion, m.Region)
+		}
+		fmt.Fprintf(os.Stdout, "moving the primary region from %s to %s\n", info.PrimaryRegion, m.Region)
+	}
+	return nil
 }
 
 func currentLeader(ctx context.Context, cli *clientv3.Client, cluster string) (string, error) {

@@ -112,6 +112,9 @@ type Observation struct {
 	Members       map[string]model.Member // alive members (lease-attached keys)
 	Registered    []string                // every node that ever joined and was not removed
 	Switchover    *model.Switchover
+	// Cascade is true when this node's region streams from a replica of
+	// its own region (the region's hub) instead of from the leader.
+	Cascade       bool
 	SwitchoverAge time.Duration
 	LeaseLeft     time.Duration // conservative time until this node's lease may expire
 
@@ -320,7 +323,7 @@ func decideLeader(o Observation, p Params) Plan {
 	if sw := o.Switchover; sw != nil {
 		if sw.StoppedLSN != 0 || o.SwitchoverAge > p.SwitchoverTTL || sw.From != o.Self {
 			acts = append(acts, Action{Kind: ClearSwitchover, Reason: "stale or misaddressed switchover request"})
-		} else if t, why := switchoverTarget(o, sw.To); t != "" {
+		} else if t, why := switchoverTarget(o, sw.To, sw.AllowSecondaryRegion); t != "" {
 			return Plan{Role: model.RolePrimary, Actions: []Action{{Kind: SwitchoverStop, Target: t, Reason: "planned switchover"}}}
 		} else {
 			acts = append(acts, Action{Kind: ClearSwitchover, Reason: "switchover refused: " + why})
@@ -338,7 +341,7 @@ func decideLeader(o Observation, p Params) Plan {
 // switchoverTarget picks the member a planned switchover hands over to:
 // the requested one if it may lead, else the most caught-up synchronous
 // (or streaming, when none is synchronous) primary-region standby.
-func switchoverTarget(o Observation, want string) (string, string) {
+func switchoverTarget(o Observation, want string, anyRegion bool) (string, string) {
 	streaming := map[string]uint64{}
 	for _, s := range o.Standbys {
 		if s.Streaming {
@@ -348,11 +351,14 @@ func switchoverTarget(o Observation, want string) (string, string) {
 	eligible := func(id string) bool {
 		m, ok := o.Members[id]
 		_, st := streaming[id]
-		return ok && st && m.Region == o.PrimaryRegion && id != o.Self
+		return ok && st && (m.Region == o.PrimaryRegion || anyRegion && id == want) && id != o.Self
 	}
 	if want != "" {
 		if !eligible(want) {
-			return "", fmt.Sprintf("%s is not a streaming standby in the primary region %s", want, o.PrimaryRegion)
+			if m, ok := o.Members[want]; ok && m.Region != o.PrimaryRegion && !anyRegion {
+				return "", fmt.Sprintf("%s is in %s, outside the primary region %s (use --allow-secondary-region to move the primary region)", want, m.Region, o.PrimaryRegion)
+			}
+			return "", fmt.Sprintf("%s is not a standby streaming from the leader", want)
 		}
 		return want, ""
 	}
@@ -511,6 +517,7 @@ func decideFollower(o Observation, p Params, localRole string) Plan {
 		}
 		return Plan{Role: model.RoleOffline, Actions: []Action{{Kind: Rewind, Target: leader, Reason: "former primary rejoining"}}}
 	}
+	up := upstream(o)
 	if !o.Running {
 		if o.Restarts > 0 && o.SinceStart < p.RestartDelay*time.Duration(1<<min(o.Restarts-1, 5)) {
 			return wait(model.RoleOffline, "waiting before restarting postgres")
@@ -518,10 +525,18 @@ func decideFollower(o Observation, p Params, localRole string) Plan {
 		if o.Restarts >= p.MaxRestarts+2 {
 			return Plan{Role: model.RoleOffline, Actions: []Action{{Kind: Reclone, Target: leader, Reason: "postgres keeps failing to start as a standby"}}}
 		}
-		return Plan{Role: model.RoleOffline, Actions: []Action{{Kind: StartStandby, Target: leader, Reason: "following " + leader}}}
+		return Plan{Role: model.RoleOffline, Actions: []Action{{Kind: StartStandby, Target: up, Reason: "following " + up}}}
 	}
-	if o.Following != leader {
-		return Plan{Role: model.RoleReplica, Actions: []Action{{Kind: Follow, Target: leader, Reason: "leader is " + leader}}}
+	if o.Following != up {
+		if o.Following == leader && !o.Streaming && o.NotStreamingFor < p.StuckAfter {
+			// We fell back from a broken hub to the leader; give the leader
+			// a fair chance before trying the hub again.
+			return wait(model.RoleReplica, "streaming from the leader while the region's hub is unavailable")
+		}
+		return Plan{Role: model.RoleReplica, Actions: []Action{{Kind: Follow, Target: up, Reason: "upstream is " + up}}}
+	}
+	if up != leader && !o.Streaming && o.NotStreamingFor > p.StuckAfter/2 {
+		return Plan{Role: model.RoleReplica, Actions: []Action{{Kind: Follow, Target: leader, Reason: "region hub " + up + " is not serving WAL; following the leader"}}}
 	}
 	if !o.Streaming && o.NotStreamingFor > p.StuckAfter {
 		if o.RewindFailed {
@@ -530,6 +545,27 @@ func decideFollower(o Observation, p Params, localRole string) Plan {
 		return Plan{Role: model.RoleReplica, Actions: []Action{{Kind: Rewind, Target: leader, Reason: fmt.Sprintf("not streaming for %v", o.NotStreamingFor.Round(time.Second))}}}
 	}
 	return wait(model.RoleReplica, "following "+leader)
+}
+
+// upstream is the member this standby streams from: the leader, or, in a
+// cascading region outside the primary region, the region's hub (the
+// alive member of the region with the lowest id), which itself follows
+// the leader. Followers of a hub survive a failover untouched: the hub
+// re-points and the new timeline cascades.
+func upstream(o Observation) string {
+	if !o.Cascade || o.Region == o.PrimaryRegion {
+		return o.Leader
+	}
+	hub := ""
+	for id, m := range o.Members {
+		if m.Region == o.Region && id != o.Leader && (hub == "" || id < hub) {
+			hub = id
+		}
+	}
+	if hub == "" || hub == o.Self {
+		return o.Leader
+	}
+	return hub
 }
 
 // eligible says whether this node may ever be promoted automatically with

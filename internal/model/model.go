@@ -54,6 +54,9 @@ type Switchover struct {
 	// checkpoint, which the target must have received before promoting.
 	StoppedLSN uint64 `json:"stopped_lsn,omitempty"`
 	Target     string `json:"target,omitempty"` // chosen target, set with StoppedLSN
+	// AllowSecondaryRegion lets To be outside the primary region; the
+	// primary region then moves to To's region when it takes over.
+	AllowSecondaryRegion bool `json:"allow_secondary_region,omitempty"`
 }
 
 // ClusterInfo is created once, by the member that initialized the cluster,

@@ -11,6 +11,7 @@
 //	/petrel/<c>/members/<id>    model.Member, attached to that member's lease; written only by that member
 //	/petrel/<c>/nodes/<id>      registration (no lease): the member keeps a replication slot; removed by `petrel remove`
 //	/petrel/<c>/switchover      model.Switchover; created by the CLI, completed by the leader, deleted by the new leader
+//	/petrel/<c>/cascade         JSON array of regions that stream from a regional hub; written by the CLI
 //
 // Liveness: OK reports whether the last lease keepalive succeeded recently
 // and the watch is current. LeaseLeft is measured from when the last
@@ -47,6 +48,10 @@ type Snapshot struct {
 	Registered    []string
 	Switchover    *model.Switchover
 	SwitchoverRev int64
+	InfoRev       int64
+	// Cascade lists the regions whose replicas stream from a replica of
+	// their own region (key cascade: a JSON array of region names).
+	Cascade map[string]bool
 }
 
 // Store is one node's connection to the cluster state.
@@ -257,14 +262,21 @@ func (s *Store) resync(ctx context.Context) error {
 func (s *Store) Snapshot() Snapshot {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	snap := Snapshot{Rev: s.rev, Members: map[string]model.Member{}}
+	snap := Snapshot{Rev: s.rev, Members: map[string]model.Member{}, Cascade: map[string]bool{}}
 	for k, kv := range s.kvs {
 		rest := strings.TrimPrefix(k, s.prefix)
 		switch {
 		case rest == "info":
 			var ci model.ClusterInfo
 			if s.decode(k, kv.Value, &ci) {
-				snap.Info = &ci
+				snap.Info, snap.InfoRev = &ci, kv.ModRevision
+			}
+		case rest == "cascade":
+			var regions []string
+			if s.decode(k, kv.Value, &regions) {
+				for _, r := range regions {
+					snap.Cascade[r] = true
+				}
 			}
 		case rest == "leader":
 			snap.Leader, snap.LeaderRev, snap.LeaderLease = string(kv.Value), kv.ModRevision, clientv3.LeaseID(kv.Lease)
@@ -398,6 +410,41 @@ func (s *Store) AcquireLeader(ctx context.Context, id string, syncRev int64) err
 		clientv3.OpPut(sk, mustJSON(model.Sync{Leader: id, Members: []string{}, K: 1})),
 		clientv3.OpDelete(s.key("switchover")),
 	)
+}
+
+// AcquireLeaderMovingRegion is AcquireLeader for a switchover target
+// outside the primary region that was allowed to move it: the info key's
+// primary region changes in the same transaction.
+func (s *Store) AcquireLeaderMovingRegion(ctx context.Context, id string, syncRev int64, info model.ClusterInfo, infoRev int64) error {
+	lease, err := s.myLease()
+	if err != nil {
+		return fmt.Errorf("acquiring leadership: %w", err)
+	}
+	lk, sk, ik := s.key("leader"), s.key("sync"), s.key("info")
+	return s.txn(ctx, "acquiring leadership and moving the primary region",
+		[]clientv3.Cmp{
+			clientv3.Compare(clientv3.CreateRevision(lk), "=", 0),
+			clientv3.Compare(clientv3.ModRevision(sk), "=", syncRev),
+			clientv3.Compare(clientv3.ModRevision(ik), "=", infoRev),
+		},
+		clientv3.OpPut(lk, id, clientv3.WithLease(lease)),
+		clientv3.OpPut(sk, mustJSON(model.Sync{Leader: id, Members: []string{}, K: 1})),
+		clientv3.OpPut(ik, mustJSON(info)),
+		clientv3.OpDelete(s.key("switchover")),
+	)
+}
+
+// SetCascade records which regions cascade (CLI side).
+func SetCascade(ctx context.Context, cli *clientv3.Client, cluster string, regions []string) error {
+	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if regions == nil {
+		regions = []string{}
+	}
+	if _, err := cli.Put(cctx, "/petrel/"+cluster+"/cascade", mustJSON(regions)); err != nil {
+		return fmt.Errorf("writing cascade regions: %w", err)
+	}
+	return nil
 }
 
 // ReleaseLeader deletes the leader key if this node's lease holds it.
