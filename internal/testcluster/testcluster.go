@@ -28,6 +28,7 @@ import (
 	"github.com/petrel-db/petrel/internal/config"
 	"github.com/petrel-db/petrel/internal/etcdembed"
 	"github.com/petrel-db/petrel/internal/model"
+	"github.com/petrel-db/petrel/internal/netsim"
 )
 
 // Options configure a cluster.
@@ -36,6 +37,11 @@ type Options struct {
 	Binary     string   // petrel binary; Build makes one
 	Name       string   // cluster name (default "petrel")
 	ExtraFlags []string // passed to every node
+
+	// World, when set, routes every node's traffic (to etcd and to the
+	// other members) through user-space links of a netsim.World with
+	// this matrix, so tests can partition any pair (see network.go).
+	World *netsim.Matrix
 }
 
 // Cluster is a running test cluster.
@@ -46,6 +52,11 @@ type Cluster struct {
 
 	mu    sync.Mutex // guards nodes
 	nodes map[string]*Node
+
+	etcdClientURL, etcdPeerURL string
+	etcdMu                     sync.Mutex // guards Etcd across StopEtcd/RestartEtcd
+	world                      *netsim.World
+	worldStop                  context.CancelFunc
 }
 
 // Node is one `petrel node` process.
@@ -106,15 +117,23 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
+	curl, purl := fmt.Sprintf("http://127.0.0.1:%d", cp), fmt.Sprintf("http://127.0.0.1:%d", pp)
 	e, err := etcdembed.Start(ctx, etcdembed.Options{
-		Dir: filepath.Join(opts.Dir, "etcd"), ClientURL: fmt.Sprintf("http://127.0.0.1:%d", cp), PeerURL: fmt.Sprintf("http://127.0.0.1:%d", pp),
+		Dir: filepath.Join(opts.Dir, "etcd"), ClientURL: curl, PeerURL: purl,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("starting etcd: %w", err)
 	}
 	c := &Cluster{
 		Opts: opts, Etcd: e, nodes: map[string]*Node{},
-		Secrets: config.Secrets{Superuser: randomSecret(), Replication: randomSecret(), Operator: randomSecret()},
+		Secrets:       config.Secrets{Superuser: randomSecret(), Replication: randomSecret(), Operator: randomSecret()},
+		etcdClientURL: curl, etcdPeerURL: purl,
+	}
+	if opts.World != nil {
+		if err := c.startWorld(*opts.World); err != nil {
+			e.Close()
+			return nil, err
+		}
 	}
 	sf := fmt.Sprintf("SU_PASSWORD=%s\nREPL_PASSWORD=%s\nOPERATOR_PASSWORD=%s\n", c.Secrets.Superuser, c.Secrets.Replication, c.Secrets.Operator)
 	if err := os.WriteFile(c.secretsFile(), []byte(sf), 0o600); err != nil {
@@ -127,10 +146,20 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 func (c *Cluster) secretsFile() string { return filepath.Join(c.Opts.Dir, "secrets.env") }
 
 // EtcdEndpoints lists the store's endpoints.
-func (c *Cluster) EtcdEndpoints() []string { return c.Etcd.Endpoints() }
+func (c *Cluster) EtcdEndpoints() []string { return []string{c.etcdClientURL} }
 
 // AddNode defines a node (ports, data dir) and starts it.
 func (c *Cluster) AddNode(id, region string) (*Node, error) {
+	n, err := c.DefineNode(id, region)
+	if err != nil {
+		return nil, err
+	}
+	return n, c.StartNode(id)
+}
+
+// DefineNode allocates a node's ports and data dir (and its links, with
+// Options.World) without starting it; StartNode starts it.
+func (c *Cluster) DefineNode(id, region string) (*Node, error) {
 	pgp, err := FreePort()
 	if err != nil {
 		return nil, err
@@ -143,7 +172,12 @@ func (c *Cluster) AddNode(id, region string) (*Node, error) {
 	c.mu.Lock()
 	c.nodes[id] = n
 	c.mu.Unlock()
-	return n, c.StartNode(id)
+	if c.world != nil {
+		if err := c.addToWorld(n); err != nil {
+			return nil, err
+		}
+	}
+	return n, nil
 }
 
 // StartNode (re)starts a defined node's agent process.
@@ -163,7 +197,10 @@ func (c *Cluster) StartNode(id string) error {
 		"--cluster", c.Opts.Name, "--id", id, "--region", n.Region, "--primary-region", "scl",
 		"--data-dir", n.DataDir, "--listen-host", "127.0.0.1",
 		"--pg-port", strconv.Itoa(n.PGPort), "--api-port", strconv.Itoa(n.APIPort),
-		"--etcd", strings.Join(c.EtcdEndpoints(), ","), "--secrets-file", c.secretsFile(),
+		"--etcd", strings.Join(c.nodeEtcd(id), ","), "--secrets-file", c.secretsFile(),
+	}
+	if c.world != nil {
+		args = append(args, "--dial-map", c.dialMapPath(id))
 	}
 	args = append(args, c.Opts.ExtraFlags...)
 	cmd := exec.Command(c.Opts.Binary, args...)
@@ -256,7 +293,15 @@ func (c *Cluster) Close() {
 			_ = syscall.Kill(pm, syscall.SIGKILL)
 		}
 	}
-	c.Etcd.Close()
+	c.etcdMu.Lock()
+	if c.Etcd != nil {
+		c.Etcd.Close()
+	}
+	c.etcdMu.Unlock()
+	if c.world != nil {
+		c.world.Close()
+		c.worldStop()
+	}
 }
 
 var httpc = &http.Client{Timeout: time.Second}

@@ -1,0 +1,115 @@
+package testcluster
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/petrel-db/petrel/internal/etcdembed"
+)
+
+// StopEtcd stops the embedded etcd; its data stays on disk for
+// RestartEtcd.
+func (c *Cluster) StopEtcd() {
+	c.etcdMu.Lock()
+	defer c.etcdMu.Unlock()
+	if c.Etcd != nil {
+		c.Etcd.Close()
+	}
+}
+
+// RestartEtcd starts etcd again on the same data dir and URLs.
+func (c *Cluster) RestartEtcd(ctx context.Context) error {
+	c.etcdMu.Lock()
+	defer c.etcdMu.Unlock()
+	e, err := etcdembed.Start(ctx, etcdembed.Options{
+		Dir: filepath.Join(c.Opts.Dir, "etcd"), ClientURL: c.etcdClientURL, PeerURL: c.etcdPeerURL,
+	})
+	if err != nil {
+		return fmt.Errorf("restarting etcd: %w", err)
+	}
+	c.Etcd = e
+	return nil
+}
+
+// AgentPID is the pid of node id's agent process (0 if not running).
+func (c *Cluster) AgentPID(id string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := c.nodes[id]
+	if n == nil || n.cmd == nil || n.cmd.Process == nil {
+		return 0
+	}
+	select {
+	case <-n.exited:
+		return 0
+	default:
+	}
+	return n.cmd.Process.Pid
+}
+
+// PostgresPIDs are the postmaster of node id and all its children.
+func (c *Cluster) PostgresPIDs(id string) []int {
+	n := c.Node(id)
+	if n == nil {
+		return nil
+	}
+	pm := n.PostmasterPID()
+	if pm <= 0 {
+		return nil
+	}
+	pids := []int{pm}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces; cut after ')'.
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(s[i+1:])
+		if len(f) > 1 {
+			if pp, _ := strconv.Atoi(f[1]); pp == pm {
+				pids = append(pids, pid)
+			}
+		}
+	}
+	return pids
+}
+
+// SignalAgent sends sig to node id's agent process only (not Postgres).
+func (c *Cluster) SignalAgent(id string, sig syscall.Signal) error {
+	pid := c.AgentPID(id)
+	if pid == 0 {
+		return fmt.Errorf("node %s: agent not running", id)
+	}
+	return syscall.Kill(pid, sig)
+}
+
+// SignalPostgres sends sig to node id's postmaster and every backend.
+// With SIGSTOP the whole server hangs (a frozen VM's Postgres).
+func (c *Cluster) SignalPostgres(id string, sig syscall.Signal) error {
+	pids := c.PostgresPIDs(id)
+	if len(pids) == 0 {
+		return fmt.Errorf("node %s: postgres not running", id)
+	}
+	for _, p := range pids {
+		_ = syscall.Kill(p, sig)
+	}
+	return nil
+}
+
+// Running reports whether node id's agent process is alive.
+func (c *Cluster) Running(id string) bool { return c.AgentPID(id) != 0 }
