@@ -1,0 +1,210 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+// pconn is one proxied client connection and its server side.
+type pconn struct {
+	client, server net.Conn
+	member         string // member id the server side is connected to
+	kind           string // listener kind
+	toLeader       bool   // routed as the leader (also on the read-only listener's fallback)
+	once           sync.Once
+}
+
+func (c *pconn) close() {
+	c.once.Do(func() {
+		_ = c.client.Close()
+		_ = c.server.Close()
+	})
+}
+
+// maxGSSRetries bounds GSSENCRequest answers before the real startup.
+const maxGSSRetries = 2
+
+// handle runs one client connection: startup, routing, then the pipe.
+func (p *Proxy) handle(ctx context.Context, c net.Conn, kind string) {
+	defer func() {
+		if r := recover(); r != nil {
+			// Never let one connection take the process down.
+			p.log.Error("proxy: connection handler panicked", "panic", r)
+			_ = c.Close()
+		}
+	}()
+	setKeepAlive(c, p.cfg.KeepAlive)
+	_ = c.SetDeadline(p.clock.Now().Add(p.cfg.StartupTimeout))
+	var (
+		msg pgproto3.FrontendMessage
+		raw []byte
+		err error
+	)
+	for i := 0; ; i++ {
+		msg, raw, err = readStartup(c)
+		if err != nil {
+			p.metrics.rejected.WithLabelValues(kind, "bad_startup").Inc()
+			p.log.Debug("proxy: bad startup", "remote", c.RemoteAddr(), "err", err)
+			var ne net.Error
+			if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !(errors.As(err, &ne) && ne.Timeout()) {
+				p.refuse(c, "08P01", "petrel: invalid startup packet")
+			}
+			_ = c.Close()
+			return
+		}
+		if _, ok := msg.(*pgproto3.GSSEncRequest); ok && i < maxGSSRetries {
+			if _, err := c.Write([]byte{'N'}); err != nil {
+				_ = c.Close()
+				return
+			}
+			continue
+		}
+		break
+	}
+	switch msg.(type) {
+	case *pgproto3.CancelRequest:
+		_ = c.Close()
+		p.forwardCancel(ctx, raw)
+		return
+	case *pgproto3.SSLRequest, *pgproto3.StartupMessage:
+	default: // a GSSENCRequest too many
+		p.refuse(c, "08P01", "petrel: unexpected startup packet")
+		return
+	}
+
+	t, toLeader, err := p.pick(ctx, kind)
+	if err != nil {
+		p.metrics.rejected.WithLabelValues(kind, "no_leader").Inc()
+		p.refuseStartup(c, msg, "57P03", "petrel: no writable leader available; try again shortly")
+		return
+	}
+	d := net.Dialer{Timeout: p.cfg.DialTimeout, KeepAlive: p.cfg.KeepAlive}
+	dctx, cancel := context.WithTimeout(ctx, p.cfg.DialTimeout)
+	s, err := d.DialContext(dctx, "tcp", t.addr)
+	cancel()
+	if err != nil {
+		p.metrics.rejected.WithLabelValues(kind, "dial").Inc()
+		p.log.Warn("proxy: dialing member", "member", t.id, "addr", t.addr, "err", err)
+		p.refuseStartup(c, msg, "08006", "petrel: could not connect to member "+t.id+"; try again")
+		return
+	}
+	_ = s.SetWriteDeadline(p.clock.Now().Add(p.cfg.DialTimeout))
+	if _, err := s.Write(raw); err != nil {
+		_ = s.Close()
+		p.refuseStartup(c, msg, "08006", "petrel: lost the connection to member "+t.id)
+		return
+	}
+	_ = s.SetWriteDeadline(time.Time{})
+	_ = c.SetDeadline(time.Time{})
+	pc := &pconn{client: c, server: s, member: t.id, kind: kind, toLeader: toLeader}
+	if !p.register(pc) {
+		// The target changed while we dialed: this connection would go to
+		// a member that is no longer the leader.
+		pc.close()
+		return
+	}
+	defer p.unregister(pc)
+	p.pipe(pc)
+}
+
+// refuseStartup answers a client that could not be routed with an
+// ErrorResponse it will understand: after an SSLRequest it first declines
+// TLS and reads the plaintext startup packet (a client that insists on TLS
+// then disconnects by itself).
+func (p *Proxy) refuseStartup(c net.Conn, msg pgproto3.FrontendMessage, code, text string) {
+	if _, ok := msg.(*pgproto3.SSLRequest); ok {
+		_ = c.SetDeadline(p.clock.Now().Add(p.cfg.StartupTimeout))
+		if _, err := c.Write([]byte{'N'}); err != nil {
+			_ = c.Close()
+			return
+		}
+		next, _, err := readStartup(c)
+		if err != nil {
+			_ = c.Close()
+			return
+		}
+		if _, ok := next.(*pgproto3.StartupMessage); !ok {
+			_ = c.Close()
+			return
+		}
+	}
+	p.refuse(c, code, text)
+}
+
+// pipe copies bytes both ways until either side closes, then closes both.
+// Both ends are *net.TCPConn, so io.Copy splices on Linux.
+func (p *Proxy) pipe(pc *pconn) {
+	stopIdle := p.watchIdle(pc)
+	defer stopIdle()
+	done := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(pc.server, pc.client)
+		pc.close()
+		close(done)
+	}()
+	_, _ = io.Copy(pc.client, pc.server)
+	pc.close()
+	<-done
+}
+
+// forwardCancel sends a CancelRequest to every known member's Postgres:
+// backend keys are unique per server and a key unknown to a server is
+// ignored there, so it reaches the backend it was meant for even through
+// TLS, where the proxy cannot see the keys.
+func (p *Proxy) forwardCancel(ctx context.Context, raw []byte) {
+	p.mu.Lock()
+	addrs := make([]string, 0, len(p.members))
+	for _, m := range p.members {
+		if m.PostgresAddr != "" {
+			addrs = append(addrs, p.cfg.DialMap.Addr(m.PostgresAddr))
+		}
+	}
+	p.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.DialTimeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, a := range addrs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var d net.Dialer
+			s, err := d.DialContext(ctx, "tcp", a)
+			if err != nil {
+				p.log.Debug("proxy: forwarding cancel", "addr", a, "err", err)
+				return
+			}
+			defer s.Close()
+			if dl, ok := ctx.Deadline(); ok {
+				_ = s.SetDeadline(dl)
+			}
+			if _, err := s.Write(raw); err != nil {
+				return
+			}
+			// Postgres closes the connection once it has processed the
+			// request; wait for that so the cancel is delivered.
+			var b [1]byte
+			_, _ = s.Read(b[:])
+		}()
+	}
+	wg.Wait()
+	p.metrics.cancels.Inc()
+}
+
+func setKeepAlive(c net.Conn, period time.Duration) {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return
+	}
+	if period < 0 {
+		_ = tc.SetKeepAlive(false)
+		return
+	}
+	_ = tc.SetKeepAlive(true)
+	_ = tc.SetKeepAlivePeriod(period)
+}

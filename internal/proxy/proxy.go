@@ -1,0 +1,457 @@
+// Package proxy is petrel's leader proxy: it accepts PostgreSQL client
+// connections and pipes them to the cluster's current writable leader (or,
+// on the read-only listener, to a healthy replica of its own region).
+//
+// The leader comes from an etcd watch on /petrel/<cluster>/leader and the
+// member records, and is confirmed against the member's own GET /role
+// before any connection is routed to it, then re-confirmed periodically.
+// When the leader changes or stops saying "primary", every connection to
+// it is closed at once. While there is no leader a new connection waits a
+// bounded time and then gets a PostgreSQL ErrorResponse (SQLSTATE 57P03).
+//
+// Only the startup packet is parsed (SSLRequest, GSSENCRequest,
+// CancelRequest, StartupMessage); after that the proxy is a plain byte
+// pipe between two TCP connections (splice(2) on Linux), so TLS between
+// the client and Postgres passes through untouched.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/petrel-db/petrel/internal/dialmap"
+	"github.com/petrel-db/petrel/internal/model"
+	"github.com/prometheus/client_golang/prometheus"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Config tunes a proxy. Zero values take the documented defaults.
+type Config struct {
+	// Cluster is the name of the cluster whose leader is followed (its
+	// keys live under /petrel/<cluster>/ in etcd).
+	Cluster string
+	// Region is the proxy's own region: the read-only listener only sends
+	// connections to replicas in this region.
+	Region string
+	// DialMap rewrites members' Postgres and API addresses before they are
+	// dialed (the local world's links). Nil dials them as published.
+	DialMap dialmap.Map
+	// MaxConns bounds the client connections the proxy holds at once,
+	// over all its listeners, including those still in their startup
+	// phase. Further connections get a "too many connections" error
+	// (SQLSTATE 53300). Default 2000.
+	MaxConns int
+	// NoLeaderWait is how long a new connection waits for a confirmed
+	// writable leader (or, on the read-only listener, for any usable
+	// member) before it gets an error (SQLSTATE 57P03). Default 5s.
+	NoLeaderWait time.Duration
+	// StartupTimeout bounds how long a client may take to send its startup
+	// packet(s); slower clients are disconnected. Default 10s.
+	StartupTimeout time.Duration
+	// DialTimeout bounds connecting to a member's Postgres. Default 3s.
+	DialTimeout time.Duration
+	// KeepAlive is the TCP keepalive period on both sides of every proxied
+	// connection: it is how idle connections to a vanished peer are found
+	// and closed. Default 15s; negative disables keepalives.
+	KeepAlive time.Duration
+	// IdleTimeout closes a proxied connection after no data has moved in
+	// either direction for this long (checked from the kernel's TCP
+	// counters, so the data path stays zero-copy; Linux only). Default 0:
+	// idle connections are kept as long as both peers are alive.
+	IdleTimeout time.Duration
+	// CheckInterval is how often the leader's GET /role is re-confirmed
+	// and replicas' GET /status is polled. Default 1s.
+	CheckInterval time.Duration
+	// CheckTimeout bounds one GET /role or /status. Default 1s.
+	CheckTimeout time.Duration
+	// MaxReplicaLag is the replay lag, in bytes, above which a replica gets
+	// no new read-only connections. Default 16 MiB.
+	MaxReplicaLag int64
+}
+
+func (c *Config) defaults() {
+	if c.MaxConns <= 0 {
+		c.MaxConns = 2000
+	}
+	if c.NoLeaderWait <= 0 {
+		c.NoLeaderWait = 5 * time.Second
+	}
+	if c.StartupTimeout <= 0 {
+		c.StartupTimeout = 10 * time.Second
+	}
+	if c.DialTimeout <= 0 {
+		c.DialTimeout = 3 * time.Second
+	}
+	if c.KeepAlive == 0 {
+		c.KeepAlive = 15 * time.Second
+	}
+	if c.CheckInterval <= 0 {
+		c.CheckInterval = time.Second
+	}
+	if c.CheckTimeout <= 0 {
+		c.CheckTimeout = time.Second
+	}
+	if c.MaxReplicaLag <= 0 {
+		c.MaxReplicaLag = 16 << 20
+	}
+}
+
+// Clock is the time source (injected for tests).
+type Clock interface {
+	Now() time.Time
+	After(d time.Duration) <-chan time.Time
+}
+
+type realClock struct{}
+
+func (realClock) Now() time.Time                         { return time.Now() }
+func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+
+// Options are the proxy's collaborators.
+type Options struct {
+	// Etcd is the store client the leader is learned from. Nil: the
+	// caller feeds the view with SetView (tests).
+	Etcd *clientv3.Client
+	// Logger; nil discards.
+	Logger *slog.Logger
+	// Registerer receives the proxy's metrics; nil registers nothing.
+	Registerer prometheus.Registerer
+	// Clock; nil is the real clock.
+	Clock Clock
+}
+
+// target is a member a connection can be routed to.
+type target struct {
+	id   string
+	addr string // Postgres address to dial (after the dial map)
+	api  string // API base URL to query (after the dial map)
+}
+
+// Proxy routes client connections. Create with New, start with Run.
+type Proxy struct {
+	cfg     Config
+	etcd    *clientv3.Client
+	log     *slog.Logger
+	clock   Clock
+	metrics *metrics
+	http    *http.Client
+	poke    chan struct{}
+	active  atomic.Int64
+
+	mu          sync.Mutex // guards the following fields
+	viewLeader  string                  // leader id from the store ("" when none)
+	members     map[string]model.Member // member records from the store
+	leader      *target                 // confirmed writable leader; nil when none
+	leaderFails int                     // consecutive failed /role checks of leader
+	replicas    []target                // healthy read-only candidates, sorted by id
+	rr          int                     // round-robin position in replicas
+	changed     chan struct{}           // closed and replaced on every routing change
+	conns       map[*pconn]struct{}     // proxied connections
+	closed      bool                    // Run has ended: no new connections
+}
+
+// New makes a proxy; nothing runs until Run.
+func New(cfg Config, opts Options) *Proxy {
+	cfg.defaults()
+	p := &Proxy{
+		cfg:     cfg,
+		etcd:    opts.Etcd,
+		log:     opts.Logger,
+		clock:   opts.Clock,
+		metrics: newMetrics(opts.Registerer),
+		poke:    make(chan struct{}, 1),
+		members: map[string]model.Member{},
+		changed: make(chan struct{}),
+		conns:   map[*pconn]struct{}{},
+	}
+	if p.log == nil {
+		p.log = slog.New(slog.DiscardHandler)
+	}
+	if p.clock == nil {
+		p.clock = realClock{}
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 4
+	tr.DialContext = (&net.Dialer{Timeout: cfg.CheckTimeout}).DialContext
+	p.http = &http.Client{Timeout: cfg.CheckTimeout, Transport: tr}
+	return p
+}
+
+// Listener kinds.
+const (
+	kindLeader   = "leader"
+	kindReadOnly = "readonly"
+)
+
+// Run serves the leader listener rw and, when not nil, the read-only
+// listener ro, and follows the cluster, until ctx ends. It closes both
+// listeners and every proxied connection before returning.
+func (p *Proxy) Run(ctx context.Context, rw, ro net.Listener) error {
+	if rw == nil {
+		return errors.New("proxy: no leader listener")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	run := func(f func()) {
+		wg.Add(1)
+		go func() { defer wg.Done(); f() }()
+	}
+	if p.etcd != nil {
+		run(func() { p.watch(ctx) })
+	}
+	run(func() { p.checkLoop(ctx, ro != nil) })
+	errs := make(chan error, 2)
+	run(func() { errs <- p.serve(ctx, rw, kindLeader) })
+	if ro != nil {
+		run(func() { errs <- p.serve(ctx, ro, kindReadOnly) })
+	}
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errs:
+	}
+	cancel()
+	_ = rw.Close()
+	if ro != nil {
+		_ = ro.Close()
+	}
+	p.mu.Lock()
+	p.closed = true
+	for c := range p.conns {
+		c.close()
+	}
+	p.mu.Unlock()
+	wg.Wait()
+	p.http.CloseIdleConnections()
+	return err
+}
+
+// serve accepts connections on ln until ctx ends.
+func (p *Proxy) serve(ctx context.Context, ln net.Listener, kind string) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	go func() { <-ctx.Done(); _ = ln.Close() }()
+	backoff := 5 * time.Millisecond
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if !errors.Is(err, net.ErrClosed) {
+				// EMFILE and the like: wait and try again.
+				p.log.Warn("proxy accept", "err", err)
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-p.clock.After(backoff):
+				}
+				backoff = min(backoff*2, time.Second)
+				continue
+			}
+			return fmt.Errorf("proxy: accepting on %s: %w", ln.Addr(), err)
+		}
+		backoff = 5 * time.Millisecond
+		p.metrics.accepted.WithLabelValues(kind).Inc()
+		if n := p.active.Add(1); n > int64(p.cfg.MaxConns) {
+			p.active.Add(-1)
+			p.metrics.rejected.WithLabelValues(kind, "max_conns").Inc()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				p.refuse(c, "53300", "petrel: too many connections to the proxy")
+			}()
+			continue
+		}
+		p.metrics.active.WithLabelValues(kind).Inc()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer p.metrics.active.WithLabelValues(kind).Dec()
+			defer p.active.Add(-1)
+			p.handle(ctx, c, kind)
+		}()
+	}
+}
+
+// refuse writes a FATAL ErrorResponse and closes c.
+func (p *Proxy) refuse(c net.Conn, code, msg string) {
+	_ = c.SetWriteDeadline(p.clock.Now().Add(time.Second))
+	_, _ = c.Write(errorResponse(code, msg))
+	_ = c.Close()
+}
+
+// SetView replaces the proxy's view of the store: the leader's id ("" for
+// none) and the member records. The watch calls it; tests may too.
+func (p *Proxy) SetView(leader string, members map[string]model.Member) {
+	p.mu.Lock()
+	p.viewLeader = leader
+	p.members = members
+	if p.leader != nil {
+		m, ok := members[p.leader.id]
+		if p.leader.id != leader || !ok || p.targetOf(m) != *p.leader {
+			p.log.Info("proxy: leader changed in the store; closing its connections", "old", p.leader.id, "new", leader)
+			p.setLeaderLocked(nil)
+		}
+	}
+	// Read-only targets that left the store lose their connections too.
+	kept := p.replicas[:0]
+	for _, r := range p.replicas {
+		if m, ok := members[r.id]; ok && p.targetOf(m) == r && r.id != leader {
+			kept = append(kept, r)
+		}
+	}
+	p.setReplicasLocked(kept)
+	p.mu.Unlock()
+	p.kick()
+}
+
+func (p *Proxy) kick() {
+	select {
+	case p.poke <- struct{}{}:
+	default:
+	}
+}
+
+func (p *Proxy) targetOf(m model.Member) target {
+	return target{id: m.ID, addr: p.cfg.DialMap.Addr(m.PostgresAddr), api: p.cfg.DialMap.URL(m.APIURL)}
+}
+
+// setLeaderLocked changes the confirmed leader, closing every connection
+// routed to the previous one. Caller holds p.mu.
+func (p *Proxy) setLeaderLocked(t *target) {
+	old := p.leader
+	if old == nil && t == nil || old != nil && t != nil && *old == *t {
+		return
+	}
+	p.leader = t
+	p.leaderFails = 0
+	p.metrics.routing.Inc()
+	if old != nil {
+		for c := range p.conns {
+			if c.member == old.id {
+				c.close()
+			}
+		}
+	}
+	if t != nil {
+		p.log.Info("proxy: routing to leader", "leader", t.id, "addr", t.addr)
+	} else {
+		p.log.Info("proxy: no writable leader")
+	}
+	close(p.changed)
+	p.changed = make(chan struct{})
+}
+
+// setReplicasLocked changes the read-only candidates, closing read-only
+// connections to members that are no longer candidates. Caller holds p.mu.
+func (p *Proxy) setReplicasLocked(rs []target) {
+	same := len(rs) == len(p.replicas)
+	for i := 0; same && i < len(rs); i++ {
+		same = rs[i] == p.replicas[i]
+	}
+	if same {
+		p.replicas = rs
+		return
+	}
+	keep := map[string]bool{}
+	for _, r := range rs {
+		keep[r.id] = true
+	}
+	for c := range p.conns {
+		if c.kind == kindReadOnly && !c.toLeader && !keep[c.member] {
+			c.close()
+		}
+	}
+	p.replicas = rs
+	close(p.changed)
+	p.changed = make(chan struct{})
+}
+
+var errNoTarget = errors.New("no usable member")
+
+// pick chooses where a new connection goes, waiting up to NoLeaderWait
+// for a confirmed leader (or a healthy replica on the read-only
+// listener).
+func (p *Proxy) pick(ctx context.Context, kind string) (target, bool, error) {
+	var timeout <-chan time.Time
+	for {
+		p.mu.Lock()
+		if kind == kindReadOnly && len(p.replicas) > 0 {
+			p.rr++
+			t := p.replicas[p.rr%len(p.replicas)]
+			p.mu.Unlock()
+			return t, false, nil
+		}
+		if p.leader != nil {
+			t := *p.leader
+			p.mu.Unlock()
+			return t, true, nil
+		}
+		ch := p.changed
+		p.mu.Unlock()
+		if timeout == nil {
+			timeout = p.clock.After(p.cfg.NoLeaderWait)
+		}
+		select {
+		case <-ch:
+		case <-timeout:
+			return target{}, false, errNoTarget
+		case <-ctx.Done():
+			return target{}, false, ctx.Err()
+		}
+	}
+}
+
+// register records a proxied connection, unless its target stopped being
+// usable since it was picked (then the caller must drop it).
+func (p *Proxy) register(c *pconn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return false
+	}
+	ok := false
+	if c.toLeader {
+		ok = p.leader != nil && p.leader.id == c.member
+	} else {
+		for _, r := range p.replicas {
+			ok = ok || r.id == c.member
+		}
+	}
+	if ok {
+		p.conns[c] = struct{}{}
+	}
+	return ok
+}
+
+func (p *Proxy) unregister(c *pconn) {
+	p.mu.Lock()
+	delete(p.conns, c)
+	p.mu.Unlock()
+}
+
+// Leader returns the id of the confirmed leader ("" when none).
+func (p *Proxy) Leader() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.leader == nil {
+		return ""
+	}
+	return p.leader.id
+}
+
+// Conns returns how many proxied connections are open.
+func (p *Proxy) Conns() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.conns)
+}
