@@ -23,7 +23,10 @@ host    replication  postgres    0.0.0.0/0   scram-sha-256
 host    replication  postgres    ::/0        scram-sha-256
 `
 
+// includeLines end postgresql.conf, in this order: the user's cluster-wide
+// settings, then petrel's own (which win), then the standby settings.
 var includeLines = []string{
+	"include_if_exists = '" + userConf + "'",
 	"include_if_exists = '" + petrelConf + "'",
 	"include_if_exists = '" + recoveryConf + "'",
 }
@@ -51,36 +54,34 @@ func (s *Server) writeHBA() error {
 	return s.writeFile(filepath.Join(s.opts.DataDir, "pg_hba.conf"), []byte(hbaConf), 0o600)
 }
 
-// ensureIncludes appends the include_if_exists lines to postgresql.conf
-// unless they are already there.
+const includeMarker = "# Added by petrel; keep at the end."
+
+// ensureIncludes makes postgresql.conf end with includeLines, in order:
+// lines already there out of order (e.g. from before petrel-user.conf
+// existed) are moved to the end.
 func (s *Server) ensureIncludes() error {
 	path := filepath.Join(s.opts.DataDir, "postgresql.conf")
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("pg: reading postgresql.conf: %w", err)
 	}
-	have := map[string]bool{}
-	for l := range strings.SplitSeq(string(data), "\n") {
-		have[strings.TrimSpace(l)] = true
-	}
-	var add []string
-	for _, l := range includeLines {
-		if !have[l] {
-			add = append(add, l)
-		}
-	}
-	if len(add) == 0 {
+	want := strings.Join(includeLines, "\n") + "\n"
+	if strings.HasSuffix(string(data), "\n"+want) {
 		return nil
 	}
-	if len(data) > 0 && data[len(data)-1] != '\n' {
-		data = append(data, '\n')
+	ours := map[string]bool{includeMarker: true}
+	for _, l := range includeLines {
+		ours[l] = true
 	}
-	data = append(data, "\n# Added by petrel; keep at the end.\n"...)
-	for _, l := range add {
-		data = append(data, l...)
-		data = append(data, '\n')
+	var kept []string
+	for l := range strings.SplitSeq(string(data), "\n") {
+		if !ours[strings.TrimSpace(l)] {
+			kept = append(kept, l)
+		}
 	}
-	return s.writeFile(path, data, 0o600)
+	out := strings.TrimRight(strings.Join(kept, "\n"), "\n")
+	out += "\n\n" + includeMarker + "\n" + want
+	return s.writeFile(path, []byte(out), 0o600)
 }
 
 // writePetrelConf writes petrel.conf from Options.
@@ -102,11 +103,24 @@ func (s *Server) writePetrelConf() error {
 		{"wal_receiver_timeout", "'5s'"},
 		{"wal_receiver_status_interval", "'1s'"},
 		{"wal_retrieve_retry_interval", "'500ms'"},
-		{"max_connections", "100"},
-		{"shared_buffers", "'64MB'"},
 		{"logging_collector", "off"},
 		{"log_line_prefix", "'%m [%p] %q%u@%d '"},
 		{"fsync", "on"},
+	}
+	// max_connections and shared_buffers defaults live in petrel-user.conf
+	// (see defaultUserSettings) so `petrel config set` can change them.
+	if err := s.ensureUserConf(); err != nil {
+		return err
+	}
+	if s.TLSEnabled() {
+		cert, key, ca := s.TLSPaths()
+		settings = append(settings,
+			[2]string{"ssl", "on"},
+			[2]string{"ssl_cert_file", quoteConf(cert)},
+			[2]string{"ssl_key_file", quoteConf(key)},
+			[2]string{"ssl_ca_file", quoteConf(ca)},
+			[2]string{"ssl_min_protocol_version", "'TLSv1.2'"},
+		)
 	}
 	var b bytes.Buffer
 	b.WriteString("# Written by petrel on every start; do not edit.\n")
@@ -189,7 +203,9 @@ func (s *Server) ConfigureStandby(primary *ConnInfo, slot, appName string) error
 		if appName != "" {
 			parts = append(parts, "application_name="+quoteConnValue(appName))
 		}
-		parts = append(parts, "sslmode=prefer", "connect_timeout=2",
+		// verify-full against the cluster CA once TLS is installed.
+		parts = append(parts, s.clientSSLConn()...)
+		parts = append(parts, "connect_timeout=2",
 			"keepalives_idle=2", "keepalives_interval=1", "keepalives_count=2")
 		conninfo = strings.Join(parts, " ")
 	}

@@ -121,7 +121,7 @@ func (s *Server) BaseBackup(ctx context.Context, src ConnInfo) error {
 		return fmt.Errorf("base backup: %w", err)
 	}
 	s.log.Info("running pg_basebackup", "host", src.Host, "port", src.Port)
-	if _, err := s.run(ctx, "base backup", s.env("PGPASSFILE="+pass, "PGCONNECT_TIMEOUT=5", "PGAPPNAME=petrel_basebackup"),
+	if _, err := s.run(ctx, "base backup", s.env(append([]string{"PGPASSFILE=" + pass, "PGCONNECT_TIMEOUT=5", "PGAPPNAME=petrel_basebackup"}, s.clientSSLEnv()...)...),
 		"pg_basebackup", "-D", s.opts.DataDir, "-X", "stream", "-c", "fast",
 		"-h", src.Host, "-p", strconv.Itoa(src.Port), "-U", src.User, "--no-password"); err != nil {
 		return err
@@ -187,7 +187,7 @@ func (s *Server) Rewind(ctx context.Context, src ConnInfo) error {
 		"passfile=" + quoteConnValue(pass),
 		"connect_timeout=5",
 		"application_name=petrel_rewind",
-	}, " ")
+	}, " ") + " " + strings.Join(s.clientSSLConn(), " ")
 	s.log.Info("running pg_rewind", "host", src.Host, "port", src.Port)
 	out, err := s.run(ctx, "rewinding", nil, "pg_rewind",
 		"--target-pgdata="+s.opts.DataDir, "--source-server="+conn)

@@ -4,6 +4,8 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -104,5 +106,36 @@ func TestQuoting(t *testing.T) {
 	}
 	if got := quoteLiteral(`ANY 1 ("it's")`); got != `'ANY 1 ("it''s")'` {
 		t.Errorf("quoteLiteral = %s", got)
+	}
+}
+
+func TestRenderUserConf(t *testing.T) {
+	got := string(renderUserConf(map[string]string{"work_mem": "8MB", "max_connections": "150", "search_path": "a, 'b'"}))
+	for _, want := range []string{"max_connections = '150'\n", "shared_buffers = '64MB'\n", "work_mem = '8MB'\n", "search_path = 'a, ''b'''\n"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("petrel-user.conf lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Index(got, "max_connections") > strings.Index(got, "work_mem") {
+		t.Error("settings not sorted")
+	}
+}
+
+func TestEnsureIncludesOrder(t *testing.T) {
+	dir := t.TempDir()
+	s := &Server{opts: Options{DataDir: dir}, uid: -1, gid: -1}
+	old := "shared_buffers = 1MB\n\n# Added by petrel; keep at the end.\ninclude_if_exists = 'petrel.conf'\ninclude_if_exists = 'petrel-recovery.conf'\n"
+	if err := os.WriteFile(filepath.Join(dir, "postgresql.conf"), []byte(old), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := s.ensureIncludes(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, _ := os.ReadFile(filepath.Join(dir, "postgresql.conf"))
+	want := "shared_buffers = 1MB\n\n# Added by petrel; keep at the end.\ninclude_if_exists = 'petrel-user.conf'\ninclude_if_exists = 'petrel.conf'\ninclude_if_exists = 'petrel-recovery.conf'\n"
+	if string(b) != want {
+		t.Fatalf("postgresql.conf:\n%s\nwant:\n%s", b, want)
 	}
 }
