@@ -19,6 +19,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -145,7 +146,7 @@ type Proxy struct {
 	poke    chan struct{}
 	active  atomic.Int64
 
-	mu          sync.Mutex // guards the following fields
+	mu          sync.Mutex              // guards the following fields
 	viewLeader  string                  // leader id from the store ("" when none)
 	members     map[string]model.Member // member records from the store
 	leader      *target                 // confirmed writable leader; nil when none
@@ -286,6 +287,14 @@ func (p *Proxy) serve(ctx context.Context, ln net.Listener, kind string) error {
 func (p *Proxy) refuse(c net.Conn, code, msg string) {
 	_ = c.SetWriteDeadline(p.clock.Now().Add(time.Second))
 	_, _ = c.Write(errorResponse(code, msg))
+	// Close gracefully so the error is read before the connection ends:
+	// closing with unread input would reset the connection and could
+	// discard the ErrorResponse.
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.CloseWrite()
+		_ = c.SetReadDeadline(p.clock.Now().Add(time.Second))
+		_, _ = io.Copy(io.Discard, io.LimitReader(c, 64<<10))
+	}
 	_ = c.Close()
 }
 
