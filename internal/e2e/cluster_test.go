@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -303,6 +304,86 @@ func TestClusterLifecycle(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitReplicaHas(ctx, t, c, "scl3", got[0])
+	})
+}
+
+// crashPostgres kills only the postmaster of a node (the agent lives).
+func crashPostgres(t *testing.T, c *testcluster.Cluster, id string) {
+	t.Helper()
+	pid := c.Node(id).PostmasterPID()
+	if pid == 0 {
+		t.Fatalf("%s has no postmaster", id)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestClusterSupervision(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	defer cancel()
+	c := newCluster(t, ctx)
+	for _, n := range [][2]string{{"scl1", "scl"}, {"scl2", "scl"}} {
+		if _, err := c.AddNode(n[0], n[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	leader, err := c.WaitLeader(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Exec(ctx, leader, "CREATE TABLE acked (id bigint PRIMARY KEY)"); err != nil {
+		t.Fatal(err)
+	}
+	if err := testcluster.WaitFor(ctx, "a synchronous standby", func() bool {
+		st, err := c.Status(leader)
+		return err == nil && st.SyncState == "sync"
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("a crashed postgres is restarted in place", func(t *testing.T) {
+		_, nl := writeThrough(ctx, t, c, func() {
+			crashPostgres(t, c, leader)
+			// It comes back on the same node: the agent is alive, so this
+			// is not a failover.
+			if err := testcluster.WaitFor(ctx, "postgres back on "+leader, func() bool {
+				return c.Node(leader).PostmasterPID() != 0 && c.Role(leader) == model.RolePrimary
+			}); err != nil {
+				t.Fatal(err)
+			}
+		})
+		if nl != leader {
+			t.Fatalf("leadership moved to %s after a local postgres crash", nl)
+		}
+	})
+
+	t.Run("SIGTERM hands leadership over", func(t *testing.T) {
+		if err := testcluster.WaitFor(ctx, "a synchronous standby", func() bool {
+			st, err := c.Status(leader)
+			return err == nil && st.SyncState == "sync"
+		}); err != nil {
+			t.Fatal(err)
+		}
+		old := leader
+		_, nl := writeThrough(ctx, t, c, func() {
+			if err := c.Stop(old); err != nil {
+				t.Fatal(err)
+			}
+			if c.Node(old).PostmasterPID() != 0 {
+				t.Errorf("postgres still running on %s after SIGTERM", old)
+			}
+		})
+		if nl == old {
+			t.Fatalf("leader still %s", old)
+		}
+		leader = nl
+		if err := c.StartNode(old); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.WaitRole(ctx, old, model.RoleReplica); err != nil {
+			t.Fatal(err)
+		}
 	})
 }
 
