@@ -31,6 +31,12 @@ func repoRoot() string {
 func binary(t *testing.T) string {
 	t.Helper()
 	buildOnce.Do(func() {
+		// PETREL_TEST_BINARY runs the tests against a prebuilt binary (e.g.
+		// as an unprivileged user without a Go toolchain cache).
+		if b := os.Getenv("PETREL_TEST_BINARY"); b != "" {
+			binPath = b
+			return
+		}
 		dir, err := os.MkdirTemp("", "petrel-bin")
 		if err != nil {
 			buildErr = err
