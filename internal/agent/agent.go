@@ -44,6 +44,8 @@ type Agent struct {
 	http    *http.Client
 	dialSrc *dialmap.Source // rewrites addresses of other members (local world links); nil on real hosts
 
+	ext extState // issue 3 hooks: TLS, cluster settings, restart requests (ext.go)
+
 	mu sync.Mutex // guards the following fields
 	// following is the member whose WAL the local standby is configured
 	// to stream ("" none); set by the actions that configure it.
@@ -145,6 +147,7 @@ func (a *Agent) step(ctx context.Context) {
 		a.log.Info("plan", "role", plan.Role, "actions", plan.String())
 	}
 	a.metrics.observe(obs, plan)
+	defer a.afterStep(ctx, plan) // issue 3 hook (ext.go): settings, pending restarts, restart requests
 	for _, act := range plan.Actions {
 		if act.Kind == engine.Wait {
 			a.setState(waitState(plan.Role, act.Reason))
@@ -440,6 +443,9 @@ func (a *Agent) exec(ctx context.Context, o engine.Observation, act engine.Actio
 		slot = "" // cascading from a regional hub, which keeps no slots
 	}
 	a.log.Debug("exec", "action", act.String())
+	if err := a.beforeStart(ctx, act.Kind); err != nil { // issue 3 hook (ext.go): TLS files, petrel-user.conf
+		return err
+	}
 	switch act.Kind {
 	case engine.Bootstrap:
 		a.setState("bootstrapping")

@@ -146,6 +146,7 @@ func (a *Agent) Status(ctx context.Context) model.Status {
 	if !obs.StoreOK {
 		st.Problems = append(st.Problems, "store unreachable")
 	}
+	a.extStatus(&st) // issue 3 hook (ext.go): pending restarts, applied config revision
 	return st
 }
 

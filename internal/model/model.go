@@ -94,4 +94,10 @@ type Status struct {
 	// failover), "blocked" (strict mode, writes wait), "off".
 	SyncState string   `json:"sync_state,omitempty"`
 	Problems  []string `json:"problems,omitempty"`
+	// PendingRestart: a cluster setting changed that needs a Postgres
+	// restart on this member (pg_settings.pending_restart).
+	PendingRestart bool `json:"pending_restart,omitempty"`
+	// ConfigRev is the etcd revision of /petrel/<c>/config this member has
+	// applied (written, reloaded, and its pending restarts known).
+	ConfigRev int64 `json:"config_rev,omitempty"`
 }

@@ -142,7 +142,11 @@ func Table(w io.Writer, sts []model.Status) {
 		if s.Timeline > 0 {
 			tl = strconv.FormatUint(uint64(s.Timeline), 10)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", dash(s.ID), dash(s.Region), dash(s.Role), dash(s.State), lag, tl)
+		state := dash(s.State)
+		if s.PendingRestart {
+			state += " (pending restart)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", dash(s.ID), dash(s.Region), dash(s.Role), state, lag, tl)
 	}
 	tw.Flush()
 }

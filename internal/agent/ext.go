@@ -1,0 +1,285 @@
+package agent
+
+// Hooks for TLS, cluster-wide Postgres settings and rolling restarts
+// (issue 3). agent.go calls beforeStart at the top of exec and afterStep
+// at the end of every step; status.go calls extStatus.
+//
+//   - TLS: before Postgres is bootstrapped, cloned, rewound or started, the
+//     node makes sure RunDir holds the cluster CA certificate and a server
+//     certificate for its advertise and listen hosts signed by it. The CA
+//     lives in etcd (/petrel/<c>/ca, key sealed with the superuser
+//     password); the first node that needs it creates it (create-only).
+//   - Settings: the /petrel/<c>/config map is written to petrel-user.conf
+//     and Postgres reloaded whenever it changes; pg_settings.pending_restart
+//     is polled and published in /status.
+//   - Restarts: /petrel/<c>/restart/<id> asks this node to restart its
+//     Postgres (fast stop + start). Only a streaming replica does it; the
+//     leader never restarts its Postgres here (the CLI switches over first)
+//     and drops such a request.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/petrel-db/petrel/internal/engine"
+	"github.com/petrel-db/petrel/internal/model"
+	"github.com/petrel-db/petrel/internal/pki"
+	"github.com/petrel-db/petrel/internal/store"
+)
+
+// pendingCheckEvery is how often pg_settings.pending_restart is polled.
+const pendingCheckEvery = time.Second
+
+// extState is the hooks' state, guarded by its own mutex.
+type extState struct {
+	mu          sync.Mutex
+	appliedRev  int64 // /config revision written to petrel-user.conf; -1 after a start (rewrite)
+	applied     bool
+	reloadAt    time.Time
+	reportedRev int64 // appliedRev once pending_restart was read after its reload
+	pending     []string
+	checkedAt   time.Time
+	lastErr     string // last logged settings error (logged once)
+}
+
+// beforeStart prepares TLS files and petrel-user.conf before an action
+// that starts Postgres or connects to another member's.
+func (a *Agent) beforeStart(ctx context.Context, kind engine.Kind) error {
+	switch kind {
+	case engine.Bootstrap, engine.Clone, engine.StartStandby, engine.StartPrimary, engine.Rewind:
+	default:
+		return nil
+	}
+	if err := a.ensureTLS(ctx); err != nil {
+		return fmt.Errorf("preparing TLS: %w", err)
+	}
+	if a.pg.Initialized() {
+		a.applySettings(ctx, true)
+	}
+	return nil
+}
+
+// ensureTLS makes sure RunDir holds a valid server certificate signed by
+// the cluster CA.
+func (a *Agent) ensureTLS(ctx context.Context) error {
+	certP, keyP, caP := a.pg.TLSPaths()
+	hosts := []string{a.cfg.AdvertiseHost, a.cfg.ListenHost}
+	certPEM, _ := os.ReadFile(certP)
+	keyPEM, _ := os.ReadFile(keyP)
+	caPEM, _ := os.ReadFile(caP)
+	localOK := pki.CheckServerCert(certPEM, keyPEM, caPEM, hosts...) == nil
+
+	raw, _, ok := a.st.Raw(store.KeyCA)
+	if !ok {
+		var err error
+		raw, ok, err = a.st.Get(ctx, store.KeyCA)
+		if err != nil {
+			if localOK {
+				a.log.Warn("cannot read the cluster CA from the store; keeping the local certificate", "err", err)
+				return nil
+			}
+			return err
+		}
+	}
+	if !ok {
+		_, stored, err := pki.NewCA(a.cfg.Cluster, a.sec.Superuser)
+		if err != nil {
+			return err
+		}
+		created, err := a.st.CreateIfAbsent(ctx, stored.Encode(), store.KeyCA)
+		if err != nil {
+			return err
+		}
+		if created {
+			a.log.Info("created the cluster CA")
+			raw = stored.Encode()
+		} else if raw, ok, err = a.st.Get(ctx, store.KeyCA); err != nil || !ok {
+			return fmt.Errorf("reading the cluster CA another member created: %w", errors.Join(err, errors.New("not found")))
+		}
+	}
+	stored, err := pki.Decode(raw)
+	if err != nil {
+		return err
+	}
+	if localOK && pki.SameCert(caPEM, []byte(stored.CertPEM)) {
+		return nil
+	}
+	ca, err := stored.Unseal(a.sec.Superuser)
+	if err != nil {
+		return err
+	}
+	cert, key, err := ca.Issue(a.cfg.ID, hosts...)
+	if err != nil {
+		return err
+	}
+	if err := a.pg.InstallTLS(cert, key, []byte(stored.CertPEM)); err != nil {
+		return err
+	}
+	a.log.Info("installed a server certificate signed by the cluster CA", "hosts", strings.Join(hosts, ","))
+	return nil
+}
+
+// afterStep applies the cluster settings, polls pending restarts and
+// handles a restart request. Errors are logged, never fatal.
+func (a *Agent) afterStep(ctx context.Context, plan engine.Plan) {
+	if !a.pg.Initialized() {
+		return
+	}
+	a.applySettings(ctx, false)
+	a.checkPending(ctx)
+	a.handleRestart(ctx, plan)
+}
+
+func (a *Agent) logSettingsErr(err error) {
+	a.ext.mu.Lock()
+	defer a.ext.mu.Unlock()
+	if err == nil {
+		a.ext.lastErr = ""
+		return
+	}
+	if err.Error() != a.ext.lastErr {
+		a.ext.lastErr = err.Error()
+		a.log.Warn("applying cluster settings", "err", err)
+	}
+}
+
+// applySettings writes /config to petrel-user.conf when its revision
+// changed (always when force) and reloads a running Postgres.
+func (a *Agent) applySettings(ctx context.Context, force bool) {
+	settings, rev, err := a.st.ClusterSettings()
+	if err != nil {
+		a.logSettingsErr(err)
+		return
+	}
+	a.ext.mu.Lock()
+	done := a.ext.applied && a.ext.appliedRev == rev && !force
+	a.ext.mu.Unlock()
+	if done {
+		return
+	}
+	changed, err := a.pg.WriteUserConf(settings)
+	if err != nil {
+		a.logSettingsErr(err)
+		return
+	}
+	if changed && a.pg.Running() {
+		if err := a.pg.Reload(ctx); err != nil {
+			a.logSettingsErr(err)
+			return
+		}
+		a.log.Info("applied cluster settings", "config_rev", rev, "settings", len(settings))
+	}
+	a.logSettingsErr(nil)
+	a.ext.mu.Lock()
+	a.ext.applied, a.ext.appliedRev = true, rev
+	if changed {
+		a.ext.reloadAt = time.Now()
+	}
+	a.ext.mu.Unlock()
+}
+
+// checkPending polls pg_settings.pending_restart.
+func (a *Agent) checkPending(ctx context.Context) {
+	a.ext.mu.Lock()
+	due := time.Since(a.ext.checkedAt) >= pendingCheckEvery
+	a.ext.mu.Unlock()
+	if !due {
+		return
+	}
+	now := time.Now()
+	var names []string
+	if a.pg.Running() {
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		var err error
+		names, err = a.pg.PendingRestart(cctx)
+		cancel()
+		if err != nil {
+			a.log.Debug("reading pending restarts", "err", err)
+			return
+		}
+	}
+	a.ext.mu.Lock()
+	defer a.ext.mu.Unlock()
+	a.ext.pending, a.ext.checkedAt = names, now
+	// The reload is asynchronous: report the revision only once a check
+	// that started well after it saw its effect.
+	if a.ext.applied && now.Sub(a.ext.reloadAt) > 300*time.Millisecond {
+		a.ext.reportedRev = a.ext.appliedRev
+	}
+}
+
+// handleRestart restarts this replica's Postgres when asked to.
+func (a *Agent) handleRestart(ctx context.Context, plan engine.Plan) {
+	_, rev, ok := a.st.Raw(store.KeyRestart, a.cfg.ID)
+	if !ok {
+		return
+	}
+	for _, act := range plan.Actions {
+		if act.Kind != engine.Wait {
+			return // busy: try again next round
+		}
+	}
+	snap := a.st.Snapshot()
+	a.mu.Lock()
+	ps := a.lastPG
+	a.mu.Unlock()
+	switch {
+	case plan.Role == model.RolePrimary:
+		a.log.Warn("dropping a restart request: the leader's Postgres restarts only after a switchover")
+		a.dropRestart(ctx, rev)
+		return
+	case plan.Role != model.RoleReplica || !ps.Running || !ps.InRecovery || snap.Switchover != nil:
+		return // not a settled replica yet
+	}
+	a.ext.mu.Lock()
+	pending := len(a.ext.pending) > 0
+	a.ext.mu.Unlock()
+	if pending {
+		a.setState("restarting")
+		a.log.Info("restarting postgres to apply settings", "pending", strings.Join(a.ext.pendingCopy(), ","))
+		if err := a.stopPG(ctx, "fast"); err != nil {
+			a.log.Error("restarting postgres: stop", "err", err)
+			return
+		}
+		a.applySettings(ctx, true)
+		a.markStart()
+		if err := a.pg.Start(ctx); err != nil {
+			a.log.Error("restarting postgres: start", "err", err)
+			_ = a.startFailed(err)
+			return
+		}
+		a.ext.mu.Lock()
+		a.ext.pending, a.ext.checkedAt = nil, time.Time{}
+		a.ext.mu.Unlock()
+	}
+	a.dropRestart(ctx, rev)
+}
+
+func (s *extState) pendingCopy() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.pending...)
+}
+
+func (a *Agent) dropRestart(ctx context.Context, rev int64) {
+	if err := a.st.DeleteIfRev(ctx, rev, store.KeyRestart, a.cfg.ID); err != nil && !errors.Is(err, store.ErrLostRace) {
+		a.log.Warn("clearing restart request", "err", err)
+	}
+}
+
+// extStatus adds the hooks' facts to /status.
+func (a *Agent) extStatus(st *model.Status) {
+	a.ext.mu.Lock()
+	defer a.ext.mu.Unlock()
+	st.ConfigRev = a.ext.reportedRev
+	st.PendingRestart = len(a.ext.pending) > 0
+	if st.PendingRestart {
+		st.Problems = append(st.Problems, "pending restart for "+strings.Join(a.ext.pending, ", ")+
+			": run `petrel config set` again (with no arguments) to finish the rolling restart")
+	}
+}
