@@ -69,6 +69,7 @@ Passwords come from SU_PASSWORD, REPL_PASSWORD and OPERATOR_PASSWORD or --secret
 	f.IntVar(&cfg.PGPort, "pg-port", cfg.PGPort, "this member's own PostgreSQL port")
 	f.IntVar(&cfg.APIPort, "api-port", cfg.APIPort, "HTTP API port (/health, /role, /status, /metrics)")
 	f.IntVar(&cfg.ProxyPort, "proxy-port", 0, "leader proxy port (0: off)")
+	f.IntVar(&cfg.ProxyROPort, "proxy-ro-port", 0, "read-only proxy port: this region's replicas, falling back to the leader (0: off)")
 	f.StringSliceVar(&cfg.Etcd, "etcd", cfg.Etcd, "etcd endpoints")
 	f.StringVar(&cfg.SecretsFile, "secrets-file", "", "0600 file with SU_PASSWORD, REPL_PASSWORD, OPERATOR_PASSWORD")
 	f.StringVar(&cfg.PGBin, "pg-bin", "", "PostgreSQL bin directory (default: pg_config --bindir)")
@@ -96,6 +97,7 @@ func applyFlags(fs *pflag.FlagSet, from, to *config.Node) {
 	set("pg-port", func() { to.PGPort = from.PGPort })
 	set("api-port", func() { to.APIPort = from.APIPort })
 	set("proxy-port", func() { to.ProxyPort = from.ProxyPort })
+	set("proxy-ro-port", func() { to.ProxyROPort = from.ProxyROPort })
 	set("etcd", func() { to.Etcd = from.Etcd })
 	set("secrets-file", func() { to.SecretsFile = from.SecretsFile })
 	set("pg-bin", func() { to.PGBin = from.PGBin })
@@ -138,6 +140,7 @@ func bindScratch(f *pflag.FlagSet, c *config.Node) {
 	f.IntVar(&c.PGPort, "pg-port", c.PGPort, "")
 	f.IntVar(&c.APIPort, "api-port", c.APIPort, "")
 	f.IntVar(&c.ProxyPort, "proxy-port", 0, "")
+	f.IntVar(&c.ProxyROPort, "proxy-ro-port", 0, "")
 	f.StringSliceVar(&c.Etcd, "etcd", c.Etcd, "")
 	f.StringVar(&c.SecretsFile, "secrets-file", "", "")
 	f.StringVar(&c.PGBin, "pg-bin", "", "")
@@ -198,6 +201,14 @@ func runNode(parent context.Context, cfg config.Node, logLevel string) error {
 	apiCtx, stopAPI := context.WithCancel(context.Background())
 	defer stopAPI()
 	go func() { apiErr <- api.Serve(apiCtx, apiAddr, api.Handler(a, reg), log) }()
+
+	if cfg.ProxyPort > 0 {
+		stopProxy, err := startNodeProxy(cfg, st, dm, reg, log)
+		if err != nil {
+			return err
+		}
+		defer stopProxy()
+	}
 
 	log.Info("petrel node starting", "region", cfg.Region, "pg", a.Member().PostgresAddr, "api", apiAddr, "etcd", cfg.Etcd)
 	runCtx, cancelRun := context.WithCancel(ctx)

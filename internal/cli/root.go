@@ -17,7 +17,7 @@ func Execute() int {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newNodeCmd(), newUpCmd(), newStatusCmd(), newDownCmd(), newFailoverCmd())
+	root.AddCommand(newNodeCmd(), newProxyCmd(), newUpCmd(), newStatusCmd(), newDownCmd(), newFailoverCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "petrel:", err)
 		return 1

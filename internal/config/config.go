@@ -46,6 +46,10 @@ type Node struct {
 	APIPort int `toml:"api_port"`
 	// ProxyPort is the leader proxy's port (0 disables it).
 	ProxyPort int `toml:"proxy_port"`
+	// ProxyROPort is the read-only proxy's port (0 disables it): it spreads
+	// connections over this region's healthy, caught-up replicas and falls
+	// back to the leader.
+	ProxyROPort int `toml:"proxy_ro_port"`
 	// Etcd lists the store's client endpoints.
 	Etcd []string `toml:"etcd"`
 	// SecretsFile is a 0600 file of KEY=VALUE lines (SU_PASSWORD,

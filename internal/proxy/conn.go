@@ -158,11 +158,12 @@ func (p *Proxy) pipe(pc *pconn) {
 // ignored there, so it reaches the backend it was meant for even through
 // TLS, where the proxy cannot see the keys.
 func (p *Proxy) forwardCancel(ctx context.Context, raw []byte) {
+	dm := p.cfg.DialMap.Map()
 	p.mu.Lock()
 	addrs := make([]string, 0, len(p.members))
 	for _, m := range p.members {
 		if m.PostgresAddr != "" {
-			addrs = append(addrs, p.cfg.DialMap.Addr(m.PostgresAddr))
+			addrs = append(addrs, dm.Addr(m.PostgresAddr))
 		}
 	}
 	p.mu.Unlock()

@@ -42,8 +42,9 @@ type Config struct {
 	// connections to replicas in this region.
 	Region string
 	// DialMap rewrites members' Postgres and API addresses before they are
-	// dialed (the local world's links). Nil dials them as published.
-	DialMap dialmap.Map
+	// dialed (the local world's links); it is re-read when its file
+	// changes. Nil dials them as published.
+	DialMap *dialmap.Source
 	// MaxConns bounds the client connections the proxy holds at once,
 	// over all its listeners, including those still in their startup
 	// phase. Further connections get a "too many connections" error
@@ -331,7 +332,8 @@ func (p *Proxy) kick() {
 }
 
 func (p *Proxy) targetOf(m model.Member) target {
-	return target{id: m.ID, addr: p.cfg.DialMap.Addr(m.PostgresAddr), api: p.cfg.DialMap.URL(m.APIURL)}
+	dm := p.cfg.DialMap.Map()
+	return target{id: m.ID, addr: dm.Addr(m.PostgresAddr), api: dm.URL(m.APIURL)}
 }
 
 // setLeaderLocked changes the confirmed leader, closing every connection

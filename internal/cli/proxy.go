@@ -1,0 +1,161 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/petrel-db/petrel/internal/config"
+	"github.com/petrel-db/petrel/internal/dialmap"
+	"github.com/petrel-db/petrel/internal/proxy"
+	"github.com/petrel-db/petrel/internal/store"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// startNodeProxy starts the node's leader proxy (and read-only proxy) on
+// ListenHost. It runs on its own context so that it keeps serving while
+// the agent hands leadership over on SIGTERM; stop ends it.
+func startNodeProxy(cfg config.Node, st *store.Store, dm *dialmap.Source, reg prometheus.Registerer, log *slog.Logger) (stop func(), err error) {
+	rw, err := net.Listen("tcp", net.JoinHostPort(cfg.ListenHost, strconv.Itoa(cfg.ProxyPort)))
+	if err != nil {
+		return nil, fmt.Errorf("leader proxy: %w", err)
+	}
+	var ro net.Listener
+	if cfg.ProxyROPort > 0 {
+		if ro, err = net.Listen("tcp", net.JoinHostPort(cfg.ListenHost, strconv.Itoa(cfg.ProxyROPort))); err != nil {
+			_ = rw.Close()
+			return nil, fmt.Errorf("read-only proxy: %w", err)
+		}
+	}
+	p := proxy.New(proxy.Config{Cluster: cfg.Cluster, Region: cfg.Region, DialMap: dm},
+		proxy.Options{Etcd: st.Client(), Logger: log.With("component", "proxy"), Registerer: reg})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := p.Run(ctx, rw, ro); err != nil {
+			log.Error("proxy stopped", "err", err)
+		}
+	}()
+	log.Info("leader proxy listening", "addr", rw.Addr().String(), "readonly", cfg.ProxyROPort)
+	return func() { cancel(); <-done }, nil
+}
+
+func newProxyCmd() *cobra.Command {
+	var (
+		etcd                           []string
+		cluster, listen, roListen      string
+		region, dialMap, metricsListen string
+		logLevel                       string
+		pcfg                           proxy.Config
+	)
+	cmd := &cobra.Command{
+		Use:   "proxy",
+		Short: "Run a standalone leader proxy (for hosts that run apps): always reaches the writable leader",
+		Long: `Run a standalone leader proxy. It follows the cluster's leader in etcd, confirms it
+against the member's own GET /role, and pipes PostgreSQL connections to it. Connections to
+an old leader are closed as soon as it stops being the leader; while there is none, new
+connections wait up to --no-leader-wait and then get an error (SQLSTATE 57P03).
+With --ro-listen, a second port spreads connections over --region's caught-up replicas.`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(etcd) == 0 {
+				return errors.New("--etcd is required")
+			}
+			log := newLogger(logLevel).With("component", "proxy")
+			dm, err := dialmap.NewSource(dialMap)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			cli, err := clientv3.New(clientv3.Config{
+				Endpoints: etcd, DialTimeout: 3 * time.Second,
+				DialKeepAliveTime: 2 * time.Second, DialKeepAliveTimeout: 2 * time.Second,
+			})
+			if err != nil {
+				return fmt.Errorf("connecting to etcd %v: %w", etcd, err)
+			}
+			defer cli.Close()
+			rw, err := net.Listen("tcp", listen)
+			if err != nil {
+				return fmt.Errorf("leader proxy: %w", err)
+			}
+			var ro net.Listener
+			if roListen != "" {
+				if ro, err = net.Listen("tcp", roListen); err != nil {
+					_ = rw.Close()
+					return fmt.Errorf("read-only proxy: %w", err)
+				}
+			}
+			reg := prometheus.NewRegistry()
+			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+			pcfg.Cluster, pcfg.Region, pcfg.DialMap = cluster, region, dm
+			p := proxy.New(pcfg, proxy.Options{Etcd: cli, Logger: log, Registerer: reg})
+			if metricsListen != "" {
+				stopMetrics, err := serveMetrics(metricsListen, reg, log)
+				if err != nil {
+					_ = rw.Close()
+					if ro != nil {
+						_ = ro.Close()
+					}
+					return err
+				}
+				defer stopMetrics()
+			}
+			log.Info("petrel proxy listening", "addr", rw.Addr().String(), "readonly", roListen, "cluster", cluster, "etcd", etcd)
+			return p.Run(ctx, rw, ro)
+		},
+	}
+	f := cmd.Flags()
+	f.StringSliceVar(&etcd, "etcd", []string{"http://127.0.0.1:2379"}, "etcd endpoints")
+	f.StringVar(&cluster, "cluster", config.Defaults().Cluster, "cluster name")
+	f.StringVar(&listen, "listen", "127.0.0.1:5432", "leader proxy address")
+	f.StringVar(&roListen, "ro-listen", "", "read-only proxy address (empty: off)")
+	f.StringVar(&region, "region", config.Defaults().Region, "this host's region (read-only proxy: replicas there)")
+	f.StringVar(&dialMap, "dial-map", "", "JSON file of host:port rewrites for reaching members")
+	f.StringVar(&metricsListen, "metrics-listen", "", "serve GET /metrics on this address (empty: off)")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.IntVar(&pcfg.MaxConns, "max-conns", 2000, "maximum client connections")
+	f.DurationVar(&pcfg.NoLeaderWait, "no-leader-wait", 5*time.Second, "how long a new connection waits for a leader before an error")
+	f.DurationVar(&pcfg.StartupTimeout, "startup-timeout", 10*time.Second, "time a client has to send its startup packet")
+	f.DurationVar(&pcfg.DialTimeout, "dial-timeout", 3*time.Second, "timeout connecting to a member's Postgres")
+	f.DurationVar(&pcfg.IdleTimeout, "idle-timeout", 0, "close connections idle this long (0: never)")
+	f.Int64Var(&pcfg.MaxReplicaLag, "max-replica-lag", 16<<20, "read-only proxy: skip replicas further behind than this many bytes")
+	return cmd
+}
+
+// serveMetrics serves /metrics on addr until the returned stop is called.
+func serveMetrics(addr string, reg *prometheus.Registry, log *slog.Logger) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics listener: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics server", "err", err)
+		}
+	}()
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		<-done
+	}, nil
+}
