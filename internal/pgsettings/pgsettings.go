@@ -1,0 +1,211 @@
+// Package pgsettings validates cluster-wide PostgreSQL settings before
+// petrel stores them: against the leader's own pg_settings row (type,
+// enum values, range with units), and against the list of settings petrel
+// manages itself and refuses to hand over.
+package pgsettings
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Setting is one row of pg_settings.
+type Setting struct {
+	Name           string
+	Setting        string
+	Unit           string // "", "8kB", "kB", "MB", "B", "ms", "s", "min"
+	VarType        string // bool, integer, real, enum, string
+	Context        string // internal, postmaster, sighup, superuser-backend, backend, superuser, user
+	EnumVals       []string
+	MinVal, MaxVal string // "" when null
+	PendingRestart bool
+}
+
+// NeedsRestart reports whether a change takes effect only after a restart.
+func (s Setting) NeedsRestart() bool { return s.Context == "postmaster" }
+
+// managed are the settings petrel writes itself (petrel.conf,
+// petrel-recovery.conf, ALTER SYSTEM) or relies on for its guarantees.
+var managed = []string{
+	"listen_addresses", "port", "wal_level", "hot_standby", "hot_standby_feedback",
+	"synchronous_standby_names", "synchronous_commit", "max_wal_senders", "max_replication_slots",
+	"wal_log_hints", "wal_keep_size", "password_encryption", "fsync", "full_page_writes",
+	"wal_sender_timeout", "wal_receiver_timeout", "wal_receiver_status_interval", "wal_retrieve_retry_interval",
+	"logging_collector", "log_directory", "log_filename", "data_directory", "config_file", "hba_file", "ident_file",
+	"external_pid_file", "restore_command", "promote_trigger_file", "archive_cleanup_command",
+	"recovery_end_command", "default_transaction_read_only",
+}
+
+var managedPrefixes = []string{"ssl", "unix_socket_", "primary_", "recovery_"}
+
+// Managed reports whether petrel manages name itself.
+func Managed(name string) bool {
+	name = strings.ToLower(name)
+	if slices.Contains(managed, name) {
+		return true
+	}
+	for _, p := range managedPrefixes {
+		if strings.HasPrefix(name, p) {
+			return true
+		}
+	}
+	return false
+}
+
+var nameRE = regexp.MustCompile(`^[a-z_][a-z0-9_]*$`)
+
+// Load reads the pg_settings rows of names (lower-cased) from conn;
+// unknown names are absent from the result.
+func Load(ctx context.Context, conn *pgx.Conn, names []string) (map[string]Setting, error) {
+	rows, err := conn.Query(ctx, `
+SELECT name, coalesce(setting, ''), coalesce(unit, ''), vartype, context,
+       coalesce(enumvals, '{}'::text[]), coalesce(min_val, ''), coalesce(max_val, ''), pending_restart
+FROM pg_settings WHERE name = ANY($1) ORDER BY name`, names)
+	if err != nil {
+		return nil, fmt.Errorf("reading pg_settings: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]Setting{}
+	for rows.Next() {
+		var s Setting
+		if err := rows.Scan(&s.Name, &s.Setting, &s.Unit, &s.VarType, &s.Context, &s.EnumVals, &s.MinVal, &s.MaxVal, &s.PendingRestart); err != nil {
+			return nil, fmt.Errorf("reading pg_settings: %w", err)
+		}
+		out[s.Name] = s
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("reading pg_settings: %w", err)
+	}
+	return out, nil
+}
+
+// CheckName refuses names petrel will not store.
+func CheckName(name string) error {
+	if !nameRE.MatchString(name) {
+		return fmt.Errorf("%q is not a setting name (lowercase letters, digits and _; extension settings with a dot are not supported)", name)
+	}
+	if Managed(name) {
+		return fmt.Errorf("%s is managed by petrel itself and cannot be set", name)
+	}
+	return nil
+}
+
+// Validate checks value for s the way PostgreSQL parses it and returns
+// nil when it is acceptable.
+func Validate(s Setting, value string) error {
+	if err := CheckName(s.Name); err != nil {
+		return err
+	}
+	v := strings.TrimSpace(value)
+	switch s.Context {
+	case "internal":
+		return fmt.Errorf("%s is read-only (fixed when PostgreSQL was built or initialized)", s.Name)
+	}
+	switch s.VarType {
+	case "bool":
+		switch strings.ToLower(v) {
+		case "on", "off", "true", "false", "yes", "no", "1", "0", "t", "f", "y", "n":
+			return nil
+		}
+		return fmt.Errorf("%s is a boolean: use on or off, not %q", s.Name, value)
+	case "enum":
+		for _, e := range s.EnumVals {
+			if strings.EqualFold(e, v) {
+				return nil
+			}
+		}
+		return fmt.Errorf("%s must be one of %s, not %q", s.Name, strings.Join(s.EnumVals, ", "), value)
+	case "integer", "real":
+		n, err := toBase(s, v)
+		if err != nil {
+			return err
+		}
+		if s.VarType == "integer" {
+			n = math.Round(n)
+		}
+		lo, err1 := strconv.ParseFloat(s.MinVal, 64)
+		hi, err2 := strconv.ParseFloat(s.MaxVal, 64)
+		if err1 == nil && err2 == nil && (n < lo || n > hi) {
+			unit := ""
+			if s.Unit != "" {
+				unit = " (in units of " + s.Unit + ")"
+			}
+			return fmt.Errorf("%s = %q is outside its valid range %s .. %s%s", s.Name, value, s.MinVal, s.MaxVal, unit)
+		}
+		return nil
+	case "string":
+		if strings.ContainsRune(value, 0) || strings.ContainsAny(value, "\n\r") {
+			return fmt.Errorf("%s: the value must be one line", s.Name)
+		}
+		return nil
+	}
+	return fmt.Errorf("%s has an unknown type %q", s.Name, s.VarType)
+}
+
+var numRE = regexp.MustCompile(`^(-?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)\s*([A-Za-z]*)$`)
+
+var memUnits = map[string]float64{"B": 1, "kB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}
+var timeUnits = map[string]float64{"us": 0.001, "ms": 1, "s": 1000, "min": 60000, "h": 3600000, "d": 86400000}
+
+// baseUnit splits pg_settings.unit ("8kB", "16MB", "ms") into a multiplier
+// and a unit name.
+func baseUnit(u string) (float64, string) {
+	i := 0
+	for i < len(u) && u[i] >= '0' && u[i] <= '9' {
+		i++
+	}
+	mult := 1.0
+	if i > 0 {
+		m, _ := strconv.ParseFloat(u[:i], 64)
+		mult = m
+	}
+	return mult, u[i:]
+}
+
+// toBase converts v (a number with an optional unit) to s's base unit.
+func toBase(s Setting, v string) (float64, error) {
+	m := numRE.FindStringSubmatch(v)
+	if m == nil {
+		return 0, fmt.Errorf("%s needs a number%s, not %q", s.Name, unitHint(s), v)
+	}
+	n, err := strconv.ParseFloat(m[1], 64)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %q is not a number", s.Name, v)
+	}
+	if s.VarType == "integer" && m[2] == "" && strings.ContainsAny(m[1], ".eE") && n != math.Trunc(n) {
+		return 0, fmt.Errorf("%s needs a whole number, not %q", s.Name, v)
+	}
+	if m[2] == "" {
+		return n, nil
+	}
+	mult, bu := baseUnit(s.Unit)
+	table := memUnits
+	if _, ok := timeUnits[bu]; ok {
+		table = timeUnits
+	} else if _, ok := memUnits[bu]; !ok {
+		return 0, fmt.Errorf("%s takes no unit, but %q has one", s.Name, v)
+	}
+	given, ok := table[m[2]]
+	if !ok {
+		return 0, fmt.Errorf("%s: unknown unit %q%s", s.Name, m[2], unitHint(s))
+	}
+	return n * given / (mult * table[bu]), nil
+}
+
+func unitHint(s Setting) string {
+	_, bu := baseUnit(s.Unit)
+	if _, ok := memUnits[bu]; ok {
+		return " (units: B, kB, MB, GB, TB; bare numbers are in " + s.Unit + ")"
+	}
+	if _, ok := timeUnits[bu]; ok {
+		return " (units: us, ms, s, min, h, d; bare numbers are in " + s.Unit + ")"
+	}
+	return ""
+}
