@@ -63,9 +63,11 @@ type Cluster struct {
 type Node struct {
 	ID, Region      string
 	PGPort, APIPort int
-	DataDir         string
-	cmd             *exec.Cmd
-	exited          chan struct{}
+	// ProxyPort and ProxyROPort are the node's leader and read-only proxy.
+	ProxyPort, ProxyROPort int
+	DataDir                string
+	cmd                    *exec.Cmd
+	exited                 chan struct{}
 }
 
 // Build compiles the petrel binary into dir and returns its path.
@@ -168,7 +170,15 @@ func (c *Cluster) DefineNode(id, region string) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{ID: id, Region: region, PGPort: pgp, APIPort: apip, DataDir: filepath.Join(c.Opts.Dir, id)}
+	pxp, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	pxro, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{ID: id, Region: region, PGPort: pgp, APIPort: apip, ProxyPort: pxp, ProxyROPort: pxro, DataDir: filepath.Join(c.Opts.Dir, id)}
 	c.mu.Lock()
 	c.nodes[id] = n
 	c.mu.Unlock()
@@ -197,6 +207,7 @@ func (c *Cluster) StartNode(id string) error {
 		"--cluster", c.Opts.Name, "--id", id, "--region", n.Region, "--primary-region", "scl",
 		"--data-dir", n.DataDir, "--listen-host", "127.0.0.1",
 		"--pg-port", strconv.Itoa(n.PGPort), "--api-port", strconv.Itoa(n.APIPort),
+		"--proxy-port", strconv.Itoa(n.ProxyPort), "--proxy-ro-port", strconv.Itoa(n.ProxyROPort),
 		"--etcd", strings.Join(c.nodeEtcd(id), ","), "--secrets-file", c.secretsFile(),
 	}
 	if c.world != nil {
@@ -375,6 +386,20 @@ func (c *Cluster) WaitRole(ctx context.Context, id, role string) error {
 func (c *Cluster) DSN(id string) string {
 	n := c.Node(id)
 	return fmt.Sprintf("postgres://postgres:%s@127.0.0.1:%d/postgres?sslmode=disable&connect_timeout=2", c.Secrets.Superuser, n.PGPort)
+}
+
+// ProxyDSN is a superuser connection string through node id's leader
+// proxy: it always reaches the writable leader.
+func (c *Cluster) ProxyDSN(id string) string {
+	n := c.Node(id)
+	return fmt.Sprintf("postgres://postgres:%s@127.0.0.1:%d/postgres?sslmode=disable&connect_timeout=10", c.Secrets.Superuser, n.ProxyPort)
+}
+
+// ProxyRODSN is a superuser connection string through node id's read-only
+// proxy (a caught-up replica of its region, else the leader).
+func (c *Cluster) ProxyRODSN(id string) string {
+	n := c.Node(id)
+	return fmt.Sprintf("postgres://postgres:%s@127.0.0.1:%d/postgres?sslmode=disable&connect_timeout=10", c.Secrets.Superuser, n.ProxyROPort)
 }
 
 // WriterDSN lists every node, asking for a writable one (what a client
