@@ -18,6 +18,7 @@ func Execute() int {
 		SilenceErrors: true,
 	}
 	root.AddCommand(newNodeCmd(), newProxyCmd(), newUpCmd(), newStatusCmd(), newDownCmd(), newFailoverCmd())
+	root.AddCommand(newRegionCmds()...)
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "petrel:", err)
 		return 1

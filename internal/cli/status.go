@@ -22,7 +22,7 @@ func newStatusCmd() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "status",
-		Short: "Show every member's role, state, lag and timeline",
+		Short: "Show every member's region, role, state, lag and timeline, and each region's worst lag",
 		Long: `Ask every member for its GET /status and print a table (or --json).
 
 Members come from the cluster.json of a ` + "`petrel up`" + ` directory (--dir), which
@@ -65,6 +65,8 @@ agents are registered there).`,
 				return enc.Encode(sts)
 			}
 			statusview.Table(out, sts)
+			fmt.Fprintln(out)
+			statusview.RegionTable(out, sts)
 			return nil
 		},
 	}

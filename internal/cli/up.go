@@ -1,9 +1,11 @@
 package cli
 
 import (
+	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -14,6 +16,8 @@ import (
 func newUpCmd() *cobra.Command {
 	var (
 		dir, regions, primaryRegion, cluster string
+		latency, latencyFile                 string
+		noLinks                              bool
 		basePort                             int
 	)
 	cmd := &cobra.Command{
@@ -31,7 +35,16 @@ nodes/<id>/ (each member's data and agent.log). Running again on the same
 --primary-region and --base-port only apply to a new directory.
 
 Ports from --base-port B, for member i: Postgres B+10+i, API B+30+i,
-proxy B+50+i; etcd B+90 (clients) and B+91 (peers).`,
+proxy B+50+i; etcd B+90 (clients) and B+91 (peers).
+
+Regions are far apart: every member's traffic to members of other regions
+(replication, API probes) and to etcd (in the primary region) crosses a
+user-space link with the one-way delay of the latency matrix (defaults close
+to real round trips between the cities: scl-ord 75ms, scl-ams 115ms,
+scl-syd 150ms, ...). --latency 'scl-ord=40ms,jitter=2ms' or --latency-file
+change it, --no-links turns links off. Status, clients and attach use the
+direct addresses. While it runs, ` + "`petrel scale --region atl`" + ` adds members and
+` + "`petrel remove ID`" + ` takes one out.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts := localworld.Options{
@@ -56,6 +69,20 @@ proxy B+50+i; etcd B+90 (clients) and B+91 (peers).`,
 			if f.Changed("base-port") {
 				opts.BasePort = basePort
 			}
+			if latencyFile != "" {
+				b, err := os.ReadFile(latencyFile)
+				if err != nil {
+					return fmt.Errorf("reading --latency-file: %w", err)
+				}
+				opts.Latency = string(b)
+			}
+			if latency != "" {
+				opts.Latency = strings.TrimSpace(opts.Latency + "\n" + latency)
+			}
+			opts.NoLinks = noLinks
+			if noLinks && opts.Latency != "" {
+				return fmt.Errorf("--no-links and --latency/--latency-file contradict each other")
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			return localworld.Run(ctx, opts)
@@ -66,6 +93,9 @@ proxy B+50+i; etcd B+90 (clients) and B+91 (peers).`,
 	f.StringVar(&regions, "regions", localworld.DefaultRegions, "members per region, e.g. scl=2,ord=1 (new directory only)")
 	f.StringVar(&primaryRegion, "primary-region", "", "region the leader lives in (default: the first of --regions; new directory only)")
 	f.StringVar(&cluster, "cluster", localworld.DefaultCluster, "cluster name (new directory only)")
+	f.StringVar(&latency, "latency", "", "one-way delays over the default matrix, e.g. 'scl-ord=75ms,scl-syd=150ms,jitter=2ms,loss=0.001' (kept for later runs)")
+	f.StringVar(&latencyFile, "latency-file", "", "file of latency settings, one 'a-b=75ms' (or local=, jitter=, loss=) per line, '#' comments")
+	f.BoolVar(&noLinks, "no-links", false, "no simulated links: members dial each other directly")
 	f.IntVar(&basePort, "base-port", localworld.DefaultBasePort, "first port of the port range (new directory only)")
 	return cmd
 }

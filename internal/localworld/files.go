@@ -84,6 +84,13 @@ type world struct {
 	EtcdClientPort int         `json:"etcd_client_port"`
 	EtcdPeerPort   int         `json:"etcd_peer_port"`
 	Nodes          []worldNode `json:"nodes"`
+	// Latency is the latency spec over the default matrix (ParseLatency).
+	Latency string `json:"latency,omitempty"`
+	// NoLinks: members dial each other directly, with no netsim links.
+	NoLinks bool `json:"no_links,omitempty"`
+	// NextNum is the highest node number used per region, so that a
+	// removed node's id is not reused.
+	NextNum map[string]int `json:"next_num,omitempty"`
 }
 
 func loadWorld(dir string) (*world, error) {

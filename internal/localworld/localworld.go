@@ -54,6 +54,7 @@ import (
 
 	"github.com/petrel-db/petrel/internal/etcdembed"
 	"github.com/petrel-db/petrel/internal/model"
+	"github.com/petrel-db/petrel/internal/netsim"
 	"github.com/petrel-db/petrel/internal/statusview"
 )
 
@@ -133,6 +134,12 @@ type Options struct {
 	BasePort      int           // default 5440
 	Stdout        io.Writer     // the status table and connection info; default os.Stdout
 	Logger        *slog.Logger  // progress and warnings; default text on stderr
+	// Latency overrides the default latency matrix (see ParseLatency);
+	// it is kept in world.json for later runs.
+	Latency string
+	// NoLinks runs the nodes without user-space links: every address is
+	// dialled directly (kept in world.json; a later Latency re-enables).
+	NoLinks bool
 	// OnReady, if set, is called once a primary is seen (or with the
 	// cluster file anyway when ReadyTimeout passes without one; ok says
 	// which).
@@ -228,42 +235,51 @@ func Run(ctx context.Context, opts Options) error {
 		return fmt.Errorf("writing cluster.json: %w", err)
 	}
 
-	env := childEnv()
-	children := make([]*child, 0, len(w.Nodes))
-	for _, n := range w.Nodes {
-		nd := filepath.Join(dir, "nodes", n.ID)
-		if err := os.MkdirAll(nd, 0o700); err != nil {
-			stopAll(children, nil, lg)
-			return fmt.Errorf("creating %s: %w", nd, err)
+	var nw *netsim.World
+	if !w.NoLinks {
+		m, err := matrixFor(w.Latency)
+		if err != nil {
+			return err
 		}
-		c := &child{
-			id:      n.ID,
-			dir:     dir,
-			logPath: filepath.Join(nd, "agent.log"),
-			pidPath: filepath.Join(nd, "agent.pid"),
-			bin:     bin,
-			env:     env,
-			log:     lg,
-			stop:    make(chan struct{}),
-			done:    make(chan struct{}),
-			args: []string{"node",
-				"--cluster", w.Cluster,
-				"--id", n.ID,
-				"--region", n.Region,
-				"--primary-region", w.PrimaryRegion,
-				"--data-dir", nd,
-				"--listen-host", "127.0.0.1",
-				"--pg-port", strconv.Itoa(n.PGPort),
-				"--api-port", strconv.Itoa(n.APIPort),
-				"--proxy-port", strconv.Itoa(n.ProxyPort),
-				"--etcd", strings.Join(etcd.Endpoints(), ","),
-				"--secrets-file", secretsPath,
-			},
+		netCtx, stopNet := context.WithCancel(context.Background())
+		defer stopNet()
+		nw = netsim.NewWorld(netCtx, m, nil)
+		defer nw.Close()
+		if err := nw.AddService(EtcdHost, w.PrimaryRegion, strings.TrimPrefix(etcdURL, "http://")); err != nil {
+			return fmt.Errorf("adding etcd to the local network: %w", err)
 		}
-		children = append(children, c)
-		go c.run()
+		for _, n := range w.Nodes {
+			if err := addToNet(nw, n); err != nil {
+				return err
+			}
+		}
+		lg.Info("regions are linked with one-way delays (--no-links for none)", "latency", describeMatrix(m, w.Nodes))
 	}
-	lg.Info("started nodes", "cluster", w.Cluster, "nodes", len(children), "logs", filepath.Join(shownDir, "nodes", "<id>", "agent.log"))
+	if err := writeDialMaps(dir, nw, w.Nodes); err != nil {
+		return err
+	}
+
+	lv := &live{
+		dir: dir, shownDir: shownDir, bin: bin, secrets: secretsPath, suPW: suPW,
+		etcdURL: etcdURL, etcdEndpoints: etcd.Endpoints(), env: childEnv(), lg: lg, net: nw,
+		w: w, children: map[string]*child{},
+	}
+	stopControl, err := lv.serveControl(ctx)
+	if err != nil {
+		return err
+	}
+	defer stopControl()
+	lv.mu.Lock()
+	for _, n := range w.Nodes {
+		if err := lv.startLocked(n); err != nil {
+			lv.mu.Unlock()
+			_, cs := lv.snapshot()
+			stopAll(cs, nil, lg)
+			return err
+		}
+	}
+	lv.mu.Unlock()
+	lg.Info("started nodes", "cluster", w.Cluster, "nodes", len(w.Nodes), "logs", filepath.Join(shownDir, "nodes", "<id>", "agent.log"))
 
 	targets := statusview.TargetsFromMembers(cf.Nodes)
 	ready := waitForPrimary(ctx, targets, lg)
@@ -277,10 +293,19 @@ func Run(ctx context.Context, opts Options) error {
 	}
 
 	lg.Info("stopping nodes")
+	stopControl()
+	lv.mu.Lock() // no scale or remove from now on
+	defer lv.mu.Unlock()
+	cs := make([]*child, 0, len(lv.children))
+	for _, n := range lv.w.Nodes {
+		if c := lv.children[n.ID]; c != nil {
+			cs = append(cs, c)
+		}
+	}
 	stctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	sts := statusview.Collect(stctx, targets)
+	sts := statusview.Collect(stctx, statusview.TargetsFromMembers(clusterFileFor(lv.w, etcd.Endpoints(), suPW).Nodes))
 	cancel()
-	stopAll(children, sts, lg)
+	stopAll(cs, sts, lg)
 	etcd.Close()
 	lg.Info("stopped", "dir", shownDir)
 	return nil
@@ -302,6 +327,20 @@ func loadOrCreateWorld(dir string, opts Options, lg *slog.Logger) (*world, error
 		if opts.BasePort != 0 && opts.BasePort != w.BasePort {
 			ignored = append(ignored, "--base-port")
 		}
+		if opts.Latency != "" || opts.NoLinks {
+			if opts.Latency != "" {
+				if _, err := matrixFor(opts.Latency); err != nil {
+					return nil, err
+				}
+				w.Latency, w.NoLinks = opts.Latency, false
+			}
+			if opts.NoLinks {
+				w.NoLinks = true
+			}
+			if err := writeJSON(filepath.Join(dir, WorldFileName), w, 0o600); err != nil {
+				return nil, fmt.Errorf("writing world.json: %w", err)
+			}
+		}
 		if len(ignored) > 0 {
 			lg.Warn("resuming the existing cluster in "+dir+"; ignoring "+strings.Join(ignored, ", ")+" (remove the directory to start a different one)",
 				"cluster", w.Cluster, "nodes", nodeIDs(w))
@@ -321,7 +360,10 @@ func loadOrCreateWorld(dir string, opts Options, lg *slog.Logger) (*world, error
 	if len(regions) == 0 {
 		return nil, errors.New("no regions given: want e.g. --regions scl=2,ord=1")
 	}
-	w = &world{Cluster: opts.Cluster, PrimaryRegion: opts.PrimaryRegion, BasePort: opts.BasePort}
+	if _, err := matrixFor(opts.Latency); err != nil {
+		return nil, err
+	}
+	w = &world{Cluster: opts.Cluster, PrimaryRegion: opts.PrimaryRegion, BasePort: opts.BasePort, Latency: opts.Latency, NoLinks: opts.NoLinks}
 	if w.Cluster == "" {
 		w.Cluster = DefaultCluster
 	}
@@ -378,17 +420,31 @@ func nodeIDs(w *world) string {
 
 // checkPorts fails early, with a useful message, when a port is taken.
 func checkPorts(w *world) error {
-	type p struct {
-		port int
-		what string
+	if err := checkFree([]portUse{{w.EtcdClientPort, "etcd client"}, {w.EtcdPeerPort, "etcd peer"}}); err != nil {
+		return err
 	}
-	ps := []p{{w.EtcdClientPort, "etcd client"}, {w.EtcdPeerPort, "etcd peer"}}
-	for _, n := range w.Nodes {
+	return checkNodePorts(w.Nodes)
+}
+
+type portUse struct {
+	port int
+	what string
+}
+
+// checkNodePorts checks the ports of nodes are free.
+func checkNodePorts(nodes []worldNode) error {
+	type p = portUse
+	var ps []p
+	for _, n := range nodes {
 		ps = append(ps, p{n.PGPort, n.ID + " postgres"}, p{n.APIPort, n.ID + " api"})
 		if n.ProxyPort > 0 {
 			ps = append(ps, p{n.ProxyPort, n.ID + " proxy"})
 		}
 	}
+	return checkFree(ps)
+}
+
+func checkFree(ps []portUse) error {
 	for _, x := range ps {
 		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", x.port))
 		if err != nil {
@@ -470,6 +526,8 @@ func printReady(out io.Writer, dir string, cf *ClusterFile, sts []model.Status, 
 			cf.Cluster, ReadyTimeout, dir, filepath.Join(dir, "nodes", "<id>", "agent.log"))
 	}
 	statusview.Table(out, sts)
+	fmt.Fprintln(out)
+	statusview.RegionTable(out, sts)
 	cfPath := filepath.Join(dir, ClusterFileName)
 	fmt.Fprintf(out, "\nConnect (superuser; libpq picks the writable member):\n  %s\n", RedactDSN(cf.SuperuserDSN))
 	fmt.Fprintf(out, "  The full connection string is in %s (\"superuser_dsn\"), e.g.\n", cfPath)

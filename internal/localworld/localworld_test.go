@@ -47,9 +47,11 @@ func fakeNode(args []string) int {
 	fs.Int("proxy-port", 0, "")
 	etcd := fs.String("etcd", "", "")
 	secrets := fs.String("secrets-file", "", "")
+	dialMap := fs.String("dial-map", "", "")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
+	fmt.Println("fake node etcd", *etcd, "dial-map", *dialMap)
 	if _, err := config.LoadSecrets(*secrets); err != nil {
 		fmt.Println("secrets:", err)
 		return 3
@@ -271,5 +273,120 @@ func TestRunFakeWorld(t *testing.T) {
 	defer stop2()
 	if cf2.SuperuserDSN != cf.SuperuserDSN || len(cf2.Nodes) != 3 {
 		t.Fatalf("resume changed the world: %+v", cf2)
+	}
+}
+
+func TestScaleRemoveFakeWorld(t *testing.T) {
+	t.Setenv("PETREL_FAKE_NODE", "1")
+	dir := t.TempDir()
+	bp := basePort()
+	cf, out, stop := runWorld(t, dir, Options{BasePort: bp, Regions: []RegionCount{{"scl", 2}, {"syd", 1}}, Latency: "scl-syd=20ms"})
+	defer stop()
+	if !strings.Contains(out.String(), "REGION") {
+		t.Fatalf("no region table:\n%s", out)
+	}
+	// Every node dials etcd through its own link, not directly.
+	log1, _ := os.ReadFile(filepath.Join(dir, "nodes", "syd1", "agent.log"))
+	if strings.Contains(string(log1), cf.Etcd[0]+" ") || !strings.Contains(string(log1), "fake node etcd http://127.0.0.1:") {
+		t.Fatalf("syd1 dials etcd directly:\n%s", log1)
+	}
+	var dm map[string]string
+	b, err := os.ReadFile(filepath.Join(dir, "nodes", "syd1", DialMapName))
+	if err != nil || json.Unmarshal(b, &dm) != nil || dm[cf.Nodes[0].PostgresAddr] == "" {
+		t.Fatalf("syd1 dial map: %s %v", b, err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ids, err := Scale(ctx, dir, "atl", 2)
+	if err != nil || len(ids) != 2 || ids[0] != "atl1" || ids[1] != "atl2" {
+		t.Fatalf("scale: %v %v", ids, err)
+	}
+	if err := WaitMembers(ctx, dir, "atl1", "atl2"); err != nil {
+		t.Fatal(err)
+	}
+	b, _ = os.ReadFile(filepath.Join(dir, "nodes", "scl1", DialMapName))
+	cf2, _ := LoadClusterFile(dir)
+	if len(cf2.Nodes) != 5 || !strings.Contains(string(b), cf2.Nodes[3].PostgresAddr) {
+		t.Fatalf("after scale: nodes %+v; scl1's dial map %s", cf2.Nodes, b)
+	}
+
+	if err := Remove(ctx, dir, "atl1"); err != nil {
+		t.Fatal(err)
+	}
+	ms, err := statusview.MembersFromEtcd(ctx, cf.Etcd, cf.Cluster)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms {
+		if m.ID == "atl1" {
+			t.Fatal("atl1 still a member")
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "nodes", "atl1")); !os.IsNotExist(err) {
+		t.Fatalf("atl1's data left: %v", err)
+	}
+	w, _ := loadWorld(dir)
+	if len(w.Nodes) != 4 {
+		t.Fatalf("world after remove: %+v", w.Nodes)
+	}
+	if err := Remove(ctx, dir, "syd1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := Remove(ctx, dir, "scl1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := Remove(ctx, dir, "scl2"); err == nil || !strings.Contains(err.Error(), "last node of the primary region") {
+		t.Fatalf("removing the last primary-region node: %v", err)
+	}
+	// A new atl node gets a fresh id.
+	ids, err = Scale(ctx, dir, "atl", 1)
+	if err != nil || len(ids) != 1 || ids[0] != "atl3" {
+		t.Fatalf("scale after remove: %v %v", ids, err)
+	}
+}
+
+// WaitMembers waits until ids are registered in etcd.
+func WaitMembers(ctx context.Context, dir string, ids ...string) error {
+	cf, err := LoadClusterFile(dir)
+	if err != nil {
+		return err
+	}
+	for {
+		ms, _ := statusview.MembersFromEtcd(ctx, cf.Etcd, cf.Cluster)
+		got := map[string]bool{}
+		for _, m := range ms {
+			got[m.ID] = true
+		}
+		all := true
+		for _, id := range ids {
+			all = all && got[id]
+		}
+		if all {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for members %v: %w", ids, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func TestParseLatency(t *testing.T) {
+	m, err := matrixFor("scl-ord=40ms\n# comment\nsyd-scl=1s, jitter=2ms,loss=0.01,local=1ms")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Between("ord", "scl") != 40*time.Millisecond || m.Between("scl", "syd") != time.Second || m.Jitter != 2*time.Millisecond || m.Loss != 0.01 || m.Between("scl", "scl") != time.Millisecond {
+		t.Fatalf("matrix: %+v", m)
+	}
+	if m.Between("ams", "scl") != 115*time.Millisecond {
+		t.Fatalf("defaults lost: %v", m.Between("ams", "scl"))
+	}
+	for _, bad := range []string{"scl-ord", "scl-ord=fast", "loss=2", "jitter=-1s", "sclord=1ms"} {
+		if _, err := matrixFor(bad); err == nil {
+			t.Errorf("%q: want an error", bad)
+		}
 	}
 }

@@ -69,3 +69,30 @@ func TestHumanBytes(t *testing.T) {
 		}
 	}
 }
+
+func TestRegions(t *testing.T) {
+	sts := []model.Status{
+		{ID: "scl1", Region: "scl", Role: model.RolePrimary},
+		{ID: "scl2", Region: "scl", Role: model.RoleReplica, Streaming: true, LagBytes: 10, LagSeconds: 0.01},
+		{ID: "syd1", Region: "syd", Role: model.RoleReplica, Streaming: true, LagBytes: 4096, LagSeconds: 0.3},
+		{ID: "syd2", Region: "syd", Role: model.RoleReplica, LagBytes: 100, LagSeconds: 0.5},
+		{ID: "ams1", Region: "ams", Role: model.RoleOffline},
+	}
+	rs := Regions(sts)
+	if len(rs) != 3 || rs[0].Region != "scl" || rs[0].Primary != "scl1" || rs[0].MaxLagBytes != 10 {
+		t.Fatalf("scl: %+v", rs)
+	}
+	if rs[1].Region != "syd" || rs[1].MaxLagBytes != 4096 || rs[1].MaxLagSeconds != 0.5 || rs[1].Streaming != 1 || rs[1].Replicas != 2 {
+		t.Fatalf("syd: %+v", rs[1])
+	}
+	if rs[2].Up != 0 || rs[2].Members != 1 {
+		t.Fatalf("ams: %+v", rs[2])
+	}
+	var b bytes.Buffer
+	RegionTable(&b, sts)
+	out := b.String()
+	t.Log("\n" + out)
+	if !strings.Contains(out, "4.0 KiB / 0.50s") || !strings.Contains(out, "scl1") {
+		t.Fatalf("region table:\n%s", out)
+	}
+}

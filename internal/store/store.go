@@ -434,6 +434,18 @@ func (s *Store) AcquireLeaderMovingRegion(ctx context.Context, id string, syncRe
 	)
 }
 
+// RemoveNode deletes a member's record and registration (CLI side, for
+// `petrel remove`): without its nodes/<id> key the leader drops its slot.
+func RemoveNode(ctx context.Context, cli *clientv3.Client, cluster, id string) error {
+	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	p := "/petrel/" + cluster + "/"
+	if _, err := cli.Txn(cctx).Then(clientv3.OpDelete(p+"members/"+id), clientv3.OpDelete(p+"nodes/"+id)).Commit(); err != nil {
+		return fmt.Errorf("removing %s's keys: %w", id, err)
+	}
+	return nil
+}
+
 // SetCascade records which regions cascade (CLI side).
 func SetCascade(ctx context.Context, cli *clientv3.Client, cluster string, regions []string) error {
 	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
