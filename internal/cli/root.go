@@ -19,6 +19,7 @@ func Execute() int {
 	}
 	root.AddCommand(newNodeCmd(), newProxyCmd(), newUpCmd(), newStatusCmd(), newDownCmd(), newFailoverCmd())
 	root.AddCommand(newRegionCmds()...)
+	root.AddCommand(append(appCommands(), newConfigCmd())...) // attach, detach, connect, db, users, config (issue 3)
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "petrel:", err)
 		return 1

@@ -1,0 +1,416 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/petrel-db/petrel/internal/apps"
+	"github.com/petrel-db/petrel/internal/statusview"
+	"github.com/spf13/cobra"
+)
+
+// appCommands are attach, detach, connect, db and users.
+func appCommands() []*cobra.Command {
+	return []*cobra.Command{newAttachCmd(), newDetachCmd(), newConnectCmd(), newDBCmd(), newUsersCmd()}
+}
+
+func defaultName(app string) string { return strings.ReplaceAll(strings.ToLower(app), "-", "_") }
+
+func newAttachCmd() *cobra.Command {
+	var (
+		cf                             clusterFlags
+		app, db, user, varName, caFile string
+		timeout                        time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "attach --app NAME",
+		Short: "Create an app's database and least-privilege user, and print its DATABASE_URL",
+		Long: `Create database --database (default: the app name) owned by a new LOGIN user
+--user (default: the app name) with a random password. The user is not a
+superuser and cannot create databases or roles; CONNECT on the database is
+revoked from PUBLIC and granted to the user only.
+
+Prints VAR=postgres://... through the leader proxy (always reaches the
+writable leader), then VAR_<REGION>=... for each region's nearest member
+(direct, read-only on replicas). The password is shown only here.
+
+--ca-file PATH writes the cluster CA certificate there and adds
+sslmode=verify-full (direct URLs) or verify-ca (proxy URL: the certificate
+names the leader, not the proxy host) with sslrootcert=PATH to the URLs.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if app == "" {
+				return fmt.Errorf("--app is required")
+			}
+			if db == "" {
+				db = defaultName(app)
+			}
+			if user == "" {
+				user = defaultName(app)
+			}
+			if err := apps.CheckName("database", db); err != nil {
+				return err
+			}
+			if err := apps.CheckName("user", user); err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			c, err := openCluster(ctx, cf)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			if caFile != "" {
+				if c.caPEM == nil {
+					return fmt.Errorf("the cluster has no CA yet (TLS is set up when a node starts Postgres); retry once `petrel status` shows a primary")
+				}
+				if caFile, err = filepath.Abs(caFile); err != nil {
+					return err
+				}
+				if err := os.WriteFile(caFile, c.caPEM, 0o644); err != nil {
+					return fmt.Errorf("writing the CA certificate: %w", err)
+				}
+			}
+			t, err := c.topology(ctx)
+			if err != nil {
+				return err
+			}
+			conn, err := c.connectLeader(ctx, "postgres")
+			if err != nil {
+				return err
+			}
+			defer conn.Close(context.Background())
+			pw, err := apps.RandomPassword()
+			if err != nil {
+				return err
+			}
+			if err := apps.CreateUser(ctx, conn, user, pw); err != nil {
+				return err
+			}
+			if err := apps.CreateDatabase(ctx, conn, db, user); err != nil {
+				return fmt.Errorf("%w (user %s was created; `petrel detach --app %s` removes it)", err, user, app)
+			}
+			out := cmd.OutOrStdout()
+			proxy := proxyAddr(t, c.dbURL)
+			mk := func(host, sslmode string) string {
+				u := url.URL{Scheme: "postgres", User: url.UserPassword(user, pw), Host: host, Path: "/" + db}
+				if caFile != "" {
+					u.RawQuery = "sslmode=" + sslmode + "&sslrootcert=" + url.QueryEscape(caFile)
+				}
+				return u.String()
+			}
+			if proxy == "" {
+				fmt.Fprintln(os.Stderr, "petrel: no member publishes a leader proxy address (start nodes with --proxy-port); printing direct URLs only")
+			} else {
+				fmt.Fprintf(out, "%s=%s\n", varName, mk(proxy, "verify-ca"))
+			}
+			for _, r := range t.regions() {
+				if m, ok := t.regionMember(r); ok {
+					fmt.Fprintf(out, "%s_%s=%s\n", varName, strings.ToUpper(r), mk(m.PostgresAddr, "verify-full"))
+				}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	cf.bind(f)
+	f.StringVar(&app, "app", "", "application name")
+	f.StringVar(&db, "database", "", "database to create (default: the app name, - as _)")
+	f.StringVar(&user, "user", "", "user to create (default: the app name, - as _)")
+	f.StringVar(&varName, "variable-name", "DATABASE_URL", "name of the printed variable")
+	f.StringVar(&caFile, "ca-file", "", "write the cluster CA certificate here and ask clients to verify the server")
+	f.DurationVar(&timeout, "timeout", 30*time.Second, "give up after this long")
+	return cmd
+}
+
+// proxyAddr is the leader's proxy address, else any member's, else the
+// host of cluster.json's database_url.
+func proxyAddr(t topology, dbURL string) string {
+	if m, ok := t.members[t.leader]; ok && m.ProxyAddr != "" {
+		return m.ProxyAddr
+	}
+	for _, id := range t.ids() {
+		if a := t.members[id].ProxyAddr; a != "" {
+			return a
+		}
+	}
+	if u, err := url.Parse(dbURL); err == nil && u.Host != "" {
+		return u.Host
+	}
+	return ""
+}
+
+func newDetachCmd() *cobra.Command {
+	var (
+		cf            clusterFlags
+		app, user, db string
+		dropDB        bool
+		timeout       time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "detach --app NAME",
+		Short: "Remove an app's user (its objects are reassigned to the admin; the database is kept unless --drop-database)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if app == "" && user == "" {
+				return fmt.Errorf("--app (or --user) is required")
+			}
+			if user == "" {
+				user = defaultName(app)
+			}
+			if db == "" && app != "" {
+				db = defaultName(app)
+			}
+			drop := ""
+			if dropDB {
+				if db == "" {
+					return fmt.Errorf("--drop-database needs --app or --database")
+				}
+				drop = db
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			c, err := openCluster(ctx, cf)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			if err := apps.DropUser(ctx, c.connectLeader, user, drop); err != nil {
+				return err
+			}
+			msg := fmt.Sprintf("removed user %s", user)
+			if drop != "" {
+				msg += " and database " + drop
+			} else if db != "" {
+				msg += fmt.Sprintf(" (database %s kept, now owned by %s)", db, c.user)
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), msg)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	cf.bind(f)
+	f.StringVar(&app, "app", "", "application name")
+	f.StringVar(&user, "user", "", "user to remove (default: the app name)")
+	f.StringVar(&db, "database", "", "the app's database (default: the app name)")
+	f.BoolVar(&dropDB, "drop-database", false, "drop the app's database too (its data is lost)")
+	f.DurationVar(&timeout, "timeout", 30*time.Second, "give up after this long")
+	return cmd
+}
+
+func newConnectCmd() *cobra.Command {
+	var (
+		cf         clusterFlags
+		region, db string
+	)
+	cmd := &cobra.Command{
+		Use:   "connect",
+		Short: "Open psql on the leader, or on --region's nearest replica",
+		Args:  cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), 15*time.Second)
+			defer cancel()
+			c, err := openCluster(ctx, cf)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			t, err := c.topology(ctx)
+			if err != nil {
+				return err
+			}
+			m, ok := t.members[t.leader]
+			if region != "" {
+				if m, ok = t.regionMember(region); !ok {
+					return fmt.Errorf("no live member in region %q (regions: %s)", region, strings.Join(t.regions(), ", "))
+				}
+			} else if !ok {
+				return apps.ErrNoLeader
+			}
+			return runPsql(cmd, c, m.PostgresAddr, db, args)
+		},
+	}
+	f := cmd.Flags()
+	cf.bind(f)
+	f.StringVar(&region, "region", "", "connect to this region's nearest member instead of the leader")
+	f.StringVarP(&db, "database", "d", "postgres", "database")
+	return cmd
+}
+
+// runPsql runs psql against addr. The password goes through a 0600
+// PGPASSFILE removed afterwards, never the arguments.
+func runPsql(cmd *cobra.Command, c *clusterConn, addr, db string, extra []string) error {
+	psql, err := exec.LookPath("psql")
+	if err != nil {
+		out, perr := exec.Command("pg_config", "--bindir").Output()
+		if perr != nil {
+			return fmt.Errorf("psql not found in PATH: install the PostgreSQL client")
+		}
+		psql = filepath.Join(strings.TrimSpace(string(out)), "psql")
+	}
+	host, port, _ := strings.Cut(addr, ":")
+	if i := strings.LastIndex(addr, ":"); i >= 0 {
+		host, port = strings.Trim(addr[:i], "[]"), addr[i+1:]
+	}
+	tmp, err := os.MkdirTemp("", "petrel-connect")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	esc := strings.NewReplacer(`\`, `\\`, ":", `\:`)
+	pass := filepath.Join(tmp, "pgpass")
+	if err := os.WriteFile(pass, []byte(fmt.Sprintf("*:*:*:%s:%s\n", esc.Replace(c.user), esc.Replace(c.pass))), 0o600); err != nil {
+		return err
+	}
+	env := append(os.Environ(), "PGPASSFILE="+pass, "PGCONNECT_TIMEOUT=5", "PGAPPNAME=petrel_connect")
+	if c.caPEM != nil {
+		ca := filepath.Join(tmp, "ca.crt")
+		if err := os.WriteFile(ca, c.caPEM, 0o600); err != nil {
+			return err
+		}
+		env = append(env, "PGSSLMODE=verify-full", "PGSSLROOTCERT="+ca)
+	}
+	p := exec.Command(psql, append([]string{"-h", host, "-p", port, "-U", c.user, "-d", db}, extra...)...)
+	p.Env, p.Stdin, p.Stdout, p.Stderr = env, os.Stdin, cmd.OutOrStdout(), cmd.ErrOrStderr()
+	// psql handles Ctrl-C itself (cancels the query); do not die of it.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt)
+	defer signal.Stop(sig)
+	if err := p.Run(); err != nil {
+		return fmt.Errorf("psql: %w", err)
+	}
+	return nil
+}
+
+func newDBCmd() *cobra.Command {
+	var cf clusterFlags
+	var owner string
+	cmd := &cobra.Command{Use: "db", Short: "List or create databases"}
+	list := &cobra.Command{
+		Use: "list", Short: "List databases", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withLeader(cmd, cf, func(ctx context.Context, conn *pgx.Conn, _ *clusterConn) error {
+				dbs, err := apps.ListDatabases(ctx, conn)
+				if err != nil {
+					return err
+				}
+				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 3, ' ', 0)
+				fmt.Fprintln(tw, "NAME\tOWNER\tSIZE")
+				for _, d := range dbs {
+					fmt.Fprintf(tw, "%s\t%s\t%s\n", d.Name, d.Owner, statusview.HumanBytes(d.Size))
+				}
+				return tw.Flush()
+			})
+		},
+	}
+	create := &cobra.Command{
+		Use: "create NAME", Short: "Create a database (owned by --owner, default the admin; CONNECT revoked from PUBLIC when --owner is set)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withLeader(cmd, cf, func(ctx context.Context, conn *pgx.Conn, c *clusterConn) error {
+				o := owner
+				if o == "" {
+					if err := apps.CheckName("database", args[0]); err != nil {
+						return err
+					}
+					if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{args[0]}.Sanitize()); err != nil {
+						return fmt.Errorf("creating database %s: %w", args[0], err)
+					}
+				} else if err := apps.CreateDatabase(ctx, conn, args[0], o); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "created database %s\n", args[0])
+				return nil
+			})
+		},
+	}
+	create.Flags().StringVar(&owner, "owner", "", "owner of the new database (an existing user)")
+	cf.bind(cmd.PersistentFlags())
+	cmd.AddCommand(list, create)
+	return cmd
+}
+
+func newUsersCmd() *cobra.Command {
+	var cf clusterFlags
+	cmd := &cobra.Command{Use: "users", Short: "List, create or delete users"}
+	list := &cobra.Command{
+		Use: "list", Short: "List login users", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withLeader(cmd, cf, func(ctx context.Context, conn *pgx.Conn, _ *clusterConn) error {
+				us, err := apps.ListUsers(ctx, conn)
+				if err != nil {
+					return err
+				}
+				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 3, ' ', 0)
+				fmt.Fprintln(tw, "NAME\tATTRIBUTES")
+				for _, u := range us {
+					fmt.Fprintf(tw, "%s\t%s\n", u.Name, strings.Join(u.Attributes, ","))
+				}
+				return tw.Flush()
+			})
+		},
+	}
+	create := &cobra.Command{
+		Use: "create NAME", Short: "Create a least-privilege login user with a random password (printed once)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withLeader(cmd, cf, func(ctx context.Context, conn *pgx.Conn, _ *clusterConn) error {
+				pw, err := apps.RandomPassword()
+				if err != nil {
+					return err
+				}
+				if err := apps.CreateUser(ctx, conn, args[0], pw); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "created user %s\npassword: %s\n", args[0], pw)
+				return nil
+			})
+		},
+	}
+	del := &cobra.Command{
+		Use: "delete NAME", Short: "Delete a user (its objects are reassigned to the admin)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+			defer cancel()
+			c, err := openCluster(ctx, cf)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			if err := apps.DropUser(ctx, c.connectLeader, args[0], ""); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "deleted user %s\n", args[0])
+			return nil
+		},
+	}
+	cf.bind(cmd.PersistentFlags())
+	cmd.AddCommand(list, create, del)
+	return cmd
+}
+
+// withLeader runs fn on an admin connection to the leader's postgres
+// database.
+func withLeader(cmd *cobra.Command, cf clusterFlags, fn func(context.Context, *pgx.Conn, *clusterConn) error) error {
+	ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+	defer cancel()
+	c, err := openCluster(ctx, cf)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	conn, err := c.connectLeader(ctx, "postgres")
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	return fn(ctx, conn, c)
+}

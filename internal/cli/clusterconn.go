@@ -1,0 +1,281 @@
+package cli
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/petrel-db/petrel/internal/apps"
+	"github.com/petrel-db/petrel/internal/localworld"
+	"github.com/petrel-db/petrel/internal/model"
+	"github.com/petrel-db/petrel/internal/pki"
+	"github.com/petrel-db/petrel/internal/store"
+	"github.com/spf13/pflag"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// clusterFlags find a cluster and the admin password, for the commands
+// that talk to Postgres (attach, detach, connect, db, users, config).
+type clusterFlags struct {
+	dir, etcd, cluster, secretsFile string
+}
+
+func (f *clusterFlags) bind(fs *pflag.FlagSet) {
+	fs.StringVar(&f.dir, "dir", localworld.DefaultDir, "directory of a `petrel up` cluster (reads cluster.json and secrets.env)")
+	fs.StringVar(&f.etcd, "etcd", "", "etcd endpoints (comma-separated), instead of --dir")
+	fs.StringVar(&f.cluster, "cluster", localworld.DefaultCluster, "cluster name (with --etcd)")
+	fs.StringVar(&f.secretsFile, "secrets-file", "", "0600 file with SU_PASSWORD or OPERATOR_PASSWORD (default: --dir's secrets.env; the environment wins)")
+}
+
+// clusterConn is an open handle on a cluster for the CLI.
+type clusterConn struct {
+	name  string
+	etcd  *clientv3.Client
+	cf    *localworld.ClusterFile // nil with --etcd
+	user  string                  // postgres, or operator when only its password is known
+	pass  string
+	caPEM []byte // nil when the cluster has no CA yet
+	dbURL string // cluster.json's database_url (the operator's URL through the proxy), if any
+}
+
+func (c *clusterConn) Close() { c.etcd.Close() }
+
+// openCluster connects to etcd and loads the admin credentials.
+func openCluster(ctx context.Context, f clusterFlags) (*clusterConn, error) {
+	c := &clusterConn{name: f.cluster}
+	var endpoints []string
+	secrets := f.secretsFile
+	if f.etcd != "" {
+		endpoints = strings.Split(f.etcd, ",")
+	} else {
+		cf, err := localworld.LoadClusterFile(f.dir)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("no cluster.json in %s: start a cluster with `petrel up`, pass --dir of one, or pass --etcd and --cluster", f.dir)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if len(cf.Etcd) == 0 {
+			return nil, fmt.Errorf("%s lists no etcd endpoints", filepath.Join(f.dir, localworld.ClusterFileName))
+		}
+		c.cf, c.name, endpoints = cf, cf.Cluster, cf.Etcd
+		var extra struct {
+			DatabaseURL string `json:"database_url"`
+		}
+		if b, err := os.ReadFile(filepath.Join(f.dir, localworld.ClusterFileName)); err == nil && json.Unmarshal(b, &extra) == nil {
+			c.dbURL = extra.DatabaseURL
+		}
+		if secrets == "" {
+			secrets = filepath.Join(f.dir, localworld.SecretsFileName)
+		}
+	}
+	var err error
+	if c.user, c.pass, err = adminCredentials(secrets); err != nil {
+		return nil, err
+	}
+	c.etcd, err = clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 3 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("connecting to etcd %v: %w", endpoints, err)
+	}
+	gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	resp, err := c.etcd.Get(gctx, store.ClusterKey(c.name, store.KeyCA))
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("reading the cluster from etcd %v: %w (is etcd running? is --etcd right?)", endpoints, err)
+	}
+	if len(resp.Kvs) > 0 {
+		st, err := pki.Decode(resp.Kvs[0].Value)
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		c.caPEM = []byte(st.CertPEM)
+	}
+	return c, nil
+}
+
+// adminCredentials: SU_PASSWORD (as postgres) or OPERATOR_PASSWORD (as
+// operator), from the environment or the secrets file. Never a flag.
+func adminCredentials(file string) (user, pass string, err error) {
+	su, op := os.Getenv("SU_PASSWORD"), os.Getenv("OPERATOR_PASSWORD")
+	if su == "" && file != "" {
+		if _, statErr := os.Stat(file); statErr == nil {
+			vals, err := readSecretsFile(file)
+			if err != nil {
+				return "", "", err
+			}
+			su = vals["SU_PASSWORD"]
+			if op == "" {
+				op = vals["OPERATOR_PASSWORD"]
+			}
+		}
+	}
+	switch {
+	case su != "":
+		return "postgres", su, nil
+	case op != "":
+		return "operator", op, nil
+	}
+	return "", "", errors.New("no admin password: set SU_PASSWORD (or OPERATOR_PASSWORD) in the environment, or pass --dir of a `petrel up` cluster or --secrets-file")
+}
+
+// readSecretsFile reads KEY=VALUE lines of a 0600 file.
+func readSecretsFile(file string) (map[string]string, error) {
+	st, err := os.Stat(file)
+	if err != nil {
+		return nil, fmt.Errorf("reading secrets file: %w", err)
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("secrets file %s has mode %v: make it 0600 (chmod 600 %s)", file, st.Mode().Perm(), file)
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("reading secrets file: %w", err)
+	}
+	vals := map[string]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		k, v, ok := strings.Cut(line, "=")
+		if !ok || strings.HasPrefix(line, "#") {
+			continue
+		}
+		v = strings.TrimSpace(v)
+		if uq, err := strconv.Unquote(v); err == nil {
+			v = uq
+		}
+		vals[strings.TrimSpace(k)] = v
+	}
+	return vals, nil
+}
+
+// topology is the leader and the live members.
+type topology struct {
+	leader  string
+	members map[string]model.Member
+}
+
+func (c *clusterConn) topology(ctx context.Context) (topology, error) {
+	gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	t := topology{members: map[string]model.Member{}}
+	resp, err := c.etcd.Get(gctx, store.ClusterKey(c.name, "members")+"/", clientv3.WithPrefix())
+	if err != nil {
+		return t, fmt.Errorf("reading members from etcd: %w", err)
+	}
+	for _, kv := range resp.Kvs {
+		var m model.Member
+		if json.Unmarshal(kv.Value, &m) == nil && m.ID != "" {
+			t.members[m.ID] = m
+		}
+	}
+	if t.leader, err = currentLeader(gctx, c.etcd, c.name); err != nil {
+		return t, err
+	}
+	if len(t.members) == 0 {
+		return t, fmt.Errorf("no live members registered for cluster %q: is any `petrel node` running? is --cluster right?", c.name)
+	}
+	return t, nil
+}
+
+// ids returns the member ids sorted.
+func (t topology) ids() []string {
+	ids := make([]string, 0, len(t.members))
+	for id := range t.members {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+// regionMember is a region's nearest member for direct connections: its
+// first replica by id, else the leader when it is in that region, else
+// any member there.
+func (t topology) regionMember(region string) (model.Member, bool) {
+	var any *model.Member
+	for _, id := range t.ids() {
+		m := t.members[id]
+		if m.Region != region {
+			continue
+		}
+		if id != t.leader {
+			return m, true
+		}
+		if any == nil {
+			any = &m
+		}
+	}
+	if any != nil {
+		return *any, true
+	}
+	return model.Member{}, false
+}
+
+func (t topology) regions() []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, id := range t.ids() {
+		if r := t.members[id].Region; !seen[r] {
+			seen[r] = true
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// tlsConfig verifies the server against the cluster CA (verify-full).
+func (c *clusterConn) tlsConfig(host string) *tls.Config {
+	if c.caPEM == nil {
+		return nil
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(c.caPEM)
+	return &tls.Config{RootCAs: pool, ServerName: host, MinVersion: tls.VersionTLS12}
+}
+
+// connectAddr opens a connection to addr (host:port) as the admin.
+func (c *clusterConn) connectAddr(ctx context.Context, addr, db string) (*pgx.Conn, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("member address %q: %w", addr, err)
+	}
+	cfg, err := pgx.ParseConfig(fmt.Sprintf("host=%s port=%s dbname=%s sslmode=disable application_name=petrel_cli", host, port, db))
+	if err != nil {
+		return nil, fmt.Errorf("connection settings: %w", err)
+	}
+	cfg.User, cfg.Password = c.user, c.pass
+	cfg.ConnectTimeout = 5 * time.Second
+	cfg.TLSConfig = c.tlsConfig(host)
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	conn, err := pgx.ConnectConfig(cctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to %s (database %s) as %s: %w", addr, db, c.user, err)
+	}
+	return conn, nil
+}
+
+// connectLeader opens an admin connection to db on the leader.
+func (c *clusterConn) connectLeader(ctx context.Context, db string) (*pgx.Conn, error) {
+	t, err := c.topology(ctx)
+	if err != nil {
+		return nil, err
+	}
+	m, ok := t.members[t.leader]
+	if t.leader == "" || !ok {
+		return nil, apps.ErrNoLeader
+	}
+	return c.connectAddr(ctx, m.PostgresAddr, db)
+}
