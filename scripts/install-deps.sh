@@ -43,7 +43,7 @@ missing="$(pg_missing)"
 if [ -n "$missing" ]; then
 	if ! is_root; then
 		die "PostgreSQL server binaries missing ($missing). Install them as root, e.g.:
-    sudo apt-get update && sudo apt-get install -y postgresql postgresql-contrib
+    sudo apt-get update && sudo apt-get install -y postgresql postgresql-contrib haproxy
 or run this script as root."
 	fi
 	command -v apt-get >/dev/null 2>&1 || die "PostgreSQL missing ($missing) and no apt-get: install the PostgreSQL server (initdb, pg_ctl, pg_rewind, pg_basebackup, pg_config) with your package manager"
@@ -55,12 +55,22 @@ or run this script as root."
 	fi
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update
-	apt-get install -y postgresql postgresql-contrib
+	apt-get install -y postgresql postgresql-contrib haproxy
 	hash -r
 	missing="$(pg_missing)"
 	[ -z "$missing" ] || die "still missing after apt-get install: $missing"
 fi
 say "PostgreSQL binaries: $(pg_config --bindir) ($(pg_config --version))"
+
+# --- HAProxy (bench/proxy compares the leader proxy with it) -------------------
+if ! command -v haproxy >/dev/null 2>&1; then
+	if is_root && command -v apt-get >/dev/null 2>&1; then
+		say "installing HAProxy from Debian's packages (for bench/proxy)"
+		DEBIAN_FRONTEND=noninteractive apt-get install -y haproxy || say "note: could not install haproxy; bench/proxy needs it"
+	else
+		say "note: haproxy not installed (only bench/proxy needs it): apt-get install haproxy"
+	fi
+fi
 
 # --- the distribution's own cluster ---------------------------------------------
 if is_root && [ "${PETREL_KEEP_SYSTEM_PG:-0}" != 1 ] && command -v pg_lsclusters >/dev/null 2>&1; then

@@ -1,0 +1,314 @@
+// Command proxy compares pgbench through petrel's leader proxy with
+// pgbench direct to Postgres and through HAProxy, in one run on one
+// Postgres (a one-node petrel test cluster):
+//
+//   - direct: pgbench to the member's own Postgres port;
+//   - petrel: pgbench to petrel's leader proxy (running in this process,
+//     following the cluster in etcd, confirming the leader's GET /role);
+//   - haproxy: pgbench to HAProxy in TCP mode, configured as the seed
+//     does: one server with an HTTP check GET /role expecting "primary"
+//     on the node's API port, inter 2s, on-marked-down shutdown-sessions.
+//
+// Two modes: select-only with persistent connections (pgbench -S) and with
+// a new connection per transaction (-S -C), both -c 4 -j 2, in interleaved
+// rounds (the order rotates each round). It prints TPS and average latency
+// per target (median over rounds), as ratios to direct and to HAProxy, and
+// then where the proxy's CPU goes: a CPU profile of this process during an
+// extra persistent run through petrel's proxy.
+//
+// Usage: go run ./bench/proxy [-rounds 3] [-T 8] [-c 4] [-j 2]
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime/pprof"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/petrel-db/petrel/internal/proxy"
+	"github.com/petrel-db/petrel/internal/testcluster"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+var (
+	rounds  = flag.Int("rounds", 3, "interleaved rounds per mode")
+	seconds = flag.Int("T", 8, "seconds per pgbench run")
+	clients = flag.Int("c", 4, "pgbench clients")
+	threads = flag.Int("j", 2, "pgbench threads")
+	scale   = flag.Int("scale", 5, "pgbench scale")
+	keep    = flag.Bool("keep", false, "keep the work directory")
+)
+
+type result struct{ tps, latMS float64 }
+
+func main() {
+	flag.Parse()
+	log.SetFlags(0)
+	if err := run(); err != nil {
+		log.Fatalf("bench/proxy: %v", err)
+	}
+}
+
+func run() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	for _, tool := range []string{"pgbench", "haproxy"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return fmt.Errorf("%s not found (scripts/install-deps.sh installs it): %w", tool, err)
+		}
+	}
+	root, err := os.Getwd()
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
+		return errors.New("run from the repository root: go run ./bench/proxy")
+	}
+	dir, err := os.MkdirTemp("", "petrel-bench-proxy")
+	if err != nil {
+		return err
+	}
+	if !*keep {
+		defer os.RemoveAll(dir)
+	}
+	bin, err := testcluster.Build(ctx, root, dir)
+	if err != nil {
+		return err
+	}
+	c, err := testcluster.Start(ctx, testcluster.Options{Dir: filepath.Join(dir, "cluster"), Binary: bin})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if _, err := c.AddNode("scl1", "scl"); err != nil {
+		return err
+	}
+	wctx, wcancel := context.WithTimeout(ctx, 3*time.Minute)
+	leader, err := c.WaitLeader(wctx, "")
+	wcancel()
+	if err != nil {
+		return err
+	}
+	n := c.Node(leader)
+
+	// petrel's proxy, in this process.
+	etcd, err := clientv3.New(clientv3.Config{Endpoints: c.EtcdEndpoints(), DialTimeout: 3 * time.Second})
+	if err != nil {
+		return fmt.Errorf("connecting to etcd: %w", err)
+	}
+	defer etcd.Close()
+	pln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	p := proxy.New(proxy.Config{Cluster: c.Opts.Name, Region: "scl"}, proxy.Options{Etcd: etcd})
+	pctx, pstop := context.WithCancel(ctx)
+	pdone := make(chan error, 1)
+	go func() { pdone <- p.Run(pctx, pln, nil) }()
+	defer func() { pstop(); <-pdone }()
+
+	// HAProxy, as a child process.
+	hport, err := testcluster.FreePort()
+	if err != nil {
+		return err
+	}
+	stopHAProxy, err := startHAProxy(dir, hport, n.PGPort, n.APIPort)
+	if err != nil {
+		return err
+	}
+	defer stopHAProxy()
+
+	dsn := func(port int) string {
+		return fmt.Sprintf("postgres://postgres:%s@127.0.0.1:%d/postgres?sslmode=disable&connect_timeout=10", c.Secrets.Superuser, port)
+	}
+	targets := []struct{ name, dsn string }{
+		{"direct", dsn(n.PGPort)},
+		{"petrel", dsn(pln.Addr().(*net.TCPAddr).Port)},
+		{"haproxy", dsn(hport)},
+	}
+	for _, t := range targets {
+		if err := waitConnect(ctx, t.dsn); err != nil {
+			return fmt.Errorf("%s: %w", t.name, err)
+		}
+	}
+	fmt.Printf("pgbench -i -s %d\n", *scale)
+	if out, err := exec.CommandContext(ctx, "pgbench", "-i", "-q", "-s", strconv.Itoa(*scale), targets[0].dsn).CombinedOutput(); err != nil {
+		return fmt.Errorf("pgbench -i: %w\n%s", err, out)
+	}
+
+	modes := []struct {
+		name  string
+		extra []string
+	}{
+		{"persistent", nil},
+		{"connect (-C)", []string{"-C"}},
+	}
+	res := map[string]map[string][]result{}
+	for _, m := range modes {
+		res[m.name] = map[string][]result{}
+		for r := 0; r < *rounds; r++ {
+			for i := range targets {
+				t := targets[(i+r)%len(targets)]
+				got, err := pgbench(ctx, t.dsn, m.extra)
+				if err != nil {
+					return fmt.Errorf("%s %s: %w", m.name, t.name, err)
+				}
+				fmt.Printf("  %-13s round %d %-8s %9.0f tps  %6.3f ms\n", m.name, r+1, t.name, got.tps, got.latMS)
+				res[m.name][t.name] = append(res[m.name][t.name], got)
+			}
+		}
+	}
+
+	fmt.Printf("\npgbench -S -c %d -j %d -T %d, median of %d interleaved rounds (PostgreSQL on 127.0.0.1)\n", *clients, *threads, *seconds, *rounds)
+	fmt.Printf("%-13s %-8s %10s %9s %10s %11s\n", "mode", "target", "tps", "lat ms", "vs direct", "vs haproxy")
+	for _, m := range modes {
+		d := median(res[m.name]["direct"])
+		h := median(res[m.name]["haproxy"])
+		for _, t := range targets {
+			r := median(res[m.name][t.name])
+			fmt.Printf("%-13s %-8s %10.0f %9.3f %10.2f %11.2f\n", m.name, t.name, r.tps, r.latMS, r.tps/d.tps, r.tps/h.tps)
+		}
+	}
+
+	// Where the proxy's CPU goes: one more persistent run through it,
+	// profiled.
+	prof := filepath.Join(dir, "proxy.cpu.pprof")
+	f, err := os.Create(prof)
+	if err != nil {
+		return err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return err
+	}
+	got, err := pgbench(ctx, targets[1].dsn, nil)
+	pprof.StopCPUProfile()
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("profiled run: %w", err)
+	}
+	fmt.Printf("\nCPU profile of the proxy (this process) during a persistent run through it (%.0f tps):\n", got.tps)
+	out, err := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-nodecount=25", prof).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("go tool pprof: %w\n%s", err, out)
+	}
+	fmt.Print(trimPprof(string(out)))
+	if *keep {
+		fmt.Printf("profile kept: %s\n", prof)
+	}
+	return nil
+}
+
+var (
+	tpsRe = regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
+	latRe = regexp.MustCompile(`latency average = ([0-9.]+) ms`)
+)
+
+func pgbench(ctx context.Context, dsn string, extra []string) (result, error) {
+	args := []string{"-n", "-S", "-c", strconv.Itoa(*clients), "-j", strconv.Itoa(*threads), "-T", strconv.Itoa(*seconds)}
+	args = append(args, extra...)
+	args = append(args, dsn)
+	cctx, cancel := context.WithTimeout(ctx, time.Duration(*seconds)*time.Second+time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(cctx, "pgbench", args...).CombinedOutput()
+	if err != nil {
+		return result{}, fmt.Errorf("pgbench: %w\n%s", err, out)
+	}
+	tm, lm := tpsRe.FindSubmatch(out), latRe.FindSubmatch(out)
+	if tm == nil || lm == nil {
+		return result{}, fmt.Errorf("unexpected pgbench output:\n%s", out)
+	}
+	tps, _ := strconv.ParseFloat(string(tm[1]), 64)
+	lat, _ := strconv.ParseFloat(string(lm[1]), 64)
+	return result{tps: tps, latMS: lat}, nil
+}
+
+func median(rs []result) result {
+	if len(rs) == 0 {
+		return result{}
+	}
+	s := append([]result(nil), rs...)
+	sort.Slice(s, func(i, j int) bool { return s[i].tps < s[j].tps })
+	return s[len(s)/2]
+}
+
+func waitConnect(ctx context.Context, dsn string) error {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		conn, err := pgx.Connect(cctx, dsn)
+		cancel()
+		if err == nil {
+			return conn.Close(ctx)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("could not connect: %w", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// startHAProxy runs HAProxy configured like the seed's: TCP mode, the one
+// server checked with GET /role on its API port expecting "primary".
+func startHAProxy(dir string, port, pgPort, apiPort int) (stop func(), err error) {
+	cfg := fmt.Sprintf(`global
+    maxconn 4096
+
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 1h
+    timeout server 1h
+
+listen primary
+    bind 127.0.0.1:%d
+    option httpchk GET /role
+    http-check expect string primary
+    default-server inter 2s fall 3 rise 2 on-marked-down shutdown-sessions
+    server scl1 127.0.0.1:%d maxconn 1000 check port %d
+`, port, pgPort, apiPort)
+	path := filepath.Join(dir, "haproxy.cfg")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		return nil, err
+	}
+	var logb bytes.Buffer
+	cmd := exec.Command("haproxy", "-db", "-f", path)
+	cmd.Stdout, cmd.Stderr = &logb, &logb
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting haproxy: %w", err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	return func() {
+		_ = cmd.Process.Kill()
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+		}
+	}, nil
+}
+
+// trimPprof drops pprof's header lines about the file and build.
+func trimPprof(s string) string {
+	var keep []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.HasPrefix(l, "File:") || strings.HasPrefix(l, "Build ID:") || strings.HasPrefix(l, "Type:") || strings.HasPrefix(l, "Time:") {
+			continue
+		}
+		keep = append(keep, l)
+	}
+	return strings.Join(keep, "\n")
+}
