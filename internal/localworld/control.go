@@ -120,6 +120,7 @@ func (l *live) persistLocked() (*ClusterFile, error) {
 		return nil, fmt.Errorf("writing world.json: %w", err)
 	}
 	cf := clusterFileFor(l.w, l.etcdEndpoints, l.suPW)
+	addDatabaseURL(cf, l.dir) // the operator's URL through the leader proxy (dburl.go)
 	if err := writeJSON(filepath.Join(l.dir, ClusterFileName), cf, 0o600); err != nil {
 		return nil, fmt.Errorf("writing cluster.json: %w", err)
 	}

@@ -27,11 +27,14 @@ const (
 // `petrel up`. It holds the superuser password (in SuperuserDSN), so it is
 // written 0600.
 type ClusterFile struct {
-	Cluster       string         `json:"cluster"`
-	Etcd          []string       `json:"etcd"`
-	PrimaryRegion string         `json:"primary_region"`
-	SuperuserDSN  string         `json:"superuser_dsn"`
-	Nodes         []model.Member `json:"nodes"`
+	Cluster       string   `json:"cluster"`
+	Etcd          []string `json:"etcd"`
+	PrimaryRegion string   `json:"primary_region"`
+	SuperuserDSN  string   `json:"superuser_dsn"`
+	// DatabaseURL is the operator role's URL through the leader proxy
+	// (see addDatabaseURL); it holds the operator password.
+	DatabaseURL string         `json:"database_url,omitempty"`
+	Nodes       []model.Member `json:"nodes"`
 }
 
 // LoadClusterFile reads dir/cluster.json. A missing file yields an error

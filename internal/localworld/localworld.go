@@ -231,6 +231,7 @@ func Run(ctx context.Context, opts Options) error {
 	defer etcd.Close()
 
 	cf := clusterFileFor(w, etcd.Endpoints(), suPW)
+	addDatabaseURL(cf, dir) // the operator's URL through the leader proxy (dburl.go)
 	if err := writeJSON(filepath.Join(dir, ClusterFileName), cf, 0o600); err != nil {
 		return fmt.Errorf("writing cluster.json: %w", err)
 	}
@@ -532,6 +533,10 @@ func printReady(out io.Writer, dir string, cf *ClusterFile, sts []model.Status, 
 	fmt.Fprintf(out, "\nConnect (superuser; libpq picks the writable member):\n  %s\n", RedactDSN(cf.SuperuserDSN))
 	fmt.Fprintf(out, "  The full connection string is in %s (\"superuser_dsn\"), e.g.\n", cfPath)
 	fmt.Fprintf(out, "  psql \"$(jq -r .superuser_dsn %s)\"\n", cfPath)
+	if cf.DatabaseURL != "" {
+		fmt.Fprintf(out, "\nOperator, through the leader proxy (always the writable leader; \"database_url\" in %s):\n  DATABASE_URL=%s\n", cfPath, RedactDSN(cf.DatabaseURL))
+		fmt.Fprintln(out, "  Attach an app (its own database and user): petrel attach --app NAME --dir "+dir)
+	}
 	fmt.Fprintln(out, "\nMembers:")
 	for _, n := range cf.Nodes {
 		line := fmt.Sprintf("  %-8s postgres %s  api %s", n.ID, n.PostgresAddr, n.APIURL)
