@@ -103,6 +103,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); a.st.Run(storeCtx) }()
+	wg.Add(1)
+	go func() { defer wg.Done(); a.fenceWatchdog(storeCtx) }()
 	defer func() { stopStore(); wg.Wait() }()
 
 	t := time.NewTicker(Tick)
@@ -123,6 +125,42 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		}
 		a.step(ctx)
+	}
+}
+
+// fenceWatchdog backs up engine rule 1 when the main loop is stuck (a
+// hung Postgres query, a slow action): if this node last saw itself as a
+// writable leader and its lease is about to run out, it SIGKILLs the
+// postmaster directly, which works even on a stopped process. Backends,
+// including ones waiting for a synchronous commit, exit on postmaster
+// death, so nothing is acknowledged after the lease expires.
+func (a *Agent) fenceWatchdog(ctx context.Context) {
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		a.mu.Lock()
+		primary := a.lastPG.Running && !a.lastPG.InRecovery
+		a.mu.Unlock()
+		if !primary {
+			continue
+		}
+		if _, left := a.st.Lease(); left > a.params.FenceMargin/2 {
+			continue
+		}
+		if pid := a.pg.PID(); pid > 0 {
+			a.log.Error("lease about to expire and the main loop has not fenced: killing postgres", "pid", pid)
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			a.metrics.fences.Inc()
+		}
+		a.mu.Lock()
+		a.lastPG.Running = false
+		a.stoppedByUs = true
+		a.mu.Unlock()
 	}
 }
 
