@@ -44,7 +44,9 @@ type extState struct {
 	reportedRev int64 // appliedRev once pending_restart was read after its reload
 	pending     []string
 	checkedAt   time.Time
-	lastErr     string // last logged settings error (logged once)
+	lastErr     string    // last logged settings error (logged once)
+	tlsAt       time.Time // when TLS of a running server was last checked (see checkTLS)
+	tlsDone     bool
 }
 
 // beforeStart prepares TLS files and petrel-user.conf before an action
@@ -55,7 +57,7 @@ func (a *Agent) beforeStart(ctx context.Context, kind engine.Kind) error {
 	default:
 		return nil
 	}
-	if err := a.ensureTLS(ctx); err != nil {
+	if _, err := a.ensureTLS(ctx); err != nil {
 		return fmt.Errorf("preparing TLS: %w", err)
 	}
 	if a.pg.Initialized() {
@@ -65,8 +67,8 @@ func (a *Agent) beforeStart(ctx context.Context, kind engine.Kind) error {
 }
 
 // ensureTLS makes sure RunDir holds a valid server certificate signed by
-// the cluster CA.
-func (a *Agent) ensureTLS(ctx context.Context) error {
+// the cluster CA; installed says whether it wrote new files.
+func (a *Agent) ensureTLS(ctx context.Context) (installed bool, err error) {
 	certP, keyP, caP := a.pg.TLSPaths()
 	hosts := []string{a.cfg.AdvertiseHost, a.cfg.ListenHost}
 	certPEM, _ := os.ReadFile(certP)
@@ -81,47 +83,47 @@ func (a *Agent) ensureTLS(ctx context.Context) error {
 		if err != nil {
 			if localOK {
 				a.log.Warn("cannot read the cluster CA from the store; keeping the local certificate", "err", err)
-				return nil
+				return false, nil
 			}
-			return err
+			return false, err
 		}
 	}
 	if !ok {
 		_, stored, err := pki.NewCA(a.cfg.Cluster, a.sec.Superuser)
 		if err != nil {
-			return err
+			return false, err
 		}
 		created, err := a.st.CreateIfAbsent(ctx, stored.Encode(), store.KeyCA)
 		if err != nil {
-			return err
+			return false, err
 		}
 		if created {
 			a.log.Info("created the cluster CA")
 			raw = stored.Encode()
 		} else if raw, ok, err = a.st.Get(ctx, store.KeyCA); err != nil || !ok {
-			return fmt.Errorf("reading the cluster CA another member created: %w", errors.Join(err, errors.New("not found")))
+			return false, fmt.Errorf("reading the cluster CA another member created: %w", errors.Join(err, errors.New("not found")))
 		}
 	}
 	stored, err := pki.Decode(raw)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if localOK && pki.SameCert(caPEM, []byte(stored.CertPEM)) {
-		return nil
+		return false, nil
 	}
 	ca, err := stored.Unseal(a.sec.Superuser)
 	if err != nil {
-		return err
+		return false, err
 	}
 	cert, key, err := ca.Issue(a.cfg.ID, hosts...)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if err := a.pg.InstallTLS(cert, key, []byte(stored.CertPEM)); err != nil {
-		return err
+		return false, err
 	}
 	a.log.Info("installed a server certificate signed by the cluster CA", "hosts", strings.Join(hosts, ","))
-	return nil
+	return true, nil
 }
 
 // afterStep applies the cluster settings, polls pending restarts and
@@ -130,9 +132,47 @@ func (a *Agent) afterStep(ctx context.Context, plan engine.Plan) {
 	if !a.pg.Initialized() {
 		return
 	}
+	a.checkTLS(ctx)
 	a.applySettings(ctx, false)
 	a.checkPending(ctx)
 	a.handleRestart(ctx, plan)
+}
+
+// checkTLS, once per agent run, gives a Postgres that is already running
+// (started before TLS existed, or by an earlier agent) its certificate and
+// turns ssl on with a reload, so members that verify-full can reach it.
+// It retries every 30s after a failure.
+func (a *Agent) checkTLS(ctx context.Context) {
+	a.ext.mu.Lock()
+	skip := a.ext.tlsDone || time.Since(a.ext.tlsAt) < 30*time.Second
+	if !skip {
+		a.ext.tlsAt = time.Now()
+	}
+	a.ext.mu.Unlock()
+	if skip || !a.pg.Running() || !a.st.OK() {
+		return
+	}
+	installed, err := a.ensureTLS(ctx)
+	if err != nil {
+		a.log.Warn("preparing TLS for the running postgres", "err", err)
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, time.Second)
+	on, err := a.pg.SSLOn(cctx)
+	cancel()
+	if err != nil {
+		return
+	}
+	if !on || installed {
+		if err := a.pg.RefreshConf(ctx); err != nil {
+			a.log.Warn("turning ssl on", "err", err)
+			return
+		}
+		a.log.Info("turned ssl on (reload)")
+	}
+	a.ext.mu.Lock()
+	a.ext.tlsDone = true
+	a.ext.mu.Unlock()
 }
 
 func (a *Agent) logSettingsErr(err error) {

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"os/exec"
@@ -258,9 +259,9 @@ func runPsql(cmd *cobra.Command, c *clusterConn, addr, db string, extra []string
 		}
 		psql = filepath.Join(strings.TrimSpace(string(out)), "psql")
 	}
-	host, port, _ := strings.Cut(addr, ":")
-	if i := strings.LastIndex(addr, ":"); i >= 0 {
-		host, port = strings.Trim(addr[:i], "[]"), addr[i+1:]
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("member address %q: %w", addr, err)
 	}
 	tmp, err := os.MkdirTemp("", "petrel-connect")
 	if err != nil {

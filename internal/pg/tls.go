@@ -1,6 +1,7 @@
 package pg
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -74,4 +75,26 @@ func (s *Server) clientSSLEnv() []string {
 		return []string{"PGSSLMODE=" + mode}
 	}
 	return []string{"PGSSLMODE=" + mode, "PGSSLROOTCERT=" + root}
+}
+
+// RefreshConf rewrites petrel.conf (e.g. to turn ssl on once the TLS files
+// are installed) and reloads a running server; ssl and its files are
+// reloadable, the other settings in petrel.conf do not change.
+func (s *Server) RefreshConf(ctx context.Context) error {
+	if err := s.writePetrelConf(); err != nil {
+		return fmt.Errorf("rewriting petrel.conf: %w", err)
+	}
+	if s.Running() {
+		return s.Reload(ctx)
+	}
+	return nil
+}
+
+// SSLOn reports whether the running server has ssl on.
+func (s *Server) SSLOn(ctx context.Context) (bool, error) {
+	var v string
+	if err := s.queryRow(ctx, func(r rowScanner) error { return r.Scan(&v) }, "SELECT current_setting('ssl')"); err != nil {
+		return false, fmt.Errorf("reading ssl setting: %w", err)
+	}
+	return v == "on", nil
 }
