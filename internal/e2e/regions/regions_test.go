@@ -14,8 +14,8 @@ import (
 
 	"github.com/petrel-db/petrel/internal/model"
 	"github.com/petrel-db/petrel/internal/netsim"
-	"github.com/petrel-db/petrel/internal/testcluster"
 	"github.com/petrel-db/petrel/internal/store"
+	"github.com/petrel-db/petrel/internal/testcluster"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 )
