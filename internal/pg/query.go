@@ -219,7 +219,14 @@ func (s *Server) Status(ctx context.Context) (Status, error) {
 		st.ReplayTime = *replayTime
 	}
 	if wrStatus != nil {
-		st.Streaming = *wrStatus == "streaming"
+		// A receiver asked to stop ("stopping") or restarting on an
+		// open connection may still receive WAL and confirm flushes to
+		// its upstream (which then acknowledges commits): its position
+		// is not final yet, so it counts as streaming.
+		switch *wrStatus {
+		case "streaming", "stopping", "restarting":
+			st.Streaming = true
+		}
 	}
 	if sender != nil {
 		st.UpstreamHost = *sender
