@@ -31,6 +31,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"runtime/pprof"
 	"sort"
 	"strconv"
@@ -50,6 +51,8 @@ var (
 	threads = flag.Int("j", 2, "pgbench threads")
 	scale   = flag.Int("scale", 5, "pgbench scale")
 	keep    = flag.Bool("keep", false, "keep the work directory")
+	procs   = flag.Int("procs", 0, "GOMAXPROCS for this process, where the proxy runs (0: default)")
+	both    = flag.Bool("both", false, "also measure the proxy with CopyBuffer (read/write instead of splice)")
 )
 
 type result struct{ tps, latMS float64 }
@@ -114,11 +117,24 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	if *procs > 0 {
+		runtime.GOMAXPROCS(*procs)
+	}
 	p := proxy.New(proxy.Config{Cluster: c.Opts.Name, Region: "scl"}, proxy.Options{Etcd: etcd})
 	pctx, pstop := context.WithCancel(ctx)
 	pdone := make(chan error, 1)
 	go func() { pdone <- p.Run(pctx, pln, nil) }()
 	defer func() { pstop(); <-pdone }()
+	var bln net.Listener
+	if *both {
+		if bln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			return err
+		}
+		pb := proxy.New(proxy.Config{Cluster: c.Opts.Name, Region: "scl", CopyBuffer: true}, proxy.Options{Etcd: etcd})
+		bdone := make(chan error, 1)
+		go func() { bdone <- pb.Run(pctx, bln, nil) }()
+		defer func() { pstop(); <-bdone }()
+	}
 
 	// HAProxy, as a child process.
 	hport, err := testcluster.FreePort()
@@ -138,6 +154,9 @@ func run() error {
 		{"direct", dsn(n.PGPort)},
 		{"petrel", dsn(pln.Addr().(*net.TCPAddr).Port)},
 		{"haproxy", dsn(hport)},
+	}
+	if bln != nil {
+		targets = append(targets, struct{ name, dsn string }{"petrel-b", dsn(bln.Addr().(*net.TCPAddr).Port)})
 	}
 	for _, t := range targets {
 		if err := waitConnect(ctx, t.dsn); err != nil {
@@ -213,7 +232,7 @@ func run() error {
 }
 
 var (
-	tpsRe = regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
+	tpsRe = regexp.MustCompile(`tps = ([0-9.]+) \((?:without initial connection time|including reconnection times)\)`)
 	latRe = regexp.MustCompile(`latency average = ([0-9.]+) ms`)
 )
 

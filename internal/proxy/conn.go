@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -78,39 +79,54 @@ func (p *Proxy) handle(ctx context.Context, c net.Conn, kind string) {
 		return
 	}
 
-	t, toLeader, err := p.pick(ctx, kind)
-	if err != nil {
+	pc, err := p.connect(ctx, c, kind)
+	switch {
+	case errors.Is(err, errNoTarget) || errors.Is(err, context.Canceled):
 		p.metrics.rejected.WithLabelValues(kind, "no_leader").Inc()
 		p.refuseStartup(c, msg, "57P03", "petrel: no writable leader available; try again shortly")
 		return
-	}
-	d := net.Dialer{Timeout: p.cfg.DialTimeout, KeepAlive: p.cfg.KeepAlive}
-	dctx, cancel := context.WithTimeout(ctx, p.cfg.DialTimeout)
-	s, err := d.DialContext(dctx, "tcp", t.addr)
-	cancel()
-	if err != nil {
+	case err != nil:
 		p.metrics.rejected.WithLabelValues(kind, "dial").Inc()
-		p.log.Warn("proxy: dialing member", "member", t.id, "addr", t.addr, "err", err)
-		p.refuseStartup(c, msg, "08006", "petrel: could not connect to member "+t.id+"; try again")
-		return
-	}
-	_ = s.SetWriteDeadline(p.clock.Now().Add(p.cfg.DialTimeout))
-	if _, err := s.Write(raw); err != nil {
-		_ = s.Close()
-		p.refuseStartup(c, msg, "08006", "petrel: lost the connection to member "+t.id)
-		return
-	}
-	_ = s.SetWriteDeadline(time.Time{})
-	_ = c.SetDeadline(time.Time{})
-	pc := &pconn{client: c, server: s, member: t.id, kind: kind, toLeader: toLeader}
-	if !p.register(pc) {
-		// The target changed while we dialed: this connection would go to
-		// a member that is no longer the leader.
-		pc.close()
+		p.log.Warn("proxy: connecting to member", "err", err)
+		p.refuseStartup(c, msg, "08006", "petrel: could not connect to the leader; try again")
 		return
 	}
 	defer p.unregister(pc)
+	_ = pc.server.SetWriteDeadline(p.clock.Now().Add(p.cfg.DialTimeout))
+	if _, err := pc.server.Write(raw); err != nil {
+		pc.close()
+		return
+	}
+	_ = pc.server.SetWriteDeadline(time.Time{})
+	_ = c.SetDeadline(time.Time{})
 	p.pipe(pc)
+}
+
+// connect picks a member, dials it and registers the connection. If the
+// routing changed while it dialed, it tries again (nothing has been sent
+// to the server yet).
+func (p *Proxy) connect(ctx context.Context, c net.Conn, kind string) (*pconn, error) {
+	for attempt := 0; ; attempt++ {
+		t, toLeader, err := p.pick(ctx, kind)
+		if err != nil {
+			return nil, err
+		}
+		d := net.Dialer{Timeout: p.cfg.DialTimeout, KeepAlive: p.cfg.KeepAlive}
+		dctx, cancel := context.WithTimeout(ctx, p.cfg.DialTimeout)
+		s, err := d.DialContext(dctx, "tcp", t.addr)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("dialing %s at %s: %w", t.id, t.addr, err)
+		}
+		pc := &pconn{client: c, server: s, member: t.id, kind: kind, toLeader: toLeader}
+		if p.register(pc) {
+			return pc, nil
+		}
+		_ = s.Close()
+		if attempt >= 2 {
+			return nil, errNoTarget
+		}
+	}
 }
 
 // refuseStartup answers a client that could not be routed with an
@@ -142,16 +158,31 @@ func (p *Proxy) refuseStartup(c net.Conn, msg pgproto3.FrontendMessage, code, te
 func (p *Proxy) pipe(pc *pconn) {
 	stopIdle := p.watchIdle(pc)
 	defer stopIdle()
+	cp := func(dst, src net.Conn) {
+		if p.cfg.CopyBuffer {
+			bp := bufPool.Get().(*[]byte)
+			_, _ = io.CopyBuffer(writerOnly{dst}, readerOnly{src}, *bp)
+			bufPool.Put(bp)
+		} else {
+			_, _ = io.Copy(dst, src)
+		}
+		pc.close()
+	}
 	done := make(chan struct{})
 	go func() {
-		_, _ = io.Copy(pc.server, pc.client)
-		pc.close()
+		cp(pc.server, pc.client)
 		close(done)
 	}()
-	_, _ = io.Copy(pc.client, pc.server)
-	pc.close()
+	cp(pc.client, pc.server)
 	<-done
 }
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// readerOnly and writerOnly hide ReadFrom/WriteTo so io.CopyBuffer uses
+// the buffer instead of splice.
+type readerOnly struct{ io.Reader }
+type writerOnly struct{ io.Writer }
 
 // forwardCancel sends a CancelRequest to every known member's Postgres:
 // backend keys are unique per server and a key unknown to a server is

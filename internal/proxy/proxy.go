@@ -68,6 +68,10 @@ type Config struct {
 	// counters, so the data path stays zero-copy; Linux only). Default 0:
 	// idle connections are kept as long as both peers are alive.
 	IdleTimeout time.Duration
+	// CopyBuffer copies through a user-space buffer (read/write) instead of
+	// splice(2). Small request/response traffic is often cheaper that way;
+	// bulk transfers are cheaper with splice. Default false (splice).
+	CopyBuffer bool
 	// CheckInterval is how often the leader's GET /role is re-confirmed
 	// and replicas' GET /status is polled. Default 1s.
 	CheckInterval time.Duration
