@@ -43,7 +43,7 @@ missing="$(pg_missing)"
 if [ -n "$missing" ]; then
 	if ! is_root; then
 		die "PostgreSQL server binaries missing ($missing). Install them as root, e.g.:
-    sudo apt-get update && sudo apt-get install -y postgresql postgresql-contrib haproxy
+    sudo apt-get update && sudo apt-get install -y postgresql postgresql-contrib haproxy etcd-server iproute2
 or run this script as root."
 	fi
 	command -v apt-get >/dev/null 2>&1 || die "PostgreSQL missing ($missing) and no apt-get: install the PostgreSQL server (initdb, pg_ctl, pg_rewind, pg_basebackup, pg_config) with your package manager"
@@ -55,7 +55,7 @@ or run this script as root."
 	fi
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update
-	apt-get install -y postgresql postgresql-contrib haproxy
+	apt-get install -y postgresql postgresql-contrib haproxy etcd-server iproute2
 	hash -r
 	missing="$(pg_missing)"
 	[ -z "$missing" ] || die "still missing after apt-get install: $missing"
@@ -69,6 +69,20 @@ if ! command -v haproxy >/dev/null 2>&1; then
 		DEBIAN_FRONTEND=noninteractive apt-get install -y haproxy || say "note: could not install haproxy; bench/proxy needs it"
 	else
 		say "note: haproxy not installed (only bench/proxy needs it): apt-get install haproxy"
+	fi
+fi
+
+# --- etcd and iproute2 (the multi-host test runs an external etcd in network namespaces) ---
+if ! command -v etcd >/dev/null 2>&1 || ! command -v ip >/dev/null 2>&1; then
+	if is_root && command -v apt-get >/dev/null 2>&1; then
+		say "installing etcd-server and iproute2 from Debian's packages (for the network-namespace test)"
+		DEBIAN_FRONTEND=noninteractive apt-get install -y etcd-server iproute2 || say "note: could not install etcd-server/iproute2; internal/e2e/regions' TestSeparateHosts is skipped without them"
+		# petrel runs its own etcd; do not leave Debian's service running.
+		if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+			systemctl disable --now etcd >/dev/null 2>&1 || true
+		fi
+	else
+		say "note: etcd or ip missing (only the network-namespace test needs them): apt-get install etcd-server iproute2"
 	fi
 fi
 
