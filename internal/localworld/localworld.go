@@ -11,8 +11,19 @@
 //	cluster.json    0600, how to reach the cluster (see ClusterFile);
 //	                read by `petrel status` and by tests and benchmarks
 //	up.pid          the pid of the running `petrel up` (see Down)
+//	up.sock         control socket of the running `petrel up` (see Scale, Remove)
 //	etcd/           the embedded single-member etcd's data
-//	nodes/<id>/     each node's data dir; agent.log holds its output
+//	nodes/<id>/     each node's data dir; agent.log holds its output and
+//	                dialmap.json its link addresses (see below)
+//
+// Regions are far apart: unless NoLinks, a netsim.World in this process
+// gives every node its own user-space link to every other node's Postgres
+// and API and to etcd (a service in the primary region), with the latency
+// matrix's one-way delay between their regions (netsim.DefaultMatrix, with
+// Options.Latency on top). Each node gets --dial-map nodes/<id>/dialmap.json
+// and its etcd endpoint through its link; status, clients and tests use the
+// direct addresses. Scale adds nodes to a running world (new links for
+// everyone, dial maps rewritten, agents reload them); Remove takes one out.
 //
 // Port scheme, from BasePort B (default 5440), for node i (0-based, in the
 // order of --regions): Postgres B+10+i, HTTP API B+30+i, leader proxy
