@@ -187,7 +187,8 @@ SELECT pg_is_in_recovery(),
        (SELECT status FROM pg_stat_wal_receiver),
        (SELECT sender_host FROM pg_stat_wal_receiver),
        (SELECT sender_port FROM pg_stat_wal_receiver),
-       (SELECT received_tli FROM pg_stat_wal_receiver)`
+       (SELECT received_tli FROM pg_stat_wal_receiver),
+       (SELECT max(substr(name, 1, 8)) FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{24}$')`
 
 // Status inspects the server. When it is not running it returns
 // Status{Running: false} and nil; when it runs but cannot be queried
@@ -198,13 +199,13 @@ func (s *Server) Status(ctx context.Context) (Status, error) {
 	}
 	st := Status{Running: true}
 	var (
-		curLSN, walTLI, recvLSN, replayLSN, wrStatus, sender *string
-		replayTime                                           *time.Time
-		ckptTLI, minRecTLI, senderPort, recvTLI              *int64
+		curLSN, walTLI, recvLSN, replayLSN, wrStatus, sender, segTLI *string
+		replayTime                                                   *time.Time
+		ckptTLI, minRecTLI, senderPort, recvTLI                      *int64
 	)
 	err := s.queryRow(ctx, func(r rowScanner) error {
 		return r.Scan(&st.InRecovery, &st.SyncStandbyNames, &st.ReadOnly, &curLSN, &walTLI,
-			&recvLSN, &replayLSN, &replayTime, &ckptTLI, &minRecTLI, &wrStatus, &sender, &senderPort, &recvTLI)
+			&recvLSN, &replayLSN, &replayTime, &ckptTLI, &minRecTLI, &wrStatus, &sender, &senderPort, &recvTLI, &segTLI)
 	}, statusSQL)
 	if err != nil {
 		return st, fmt.Errorf("querying postgres status: %w", err)
@@ -254,6 +255,15 @@ func (s *Server) Status(ctx context.Context) (Status, error) {
 		for _, p := range []*int64{ckptTLI, minRecTLI} {
 			if p != nil && uint32(*p) > st.Timeline {
 				st.Timeline = uint32(*p)
+			}
+		}
+		// Once the receiver has stopped (a candidate freezing its position
+		// in an election) received_tli is gone and the checkpoint's
+		// timeline may be older than the WAL received since: the newest
+		// WAL segment's timeline is the one the standby is on.
+		if segTLI != nil {
+			if tli, err := strconv.ParseUint(*segTLI, 16, 32); err == nil && uint32(tli) > st.Timeline {
+				st.Timeline = uint32(tli)
 			}
 		}
 	}
