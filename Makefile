@@ -8,7 +8,7 @@ GO      ?= go
 BIN     := bin/petrel
 UP_ARGS ?=
 
-.PHONY: all build deps up down test bench fmt vet clean
+.PHONY: all build deps up down test bench chaos fmt vet clean
 
 all: build
 
@@ -42,6 +42,14 @@ bench: deps build
 		$(GO) run "./$$d"; \
 	done; \
 	[ $$found = 1 ] || echo "no benchmarks under bench/"
+
+# The long fault-injection run: random fault schedules against real
+# clusters for CHAOS_DURATION; the report goes to ./chaos-report/ and every
+# run's seed is printed (replay: go run ./cmd/petrel-chaos -seed N -runs 1).
+CHAOS_DURATION ?= 30m
+CHAOS_ARGS     ?=
+chaos: deps build
+	$(GO) run ./cmd/petrel-chaos -duration $(CHAOS_DURATION) -out chaos-report $(CHAOS_ARGS)
 
 fmt:
 	$(GO) fmt ./...

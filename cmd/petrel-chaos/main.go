@@ -30,7 +30,7 @@ func main() {
 		seed     = flag.Int64("seed", 0, "master seed (0: from the clock); with -runs 1 it is the run's seed")
 		steps    = flag.Int("steps", 6, "faults per run")
 		faults   = flag.String("faults", "", "comma-separated faults to draw from (default all: "+strings.Join(chaos.FaultNames(), ",")+")")
-		target   = flag.String("target", "writer", "where clients connect: writer (multi-host read-write DSN) or proxy")
+		target   = flag.String("target", "proxy", "where clients connect: proxy (a random node's leader proxy) or writer (multi-host read-write DSN)")
 		out      = flag.String("out", "chaos-report", "report directory")
 		dir      = flag.String("dir", "", "cluster directories go under this (default a temp dir)")
 		withOrd  = flag.Bool("ord", false, "add ord1, a replica outside the primary region")

@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand"
@@ -210,6 +211,16 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	defer fcancel()
 	finalChecks(fctx, c, cfg, h, ops, prober.Acks(), res)
 	res.Duration = time.Since(res.Started)
+	if len(res.Anomalies) > 0 {
+		// Keep the evidence next to the agents' logs.
+		if b, err := json.Marshal(struct {
+			Ops  []Op  `json:"ops"`
+			Acks []Ack `json:"probe_acks"`
+		}{ops, prober.Acks()}); err == nil {
+			_ = os.WriteFile(filepath.Join(cfg.Dir, "history.json"), b, 0o644)
+		}
+		res.Notes = append(res.Notes, "history in "+filepath.Join(cfg.Dir, "history.json")+"; run start "+h.start.Format(time.RFC3339Nano))
+	}
 	return res, nil
 }
 
