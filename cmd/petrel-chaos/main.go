@@ -29,11 +29,12 @@ func main() {
 		runs     = flag.Int("runs", 0, "stop after this many runs (0: until -duration)")
 		seed     = flag.Int64("seed", 0, "master seed (0: from the clock); with -runs 1 it is the run's seed")
 		steps    = flag.Int("steps", 6, "faults per run")
-		faults   = flag.String("faults", "", "comma-separated faults to draw from (default all: "+strings.Join(chaos.FaultNames(), ",")+")")
+		faults   = flag.String("faults", "", "comma-separated faults to draw from (default: "+strings.Join(chaos.DefaultFaults(), ",")+"; disk-full-leader needs -tmpfs)")
 		target   = flag.String("target", "proxy", "where clients connect: proxy (a random node's leader proxy) or writer (multi-host read-write DSN)")
 		out      = flag.String("out", "chaos-report", "report directory")
 		dir      = flag.String("dir", "", "cluster directories go under this (default a temp dir)")
 		withOrd  = flag.Bool("ord", false, "add ord1, a replica outside the primary region")
+		tmpfs    = flag.String("tmpfs", "", "root only: put every node's data dir on a tmpfs of this size (e.g. 384m); adds disk-full-leader to the default faults")
 	)
 	flag.Parse()
 	if *seed == 0 {
@@ -55,6 +56,9 @@ func main() {
 		log.Fatal(err)
 	}
 	var fl []string
+	if *tmpfs != "" && *faults == "" {
+		fl = append(chaos.DefaultFaults(), "disk-full-leader")
+	}
 	if *faults != "" {
 		fl = strings.Split(*faults, ",")
 		for _, f := range fl {
@@ -81,7 +85,7 @@ func main() {
 		log.Printf("run %d: seed %d, schedule %v", i+1, rs, sched)
 		res, err := chaos.Run(ctx, chaos.Config{
 			Dir: filepath.Join(base, fmt.Sprintf("run-%d", rs)), Binary: bin, Seed: rs, Nodes: nodes,
-			Target: *target, Schedule: sched, Logf: log.Printf,
+			Target: *target, Schedule: sched, Logf: log.Printf, TmpfsSize: *tmpfs,
 		})
 		if err != nil {
 			log.Printf("run %d (seed %d): harness error: %v", i+1, rs, err)

@@ -163,6 +163,17 @@ func Faults() []Fault {
 		partFault("part-replica-leader", func(e *Env, l string) [][2]string {
 			return [][2]string{{e.pick(e.others(l)), l}}
 		}),
+		{"disk-full-leader", func(ctx context.Context, e *Env) (string, func(context.Context) error, error) {
+			l, err := e.leaderOrErr()
+			if err != nil {
+				return "", nil, err
+			}
+			free, err := e.C.FillDisk(l)
+			if err != nil {
+				return "", nil, err
+			}
+			return "filled " + l + "'s data dir", func(context.Context) error { return free() }, nil
+		}},
 		{"flap-leader-etcd", func(ctx context.Context, e *Env) (string, func(context.Context) error, error) {
 			l, err := e.leaderOrErr()
 			if err != nil {
@@ -265,6 +276,18 @@ func FaultNames() []string {
 	var n []string
 	for _, f := range Faults() {
 		n = append(n, f.Name)
+	}
+	return n
+}
+
+// DefaultFaults are the faults random schedules draw from when none are
+// named: every fault but disk-full-leader, which needs tmpfs data dirs.
+func DefaultFaults() []string {
+	var n []string
+	for _, f := range FaultNames() {
+		if f != "disk-full-leader" {
+			n = append(n, f)
+		}
 	}
 	return n
 }

@@ -46,6 +46,7 @@ type Config struct {
 	Bank       int
 	Append     int
 	ExtraFlags []string
+	TmpfsSize  string // when set (root only), every node's data dir is a tmpfs of this size (enables disk-full-leader)
 	KeepDir    bool
 	Logf       func(format string, args ...any)
 }
@@ -57,6 +58,7 @@ type StepResult struct {
 	At           time.Duration `json:"at"`
 	Hold         time.Duration `json:"hold"`
 	HealthyAfter time.Duration `json:"healthy_after"` // from heal to healthy
+	RolesAtHeal  string        `json:"roles_at_heal"` // every member's role/state just before healing
 	Err          string        `json:"err,omitempty"`
 }
 
@@ -89,7 +91,7 @@ func (r *Result) anomaly(kind, format string, args ...any) {
 // RandomSchedule draws n steps from faults (all when empty).
 func RandomSchedule(rng *rand.Rand, n int, faults []string, lease time.Duration) []Step {
 	if len(faults) == 0 {
-		faults = FaultNames()
+		faults = DefaultFaults()
 	}
 	var s []Step
 	for i := 0; i < n; i++ {
@@ -139,6 +141,13 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	for _, n := range cfg.Nodes {
 		if _, err := c.DefineNode(n.ID, n.Region); err != nil {
 			return nil, err
+		}
+	}
+	if cfg.TmpfsSize != "" {
+		for _, n := range cfg.Nodes {
+			if err := c.MountTmpfs(ctx, n.ID, cfg.TmpfsSize); err != nil {
+				return nil, err
+			}
 		}
 	}
 	for _, n := range cfg.Nodes {
@@ -267,6 +276,7 @@ func runStep(ctx context.Context, env *Env, st Step, h *History, res *Result) St
 		sr.Err = err.Error()
 	}
 	hold(ctx, st.Hold)
+	sr.RolesAtHeal = roles(env.C)
 	healAt := h.Now()
 	if heal != nil {
 		hctx, cancel := context.WithTimeout(ctx, 60*time.Second)
@@ -281,6 +291,7 @@ func runStep(ctx context.Context, env *Env, st Step, h *History, res *Result) St
 		res.anomaly("unhealthy", "90s after healing %s (%s): %v; roles: %s", st.Fault, desc, err, roles(env.C))
 	}
 	sr.HealthyAfter = h.Now() - healAt
+	env.Logf("[%v] before healing: %s", healAt.Round(time.Millisecond), sr.RolesAtHeal)
 	env.Logf("[%v] healed %s; healthy after %v (%s)", h.Now().Round(time.Millisecond), st.Fault, sr.HealthyAfter.Round(time.Millisecond), roles(env.C))
 	return sr
 }

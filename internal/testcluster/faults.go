@@ -2,9 +2,12 @@ package testcluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -113,3 +116,77 @@ func (c *Cluster) SignalPostgres(id string, sig syscall.Signal) error {
 
 // Running reports whether node id's agent process is alive.
 func (c *Cluster) Running(id string) bool { return c.AgentPID(id) != 0 }
+
+// MountTmpfs puts node id's data dir on a tmpfs of the given size (e.g.
+// "256m") so a test can fill it. Root only; call it after DefineNode and
+// before StartNode. Close unmounts it.
+func (c *Cluster) MountTmpfs(ctx context.Context, id, size string) error {
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("a tmpfs data dir needs root")
+	}
+	n := c.Node(id)
+	if n == nil {
+		return fmt.Errorf("no node %s", id)
+	}
+	if err := os.MkdirAll(n.DataDir, 0o755); err != nil {
+		return err
+	}
+	out, err := exec.CommandContext(ctx, "mount", "-t", "tmpfs", "-o", "size="+size+",mode=0755", "tmpfs", n.DataDir).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("mounting a tmpfs on %s: %w: %s", n.DataDir, err, out)
+	}
+	c.mu.Lock()
+	c.mounts = append(c.mounts, n.DataDir)
+	c.mu.Unlock()
+	return nil
+}
+
+func (c *Cluster) unmountAll() {
+	c.mu.Lock()
+	ms := c.mounts
+	c.mounts = nil
+	c.mu.Unlock()
+	for _, m := range ms {
+		_ = exec.Command("umount", "-l", m).Run()
+	}
+}
+
+// FillDisk writes <data dir>/fill until the filesystem is full and
+// returns a function that removes it.
+func (c *Cluster) FillDisk(id string) (free func() error, err error) {
+	n := c.Node(id)
+	if n == nil {
+		return nil, fmt.Errorf("no node %s", id)
+	}
+	c.mu.Lock()
+	mounted := slices.Contains(c.mounts, n.DataDir)
+	c.mu.Unlock()
+	if !mounted {
+		return nil, fmt.Errorf("node %s's data dir is not a tmpfs of this cluster (MountTmpfs): refusing to fill a real disk", id)
+	}
+	p := filepath.Join(n.DataDir, "fill")
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	buf := make([]byte, 1<<20)
+	for {
+		if _, err := f.Write(buf); err != nil {
+			if errors.Is(err, syscall.ENOSPC) {
+				break
+			}
+			f.Close()
+			_ = os.Remove(p)
+			return nil, fmt.Errorf("filling %s: %w", n.DataDir, err)
+		}
+	}
+	// Top off with small writes so not even a page is left.
+	small := make([]byte, 4096)
+	for {
+		if _, err := f.Write(small); err != nil {
+			break
+		}
+	}
+	f.Close()
+	return func() error { return os.Remove(p) }, nil
+}

@@ -57,6 +57,7 @@ type Cluster struct {
 	etcdMu                     sync.Mutex // guards Etcd across StopEtcd/RestartEtcd
 	world                      *netsim.World
 	worldStop                  context.CancelFunc
+	mounts                     []string // tmpfs data dirs to unmount on Close
 }
 
 // Node is one `petrel node` process.
@@ -309,6 +310,7 @@ func (c *Cluster) Close() {
 		c.Etcd.Close()
 	}
 	c.etcdMu.Unlock()
+	c.unmountAll()
 	if c.world != nil {
 		c.world.Close()
 		c.worldStop()
