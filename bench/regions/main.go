@@ -164,7 +164,7 @@ func run(duration, interval, poll time.Duration, pgbenchClients int) error {
 				if n[0] == leader {
 					continue
 				}
-				if st, err := c.Status(n[0]); err == nil && st.Role == "replica" {
+				if st, err := c.Status(n[0]); err == nil && st.Role == "replica" && st.LagBytes >= 0 {
 					mu.Lock()
 					statusLag[n[0]] = append(statusLag[n[0]], time.Duration(st.LagSeconds*float64(time.Second)))
 					statusBytes[n[0]] = max(statusBytes[n[0]], st.LagBytes)

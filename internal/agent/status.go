@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/petrel-db/petrel/internal/engine"
@@ -131,14 +132,7 @@ func (a *Agent) Status(ctx context.Context) model.Status {
 		}
 	}
 	if role == model.RoleReplica && obs.Leader != "" {
-		if m, ok := obs.Members[obs.Leader]; ok {
-			if ls, err := fetchStatus(ctx, a.http, a.dialSrc.Map().URL(m.APIURL)); err == nil && ls.LSNNum >= ps.ReplayLSN {
-				st.LagBytes = int64(ls.LSNNum - ps.ReplayLSN)
-			}
-		}
-		if st.LagBytes > 0 && !ps.ReplayTime.IsZero() {
-			st.LagSeconds = time.Since(ps.ReplayTime).Seconds()
-		}
+		a.measureLag(ctx, &st, obs, ps)
 		if !ps.Streaming {
 			st.Problems = append(st.Problems, "not streaming from the leader")
 		}
@@ -148,6 +142,59 @@ func (a *Agent) Status(ctx context.Context) model.Status {
 	}
 	a.extStatus(&st) // issue 3 hook (ext.go): pending restarts, applied config revision
 	return st
+}
+
+// lagHTTP fetches the leader's /status for lag: across a far region's
+// link a request takes a round trip or two, more than the election's
+// 500 ms budget allows under load.
+var lagHTTP = &http.Client{Timeout: 2 * time.Second}
+
+// caughtUpAt remembers, per agent, when a lag measurement last found the
+// replica caught up (see measureLag).
+var caughtUpAt sync.Map // *Agent -> time.Time
+
+// measureLag sets a replica's lag from measurements, never a guess. This
+// server's replay LSN R and last replayed commit time are queried at tR,
+// then the leader's current LSN L (its /status, which crosses the link).
+// lag_bytes = L - R (0 when R >= L): an upper bound, as L is read a
+// little after tR. lag_seconds = tR - max(last replayed commit, last time
+// a measurement found R >= L): both are upper bounds, since every byte
+// still to replay was written after each of them; 0 when caught up. When
+// the leader cannot be asked both are -1 (unknown), with the reason in
+// Problems.
+func (a *Agent) measureLag(ctx context.Context, st *model.Status, obs engine.Observation, ps pg.Status) {
+	st.LagBytes, st.LagSeconds = -1, -1
+	m, ok := obs.Members[obs.Leader]
+	if !ok {
+		st.Problems = append(st.Problems, "replication lag unknown: the leader has not published its address")
+		return
+	}
+	qctx, cancel := context.WithTimeout(ctx, time.Second)
+	fresh, err := a.pg.Status(qctx)
+	cancel()
+	tR := time.Now()
+	if err == nil && fresh.Running && fresh.InRecovery {
+		ps = fresh // else ps is from the last loop round, at most a round old
+	}
+	ls, err := fetchStatus(ctx, lagHTTP, a.dialSrc.Map().URL(m.APIURL))
+	if err != nil {
+		st.Problems = append(st.Problems, "replication lag unknown: "+err.Error())
+		return
+	}
+	if ls.LSNNum <= ps.ReplayLSN {
+		caughtUpAt.Store(a, tR)
+		st.LagBytes, st.LagSeconds = 0, 0
+		return
+	}
+	st.LagBytes = int64(ls.LSNNum - ps.ReplayLSN)
+	since := ps.ReplayTime
+	if v, ok := caughtUpAt.Load(a); ok && v.(time.Time).After(since) {
+		since = v.(time.Time)
+	}
+	st.LagSeconds = 0
+	if !since.IsZero() {
+		st.LagSeconds = max(0, tR.Sub(since).Seconds())
+	}
 }
 
 // Health lists failing checks; none means healthy.

@@ -22,6 +22,7 @@ type RegionSummary struct {
 	Primary       string  `json:"primary,omitempty"` // the leader's id, when it is in this region
 	MaxLagBytes   int64   `json:"max_lag_bytes"`
 	MaxLagSeconds float64 `json:"max_lag_seconds"`
+	LagUnknown    int     `json:"lag_unknown,omitempty"` // replicas that could not measure their lag
 }
 
 // Regions summarises sts per region, in order of first appearance.
@@ -48,6 +49,10 @@ func Regions(sts []model.Status) []RegionSummary {
 			if s.Streaming {
 				r.Streaming++
 			}
+			if s.LagBytes < 0 {
+				r.LagUnknown++
+				continue
+			}
 			r.MaxLagBytes = max(r.MaxLagBytes, s.LagBytes)
 			r.MaxLagSeconds = max(r.MaxLagSeconds, s.LagSeconds)
 		}
@@ -64,6 +69,9 @@ func RegionTable(w io.Writer, sts []model.Status) {
 		lag := "-"
 		if r.Replicas > 0 {
 			lag = fmt.Sprintf("%s / %.2fs", HumanBytes(r.MaxLagBytes), r.MaxLagSeconds)
+			if r.LagUnknown > 0 {
+				lag += fmt.Sprintf(" (%d unknown)", r.LagUnknown)
+			}
 		}
 		fmt.Fprintf(tw, "%s\t%d/%d\t%s\t%d/%d\t%s\n", dash(r.Region), r.Up, r.Members, dash(r.Primary), r.Streaming, r.Replicas, lag)
 	}

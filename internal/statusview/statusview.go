@@ -137,6 +137,9 @@ func Table(w io.Writer, sts []model.Status) {
 		lag := "-"
 		if s.Role == model.RoleReplica {
 			lag = fmt.Sprintf("%s / %.1fs", HumanBytes(s.LagBytes), s.LagSeconds)
+			if s.LagBytes < 0 {
+				lag = "unknown" // the member could not ask the leader
+			}
 		}
 		tl := "-"
 		if s.Timeline > 0 {

@@ -77,12 +77,13 @@ func TestRegions(t *testing.T) {
 		{ID: "syd1", Region: "syd", Role: model.RoleReplica, Streaming: true, LagBytes: 4096, LagSeconds: 0.3},
 		{ID: "syd2", Region: "syd", Role: model.RoleReplica, LagBytes: 100, LagSeconds: 0.5},
 		{ID: "ams1", Region: "ams", Role: model.RoleOffline},
+		{ID: "syd3", Region: "syd", Role: model.RoleReplica, LagBytes: -1, LagSeconds: -1},
 	}
 	rs := Regions(sts)
 	if len(rs) != 3 || rs[0].Region != "scl" || rs[0].Primary != "scl1" || rs[0].MaxLagBytes != 10 {
 		t.Fatalf("scl: %+v", rs)
 	}
-	if rs[1].Region != "syd" || rs[1].MaxLagBytes != 4096 || rs[1].MaxLagSeconds != 0.5 || rs[1].Streaming != 1 || rs[1].Replicas != 2 {
+	if rs[1].Region != "syd" || rs[1].MaxLagBytes != 4096 || rs[1].MaxLagSeconds != 0.5 || rs[1].Streaming != 1 || rs[1].Replicas != 3 || rs[1].LagUnknown != 1 {
 		t.Fatalf("syd: %+v", rs[1])
 	}
 	if rs[2].Up != 0 || rs[2].Members != 1 {
@@ -92,7 +93,7 @@ func TestRegions(t *testing.T) {
 	RegionTable(&b, sts)
 	out := b.String()
 	t.Log("\n" + out)
-	if !strings.Contains(out, "4.0 KiB / 0.50s") || !strings.Contains(out, "scl1") {
+	if !strings.Contains(out, "4.0 KiB / 0.50s (1 unknown)") || !strings.Contains(out, "scl1") {
 		t.Fatalf("region table:\n%s", out)
 	}
 }
