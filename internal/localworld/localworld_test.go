@@ -279,7 +279,7 @@ func TestRunFakeWorld(t *testing.T) {
 func TestScaleRemoveFakeWorld(t *testing.T) {
 	t.Setenv("PETREL_FAKE_NODE", "1")
 	dir := t.TempDir()
-	bp := basePort()
+	bp := freeBase(t)
 	cf, out, stop := runWorld(t, dir, Options{BasePort: bp, Regions: []RegionCount{{"scl", 2}, {"syd", 1}}, Latency: "scl-syd=20ms"})
 	defer stop()
 	if !strings.Contains(out.String(), "REGION") {
@@ -389,4 +389,22 @@ func TestParseLatency(t *testing.T) {
 			t.Errorf("%q: want an error", bad)
 		}
 	}
+}
+
+// freeBase finds a base port below the ephemeral range (where the links'
+// random ports live) whose whole range is free.
+func freeBase(t *testing.T) int {
+	t.Helper()
+	for k := 0; k < 120; k++ {
+		b := 20000 + ((os.Getpid()+k)%120)*100
+		w := &world{EtcdClientPort: b + etcdClientOff, EtcdPeerPort: b + etcdPeerOff}
+		for i := 0; i < maxNodes; i++ {
+			w.Nodes = append(w.Nodes, worldNode{ID: "n", PGPort: b + pgPortOffset + i, APIPort: b + apiPortOffset + i, ProxyPort: b + proxyPortOffset + i})
+		}
+		if checkPorts(w) == nil {
+			return b
+		}
+	}
+	t.Fatal("no free port range")
+	return 0
 }
