@@ -210,25 +210,37 @@ func stopFault(name string, agent, postgres bool) Fault {
 		if err != nil {
 			return "", nil, err
 		}
+		// Resume exactly the processes stopped, Postgres first, as a VM
+		// thawing would: by heal time the agent's watchdog may have killed
+		// the postmaster and the backends would stay stopped for ever,
+		// holding its shared memory.
+		var pg []int
+		agentPID := 0
 		var what []string
 		if postgres {
-			if err := e.C.SignalPostgres(l, syscall.SIGSTOP); err != nil {
-				return "", nil, err
+			pg = e.C.PostgresPIDs(l)
+			if len(pg) == 0 {
+				return "", nil, fmt.Errorf("%s: postgres not running", l)
+			}
+			for _, p := range pg {
+				_ = syscall.Kill(p, syscall.SIGSTOP)
 			}
 			what = append(what, "postgres")
 		}
 		if agent {
-			if err := e.C.SignalAgent(l, syscall.SIGSTOP); err != nil {
-				return "", nil, err
+			agentPID = e.C.AgentPID(l)
+			if agentPID == 0 {
+				return "", nil, fmt.Errorf("%s: agent not running", l)
 			}
+			_ = syscall.Kill(agentPID, syscall.SIGSTOP)
 			what = append(what, "agent")
 		}
 		heal := func(context.Context) error {
-			if agent {
-				_ = e.C.SignalAgent(l, syscall.SIGCONT)
+			for _, p := range pg {
+				_ = syscall.Kill(p, syscall.SIGCONT)
 			}
-			if postgres {
-				_ = e.C.SignalPostgres(l, syscall.SIGCONT)
+			if agentPID != 0 {
+				_ = syscall.Kill(agentPID, syscall.SIGCONT)
 			}
 			return nil
 		}

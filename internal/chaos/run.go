@@ -216,7 +216,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 			}
 		}
 	}
-	fctx, fcancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	finalWait := 3 * time.Minute
+	if ctx.Err() != nil {
+		finalWait = 30 * time.Second // interrupted: check what can be checked, quickly
+	}
+	fctx, fcancel := context.WithTimeout(context.Background(), finalWait)
 	defer fcancel()
 	finalChecks(fctx, c, cfg, h, ops, prober.Acks(), res)
 	res.Duration = time.Since(res.Started)
