@@ -51,8 +51,8 @@ var (
 	threads = flag.Int("j", 2, "pgbench threads")
 	scale   = flag.Int("scale", 5, "pgbench scale")
 	keep    = flag.Bool("keep", false, "keep the work directory")
-	procs   = flag.Int("procs", 0, "GOMAXPROCS for this process, where the proxy runs (0: default)")
-	both    = flag.Bool("both", false, "also measure the proxy with CopyBuffer (read/write instead of splice)")
+	procs   = flag.Int("procs", 0, "GOMAXPROCS for this process, where the proxy runs (0: petrel's default, proxy.DefaultProcs)")
+	both    = flag.Bool("both", false, "also measure the proxy with Splice (splice(2) instead of read/write), as petrel-b")
 )
 
 type result struct{ tps, latMS float64 }
@@ -117,9 +117,11 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	if *procs > 0 {
-		runtime.GOMAXPROCS(*procs)
+	// The same default as petrel's own processes (see proxy.DefaultProcs).
+	if *procs <= 0 {
+		*procs = proxy.DefaultProcs()
 	}
+	runtime.GOMAXPROCS(*procs)
 	p := proxy.New(proxy.Config{Cluster: c.Opts.Name, Region: "scl"}, proxy.Options{Etcd: etcd})
 	pctx, pstop := context.WithCancel(ctx)
 	pdone := make(chan error, 1)
@@ -130,7 +132,7 @@ func run() error {
 		if bln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
 			return err
 		}
-		pb := proxy.New(proxy.Config{Cluster: c.Opts.Name, Region: "scl", CopyBuffer: true}, proxy.Options{Etcd: etcd})
+		pb := proxy.New(proxy.Config{Cluster: c.Opts.Name, Region: "scl", Splice: true}, proxy.Options{Etcd: etcd})
 		bdone := make(chan error, 1)
 		go func() { bdone <- pb.Run(pctx, bln, nil) }()
 		defer func() { pstop(); <-bdone }()

@@ -5,12 +5,18 @@ package cli
 import (
 	"fmt"
 	"os"
+	"runtime"
+
+	"github.com/petrel-db/petrel/internal/proxy"
 
 	"github.com/spf13/cobra"
 )
 
 // Execute runs the CLI and returns the process exit code.
 func Execute() int {
+	if os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(proxy.DefaultProcs())
+	}
 	root := &cobra.Command{
 		Use:           "petrel",
 		Short:         "Self-hostable, automated, multi-region, highly available PostgreSQL",

@@ -154,12 +154,13 @@ func (p *Proxy) refuseStartup(c net.Conn, msg pgproto3.FrontendMessage, code, te
 }
 
 // pipe copies bytes both ways until either side closes, then closes both.
-// Both ends are *net.TCPConn, so io.Copy splices on Linux.
+// Both ends are *net.TCPConn, so io.Copy splices on Linux when Splice is
+// set; otherwise bytes go through a pooled buffer (see Config.Splice).
 func (p *Proxy) pipe(pc *pconn) {
 	stopIdle := p.watchIdle(pc)
 	defer stopIdle()
 	cp := func(dst, src net.Conn) {
-		if p.cfg.CopyBuffer {
+		if !p.cfg.Splice {
 			bp := bufPool.Get().(*[]byte)
 			_, _ = io.CopyBuffer(writerOnly{dst}, readerOnly{src}, *bp)
 			bufPool.Put(bp)
