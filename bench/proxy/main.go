@@ -154,7 +154,8 @@ func run() error {
 	}
 	targets := []struct{ name, dsn string }{
 		{"direct", dsn(n.PGPort)},
-		{"petrel", dsn(pln.Addr().(*net.TCPAddr).Port)},
+		// The product path: the proxy inside the node agent's process.
+		{"petrel", dsn(n.ProxyPort)},
 		{"haproxy", dsn(hport)},
 	}
 	if bln != nil {
@@ -215,13 +216,13 @@ func run() error {
 		f.Close()
 		return err
 	}
-	got, err := pgbench(ctx, targets[1].dsn, nil)
+	got, err := pgbench(ctx, dsn(pln.Addr().(*net.TCPAddr).Port), nil)
 	pprof.StopCPUProfile()
 	f.Close()
 	if err != nil {
 		return fmt.Errorf("profiled run: %w", err)
 	}
-	fmt.Printf("\nCPU profile of the proxy (this process) during a persistent run through it (%.0f tps):\n", got.tps)
+	fmt.Printf("\nCPU profile of the same proxy code run in this process (with GOMAXPROCS=%d) during a persistent run through it (%.0f tps):\n", runtime.GOMAXPROCS(0), got.tps)
 	out, err := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-nodecount=25", prof).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("go tool pprof: %w\n%s", err, out)
