@@ -237,6 +237,9 @@ func (a *Agent) observe(ctx context.Context) (engine.Observation, error) {
 		Switchover:  snap.Switchover,
 		LeaseLeft:   left,
 		Cascade:     snap.Cascade[a.cfg.Region],
+
+		CascadeRegions:    snap.Cascade,
+		RegisteredRegions: snap.RegisteredRegions,
 	}
 	o.PrimaryRegion = a.cfg.PrimaryRegion
 	if snap.Info != nil {

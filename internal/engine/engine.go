@@ -114,9 +114,13 @@ type Observation struct {
 	Switchover    *model.Switchover
 	// Cascade is true when this node's region streams from a replica of
 	// its own region (the region's hub) instead of from the leader.
-	Cascade       bool
-	SwitchoverAge time.Duration
-	LeaseLeft     time.Duration // conservative time until this node's lease may expire
+	Cascade bool
+	// CascadeRegions lists every cascading region; RegisteredRegions maps
+	// each registered node to its region (for the leader's slots).
+	CascadeRegions    map[string]bool
+	RegisteredRegions map[string]string
+	SwitchoverAge     time.Duration
+	LeaseLeft         time.Duration // conservative time until this node's lease may expire
 
 	// LeaderDead is true when the leader's Postgres and agent both refused
 	// connections (a fact, not a timeout), confirmed twice.
@@ -481,9 +485,15 @@ func syncValue(ids []string, mode string) string {
 func slotActions(o Observation) []Action {
 	want := map[string]bool{}
 	for _, id := range o.Registered {
-		if id != o.Self {
-			want[SlotName(id)] = true
+		if id == o.Self {
+			continue
 		}
+		// A cascading member streams from its region's hub, which keeps
+		// no slots; a slot here would never advance and would pin WAL.
+		if r := o.RegisteredRegions[id]; r != "" && r != o.PrimaryRegion && o.CascadeRegions[r] && hubOf(o, r) != id && hubOf(o, r) != "" {
+			continue
+		}
+		want[SlotName(id)] = true
 	}
 	have := set(o.Slots)
 	var acts []Action
@@ -556,14 +566,20 @@ func upstream(o Observation) string {
 	if !o.Cascade || o.Region == o.PrimaryRegion {
 		return o.Leader
 	}
-	hub := ""
-	for id, m := range o.Members {
-		if m.Region == o.Region && id != o.Leader && (hub == "" || id < hub) {
-			hub = id
-		}
-	}
+	hub := hubOf(o, o.Region)
 	if hub == "" || hub == o.Self {
 		return o.Leader
+	}
+	return hub
+}
+
+// hubOf is the alive member of region with the lowest id (not the leader).
+func hubOf(o Observation, region string) string {
+	hub := ""
+	for id, m := range o.Members {
+		if m.Region == region && id != o.Leader && (hub == "" || id < hub) {
+			hub = id
+		}
 	}
 	return hub
 }

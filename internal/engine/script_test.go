@@ -122,6 +122,18 @@ func setField(o *Observation, k, v string) error {
 		o.LeaderDead = boolean()
 	case "cascade":
 		o.Cascade = boolean()
+	case "cascade-regions":
+		o.CascadeRegions = map[string]bool{}
+		for _, r := range list(v) {
+			o.CascadeRegions[r] = true
+		}
+	case "registered": // id:region,...
+		o.Registered, o.RegisteredRegions = nil, map[string]string{}
+		for _, s := range list(v) {
+			f := strings.Split(s, ":")
+			o.Registered = append(o.Registered, f[0])
+			o.RegisteredRegions[f[0]] = f[1]
+		}
 	case "restarts":
 		o.Restarts = int(atoi())
 	case "since-start":

@@ -49,6 +49,8 @@ type Snapshot struct {
 	Switchover    *model.Switchover
 	SwitchoverRev int64
 	InfoRev       int64
+	// RegisteredRegions maps each registered node to its region.
+	RegisteredRegions map[string]string
 	// Cascade lists the regions whose replicas stream from a replica of
 	// their own region (key cascade: a JSON array of region names).
 	Cascade map[string]bool
@@ -262,7 +264,7 @@ func (s *Store) resync(ctx context.Context) error {
 func (s *Store) Snapshot() Snapshot {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	snap := Snapshot{Rev: s.rev, Members: map[string]model.Member{}, Cascade: map[string]bool{}}
+	snap := Snapshot{Rev: s.rev, Members: map[string]model.Member{}, Cascade: map[string]bool{}, RegisteredRegions: map[string]string{}}
 	for k, kv := range s.kvs {
 		rest := strings.TrimPrefix(k, s.prefix)
 		switch {
@@ -295,7 +297,9 @@ func (s *Store) Snapshot() Snapshot {
 				snap.Members[m.ID] = m
 			}
 		case strings.HasPrefix(rest, "nodes/"):
-			snap.Registered = append(snap.Registered, strings.TrimPrefix(rest, "nodes/"))
+			id := strings.TrimPrefix(rest, "nodes/")
+			snap.Registered = append(snap.Registered, id)
+			snap.RegisteredRegions[id] = string(kv.Value)
 		}
 	}
 	sort.Strings(snap.Registered)
