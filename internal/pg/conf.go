@@ -97,6 +97,10 @@ func (s *Server) writePetrelConf() error {
 		{"max_replication_slots", "16"},
 		{"wal_log_hints", "on"},
 		{"wal_keep_size", "'256MB'"},
+		// A slot whose member stopped consuming (gone, or far behind) may
+		// not pin more than this: past it Postgres invalidates the slot and
+		// the member re-clones, instead of the leader's disk filling up.
+		{"max_slot_wal_keep_size", "'2GB'"},
 		{"hot_standby_feedback", "on"},
 		{"password_encryption", "'scram-sha-256'"},
 		{"wal_sender_timeout", "'5s'"},
