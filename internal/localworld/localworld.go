@@ -510,14 +510,30 @@ func childEnv() []string {
 }
 
 func waitForPrimary(ctx context.Context, targets []statusview.Target, lg *slog.Logger) bool {
-	lg.Info("waiting for a primary", "timeout", ReadyTimeout)
+	lg.Info("waiting for a primary and streaming replicas", "timeout", ReadyTimeout)
 	deadline := time.NewTimer(ReadyTimeout)
 	defer deadline.Stop()
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
+	var primarySince time.Time
 	for {
-		if _, ok := statusview.Primary(statusview.Collect(ctx, targets)); ok {
-			return true
+		// Ready: a primary and every other member a streaming replica.
+		// Once a primary exists, a member still cloning after a minute
+		// does not hold the table back.
+		sts := statusview.Collect(ctx, targets)
+		if _, ok := statusview.Primary(sts); ok {
+			if primarySince.IsZero() {
+				primarySince = time.Now()
+			}
+			all := true
+			for _, st := range sts {
+				if st.Role != model.RolePrimary && !(st.Role == model.RoleReplica && st.Streaming) {
+					all = false
+				}
+			}
+			if all || time.Since(primarySince) > time.Minute {
+				return true
+			}
 		}
 		select {
 		case <-ctx.Done():

@@ -149,9 +149,34 @@ func Table(w io.Writer, sts []model.Status) {
 		if s.PendingRestart {
 			state += " (pending restart)"
 		}
+		switch {
+		case s.Role == model.RolePrimary && s.SyncState != "":
+			// Whether an automatic failover could happen right now.
+			state += " (" + map[string]string{
+				"sync":           "sync standby: " + syncList(sts),
+				"async-degraded": "no sync standby: writes go on, no automatic failover",
+				"blocked":        "no sync standby: writes wait (strict)",
+				"off":            "async",
+			}[s.SyncState] + ")"
+		case s.Role == model.RoleReplica && s.Sync:
+			state += " (sync)"
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", dash(s.ID), dash(s.Region), dash(s.Role), state, lag, tl)
 	}
 	tw.Flush()
+}
+
+func syncList(sts []model.Status) string {
+	var ids []string
+	for _, s := range sts {
+		if s.Sync && s.Role == model.RoleReplica {
+			ids = append(ids, s.ID)
+		}
+	}
+	if len(ids) == 0 {
+		return "yes"
+	}
+	return strings.Join(ids, ",")
 }
 
 func dash(s string) string {
