@@ -20,6 +20,11 @@ func repoRoot() string {
 // anomaly, printing the agents' logs.
 func runScenario(t *testing.T, seed int64, schedule []Step) {
 	t.Helper()
+	runScenarioCfg(t, Config{Seed: seed, Schedule: schedule})
+}
+
+func runScenarioCfg(t *testing.T, cfg Config) {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("chaos scenario on a real cluster; skipped with -short")
 	}
@@ -34,7 +39,8 @@ func runScenario(t *testing.T, seed int64, schedule []Step) {
 		t.Fatal(err)
 	}
 	dir := filepath.Join(tmp, "cluster")
-	res, err := Run(ctx, Config{Dir: dir, Binary: bin, Seed: seed, Schedule: schedule, Target: "proxy", Logf: t.Logf})
+	cfg.Dir, cfg.Binary, cfg.Target, cfg.Logf = dir, bin, "proxy", t.Logf
+	res, err := Run(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,4 +103,16 @@ func TestChaosHungLeaderAgent(t *testing.T) {
 		{"pause-leader-both", 6 * time.Second},
 		{"pause-leader-agent", 5 * time.Second},
 	})
+}
+
+// A full disk on the leader (its data dir on a small tmpfs, filled up),
+// then space returns: no promise may break and every node must be back.
+// Root only (mount).
+func TestChaosDiskFull(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a tmpfs data dir")
+	}
+	runScenarioCfg(t, Config{Seed: 104, TmpfsSize: "384m", Schedule: []Step{
+		{"disk-full-leader", 8 * time.Second},
+	}})
 }

@@ -131,9 +131,10 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("starting the cluster: %w", err)
 	}
+	keep := false // a harness error keeps the evidence too
 	defer func() {
 		c.Close()
-		if len(res.Anomalies) == 0 && !cfg.KeepDir {
+		if len(res.Anomalies) == 0 && !cfg.KeepDir && !keep {
 			_ = os.RemoveAll(cfg.Dir)
 			res.Dir = ""
 		}
@@ -158,7 +159,8 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	uctx, cancel := context.WithTimeout(ctx, 4*time.Minute)
 	defer cancel()
 	if err := waitHealthy(uctx, c); err != nil {
-		return nil, fmt.Errorf("cluster did not come up: %w", err)
+		keep = true
+		return nil, fmt.Errorf("cluster did not come up: %w; roles: %s; dir kept: %s", err, roles(c), cfg.Dir)
 	}
 	leader, err := c.WaitLeader(uctx, "")
 	if err != nil {
