@@ -94,7 +94,7 @@ func fakeNode(args []string) int {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/status", func(w http.ResponseWriter, r *http.Request) {
-		json.NewEncoder(w).Encode(model.Status{ID: *id, Region: *region, Role: role, State: "running", Timeline: 1})
+		json.NewEncoder(w).Encode(model.Status{ID: *id, Region: *region, Role: role, State: "running", Timeline: 1, Streaming: role == model.RoleReplica})
 	})
 	srv := &http.Server{Addr: fmt.Sprintf("%s:%d", *host, *apiPort), Handler: mux}
 	go srv.ListenAndServe()
