@@ -258,7 +258,15 @@ func (a *Agent) observe(ctx context.Context) (engine.Observation, error) {
 		var err error
 		ps, err = a.pg.Status(sctx)
 		if err != nil {
-			return o, fmt.Errorf("reading postgres status: %w", err)
+			if !fileExists(filepath.Join(a.cfg.DataDir, "pgdata", "standby.signal")) {
+				return o, fmt.Errorf("reading postgres status: %w", err)
+			}
+			// A standby that does not accept connections is still
+			// recovering, possibly stuck (e.g. its WAL diverged from the new
+			// leader's timeline). Observe it as a standby that is not
+			// streaming, so the engine's stuck-standby rule can rewind it.
+			a.log.Debug("standby not accepting connections", "err", err)
+			ps = pg.Status{Running: true, InRecovery: true}
 		}
 	}
 	now := time.Now()
