@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	mrand "math/rand"
 	"net"
 	"net/http"
 	"os"
@@ -82,8 +83,30 @@ func Build(ctx context.Context, repoRoot, dir string) (string, error) {
 	return out, nil
 }
 
-// FreePort asks the kernel for an unused loopback port.
+// FreePort returns an unused loopback port for a node to listen on
+// later. It picks ports below the kernel's ephemeral range (32768 and up
+// here), at random, never the same twice in this process: a port asked
+// of the kernel with ":0" is free only until something else asks, and
+// everything else here does (netsim links listen on ":0", every outgoing
+// connection takes an ephemeral source port), so a node could find its
+// port taken when it starts ("address already in use": found by the
+// chaos suite, 1 cluster in 10 did not come up).
 func FreePort() (int, error) {
+	portMu.Lock()
+	defer portMu.Unlock()
+	for range 500 {
+		p := portLow + portRand.Intn(portHigh-portLow)
+		if portsGiven[p] {
+			continue
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		portsGiven[p] = true
+		return p, nil
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err
@@ -91,6 +114,14 @@ func FreePort() (int, error) {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
+
+const portLow, portHigh = 20000, 32768
+
+var (
+	portMu     sync.Mutex // guards portRand and portsGiven
+	portRand   = mrand.New(mrand.NewSource(time.Now().UnixNano() ^ int64(os.Getpid())))
+	portsGiven = map[int]bool{}
+)
 
 func randomSecret() string {
 	b := make([]byte, 18)
