@@ -60,7 +60,8 @@ type Agent struct {
 	wasRunning     bool
 	stoppedByUs    bool
 	lastStreaming  time.Time
-	rewindFailedOn string // leader against which rewind last failed
+	streamingSince time.Time // start of the current uninterrupted streaming
+	rewindFailedOn string    // leader against which rewind last failed
 	deadCount      int
 	syncChangeLSN  uint64
 	leaderLSN      uint64
@@ -86,6 +87,9 @@ func New(cfg config.Node, sec config.Secrets, srv *pg.Server, st *store.Store, l
 			PostgresAddr: net.JoinHostPort(cfg.AdvertiseHost, strconv.Itoa(cfg.PGPort)),
 		},
 		state: "starting",
+		// Unknown until an action configures it: primary_conninfo may
+		// still name a former leader from before this process started.
+		following: "?",
 	}
 	if cfg.ProxyPort > 0 {
 		a.self.ProxyAddr = net.JoinHostPort(cfg.AdvertiseHost, strconv.Itoa(cfg.ProxyPort))
@@ -288,7 +292,16 @@ func (a *Agent) observe(ctx context.Context) (engine.Observation, error) {
 	if ps.Running {
 		a.stoppedByUs = false
 	}
-	if ps.Streaming || !ps.InRecovery || a.lastStreaming.IsZero() {
+	// Streaming counts for the stuck-standby rule only once it has lasted:
+	// a receiver that reconnects and fails again (WAL diverged from the
+	// new timeline) shows "streaming" for a moment on every retry.
+	switch {
+	case !ps.Streaming:
+		a.streamingSince = time.Time{}
+	case a.streamingSince.IsZero():
+		a.streamingSince = now
+	}
+	if (ps.Streaming && now.Sub(a.streamingSince) >= 2*time.Second) || !ps.InRecovery || a.lastStreaming.IsZero() {
 		a.lastStreaming = now
 	}
 	a.lastPG = ps
@@ -418,6 +431,7 @@ func (a *Agent) fetchPeers(ctx context.Context, snap store.Snapshot) map[string]
 				p.Reachable = true
 				p.InRecovery = st.Role != model.RolePrimary
 				p.Streaming = st.Streaming
+				p.Frozen = st.Upstream == "" && st.Role != model.RolePrimary
 				p.Timeline = st.Timeline
 				p.LSN = st.LSNNum
 			}

@@ -112,6 +112,7 @@ func (a *Agent) Status(ctx context.Context) model.Status {
 		PostgresAddr: a.self.PostgresAddr,
 		APIURL:       a.self.APIURL,
 		Streaming:    ps.Streaming,
+		Upstream:     obs.Following,
 	}
 	for _, m := range obs.Sync.Members {
 		if m == a.cfg.ID {

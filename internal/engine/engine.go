@@ -83,6 +83,7 @@ type Peer struct {
 	Reachable  bool
 	InRecovery bool
 	Streaming  bool
+	Frozen     bool // its standby follows nobody, so its position is final
 	Timeline   uint32
 	LSN        uint64
 }
@@ -127,12 +128,14 @@ type Observation struct {
 	LeaderDead bool
 
 	// Local Postgres.
-	Data            DataRole
-	Running         bool
-	InRecovery      bool
-	Timeline        uint32
-	LSN             uint64 // primary: current; standby: max(received, replayed)
-	Streaming       bool
+	Data       DataRole
+	Running    bool
+	InRecovery bool
+	Timeline   uint32
+	LSN        uint64 // primary: current; standby: max(received, replayed)
+	Streaming  bool
+	// Following is the member primary_conninfo names ("" none; the agent
+	// reports "?" while it does not know, e.g. right after it started).
 	Following       string // member the standby is configured to follow ("" none)
 	NotStreamingFor time.Duration
 	Restarts        int           // consecutive failed local starts / crashes
@@ -624,8 +627,11 @@ func decideElection(o Observation, p Params, localRole string) Plan {
 		// hold its commits, so it takes the key back and restarts.
 		return Plan{Role: localRole, Actions: []Action{{Kind: AcquireLeader, Rev: o.SyncRev, Reason: "last leader, no synchronous standby"}}}
 	}
-	if o.Running && o.Streaming {
-		// Stop streaming so our position is final before comparing.
+	if o.Running && (o.Streaming || o.Following != "") {
+		// Stop streaming so our position is final before comparing. A
+		// receiver that is merely between connections is not final: while
+		// primary_conninfo still names the old leader it may reconnect and
+		// confirm more commits to a hung primary.
 		return Plan{Role: localRole, Actions: []Action{{Kind: Follow, Target: "", Reason: "leader lost; freezing position"}}}
 	}
 	if !o.Running {
@@ -644,7 +650,7 @@ func decideElection(o Observation, p Params, localRole string) Plan {
 			continue
 		}
 		peer, ok := o.Peers[id]
-		if !ok || !peer.Reachable || peer.Streaming {
+		if !ok || !peer.Reachable || peer.Streaming || !peer.Frozen {
 			continue
 		}
 		heard++

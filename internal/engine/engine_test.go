@@ -191,32 +191,43 @@ func TestDecide(t *testing.T) {
 		}, "", "acquire-leader", model.RoleOffline},
 		{"two candidates: the one behind defers", func() Observation {
 			o := base()
-			o.Leader, o.Streaming, o.Sync.Members = "", false, []string{"scl2", "scl3"}
-			o.Peers = map[string]Peer{"scl3": {ID: "scl3", Reachable: true, Timeline: 1, LSN: 2000}}
+			o.Leader, o.Streaming, o.Following, o.Sync.Members = "", false, "", []string{"scl2", "scl3"}
+			o.Peers = map[string]Peer{"scl3": {ID: "scl3", Reachable: true, Frozen: true, Timeline: 1, LSN: 2000}}
 			return o
 		}, "", "wait", model.RoleReplica},
 		{"two candidates: the one ahead promotes", func() Observation {
 			o := base()
-			o.Leader, o.Streaming, o.Sync.Members = "", false, []string{"scl2", "scl3"}
-			o.Peers = map[string]Peer{"scl3": {ID: "scl3", Reachable: true, Timeline: 1, LSN: 500}}
+			o.Leader, o.Streaming, o.Following, o.Sync.Members = "", false, "", []string{"scl2", "scl3"}
+			o.Peers = map[string]Peer{"scl3": {ID: "scl3", Reachable: true, Frozen: true, Timeline: 1, LSN: 500}}
 			return o
 		}, "", "acquire-leader", model.RoleReplica},
 		{"two candidates at the same LSN: the lower id wins", func() Observation {
 			o := base()
-			o.Leader, o.Streaming, o.Sync.Members, o.Self = "", false, []string{"scl2", "scl3"}, "scl3"
-			o.Peers = map[string]Peer{"scl2": {ID: "scl2", Reachable: true, Timeline: 1, LSN: 1000}}
+			o.Leader, o.Streaming, o.Following, o.Sync.Members, o.Self = "", false, "", []string{"scl2", "scl3"}, "scl3"
+			o.Peers = map[string]Peer{"scl2": {ID: "scl2", Reachable: true, Frozen: true, Timeline: 1, LSN: 1000}}
 			return o
 		}, "", "wait", model.RoleReplica},
 		{"quorum not heard: an unreachable sync member blocks promotion", func() Observation {
 			o := base()
-			o.Leader, o.Streaming, o.Sync.Members = "", false, []string{"scl2", "scl3"}
+			o.Leader, o.Streaming, o.Following, o.Sync.Members = "", false, "", []string{"scl2", "scl3"}
 			o.Peers = map[string]Peer{"scl3": {ID: "scl3"}}
 			return o
 		}, "", "wait", model.RoleReplica},
 		{"quorum not heard: a sync member still streaming does not count", func() Observation {
 			o := base()
-			o.Leader, o.Streaming, o.Sync.Members = "", false, []string{"scl2", "scl3"}
+			o.Leader, o.Streaming, o.Following, o.Sync.Members = "", false, "", []string{"scl2", "scl3"}
 			o.Peers = map[string]Peer{"scl3": {ID: "scl3", Reachable: true, Streaming: true, LSN: 1}}
+			return o
+		}, "", "wait", model.RoleReplica},
+		{"leader lost: a receiver between connections is not final until unconfigured", func() Observation {
+			o := base()
+			o.Leader, o.Streaming = "", false // still following scl1
+			return o
+		}, "", "follow", model.RoleReplica},
+		{"quorum not heard: a peer still configured to follow the old leader does not count", func() Observation {
+			o := base()
+			o.Leader, o.Streaming, o.Following, o.Sync.Members = "", false, "", []string{"scl2", "scl3"}
+			o.Peers = map[string]Peer{"scl3": {ID: "scl3", Reachable: true, Timeline: 1, LSN: 1}}
 			return o
 		}, "", "wait", model.RoleReplica},
 		{"dead leader: sync candidate revokes its key", func() Observation {
@@ -361,7 +372,7 @@ func randomObs(r *rand.Rand) Observation {
 	o.Peers = map[string]Peer{}
 	for _, id := range ids {
 		if id != o.Self && r.Intn(4) > 0 {
-			o.Peers[id] = Peer{ID: id, Reachable: r.Intn(4) > 0, Streaming: r.Intn(4) == 0, Timeline: uint32(1 + r.Intn(2)), LSN: uint64(r.Intn(5)) * 100}
+			o.Peers[id] = Peer{ID: id, Reachable: r.Intn(4) > 0, Streaming: r.Intn(4) == 0, Frozen: r.Intn(4) > 0, Timeline: uint32(1 + r.Intn(2)), LSN: uint64(r.Intn(5)) * 100}
 		}
 	}
 	return o
@@ -395,7 +406,7 @@ func TestProperties(t *testing.T) {
 						inSync = true
 					}
 					peer, ok := o.Peers[m]
-					if m == o.Self || !ok || !peer.Reachable || peer.Streaming {
+					if m == o.Self || !ok || !peer.Reachable || peer.Streaming || !peer.Frozen {
 						continue
 					}
 					if peer.Timeline > o.Timeline || peer.Timeline == o.Timeline && peer.LSN > o.LSN {

@@ -158,10 +158,11 @@ func setField(o *Observation, k, v string) error {
 		for _, s := range list(v) {
 			f := strings.Split(s, ":")
 			n, _ := strconv.ParseUint(f[1], 10, 64)
-			p := Peer{ID: f[0], Reachable: true, Timeline: o.Timeline, LSN: n}
+			p := Peer{ID: f[0], Reachable: true, Frozen: true, Timeline: o.Timeline, LSN: n}
 			if len(f) > 2 {
 				p.Streaming = f[2] == "streaming"
 				p.Reachable = f[2] != "unreachable"
+				p.Frozen = f[2] != "streaming" && f[2] != "following"
 			}
 			o.Peers[f[0]] = p
 		}

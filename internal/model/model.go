@@ -87,6 +87,10 @@ type Status struct {
 	APIURL       string  `json:"api_url"`
 	// Streaming is true for a replica whose WAL receiver is streaming.
 	Streaming bool `json:"streaming"`
+	// Upstream is the member this replica's primary_conninfo names ("" for
+	// none, "?" when the agent does not know yet). Election candidates only
+	// trust positions of replicas that follow nobody.
+	Upstream string `json:"upstream"`
 	// LSNNum and ReceiveLSNNum are the numeric forms candidates compare.
 	LSNNum uint64 `json:"lsn_num"`
 	// SyncMode is the leader's view: "sync" (a standby is synchronous),
