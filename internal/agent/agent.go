@@ -760,10 +760,40 @@ func (a *Agent) shutdown() error {
 	snap := a.st.Snapshot()
 	lease, _ := a.st.Lease()
 	leader := snap.Leader == a.cfg.ID && snap.LeaderLease == lease && lease != 0
+	// A leader hands over like a planned switchover: after a fast
+	// shutdown its walsenders have sent everything, so the most caught-up
+	// streaming primary-region standby holds every commit once it has
+	// received the shutdown checkpoint, whether or not it was synchronous.
+	target := ""
+	if leader {
+		a.mu.Lock()
+		obs := a.lastObs
+		a.mu.Unlock()
+		best := uint64(0)
+		for _, sb := range obs.Standbys {
+			if m, ok := snap.Members[sb.ID]; ok && sb.Streaming && m.Region == obs.PrimaryRegion && (target == "" || sb.FlushLSN > best) {
+				target, best = sb.ID, sb.FlushLSN
+			}
+		}
+	}
 	err := a.stopPG(ctx, "fast")
 	if leader {
-		if rerr := a.st.ReleaseLeader(ctx); rerr != nil {
-			a.log.Warn("releasing leadership on shutdown", "err", rerr)
+		handed := false
+		if target != "" && err == nil && snap.Switchover == nil {
+			if c, cerr := a.pg.Control(ctx); cerr == nil {
+				sw := model.Switchover{From: a.cfg.ID, Target: target, StoppedLSN: c.CheckpointLSN, RequestedAt: time.Now().UTC()}
+				if herr := a.st.CompleteSwitchover(ctx, sw, 0); herr == nil {
+					handed = true
+					a.log.Info("shutdown: handed leadership over", "target", target, "stopped_lsn", pg.FormatLSN(c.CheckpointLSN))
+				} else {
+					a.log.Warn("shutdown: handing over", "err", herr)
+				}
+			}
+		}
+		if !handed {
+			if rerr := a.st.ReleaseLeader(ctx); rerr != nil {
+				a.log.Warn("releasing leadership on shutdown", "err", rerr)
+			}
 		}
 	}
 	if lease != 0 {
