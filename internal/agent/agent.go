@@ -674,6 +674,12 @@ func (a *Agent) exec(ctx context.Context, o engine.Observation, act engine.Actio
 		}
 		a.mu.Lock()
 		a.lastStreaming = time.Now()
+		if strings.HasPrefix(act.Reason, "not streaming") {
+			// Rewound because it could not stream: if it still cannot
+			// (pg_rewind may find nothing to do while the local WAL past the
+			// last checkpoint is unusable), the next step is a re-clone.
+			a.rewindFailedOn = act.Target
+		}
 		a.mu.Unlock()
 		a.log.Info("rewound and following", "leader", act.Target)
 	case engine.Reclone:

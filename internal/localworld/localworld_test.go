@@ -106,7 +106,9 @@ func fakeNode(args []string) int {
 	return 0
 }
 
-func basePort() int { return 31000 + (os.Getpid()%290)*100 }
+// basePort stays below the ephemeral range (32768+) and the ports
+// testcluster.FreePort hands out (20000-32767).
+func basePort() int { return 10000 + (os.Getpid()%90)*100 }
 
 func TestParseRegions(t *testing.T) {
 	rs, err := ParseRegions("scl=2, ord=1,fra")
