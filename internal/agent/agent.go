@@ -304,6 +304,9 @@ func (a *Agent) observe(ctx context.Context) (engine.Observation, error) {
 	if (ps.Streaming && now.Sub(a.streamingSince) >= 2*time.Second) || !ps.InRecovery || a.lastStreaming.IsZero() {
 		a.lastStreaming = now
 	}
+	if ps.Streaming && now.Sub(a.streamingSince) >= 10*time.Second {
+		a.rewindFailedOn = "" // healthy again: a future stall starts with a rewind
+	}
 	a.lastPG = ps
 	o.Following = a.following
 	o.Restarts = a.restarts
