@@ -233,13 +233,27 @@ func (s *Server) ConfigureStandby(primary *ConnInfo, slot, appName string) error
 	return nil
 }
 
-// ConfigurePrimary removes standby.signal and petrel-recovery.conf. It
+// ConfigurePrimary removes standby.signal and the standby settings. It
 // does not promote a running standby (see Promote).
+//
+// petrel-recovery.conf is rewritten, not removed: it keeps
+// recovery_target_timeline, because PostgreSQL marks a postmaster-context
+// setting that disappears from the files as pending_restart even when its
+// value (the default, 'latest') does not change, and a promoted leader
+// would then report a restart nobody asked for.
 func (s *Server) ConfigurePrimary() error {
-	for _, f := range []string{standbySignal, recoverySignal, recoveryConf} {
+	for _, f := range []string{standbySignal, recoverySignal} {
 		if err := removeIfExists(filepath.Join(s.opts.DataDir, f)); err != nil {
 			return fmt.Errorf("configuring primary: %w", err)
 		}
+	}
+	path := filepath.Join(s.opts.DataDir, recoveryConf)
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	body := "# Written by petrel: primary (no standby settings).\nrecovery_target_timeline = 'latest'\n"
+	if err := s.writeFile(path, []byte(body), 0o600); err != nil {
+		return fmt.Errorf("configuring primary: %w", err)
 	}
 	return nil
 }

@@ -286,6 +286,27 @@ func TestServerLifecycle(t *testing.T) {
 	if err := n2.Exec(ctx, "INSERT INTO t VALUES (4)"); err != nil {
 		t.Fatal(err)
 	}
+	// A promoted standby must not report a restart nobody asked for
+	// (regression: removing recovery_target_timeline from the files
+	// marked it pending_restart, failing rolling config restarts).
+	if err := n2.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "reload seen", 10*time.Second, func() error {
+		var pending []string
+		for range 3 {
+			p, err := n2.PendingRestart(ctx)
+			if err != nil {
+				return err
+			}
+			pending = append(pending, p...)
+			time.Sleep(100 * time.Millisecond)
+		}
+		if len(pending) > 0 {
+			t.Fatalf("promoted server pending a restart for %v", pending)
+		}
+		return nil
+	})
 
 	// Make n1 diverge: restart it as a primary and commit locally.
 	if err := n1.Start(ctx); err != nil {
