@@ -3,8 +3,11 @@
 // Postgres (a one-node petrel test cluster):
 //
 //   - direct: pgbench to the member's own Postgres port;
-//   - petrel: pgbench to petrel's leader proxy (running in this process,
-//     following the cluster in etcd, confirming the leader's GET /role);
+//   - petrel: pgbench to the node agent's own leader proxy (the product
+//     path; its data path, normally the kernel pipe when run as root, is
+//     printed from the agent's petrel_proxy_pipe_info metric);
+//   - petrel-copy: the same proxy code in this process with Pipe "copy"
+//     (bytes through user space), for comparison (-copy=false skips it);
 //   - haproxy: pgbench to HAProxy in TCP mode, configured as the seed
 //     does: one server with an HTTP check GET /role expecting "primary"
 //     on the node's API port, inter 2s, on-marked-down shutdown-sessions.
@@ -25,8 +28,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -52,7 +57,7 @@ var (
 	scale   = flag.Int("scale", 5, "pgbench scale")
 	keep    = flag.Bool("keep", false, "keep the work directory")
 	procs   = flag.Int("procs", 0, "GOMAXPROCS for this process, where the proxy runs (0: petrel's default, proxy.DefaultProcs)")
-	both    = flag.Bool("both", false, "also measure the proxy with Splice (splice(2) instead of read/write), as petrel-b")
+	copyToo = flag.Bool("copy", true, "also measure petrel's proxy copying in user space (Pipe: copy, in this process), as petrel-copy")
 )
 
 type result struct{ tps, latMS float64 }
@@ -128,11 +133,11 @@ func run() error {
 	go func() { pdone <- p.Run(pctx, pln, nil) }()
 	defer func() { pstop(); <-pdone }()
 	var bln net.Listener
-	if *both {
+	if *copyToo {
 		if bln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
 			return err
 		}
-		pb := proxy.New(proxy.Config{Cluster: c.Opts.Name, Region: "scl", Splice: true}, proxy.Options{Etcd: etcd})
+		pb := proxy.New(proxy.Config{Cluster: c.Opts.Name, Region: "scl", Pipe: proxy.PipeCopy}, proxy.Options{Etcd: etcd})
 		bdone := make(chan error, 1)
 		go func() { bdone <- pb.Run(pctx, bln, nil) }()
 		defer func() { pstop(); <-bdone }()
@@ -159,8 +164,10 @@ func run() error {
 		{"haproxy", dsn(hport)},
 	}
 	if bln != nil {
-		targets = append(targets, struct{ name, dsn string }{"petrel-b", dsn(bln.Addr().(*net.TCPAddr).Port)})
+		targets = append(targets, struct{ name, dsn string }{"petrel-copy", dsn(bln.Addr().(*net.TCPAddr).Port)})
 	}
+	fmt.Printf("petrel: the agent's proxy, pipe=%s; petrel-copy: in this process, pipe=copy; GOMAXPROCS=%d here\n",
+		agentPipe(ctx, n.APIPort), runtime.GOMAXPROCS(0))
 	for _, t := range targets {
 		if err := waitConnect(ctx, t.dsn); err != nil {
 			return fmt.Errorf("%s: %w", t.name, err)
@@ -188,20 +195,20 @@ func run() error {
 				if err != nil {
 					return fmt.Errorf("%s %s: %w", m.name, t.name, err)
 				}
-				fmt.Printf("  %-13s round %d %-8s %9.0f tps  %6.3f ms\n", m.name, r+1, t.name, got.tps, got.latMS)
+				fmt.Printf("  %-13s round %d %-11s %9.0f tps  %6.3f ms\n", m.name, r+1, t.name, got.tps, got.latMS)
 				res[m.name][t.name] = append(res[m.name][t.name], got)
 			}
 		}
 	}
 
 	fmt.Printf("\npgbench -S -c %d -j %d -T %d, median of %d interleaved rounds (PostgreSQL on 127.0.0.1)\n", *clients, *threads, *seconds, *rounds)
-	fmt.Printf("%-13s %-8s %10s %9s %10s %11s\n", "mode", "target", "tps", "lat ms", "vs direct", "vs haproxy")
+	fmt.Printf("%-13s %-11s %10s %9s %10s %11s\n", "mode", "target", "tps", "lat ms", "vs direct", "vs haproxy")
 	for _, m := range modes {
 		d := median(res[m.name]["direct"])
 		h := median(res[m.name]["haproxy"])
 		for _, t := range targets {
 			r := median(res[m.name][t.name])
-			fmt.Printf("%-13s %-8s %10.0f %9.3f %10.2f %11.2f\n", m.name, t.name, r.tps, r.latMS, r.tps/d.tps, r.tps/h.tps)
+			fmt.Printf("%-13s %-11s %10.0f %9.3f %10.2f %11.2f\n", m.name, t.name, r.tps, r.latMS, r.tps/d.tps, r.tps/h.tps)
 		}
 	}
 
@@ -233,6 +240,26 @@ func run() error {
 	}
 	return nil
 }
+
+// agentPipe reads the agent's proxy data path from its metrics.
+func agentPipe(ctx context.Context, apiPort int) string {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/metrics", apiPort), nil)
+	if err != nil {
+		return "unknown"
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "unknown (" + err.Error() + ")"
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if m := pipeRe.FindSubmatch(body); m != nil {
+		return string(m[1])
+	}
+	return "unknown"
+}
+
+var pipeRe = regexp.MustCompile(`petrel_proxy_pipe_info\{mode="([a-z]+)"\} 1`)
 
 var (
 	tpsRe = regexp.MustCompile(`tps = ([0-9.]+) \((?:without initial connection time|including reconnection times)\)`)

@@ -39,7 +39,7 @@ func startNodeProxy(cfg config.Node, st *store.Store, dm *dialmap.Source, reg pr
 			return nil, fmt.Errorf("read-only proxy: %w", err)
 		}
 	}
-	p := proxy.New(proxy.Config{Cluster: cfg.Cluster, Region: cfg.Region, DialMap: dm},
+	p := proxy.New(proxy.Config{Cluster: cfg.Cluster, Region: cfg.Region, DialMap: dm, Pipe: cfg.ProxyPipe},
 		proxy.Options{Etcd: st.Client(), Logger: log.With("component", "proxy"), Registerer: reg})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -49,7 +49,7 @@ func startNodeProxy(cfg config.Node, st *store.Store, dm *dialmap.Source, reg pr
 			log.Error("proxy stopped", "err", err)
 		}
 	}()
-	log.Info("leader proxy listening", "addr", rw.Addr().String(), "readonly", cfg.ProxyROPort)
+	log.Info("leader proxy listening", "addr", rw.Addr().String(), "readonly", cfg.ProxyROPort, "pipe", p.PipeMode())
 	return func() { cancel(); <-done }, nil
 }
 
@@ -101,6 +101,9 @@ With --ro-listen, a second port spreads connections over --region's caught-up re
 			}
 			reg := prometheus.NewRegistry()
 			reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+			if err := proxy.CheckPipe(pcfg.Pipe); err != nil {
+				return err
+			}
 			pcfg.Cluster, pcfg.Region, pcfg.DialMap = cluster, region, dm
 			p := proxy.New(pcfg, proxy.Options{Etcd: cli, Logger: log, Registerer: reg})
 			if metricsListen != "" {
@@ -114,7 +117,7 @@ With --ro-listen, a second port spreads connections over --region's caught-up re
 				}
 				defer stopMetrics()
 			}
-			log.Info("petrel proxy listening", "addr", rw.Addr().String(), "readonly", roListen, "cluster", cluster, "etcd", etcd)
+			log.Info("petrel proxy listening", "addr", rw.Addr().String(), "readonly", roListen, "cluster", cluster, "etcd", etcd, "pipe", p.PipeMode())
 			return p.Run(ctx, rw, ro)
 		},
 	}
@@ -132,6 +135,7 @@ With --ro-listen, a second port spreads connections over --region's caught-up re
 	f.DurationVar(&pcfg.StartupTimeout, "startup-timeout", 10*time.Second, "time a client has to send its startup packet")
 	f.DurationVar(&pcfg.DialTimeout, "dial-timeout", 3*time.Second, "timeout connecting to a member's Postgres")
 	f.DurationVar(&pcfg.IdleTimeout, "idle-timeout", 0, "close connections idle this long (0: never)")
+	f.StringVar(&pcfg.Pipe, "pipe", "auto", "how bytes move: auto, kernel (BPF sockmap, needs root or CAP_BPF+CAP_NET_ADMIN), copy or splice")
 	f.Int64Var(&pcfg.MaxReplicaLag, "max-replica-lag", 16<<20, "read-only proxy: skip replicas further behind than this many bytes")
 	return cmd
 }

@@ -50,6 +50,10 @@ type Node struct {
 	// connections over this region's healthy, caught-up replicas and falls
 	// back to the leader.
 	ProxyROPort int `toml:"proxy_ro_port"`
+	// ProxyPipe is how the proxies move bytes: "auto" (the kernel pipe,
+	// a BPF sockmap, when the agent may load BPF programs, i.e. as root;
+	// else "copy"), "kernel", "copy" or "splice".
+	ProxyPipe string `toml:"proxy_pipe"`
 	// Etcd lists the store's client endpoints.
 	Etcd []string `toml:"etcd"`
 	// SecretsFile is a 0600 file of KEY=VALUE lines (SU_PASSWORD,
@@ -120,6 +124,11 @@ func (n *Node) Validate() error {
 	}
 	if n.LeaseTTL < 2*time.Second {
 		errs = append(errs, fmt.Errorf("lease_ttl %v is below the 2s minimum", n.LeaseTTL))
+	}
+	switch n.ProxyPipe {
+	case "", "auto", "kernel", "copy", "splice":
+	default:
+		errs = append(errs, fmt.Errorf("proxy_pipe %q: want auto, kernel, copy or splice", n.ProxyPipe))
 	}
 	switch n.SyncMode {
 	case "on", "off", "strict":

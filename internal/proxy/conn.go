@@ -92,6 +92,14 @@ func (p *Proxy) handle(ctx context.Context, c net.Conn, kind string) {
 		return
 	}
 	defer p.unregister(pc)
+	// The kernel pipe takes the pair before the startup packet goes on
+	// (kernelPipe rule 1); when it cannot, the copy loop carries it all.
+	if p.kpipe != nil {
+		if err := p.kpipe.add(c, pc.server); err != nil {
+			p.metrics.pipeFallbacks.Inc()
+			p.log.Debug("proxy: kernel pipe refused a connection; copying it", "err", err)
+		}
+	}
 	_ = pc.server.SetWriteDeadline(p.clock.Now().Add(p.cfg.DialTimeout))
 	if _, err := pc.server.Write(raw); err != nil {
 		pc.close()
@@ -154,13 +162,14 @@ func (p *Proxy) refuseStartup(c net.Conn, msg pgproto3.FrontendMessage, code, te
 }
 
 // pipe copies bytes both ways until either side closes, then closes both.
-// Both ends are *net.TCPConn, so io.Copy splices on Linux when Splice is
-// set; otherwise bytes go through a pooled buffer (see Config.Splice).
+// With the kernel pipe the loops only see EOF (and any byte queued before
+// the pair was linked); with Splice, io.Copy splices (both ends are
+// *net.TCPConn); otherwise bytes go through a pooled buffer.
 func (p *Proxy) pipe(pc *pconn) {
 	stopIdle := p.watchIdle(pc)
 	defer stopIdle()
 	cp := func(dst, src net.Conn) {
-		if !p.cfg.Splice {
+		if p.pipeMode != PipeSplice {
 			bp := bufPool.Get().(*[]byte)
 			_, _ = io.CopyBuffer(writerOnly{dst}, readerOnly{src}, *bp)
 			bufPool.Put(bp)

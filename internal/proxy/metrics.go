@@ -3,12 +3,14 @@ package proxy
 import "github.com/prometheus/client_golang/prometheus"
 
 type metrics struct {
-	accepted   *prometheus.CounterVec
-	active     *prometheus.GaugeVec
-	rejected   *prometheus.CounterVec
-	routing    prometheus.Counter
-	cancels    prometheus.Counter
-	idleClosed prometheus.Counter
+	accepted      *prometheus.CounterVec
+	active        *prometheus.GaugeVec
+	rejected      *prometheus.CounterVec
+	routing       prometheus.Counter
+	cancels       prometheus.Counter
+	idleClosed    prometheus.Counter
+	pipeFallbacks prometheus.Counter
+	pipeInfo      *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -31,9 +33,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		idleClosed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "petrel_proxy_idle_closed_total", Help: "Connections closed by the idle timeout.",
 		}),
+		pipeFallbacks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "petrel_proxy_kernel_pipe_fallbacks_total", Help: "Connections the kernel pipe could not take, copied in user space instead.",
+		}),
+		pipeInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "petrel_proxy_pipe_info", Help: "The proxy's data path (mode: kernel, copy or splice); always 1.",
+		}, []string{"mode"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.accepted, m.active, m.rejected, m.routing, m.cancels, m.idleClosed)
+		reg.MustRegister(m.accepted, m.active, m.rejected, m.routing, m.cancels, m.idleClosed, m.pipeFallbacks, m.pipeInfo)
 	}
 	return m
 }
