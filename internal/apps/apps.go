@@ -230,12 +230,17 @@ ORDER BY 1`, user)
 // Database is one row of ListDatabases.
 type Database struct {
 	Name, Owner string
-	Size        int64
+	Size        int64 // -1 when the session may not read it
 }
 
-// ListDatabases lists the non-template databases.
+// ListDatabases lists the non-template databases. pg_database_size needs
+// CONNECT on the database (or pg_read_all_stats): the operator lacks it on
+// an app's database it did not create (CONNECT is revoked from PUBLIC), so
+// that size is -1 rather than the whole listing failing.
 func ListDatabases(ctx context.Context, c *pgx.Conn) ([]Database, error) {
-	rows, err := c.Query(ctx, `SELECT datname::text, pg_get_userbyid(datdba)::text, pg_database_size(oid)
+	rows, err := c.Query(ctx, `SELECT datname::text, pg_get_userbyid(datdba)::text,
+  CASE WHEN has_database_privilege(oid, 'CONNECT') OR pg_has_role('pg_read_all_stats', 'USAGE')
+       THEN pg_database_size(oid) ELSE -1 END
 FROM pg_database WHERE NOT datistemplate ORDER BY 1`)
 	if err != nil {
 		return nil, fmt.Errorf("listing databases: %w", err)

@@ -308,7 +308,11 @@ func newDBCmd() *cobra.Command {
 				tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 3, ' ', 0)
 				fmt.Fprintln(tw, "NAME\tOWNER\tSIZE")
 				for _, d := range dbs {
-					fmt.Fprintf(tw, "%s\t%s\t%s\n", d.Name, d.Owner, statusview.HumanBytes(d.Size))
+					size := "-" // no CONNECT on it (the operator on another admin's app database)
+					if d.Size >= 0 {
+						size = statusview.HumanBytes(d.Size)
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\n", d.Name, d.Owner, size)
 				}
 				return tw.Flush()
 			})

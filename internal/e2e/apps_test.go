@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net/url"
 	"os"
 	"os/exec"
@@ -20,12 +21,28 @@ import (
 )
 
 // petrelCLI runs the petrel binary against c with the superuser password
-// in the environment; it returns stdout, stderr and the error.
+// in the environment; it returns stdout, stderr and the error. The cluster
+// flags go before a "--" in args (what follows it is for psql).
 func petrelCLI(ctx context.Context, t *testing.T, c *testcluster.Cluster, args ...string) (string, string, error) {
 	t.Helper()
-	args = append(args, "--etcd", strings.Join(c.EtcdEndpoints(), ","), "--cluster", c.Opts.Name)
+	return petrelCLIEnv(ctx, t, c, "SU_PASSWORD="+c.Secrets.Superuser, args...)
+}
+
+// petrelCLIEnv is petrelCLI with the admin credentials given as env
+// (SU_PASSWORD=... or OPERATOR_PASSWORD=...).
+func petrelCLIEnv(ctx context.Context, t *testing.T, c *testcluster.Cluster, env string, args ...string) (string, string, error) {
+	t.Helper()
+	flags := []string{"--etcd", strings.Join(c.EtcdEndpoints(), ","), "--cluster", c.Opts.Name}
+	i := len(args)
+	for j, a := range args {
+		if a == "--" {
+			i = j
+			break
+		}
+	}
+	args = append(append(append([]string{}, args[:i]...), flags...), args[i:]...)
 	cmd := exec.CommandContext(ctx, binary(t), args...)
-	cmd.Env = append(os.Environ(), "SU_PASSWORD="+c.Secrets.Superuser)
+	cmd.Env = append(os.Environ(), env)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -259,6 +276,212 @@ WHERE s.ssl AND r.state = 'streaming'`)
 		for _, id := range c.IDs() {
 			if v := show(ctx, t, c, id, "work_mem"); v != "12MB" {
 				t.Fatalf("%s work_mem = %s after config set returned", id, v)
+			}
+		}
+	})
+
+	t.Run("db-users-connect", func(t *testing.T) {
+		const db, owned, user = "cli_db", "cli_owned", "cli_user"
+		login := func(id, user, pw, db string) (*pgx.Conn, error) {
+			return pgx.Connect(ctx, fmt.Sprintf("postgres://%s:%s@127.0.0.1:%d/%s?sslmode=disable&connect_timeout=5",
+				user, url.QueryEscape(pw), c.Node(id).PGPort, db))
+		}
+		// row is name's row of a `db list` or `users list` table, nil when absent.
+		row := func(out, name string) []string {
+			lines := strings.Split(strings.TrimSpace(out), "\n")
+			if len(lines) == 0 || !strings.HasPrefix(lines[0], "NAME") {
+				t.Fatalf("not a listing:\n%s", out)
+			}
+			for _, l := range lines[1:] {
+				if f := strings.Fields(l); len(f) > 0 && f[0] == name {
+					return f
+				}
+			}
+			return nil
+		}
+		list := func(what string) string {
+			t.Helper()
+			out, stderr, err := petrelCLI(ctx, t, c, what, "list")
+			if err != nil {
+				t.Fatalf("%s list: %v: %s", what, err, stderr)
+			}
+			return out
+		}
+		count := func(id, sql string) int64 {
+			t.Helper()
+			n, err := c.QueryInts(ctx, id, sql)
+			if err != nil || len(n) != 1 {
+				t.Fatalf("%s on %s: %v %v", sql, id, n, err)
+			}
+			return n[0]
+		}
+		refused := func(want string, args ...string) {
+			t.Helper()
+			out, stderr, err := petrelCLI(ctx, t, c, args...)
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() == 0 {
+				t.Fatalf("%q: want a non-zero exit, got %v\n%s%s", args, err, out, stderr)
+			}
+			if !strings.Contains(stderr, want) {
+				t.Fatalf("%q: stderr %q does not say %q", args, stderr, want)
+			}
+			t.Logf("%q refused: %s", args, strings.TrimSpace(stderr))
+		}
+
+		// Bad names are refused before any SQL runs, and nothing is created.
+		dbs, roles := count(leader, "SELECT count(*) FROM pg_database"), count(leader, "SELECT count(*) FROM pg_roles")
+		for _, name := range []string{"bad name;drop", `x"; DROP DATABASE postgres; --`, "Upper", "1digit", "a-b", "", strings.Repeat("a", 64)} {
+			refused(fmt.Sprintf("database name %q: use 1-63 of a-z, 0-9 and _", name), "db", "create", name)
+		}
+		refused(`user name "bad name;drop"`, "users", "create", "bad name;drop")
+		refused(`user name "postgres" is reserved`, "users", "create", "postgres")
+		refused(`user name "pg_monitor" is reserved`, "users", "create", "pg_monitor")
+		refused(`user name "postgres" is reserved`, "users", "delete", "postgres")
+		refused(`user name "replicator" is reserved`, "users", "delete", "replicator")
+		refused(`no user nobody_here`, "users", "delete", "nobody_here")
+		if d, r := count(leader, "SELECT count(*) FROM pg_database"), count(leader, "SELECT count(*) FROM pg_roles"); d != dbs || r != roles {
+			t.Fatalf("refused commands changed the cluster: %d->%d databases, %d->%d roles", dbs, d, roles, r)
+		}
+		if count(leader, "SELECT count(*) FROM pg_roles WHERE rolname = 'postgres' AND rolsuper AND rolcanlogin") != 1 {
+			t.Fatal("postgres lost its superuser login")
+		}
+
+		// db create / db list.
+		out, stderr, err := petrelCLI(ctx, t, c, "db", "create", db)
+		if err != nil || out != "created database "+db+"\n" {
+			t.Fatalf("db create: %v: %q %s", err, out, stderr)
+		}
+		refused("already exists", "db", "create", db)
+		l := list("db")
+		if r := row(l, db); len(r) < 3 || r[1] != "postgres" {
+			t.Fatalf("db list: no %s owned by postgres:\n%s", db, l)
+		}
+		t.Logf("db list:\n%s", l)
+		// The operator (CREATEDB CREATEROLE, not superuser) lists them too,
+		// including app databases whose CONNECT is revoked from PUBLIC.
+		asOperator := "OPERATOR_PASSWORD=" + c.Secrets.Operator
+		out, stderr, err = petrelCLIEnv(ctx, t, c, asOperator, "db", "list")
+		if r := row(out, db); err != nil || len(r) < 4 || r[1] != "postgres" || !strings.HasSuffix(r[3], "B") {
+			t.Fatalf("db list as the operator: %v: no %s with its size\n%s%s", err, db, out, stderr)
+		}
+		if r := row(out, "other"); len(r) != 3 || r[1] != "other" || r[2] != "-" {
+			t.Fatalf("db list as the operator: want other's size unknown (-), got %q\n%s", r, out)
+		}
+		t.Logf("db list as the operator:\n%s", out)
+
+		// users create prints the password once, on stdout.
+		out, stderr, err = petrelCLI(ctx, t, c, "users", "create", user)
+		if err != nil {
+			t.Fatalf("users create: %v: %s", err, stderr)
+		}
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		pw, ok := "", false
+		if len(lines) == 2 && lines[0] == "created user "+user {
+			pw, ok = strings.CutPrefix(lines[1], "password: ")
+		}
+		if !ok || len(pw) != 32 {
+			t.Fatalf("users create printed %q", out)
+		}
+		if strings.Contains(stderr, pw) {
+			t.Fatal("password on stderr")
+		}
+		refused("user "+user+" already exists", "users", "create", user)
+		// The user logs in over TCP and is not privileged.
+		conn, err := login(leader, user, pw, "postgres")
+		if err != nil {
+			t.Fatalf("logging in as %s: %v", user, err)
+		}
+		var super, createdb, createrole, repl bool
+		if err := conn.QueryRow(ctx, "SELECT rolsuper, rolcreatedb, rolcreaterole, rolreplication FROM pg_roles WHERE rolname = current_user").Scan(&super, &createdb, &createrole, &repl); err != nil {
+			t.Fatal(err)
+		}
+		if super || createdb || createrole || repl {
+			t.Fatalf("%s too privileged: super=%v createdb=%v createrole=%v replication=%v", user, super, createdb, createrole, repl)
+		}
+		if _, err := conn.Exec(ctx, "CREATE DATABASE sneaky"); sqlState(err) != "42501" {
+			t.Fatalf("CREATE DATABASE as %s: want insufficient_privilege, got %v", user, err)
+		}
+		conn.Close(context.Background())
+		if _, err := login(leader, user, pw+"x", "postgres"); sqlState(err) != "28P01" {
+			t.Fatalf("wrong password: want invalid_password, got %v", err)
+		}
+		l = list("users")
+		if r := row(l, user); len(r) != 1 {
+			t.Fatalf("users list: want %s without attributes:\n%s", user, l)
+		}
+		if r := row(l, "postgres"); len(r) != 2 || !strings.Contains(r[1], "superuser") {
+			t.Fatalf("users list: postgres not shown as superuser:\n%s", l)
+		}
+		t.Logf("users list:\n%s", l)
+
+		// db create --owner: the user owns it and can create tables there.
+		if out, stderr, err := petrelCLI(ctx, t, c, "db", "create", owned, "--owner", user); err != nil || out != "created database "+owned+"\n" {
+			t.Fatalf("db create --owner: %v: %q %s", err, out, stderr)
+		}
+		if r := row(list("db"), owned); len(r) < 3 || r[1] != user {
+			t.Fatalf("db list: %s not owned by %s: %v", owned, user, r)
+		}
+		session, err := login(leader, user, pw, owned)
+		if err != nil {
+			t.Fatalf("logging in to %s as its owner: %v", owned, err)
+		}
+		defer session.Close(context.Background())
+		if _, err := session.Exec(ctx, "CREATE TABLE notes (id int PRIMARY KEY); INSERT INTO notes VALUES (1)"); err != nil {
+			t.Fatalf("creating a table in its own database: %v", err)
+		}
+
+		// connect runs psql on the leader, or on --region's member (ord1,
+		// a replica), with the extra arguments after --.
+		if err := testcluster.WaitFor(ctx, db+" on ord1", func() bool {
+			n, err := c.QueryInts(ctx, "ord1", "SELECT count(*) FROM pg_database WHERE datname = '"+db+"'")
+			return err == nil && len(n) == 1 && n[0] == 1
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if leader != "scl1" && leader != "scl2" {
+			t.Fatalf("leader %s is not in scl", leader)
+		}
+		sclReplica := map[string]string{"scl1": "scl2", "scl2": "scl1"}[leader]
+		const probe = "SELECT pg_is_in_recovery(), inet_server_port(), current_database(), current_user, (SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid())"
+		for _, tc := range []struct {
+			args []string
+			want string
+		}{
+			{[]string{"connect", "-d", db}, fmt.Sprintf("f|%d|%s|postgres|t", c.Node(leader).PGPort, db)},
+			{[]string{"connect", "--region", "ord", "-d", db}, fmt.Sprintf("t|%d|%s|postgres|t", c.Node("ord1").PGPort, db)},
+			// scl's nearest member is its replica, not the leader.
+			{[]string{"connect", "--region", "scl"}, fmt.Sprintf("t|%d|postgres|postgres|t", c.Node(sclReplica).PGPort)},
+		} {
+			out, stderr, err := petrelCLI(ctx, t, c, append(tc.args, "--", "-X", "-At", "-c", probe)...)
+			if err != nil || strings.TrimSpace(out) != tc.want {
+				t.Fatalf("%q: %v: got %q, want %q\n%s", tc.args, err, out, tc.want, stderr)
+			}
+		}
+		refused(`no live member in region "nowhere"`, "connect", "--region", "nowhere")
+		refused(`ERROR:  syntax error`, "connect", "--", "-X", "-v", "ON_ERROR_STOP=1", "-c", "SELEC 1")
+
+		// users delete ends its sessions, reassigns what it owns to the
+		// admin and drops it: it can no longer log in.
+		out, stderr, err = petrelCLI(ctx, t, c, "users", "delete", user)
+		if err != nil || out != "deleted user "+user+"\n" {
+			t.Fatalf("users delete: %v: %q %s", err, out, stderr)
+		}
+		if _, err := session.Exec(ctx, "SELECT 1"); err == nil {
+			t.Fatal("the deleted user's session survived")
+		}
+		if _, err := login(leader, user, pw, "postgres"); sqlState(err) != "28P01" {
+			t.Fatalf("logging in as the deleted user: want invalid_password, got %v", err)
+		}
+		if l := list("users"); row(l, user) != nil {
+			t.Fatalf("users list still shows %s:\n%s", user, l)
+		}
+		if r := row(list("db"), owned); len(r) < 3 || r[1] != "postgres" {
+			t.Fatalf("db list: %s not kept and given to postgres: %v", owned, r)
+		}
+		refused("no user "+user, "users", "delete", user)
+		for _, d := range []string{db, owned} {
+			if err := c.Exec(ctx, leader, "DROP DATABASE "+d+" WITH (FORCE)"); err != nil {
+				t.Fatal(err)
 			}
 		}
 	})
