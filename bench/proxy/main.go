@@ -19,7 +19,7 @@
 // then where the proxy's CPU goes: a CPU profile of this process during an
 // extra persistent run through petrel's proxy.
 //
-// Usage: go run ./bench/proxy [-rounds 3] [-T 8] [-c 4] [-j 2]
+// Usage: go run ./bench/proxy [-rounds 5] [-T 10] [-c 4] [-j 2] [-mode persistent|connect] [-copy=false]
 package main
 
 import (
@@ -50,13 +50,14 @@ import (
 )
 
 var (
-	rounds  = flag.Int("rounds", 3, "interleaved rounds per mode")
-	seconds = flag.Int("T", 8, "seconds per pgbench run")
+	rounds  = flag.Int("rounds", 5, "interleaved rounds per mode")
+	seconds = flag.Int("T", 10, "seconds per pgbench run")
 	clients = flag.Int("c", 4, "pgbench clients")
 	threads = flag.Int("j", 2, "pgbench threads")
 	scale   = flag.Int("scale", 5, "pgbench scale")
 	keep    = flag.Bool("keep", false, "keep the work directory")
 	procs   = flag.Int("procs", 0, "GOMAXPROCS for this process, where the proxy runs (0: petrel's default, proxy.DefaultProcs)")
+	only    = flag.String("mode", "", "run one mode only: persistent or connect (default: both)")
 	copyToo = flag.Bool("copy", true, "also measure petrel's proxy copying in user space (Pipe: copy, in this process), as petrel-copy")
 )
 
@@ -184,6 +185,18 @@ func run() error {
 	}{
 		{"persistent", nil},
 		{"connect (-C)", []string{"-C"}},
+	}
+	if *only != "" {
+		kept := modes[:0]
+		for _, m := range modes {
+			if strings.HasPrefix(m.name, *only) {
+				kept = append(kept, m)
+			}
+		}
+		if len(kept) == 0 {
+			return fmt.Errorf("-mode %q: want persistent or connect", *only)
+		}
+		modes = kept
 	}
 	res := map[string]map[string][]result{}
 	for _, m := range modes {
