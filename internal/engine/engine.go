@@ -60,18 +60,23 @@ type Params struct {
 	MaxRestarts   int           // local Postgres restarts before giving up leadership
 	RestartDelay  time.Duration // backoff base between local restarts
 	SwitchoverTTL time.Duration // a switchover record older than this is ignored
-	StuckAfter    time.Duration // a standby not streaming this long from a live leader is rewound
+	// SwitchoverGrace is how long a leader keeps a switchover request that
+	// has no streaming standby to go to yet (one that just restarted and
+	// reconnects) before refusing it.
+	SwitchoverGrace time.Duration
+	StuckAfter      time.Duration // a standby not streaming this long from a live leader is rewound
 }
 
 // DefaultParams are used by the agent unless configured otherwise.
 func DefaultParams() Params {
 	return Params{
-		SyncMode:      "on",
-		FenceMargin:   700 * time.Millisecond,
-		MaxRestarts:   3,
-		RestartDelay:  time.Second,
-		SwitchoverTTL: 30 * time.Second,
-		StuckAfter:    10 * time.Second,
+		SyncMode:        "on",
+		FenceMargin:     700 * time.Millisecond,
+		MaxRestarts:     3,
+		RestartDelay:    time.Second,
+		SwitchoverTTL:   30 * time.Second,
+		SwitchoverGrace: 5 * time.Second,
+		StuckAfter:      10 * time.Second,
 	}
 }
 
@@ -326,12 +331,18 @@ func decideLeader(o Observation, p Params) Plan {
 	}
 
 	var acts []Action
+	idle := "leading"
 	// A planned switchover addressed to this leader.
 	if sw := o.Switchover; sw != nil {
 		if sw.StoppedLSN != 0 || o.SwitchoverAge > p.SwitchoverTTL || sw.From != o.Self {
 			acts = append(acts, Action{Kind: ClearSwitchover, Reason: "stale or misaddressed switchover request"})
-		} else if t, why := switchoverTarget(o, sw.To, sw.AllowSecondaryRegion); t != "" {
+		} else if t, why, later := switchoverTarget(o, sw.To, sw.AllowSecondaryRegion); t != "" {
 			return Plan{Role: model.RolePrimary, Actions: []Action{{Kind: SwitchoverStop, Target: t, Reason: "planned switchover"}}}
+		} else if later && o.SwitchoverAge < p.SwitchoverGrace {
+			// A standby that just (re)connected is not streaming in this
+			// leader's view yet; refusing at once would fail a rolling
+			// restart that waited for it to stream.
+			idle = "switchover waits: " + why
 		} else {
 			acts = append(acts, Action{Kind: ClearSwitchover, Reason: "switchover refused: " + why})
 		}
@@ -340,15 +351,17 @@ func decideLeader(o Observation, p Params) Plan {
 	acts = append(acts, syncActions(o, p)...)
 	acts = append(acts, slotActions(o)...)
 	if len(acts) == 0 {
-		return wait(model.RolePrimary, "leading")
+		return wait(model.RolePrimary, idle)
 	}
 	return Plan{Role: model.RolePrimary, Actions: acts}
 }
 
 // switchoverTarget picks the member a planned switchover hands over to:
 // the requested one if it may lead, else the most caught-up synchronous
-// (or streaming, when none is synchronous) primary-region standby.
-func switchoverTarget(o Observation, want string, anyRegion bool) (string, string) {
+// (or streaming, when none is synchronous) primary-region standby. When
+// there is none, later says whether one may still appear (a standby not
+// streaming yet) rather than never (a target outside the primary region).
+func switchoverTarget(o Observation, want string, anyRegion bool) (target, why string, later bool) {
 	streaming := map[string]uint64{}
 	for _, s := range o.Standbys {
 		if s.Streaming {
@@ -363,11 +376,11 @@ func switchoverTarget(o Observation, want string, anyRegion bool) (string, strin
 	if want != "" {
 		if !eligible(want) {
 			if m, ok := o.Members[want]; ok && m.Region != o.PrimaryRegion && !anyRegion {
-				return "", fmt.Sprintf("%s is in %s, outside the primary region %s (use --allow-secondary-region to move the primary region)", want, m.Region, o.PrimaryRegion)
+				return "", fmt.Sprintf("%s is in %s, outside the primary region %s (use --allow-secondary-region to move the primary region)", want, m.Region, o.PrimaryRegion), false
 			}
-			return "", fmt.Sprintf("%s is not a standby streaming from the leader", want)
+			return "", fmt.Sprintf("%s is not a standby streaming from the leader", want), true
 		}
-		return want, ""
+		return want, "", false
 	}
 	best, bestLSN := "", uint64(0)
 	for id, lsn := range streaming {
@@ -376,9 +389,9 @@ func switchoverTarget(o Observation, want string, anyRegion bool) (string, strin
 		}
 	}
 	if best == "" {
-		return "", "no streaming standby in the primary region"
+		return "", "no streaming standby in the primary region", true
 	}
-	return best, ""
+	return best, "", false
 }
 
 // syncActions keeps synchronous_standby_names and the sync record in step.

@@ -303,6 +303,20 @@ func TestDecide(t *testing.T) {
 			o.Switchover = &model.Switchover{From: "scl1"}
 			return o
 		}, "", "switchover-stop:scl2", model.RolePrimary},
+		{"switchover: no streaming standby yet, the request waits a grace period", func() Observation {
+			o := leader()
+			o.Standbys = nil
+			o.Switchover = &model.Switchover{From: "scl1"}
+			o.SwitchoverAge = time.Second
+			return o
+		}, "", "set-sync-names=", model.RolePrimary},
+		{"switchover: still no streaming standby after the grace period, refused", func() Observation {
+			o := leader()
+			o.Standbys = nil
+			o.Switchover = &model.Switchover{From: "scl1"}
+			o.SwitchoverAge = 6 * time.Second
+			return o
+		}, "", "clear-switchover set-sync-names=", model.RolePrimary},
 		{"switchover to a replica outside the primary region is refused", func() Observation {
 			o := leader()
 			o.Switchover = &model.Switchover{From: "scl1", To: "ord1"}
