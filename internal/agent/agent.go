@@ -62,6 +62,7 @@ type Agent struct {
 	lastStreaming  time.Time
 	streamingSince time.Time // start of the current uninterrupted streaming
 	rewindFailedOn string    // leader against which rewind last failed
+	readOnlyWhy    string    // reason the read-only switch was last set
 	deadCount      int
 	syncChangeLSN  uint64
 	leaderLSN      uint64
@@ -317,6 +318,10 @@ func (a *Agent) observe(ctx context.Context) (engine.Observation, error) {
 	a.mu.Unlock()
 
 	o.Running, o.InRecovery, o.Timeline, o.LSN, o.Streaming = ps.Running, ps.InRecovery, ps.Timeline, ps.CurrentLSN, ps.Streaming
+	if free := a.pg.DiskFree(); free >= 0 {
+		o.DiskKnown, o.DiskFree = true, free
+	}
+	o.ReadOnly = a.pg.ReadOnly()
 	switch {
 	case !a.pg.Initialized():
 		o.Data = engine.DataEmpty
@@ -639,6 +644,17 @@ func (a *Agent) exec(ctx context.Context, o engine.Observation, act engine.Actio
 			return fmt.Errorf("fencing: %w", err)
 		}
 		a.setFollowing("")
+	case engine.SetReadOnly:
+		on := act.Value == "on"
+		if on {
+			a.log.Warn("turning new transactions read-only", "reason", act.Reason)
+			a.mu.Lock()
+			a.readOnlyWhy = act.Reason
+			a.mu.Unlock()
+		} else {
+			a.log.Info("writes allowed again", "reason", act.Reason)
+		}
+		return a.pg.SetReadOnly(ctx, on)
 	case engine.ReleaseLeader:
 		return a.st.ReleaseLeader(ctx)
 	case engine.RevokeLeader:

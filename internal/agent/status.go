@@ -141,6 +141,17 @@ func (a *Agent) Status(ctx context.Context) model.Status {
 	if !obs.StoreOK {
 		st.Problems = append(st.Problems, "store unreachable")
 	}
+	if obs.ReadOnly {
+		st.ReadOnly = true
+		a.mu.Lock()
+		why := a.readOnlyWhy
+		a.mu.Unlock()
+		if why == "" {
+			why = "disk nearly full"
+		}
+		st.Problems = append(st.Problems, fmt.Sprintf("read-only: %s (%d MiB free now); writes resume at %d MiB free",
+			why, obs.DiskFree>>20, 2*a.params.DiskLow>>20))
+	}
 	a.extStatus(&st) // issue 3 hook (ext.go): pending restarts, applied config revision
 	return st
 }
@@ -206,6 +217,12 @@ func (a *Agent) Health() []string {
 	}
 	if !a.st.OK() {
 		fails = append(fails, "store unreachable")
+	}
+	a.mu.Lock()
+	readOnly := a.lastObs.ReadOnly && a.lastObs.LeaderMine
+	a.mu.Unlock()
+	if readOnly {
+		fails = append(fails, "read-only: the disk is nearly full")
 	}
 	switch a.Role() {
 	case model.RoleFenced:

@@ -65,6 +65,11 @@ type Params struct {
 	// reconnects) before refusing it.
 	SwitchoverGrace time.Duration
 	StuckAfter      time.Duration // a standby not streaming this long from a live leader is rewound
+	// DiskLow: a leader with less free space than this on its data
+	// directory's filesystem turns new transactions read-only, before
+	// Postgres fails writes at random or stops; writes come back once
+	// twice as much is free.
+	DiskLow int64
 }
 
 // DefaultParams are used by the agent unless configured otherwise.
@@ -77,6 +82,7 @@ func DefaultParams() Params {
 		SwitchoverTTL:   30 * time.Second,
 		SwitchoverGrace: 5 * time.Second,
 		StuckAfter:      10 * time.Second,
+		DiskLow:         64 << 20,
 	}
 }
 
@@ -146,6 +152,9 @@ type Observation struct {
 	Restarts        int           // consecutive failed local starts / crashes
 	SinceStart      time.Duration // since the last start attempt
 	RewindFailed    bool          // the last rewind against the current leader failed
+	DiskKnown       bool          // DiskFree was measured
+	DiskFree        int64         // bytes free for the data directory
+	ReadOnly        bool          // petrel's read-only switch is on
 
 	// Leader-only facts.
 	Standbys      []Standby
@@ -180,6 +189,7 @@ const (
 	DropSlot        Kind = "drop-slot"
 	SwitchoverStop  Kind = "switchover-stop" // stop cleanly, record the stop LSN for Target, release the key
 	ClearSwitchover Kind = "clear-switchover"
+	SetReadOnly     Kind = "set-read-only" // Value "on" or "off": default_transaction_read_only, reloaded
 )
 
 // Action is one step of a Plan.
@@ -201,7 +211,7 @@ func (a Action) String() string {
 	if a.Members != nil {
 		fmt.Fprintf(&b, " members=[%s]", strings.Join(a.Members, ","))
 	}
-	if a.Kind == SetSyncNames {
+	if a.Kind == SetSyncNames || a.Kind == SetReadOnly {
 		fmt.Fprintf(&b, " value=%q", a.Value)
 	}
 	if a.Rev != 0 {
@@ -241,6 +251,34 @@ const StrictPlaceholder = "petrel_no_standby"
 
 // Decide is the engine: observation in, plan out.
 func Decide(o Observation, p Params) Plan {
+	plan := decide(o, p)
+	if act, ok := readOnlyAction(o, p, plan); ok {
+		if len(plan.Actions) == 1 && plan.Actions[0].Kind == Wait {
+			plan.Actions = nil
+		}
+		plan.Actions = append(plan.Actions, act)
+	}
+	return plan
+}
+
+// readOnlyAction keeps petrel's read-only switch: on for a leader whose
+// disk is nearly full (its role stays primary: reads go on, and a full
+// disk is no reason to fail over), off again on any member once space is
+// back. Unknown free space changes nothing.
+func readOnlyAction(o Observation, p Params, plan Plan) (Action, bool) {
+	if !o.DiskKnown || p.DiskLow <= 0 {
+		return Action{}, false
+	}
+	switch {
+	case !o.ReadOnly && o.DiskFree < p.DiskLow && plan.Role == model.RolePrimary && o.LeaderMine:
+		return Action{Kind: SetReadOnly, Value: "on", Reason: fmt.Sprintf("disk nearly full: %d MiB free, below %d MiB", o.DiskFree>>20, p.DiskLow>>20)}, true
+	case o.ReadOnly && o.DiskFree >= 2*p.DiskLow:
+		return Action{Kind: SetReadOnly, Value: "off", Reason: fmt.Sprintf("disk space back: %d MiB free", o.DiskFree>>20)}, true
+	}
+	return Action{}, false
+}
+
+func decide(o Observation, p Params) Plan {
 	localRole := model.RoleOffline
 	if o.Running {
 		if o.InRecovery {

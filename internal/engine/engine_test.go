@@ -52,7 +52,7 @@ func kinds(p Plan) string {
 		if a.Members != nil {
 			x += fmt.Sprintf("%v", a.Members)
 		}
-		if a.Kind == SetSyncNames {
+		if a.Kind == SetSyncNames || a.Kind == SetReadOnly {
 			x += "=" + a.Value
 		}
 		s = append(s, x)
@@ -317,6 +317,31 @@ func TestDecide(t *testing.T) {
 			o.SwitchoverAge = 6 * time.Second
 			return o
 		}, "", "clear-switchover set-sync-names=", model.RolePrimary},
+		{"disk nearly full: the leader turns read-only and stays primary", func() Observation {
+			o := leader()
+			o.DiskKnown, o.DiskFree = true, 10<<20
+			return o
+		}, "", "set-read-only=on", model.RolePrimary},
+		{"disk still low: read-only stays (hysteresis)", func() Observation {
+			o := leader()
+			o.DiskKnown, o.DiskFree, o.ReadOnly = true, 100<<20, true
+			return o
+		}, "", "wait", model.RolePrimary},
+		{"disk space back: writes resume", func() Observation {
+			o := leader()
+			o.DiskKnown, o.DiskFree, o.ReadOnly = true, 200<<20, true
+			return o
+		}, "", "set-read-only=off", model.RolePrimary},
+		{"disk free unknown: nothing changes", func() Observation {
+			o := leader()
+			o.ReadOnly = true
+			return o
+		}, "", "wait", model.RolePrimary},
+		{"a replica with a full disk is not made read-only", func() Observation {
+			o := base()
+			o.DiskKnown, o.DiskFree = true, 0
+			return o
+		}, "", "wait", model.RoleReplica},
 		{"switchover to a replica outside the primary region is refused", func() Observation {
 			o := leader()
 			o.Switchover = &model.Switchover{From: "scl1", To: "ord1"}

@@ -98,6 +98,9 @@ type Status struct {
 	// failover), "blocked" (strict mode, writes wait), "off".
 	SyncState string   `json:"sync_state,omitempty"`
 	Problems  []string `json:"problems,omitempty"`
+	// ReadOnly: petrel turned new transactions read-only on this member
+	// (its disk is nearly full); Problems says why.
+	ReadOnly bool `json:"read_only,omitempty"`
 	// PendingRestart: a cluster setting changed that needs a Postgres
 	// restart on this member (pg_settings.pending_restart).
 	PendingRestart bool `json:"pending_restart,omitempty"`

@@ -24,10 +24,12 @@ host    replication  postgres    ::/0        scram-sha-256
 `
 
 // includeLines end postgresql.conf, in this order: the user's cluster-wide
-// settings, then petrel's own (which win), then the standby settings.
+// settings, then petrel's own (which win), its read-only switch, then the
+// standby settings.
 var includeLines = []string{
 	"include_if_exists = '" + userConf + "'",
 	"include_if_exists = '" + petrelConf + "'",
+	"include_if_exists = '" + readOnlyConf + "'",
 	"include_if_exists = '" + recoveryConf + "'",
 }
 
@@ -60,6 +62,9 @@ const includeMarker = "# Added by petrel; keep at the end."
 // lines already there out of order (e.g. from before petrel-user.conf
 // existed) are moved to the end.
 func (s *Server) ensureIncludes() error {
+	if err := s.ensureReadOnlyFile(); err != nil {
+		return err
+	}
 	path := filepath.Join(s.opts.DataDir, "postgresql.conf")
 	data, err := os.ReadFile(path)
 	if err != nil {

@@ -1,6 +1,7 @@
 package pg
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
@@ -134,8 +135,36 @@ func TestEnsureIncludesOrder(t *testing.T) {
 		}
 	}
 	b, _ := os.ReadFile(filepath.Join(dir, "postgresql.conf"))
-	want := "shared_buffers = 1MB\n\n# Added by petrel; keep at the end.\ninclude_if_exists = 'petrel-user.conf'\ninclude_if_exists = 'petrel.conf'\ninclude_if_exists = 'petrel-recovery.conf'\n"
+	want := "shared_buffers = 1MB\n\n# Added by petrel; keep at the end.\ninclude_if_exists = 'petrel-user.conf'\ninclude_if_exists = 'petrel.conf'\ninclude_if_exists = 'petrel-readonly.conf'\ninclude_if_exists = 'petrel-recovery.conf'\n"
 	if string(b) != want {
 		t.Fatalf("postgresql.conf:\n%s\nwant:\n%s", b, want)
+	}
+}
+
+// The read-only switch is rewritten in place at one length (so it needs
+// no new block on a full disk) and reads back.
+func TestReadOnlySwitch(t *testing.T) {
+	dir := t.TempDir()
+	s := &Server{opts: Options{DataDir: dir}, uid: -1, gid: -1}
+	if err := s.ensureReadOnlyFile(); err != nil {
+		t.Fatal(err)
+	}
+	if s.ReadOnly() {
+		t.Fatal("a new switch is on")
+	}
+	for _, on := range []bool{true, false, true} {
+		if err := s.SetReadOnly(context.Background(), on); err != nil {
+			t.Fatal(err)
+		}
+		if s.ReadOnly() != on {
+			t.Fatalf("ReadOnly() = %v after SetReadOnly(%v)", !on, on)
+		}
+		b, _ := os.ReadFile(filepath.Join(dir, readOnlyConf))
+		if len(b) != readOnlyLen {
+			t.Fatalf("switch is %d bytes, want %d: %q", len(b), readOnlyLen, b)
+		}
+	}
+	if s.DiskFree() <= 0 {
+		t.Fatalf("DiskFree() = %d", s.DiskFree())
 	}
 }

@@ -149,6 +149,9 @@ func Table(w io.Writer, sts []model.Status) {
 		if s.PendingRestart {
 			state += " (pending restart)"
 		}
+		if s.ReadOnly {
+			state += " (READ-ONLY: disk nearly full)"
+		}
 		switch {
 		case s.Role == model.RolePrimary && s.SyncState != "":
 			// Whether an automatic failover could happen right now.

@@ -1,0 +1,5 @@
+//go:build !linux
+
+package pg
+
+func diskFree(string) int64 { return -1 }
