@@ -86,7 +86,7 @@ func CreateUser(ctx context.Context, c *pgx.Conn, user, password string) error {
 		return err
 	}
 	if exists {
-		return fmt.Errorf("user %s already exists: pick another (--user) or remove it first (petrel detach / petrel users delete)", user)
+		return fmt.Errorf("user %s already exists: choose another name, or remove it first (petrel detach / petrel users delete)", user)
 	}
 	v, err := pg.ScramVerifier(password)
 	if err != nil {

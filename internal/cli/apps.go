@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -288,10 +289,25 @@ func runPsql(cmd *cobra.Command, c *clusterConn, addr, db string, extra []string
 	signal.Notify(sig, os.Interrupt)
 	defer signal.Stop(sig)
 	if err := p.Run(); err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) && ee.ExitCode() > 0 {
+			// Scripts tell psql's failures apart by status (2: connection
+			// lost, 3: script error with ON_ERROR_STOP): pass it on.
+			return exitError{code: ee.ExitCode(), err: fmt.Errorf("psql exited with status %d", ee.ExitCode())}
+		}
 		return fmt.Errorf("psql: %w", err)
 	}
 	return nil
 }
+
+// exitError makes petrel exit with code instead of 1.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e exitError) Error() string { return e.err.Error() }
+func (e exitError) Unwrap() error { return e.err }
 
 func newDBCmd() *cobra.Command {
 	var cf clusterFlags

@@ -3,6 +3,7 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"runtime"
@@ -28,6 +29,10 @@ func Execute() int {
 	root.AddCommand(append(appCommands(), newConfigCmd())...) // attach, detach, connect, db, users, config (issue 3)
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "petrel:", err)
+		var xe exitError
+		if errors.As(err, &xe) {
+			return xe.code
+		}
 		return 1
 	}
 	return 0

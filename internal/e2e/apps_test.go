@@ -459,6 +459,16 @@ WHERE s.ssl AND r.state = 'streaming'`)
 		}
 		refused(`no live member in region "nowhere"`, "connect", "--region", "nowhere")
 		refused(`ERROR:  syntax error`, "connect", "--", "-X", "-v", "ON_ERROR_STOP=1", "-c", "SELEC 1")
+		// psql's own exit status comes through (3: a script stopped by
+		// ON_ERROR_STOP), so scripts can tell failures apart.
+		script := filepath.Join(t.TempDir(), "bad.sql")
+		if err := os.WriteFile(script, []byte("SELECT 1;\nSELEC 2;\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, stderr, err = petrelCLI(ctx, t, c, "connect", "--", "-X", "-v", "ON_ERROR_STOP=1", "-f", script)
+		if ee := (*exec.ExitError)(nil); !errors.As(err, &ee) || ee.ExitCode() != 3 {
+			t.Fatalf("connect -f with a failing script: want exit status 3 (psql's), got %v\n%s", err, stderr)
+		}
 
 		// users delete ends its sessions, reassigns what it owns to the
 		// admin and drops it: it can no longer log in.
