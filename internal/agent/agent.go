@@ -108,9 +108,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); a.st.Run(storeCtx) }()
+	ext, err := startExtWatchdog()
+	if err != nil {
+		a.log.Warn("no external watchdog: a hung agent's postgres is fenced only by its synchronous standbys", "err", err)
+	}
 	wg.Add(1)
-	go func() { defer wg.Done(); a.fenceWatchdog(storeCtx) }()
-	defer func() { stopStore(); wg.Wait() }()
+	go func() { defer wg.Done(); a.fenceWatchdog(storeCtx, ext) }()
+	defer func() { stopStore(); wg.Wait(); ext.stop() }()
 
 	t := time.NewTicker(Tick)
 	defer t.Stop()
@@ -139,7 +143,11 @@ func (a *Agent) Run(ctx context.Context) error {
 // postmaster directly, which works even on a stopped process. Backends,
 // including ones waiting for a synchronous commit, exit on postmaster
 // death, so nothing is acknowledged after the lease expires.
-func (a *Agent) fenceWatchdog(ctx context.Context) {
+//
+// It also keeps the external watchdog (a separate process, see package
+// watchdog) armed while this node is a writable leader, with the same
+// deadline, so that a hung or dead agent cannot leave a zombie primary.
+func (a *Agent) fenceWatchdog(ctx context.Context, ext *extWatchdog) {
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
 	for {
@@ -151,10 +159,16 @@ func (a *Agent) fenceWatchdog(ctx context.Context) {
 		a.mu.Lock()
 		primary := a.lastPG.Running && !a.lastPG.InRecovery
 		a.mu.Unlock()
+		lease, left := a.st.Lease()
+		if pid := a.pg.PID(); primary && lease != 0 && pid > 0 && left > a.params.FenceMargin/2 {
+			ext.arm(left-a.params.FenceMargin/2, pid)
+		} else if ext != nil {
+			ext.disarm()
+		}
 		if !primary {
 			continue
 		}
-		if _, left := a.st.Lease(); left > a.params.FenceMargin/2 {
+		if left > a.params.FenceMargin/2 {
 			continue
 		}
 		if pid := a.pg.PID(); pid > 0 {

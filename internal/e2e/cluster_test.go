@@ -396,6 +396,53 @@ func TestClusterSupervision(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+
+	t.Run("a hung agent's postgres is killed by its watchdog", func(t *testing.T) {
+		if err := testcluster.WaitFor(ctx, "a synchronous standby", func() bool {
+			st, err := c.Status(leader)
+			return err == nil && st.SyncState == "sync"
+		}); err != nil {
+			t.Fatal(err)
+		}
+		old := leader
+		pm := c.Node(old).PostmasterPID()
+		if pm <= 0 {
+			t.Fatalf("no postmaster on %s", old)
+		}
+		resumed := false
+		defer func() {
+			if !resumed {
+				_ = c.SignalAgent(old, syscall.SIGCONT)
+			}
+		}()
+		_, nl := writeThrough(ctx, t, c, func() {
+			if err := c.SignalAgent(old, syscall.SIGSTOP); err != nil {
+				t.Fatal(err)
+			}
+			// The agent is frozen and cannot fence; its watchdog process
+			// kills the postmaster once the lease is no longer safe, so the
+			// old primary serves nothing, not even stale reads.
+			if err := testcluster.WaitFor(ctx, "the frozen agent's postgres to be killed", func() bool {
+				return syscall.Kill(pm, 0) == syscall.ESRCH
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Exec(ctx, old, "SELECT 1"); err == nil {
+				t.Fatalf("%s's postgres still answers with its agent frozen", old)
+			}
+		})
+		if nl == old {
+			t.Fatalf("leader still %s", old)
+		}
+		leader = nl
+		if err := c.SignalAgent(old, syscall.SIGCONT); err != nil {
+			t.Fatal(err)
+		}
+		resumed = true
+		if err := c.WaitRole(ctx, old, model.RoleReplica); err != nil {
+			t.Fatal(err)
+		}
+	})
 }
 
 func TestConcurrentBootstrapInitializesOnce(t *testing.T) {

@@ -1,0 +1,204 @@
+// Package watchdog is the leader's fence of last resort, in a process of
+// its own: the node agent spawns `petrel watchdog` and keeps telling it,
+// over its stdin, how long the agent's lease is certainly still held.
+// If that time passes without a renewal, the watchdog SIGKILLs the
+// postmaster and its children, whatever happened to the agent: hung
+// (SIGSTOP, a stuck kernel call), killed, or wedged. Without it a hung
+// agent's Postgres would keep serving reads, and holding connections, as
+// a zombie primary after a new leader was elected.
+//
+// Protocol (one line each, from the agent):
+//
+//	arm <ms> <pid>   the lease is safe for <ms> more milliseconds from
+//	                 now; <pid> is the postmaster
+//	disarm           not a writable leader: nothing to enforce
+//
+// Rules:
+//  1. The agent arms with the lease time left minus a margin, measured
+//     before it writes, so the watchdog's deadline is never later than
+//     the lease's.
+//  2. Stdin closing (the agent died) does not disarm: an armed watchdog
+//     still fires at its deadline, then exits; a disarmed one exits at once.
+//  3. It kills only a process whose executable is named Config.ProcName
+//     ("postgres"), so a reused pid is never hit.
+package watchdog
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Config tunes the watchdog.
+type Config struct {
+	// ProcName is the executable name a target pid must have.
+	ProcName string
+	// Proc is the proc filesystem's mount point ("/proc").
+	Proc string
+}
+
+type command struct {
+	arm  bool
+	left time.Duration
+	pid  int
+}
+
+func parse(line string) (command, error) {
+	f := strings.Fields(line)
+	switch {
+	case len(f) == 1 && f[0] == "disarm":
+		return command{}, nil
+	case len(f) == 3 && f[0] == "arm":
+		ms, err1 := strconv.ParseInt(f[1], 10, 64)
+		pid, err2 := strconv.Atoi(f[2])
+		if err1 != nil || err2 != nil || ms < 0 || pid <= 1 {
+			return command{}, fmt.Errorf("bad arm line %q", line)
+		}
+		return command{arm: true, left: time.Duration(ms) * time.Millisecond, pid: pid}, nil
+	}
+	return command{}, fmt.Errorf("unknown command %q", line)
+}
+
+// Run reads commands from in until it closes and enforces the deadline
+// they set; it returns once in is closed and nothing is armed, or when
+// ctx ends.
+func Run(ctx context.Context, in io.Reader, cfg Config, log *slog.Logger) error {
+	if cfg.ProcName == "" {
+		cfg.ProcName = "postgres"
+	}
+	if cfg.Proc == "" {
+		cfg.Proc = "/proc"
+	}
+	cmds := make(chan command)
+	go func() {
+		defer close(cmds)
+		sc := bufio.NewScanner(in)
+		for sc.Scan() {
+			c, err := parse(sc.Text())
+			if err != nil {
+				log.Warn("watchdog: ignoring a line", "err", err)
+				continue
+			}
+			select {
+			case cmds <- c:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	var (
+		armed    bool
+		pid      int
+		deadline time.Time
+		timer    = time.NewTimer(time.Hour)
+		open     = true
+	)
+	timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case c, ok := <-cmds:
+			if !ok {
+				open = false
+				cmds = nil
+				if !armed {
+					return nil
+				}
+				log.Warn("watchdog: the agent is gone while armed; fencing at the deadline", "pid", pid, "in", time.Until(deadline).Round(time.Millisecond))
+				continue
+			}
+			armed, pid = c.arm, c.pid
+			timer.Stop()
+			if armed {
+				deadline = time.Now().Add(c.left)
+				timer.Reset(c.left)
+			}
+		case <-timer.C:
+			if !armed {
+				continue
+			}
+			log.Error("watchdog: the agent did not renew its lease in time: killing postgres", "pid", pid)
+			if err := killTree(cfg, pid); err != nil {
+				log.Warn("watchdog: killing postgres", "pid", pid, "err", err)
+			}
+			armed = false
+			if !open {
+				return nil
+			}
+		}
+	}
+}
+
+// killTree SIGKILLs pid, if it is a ProcName process, and its children
+// (backends; a stopped one would otherwise hold the shared memory).
+func killTree(cfg Config, pid int) error {
+	if name := exeName(cfg.Proc, pid); name != cfg.ProcName {
+		return fmt.Errorf("pid %d is %q, not %s: not killing", pid, name, cfg.ProcName)
+	}
+	kids := children(cfg.Proc, pid)
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		return fmt.Errorf("killing %d: %w", pid, err)
+	}
+	for _, k := range kids {
+		if exeName(cfg.Proc, k) == cfg.ProcName {
+			_ = syscall.Kill(k, syscall.SIGKILL)
+		}
+	}
+	return nil
+}
+
+func exeName(proc string, pid int) string {
+	p, err := os.Readlink(filepath.Join(proc, strconv.Itoa(pid), "exe"))
+	if err != nil {
+		// Not allowed to read the link (another user's process without
+		// root): fall back to comm, which Postgres children rewrite but
+		// the postmaster keeps.
+		b, err := os.ReadFile(filepath.Join(proc, strconv.Itoa(pid), "comm"))
+		if err != nil {
+			return ""
+		}
+		return strings.TrimSpace(string(b))
+	}
+	return filepath.Base(strings.TrimSuffix(p, " (deleted)"))
+}
+
+// children lists the pids whose parent is pid.
+func children(proc string, pid int) []int {
+	ents, err := os.ReadDir(proc)
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, e := range ents {
+		n, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(proc, e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// stat is "pid (comm) state ppid ..."; comm may hold spaces.
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(s[i+1:])
+		if len(f) >= 2 {
+			if pp, err := strconv.Atoi(f[1]); err == nil && pp == pid {
+				out = append(out, n)
+			}
+		}
+	}
+	return out
+}
