@@ -26,6 +26,7 @@ import (
 	"github.com/petrel-db/petrel/internal/model"
 	"github.com/petrel-db/petrel/internal/pg"
 	"github.com/petrel-db/petrel/internal/store"
+	"github.com/petrel-db/petrel/internal/watchdog"
 )
 
 // Tick is how often the agent observes when nothing wakes it earlier.
@@ -49,23 +50,26 @@ type Agent struct {
 	mu sync.Mutex // guards the following fields
 	// following is the member whose WAL the local standby is configured
 	// to stream ("" none); set by the actions that configure it.
-	following      string
-	lastPG         pg.Status
-	lastPlan       engine.Plan
-	lastObs        engine.Observation
-	state          string
-	restarts       int
-	lastStart      time.Time
-	runningSince   time.Time
-	wasRunning     bool
-	stoppedByUs    bool
-	lastStreaming  time.Time
-	streamingSince time.Time // start of the current uninterrupted streaming
-	rewindFailedOn string    // leader against which rewind last failed
-	readOnlyWhy    string    // reason the read-only switch was last set
-	deadCount      int
-	syncChangeLSN  uint64
-	leaderLSN      uint64
+	following       string
+	lastPG          pg.Status
+	lastPlan        engine.Plan
+	lastObs         engine.Observation
+	state           string
+	restarts        int
+	lastStart       time.Time
+	runningSince    time.Time
+	wasRunning      bool
+	stoppedByUs     bool
+	lastStreaming   time.Time
+	streamingSince  time.Time // start of the current uninterrupted streaming
+	rewindFailedOn  string    // leader against which rewind last failed
+	readOnlyWhy     string    // reason the read-only switch was last set
+	unansweredSince time.Time // first failed observation of a running postgres (zero: it answers)
+	failsafeUntil   time.Time // leader: every member promised not to take over until then
+	promisedUntil   time.Time // member: promised the leader not to take over until then
+	deadCount       int
+	syncChangeLSN   uint64
+	leaderLSN       uint64
 }
 
 // New builds an agent; Run starts it.
@@ -114,6 +118,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	wg.Add(1)
 	go func() { defer wg.Done(); a.fenceWatchdog(storeCtx, ext) }()
+	wg.Add(1)
+	go func() { defer wg.Done(); a.failsafeLoop(storeCtx) }()
 	defer func() { stopStore(); wg.Wait(); ext.stop() }()
 
 	t := time.NewTicker(Tick)
@@ -159,7 +165,8 @@ func (a *Agent) fenceWatchdog(ctx context.Context, ext *extWatchdog) {
 		a.mu.Lock()
 		primary := a.lastPG.Running && !a.lastPG.InRecovery
 		a.mu.Unlock()
-		lease, left := a.st.Lease()
+		lease, _ := a.st.Lease()
+		left := a.safeLeft()
 		if pid := a.pg.PID(); primary && lease != 0 && pid > 0 && left > a.params.FenceMargin/2 {
 			ext.arm(left-a.params.FenceMargin/2, pid)
 		} else if ext != nil {
@@ -183,18 +190,49 @@ func (a *Agent) fenceWatchdog(ctx context.Context, ext *extWatchdog) {
 	}
 }
 
+// stepUnobservable acts when the local Postgres runs but answered nothing:
+// it is killed when its lease runs out (rule 1) or when, as the leader, it
+// has been hung for HangAfter (then the key goes to a standby).
+func (a *Agent) stepUnobservable(ctx context.Context, obs engine.Observation) {
+	if !a.pg.Running() {
+		return
+	}
+	now := time.Now()
+	a.mu.Lock()
+	if a.unansweredSince.IsZero() {
+		a.unansweredSince = now
+	}
+	unanswered := now.Sub(a.unansweredSince)
+	wasPrimary := a.lastPG.Running && !a.lastPG.InRecovery
+	a.mu.Unlock()
+	lease, _ := a.st.Lease()
+	snap := a.st.Snapshot()
+	mine := snap.Leader == a.cfg.ID && lease != 0 && snap.LeaderLease == lease
+	plan := engine.DecideUnobservable(wasPrimary, mine, unanswered, a.safeLeft(), a.params)
+	for _, act := range plan.Actions {
+		if act.Kind == engine.Wait {
+			a.setState(waitState(plan.Role, act.Reason))
+			continue
+		}
+		a.log.Warn("postgres not answering", "action", act.String())
+		if err := a.exec(ctx, obs, act); err != nil {
+			a.log.Error("acting on an unobservable postgres", "action", act.Kind, "err", err)
+			return
+		}
+	}
+}
+
 // step is one observe-decide-act round.
 func (a *Agent) step(ctx context.Context) {
 	obs, err := a.observe(ctx)
 	if err != nil {
 		a.log.Warn("observing", "err", err)
-		// Even when Postgres cannot be inspected, a primary whose lease is
-		// running out must be fenced.
-		if _, left := a.st.Lease(); a.pg.Running() && a.lastPG.Running && !a.lastPG.InRecovery && left < a.params.FenceMargin {
-			a.exec(ctx, obs, engine.Action{Kind: engine.Fence, Reason: "lease running out and postgres unobservable"})
-		}
+		a.stepUnobservable(ctx, obs)
 		return
 	}
+	a.mu.Lock()
+	a.unansweredSince = time.Time{}
+	a.mu.Unlock()
 	plan := engine.Decide(obs, a.params)
 	a.mu.Lock()
 	changed := plan.String() != a.lastPlan.String()
@@ -242,23 +280,28 @@ func (a *Agent) observe(ctx context.Context) (engine.Observation, error) {
 	snap := a.st.Snapshot()
 	lease, left := a.st.Lease()
 	o := engine.Observation{
-		Self:        a.cfg.ID,
-		Region:      a.cfg.Region,
-		StoreOK:     a.st.OK(),
-		Initialized: snap.Info != nil,
-		Leader:      snap.Leader,
-		LeaderRev:   snap.LeaderRev,
-		LeaderMine:  snap.Leader == a.cfg.ID && lease != 0 && snap.LeaderLease == lease,
-		Sync:        snap.Sync,
-		SyncRev:     snap.SyncRev,
-		Members:     snap.Members,
-		Registered:  snap.Registered,
-		Switchover:  snap.Switchover,
-		LeaseLeft:   left,
-		Cascade:     snap.Cascade[a.cfg.Region],
+		Self:             a.cfg.ID,
+		Region:           a.cfg.Region,
+		StoreOK:          a.st.OK(),
+		Initialized:      snap.Info != nil,
+		Leader:           snap.Leader,
+		LeaderRev:        snap.LeaderRev,
+		LeaderMine:       snap.Leader == a.cfg.ID && lease != 0 && snap.LeaderLease == lease,
+		Sync:             snap.Sync,
+		SyncRev:          snap.SyncRev,
+		Members:          snap.Members,
+		Registered:       snap.Registered,
+		Switchover:       snap.Switchover,
+		LeaseLeft:        left,
+		FailsafeLeft:     a.failsafeLeft(),
+		FailsafePromised: a.promised(),
+		Cascade:          snap.Cascade[a.cfg.Region],
 
 		CascadeRegions:    snap.Cascade,
 		RegisteredRegions: snap.RegisteredRegions,
+	}
+	if a.lastObs.LeaderMine && !o.LeaderMine {
+		a.log.Warn("leadership lost in the store view", "store_leader", snap.Leader, "key_lease", fmt.Sprintf("%x", snap.LeaderLease), "own_lease", fmt.Sprintf("%x", lease), "lease_left", left, "store_ok", o.StoreOK)
 	}
 	o.PrimaryRegion = a.cfg.PrimaryRegion
 	if snap.Info != nil {
@@ -657,6 +700,21 @@ func (a *Agent) exec(ctx context.Context, o engine.Observation, act engine.Actio
 		if err := a.stopPG(ctx, "immediate"); err != nil {
 			return fmt.Errorf("fencing: %w", err)
 		}
+		a.setFollowing("")
+	case engine.Kill:
+		a.setState("fenced")
+		a.metrics.fences.Inc()
+		a.log.Warn("killing postgres", "reason", act.Reason)
+		if pid := a.pg.PID(); pid > 0 {
+			if err := watchdog.KillPostgres(pid); err != nil {
+				return fmt.Errorf("killing postgres: %w", err)
+			}
+		}
+		a.mu.Lock()
+		a.stoppedByUs = true
+		a.lastPG.Running = false
+		a.unansweredSince = time.Time{}
+		a.mu.Unlock()
 		a.setFollowing("")
 	case engine.SetReadOnly:
 		on := act.Value == "on"

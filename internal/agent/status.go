@@ -81,7 +81,7 @@ func (a *Agent) Role() string {
 	case plan.Role == model.RoleFenced:
 		return model.RoleFenced
 	case running && ps.Running && !ps.InRecovery && obs.LeaderMine:
-		if _, left := a.st.Lease(); left < a.params.FenceMargin {
+		if a.safeLeft() < a.params.FenceMargin {
 			return model.RoleFenced
 		}
 		return model.RolePrimary
@@ -140,6 +140,9 @@ func (a *Agent) Status(ctx context.Context) model.Status {
 	}
 	if !obs.StoreOK {
 		st.Problems = append(st.Problems, "store unreachable")
+		if role == model.RolePrimary && a.failsafeLeft() > 0 {
+			st.Problems = append(st.Problems, "failsafe: every member promised not to take over, so this primary keeps serving")
+		}
 	}
 	if obs.ReadOnly {
 		st.ReadOnly = true

@@ -1,6 +1,7 @@
 // Package api serves a node's HTTP endpoints: GET /health, /role, /status
-// and /metrics. It only reads from its Source; nothing here changes the
-// node.
+// and /metrics, which only read from its Source, and POST /failsafe, a
+// leader's signed ask (while the store is unreachable) that this member
+// not take over for a lease TTL.
 package api
 
 import (
@@ -24,6 +25,11 @@ type Source interface {
 	Health() []string
 }
 
+// FailsafeSource answers POST /failsafe (the agent).
+type FailsafeSource interface {
+	Failsafe(req model.FailsafeRequest) model.FailsafeReply
+}
+
 // Handler returns the API's routes.
 func Handler(src Source, reg prometheus.Gatherer) http.Handler {
 	mux := http.NewServeMux()
@@ -45,6 +51,23 @@ func Handler(src Source, reg prometheus.Gatherer) http.Handler {
 		writeJSON(w, code, map[string]any{"ok": len(fails) == 0, "role": src.Role(), "failing": fails})
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	if fs, ok := src.(FailsafeSource); ok {
+		mux.HandleFunc("POST /failsafe", func(w http.ResponseWriter, r *http.Request) {
+			var req model.FailsafeRequest
+			dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4<<10))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(&req); err != nil {
+				writeJSON(w, http.StatusBadRequest, model.FailsafeReply{Reason: "bad request body: " + err.Error()})
+				return
+			}
+			rep := fs.Failsafe(req)
+			code := http.StatusOK
+			if !rep.OK {
+				code = http.StatusConflict
+			}
+			writeJSON(w, code, rep)
+		})
+	}
 	return mux
 }
 

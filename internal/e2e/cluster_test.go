@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -443,6 +444,42 @@ func TestClusterSupervision(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+
+	t.Run("a hung postgres on the leader is killed and a standby takes over", func(t *testing.T) {
+		if err := testcluster.WaitFor(ctx, "a synchronous standby", func() bool {
+			st, err := c.Status(leader)
+			return err == nil && st.SyncState == "sync"
+		}); err != nil {
+			t.Fatal(err)
+		}
+		old := leader
+		resumed := false
+		defer func() {
+			if !resumed {
+				_ = c.SignalPostgres(old, syscall.SIGCONT)
+			}
+		}()
+		_, nl := writeThrough(ctx, t, c, func() {
+			// Every Postgres process stops (hung storage, a frozen server);
+			// the agent is alive and keeps its lease. Writes come back on
+			// another member while the hang lasts (HangAfter, 10 s).
+			if err := c.SignalPostgres(old, syscall.SIGSTOP); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.WaitLeader(ctx, old); err != nil {
+				t.Fatal(err)
+			}
+		})
+		if nl == old {
+			t.Fatalf("leader still %s", old)
+		}
+		leader = nl
+		_ = c.SignalPostgres(old, syscall.SIGCONT)
+		resumed = true
+		if err := c.WaitRole(ctx, old, model.RoleReplica); err != nil {
+			t.Fatal(err)
+		}
+	})
 }
 
 func TestConcurrentBootstrapInitializesOnce(t *testing.T) {
@@ -482,5 +519,106 @@ func TestConcurrentBootstrapInitializesOnce(t *testing.T) {
 	}
 	if a[0] != b[0] {
 		t.Fatalf("two clusters were initialized: system ids %d and %d", a[0], b[0])
+	}
+}
+
+// TestStoreLossFailsafe stops etcd for several lease TTLs while every
+// member still sees every other: the primary keeps taking writes (each
+// member promised not to take over), nobody else becomes writable, and
+// when etcd is back the same leader carries on with nothing lost.
+func TestStoreLossFailsafe(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	c := newCluster(t, ctx)
+	for _, n := range [][2]string{{"scl1", "scl"}, {"scl2", "scl"}, {"ord1", "ord"}} {
+		if _, err := c.AddNode(n[0], n[1]); err != nil {
+			t.Fatal(err)
+		}
+		if n[0] == "scl1" {
+			if _, err := c.WaitLeader(ctx, ""); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	leader, err := c.WaitLeader(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range c.IDs() {
+		if id != leader {
+			if err := c.WaitRole(ctx, id, model.RoleReplica); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := c.Exec(ctx, leader, "CREATE TABLE fs (id int PRIMARY KEY)"); err != nil {
+		t.Fatal(err)
+	}
+	if err := testcluster.WaitFor(ctx, "a synchronous standby", func() bool {
+		st, err := c.Status(leader)
+		return err == nil && st.SyncState == "sync"
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	t0 := time.Now()
+	c.StopEtcd()
+	t.Logf("etcd stopped in %v", time.Since(t0))
+	restarted := false
+	defer func() {
+		if !restarted {
+			_ = c.RestartEtcd(context.Background())
+		}
+	}()
+	// Four lease TTLs (3 s each) without the store: every write must be
+	// acknowledged (synchronously, the standby keeps streaming), and the
+	// leader must say why it still serves.
+	stop := time.Now().Add(12 * time.Second)
+	n := 0
+	for time.Now().Before(stop) {
+		n++
+		wctx, wcancel := context.WithTimeout(ctx, 3*time.Second)
+		err := c.Exec(wctx, leader, "INSERT INTO fs VALUES ($1)", n)
+		wcancel()
+		if err != nil {
+			t.Fatalf("write %d, %.1fs into the store outage: %v", n, 12-time.Until(stop).Seconds(), err)
+		}
+		for _, id := range c.IDs() {
+			if id != leader {
+				if st, err := c.Status(id); err == nil && st.Role == model.RolePrimary {
+					t.Fatalf("%s is primary too during the store outage", id)
+				}
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	st, err := c.Status(leader)
+	if err != nil || st.Role != model.RolePrimary || !strings.Contains(strings.Join(st.Problems, ";"), "failsafe") {
+		t.Fatalf("leader during the outage: %+v %v", st, err)
+	}
+
+	if err := c.RestartEtcd(ctx); err != nil {
+		t.Fatal(err)
+	}
+	restarted = true
+	if err := testcluster.WaitFor(ctx, "the store back in every member's view", func() bool {
+		for _, id := range c.IDs() {
+			st, err := c.Status(id)
+			if err != nil || slices.Contains(st.Problems, "store unreachable") {
+				return false
+			}
+		}
+		return true
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := c.WaitLeader(ctx, ""); err != nil || l != leader {
+		t.Fatalf("leader after the outage: %s %v (was %s)", l, err, leader)
+	}
+	if err := c.Exec(ctx, leader, "INSERT INTO fs VALUES ($1)", n+1); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := c.QueryInts(ctx, leader, "SELECT count(*) FROM fs"); err != nil || got[0] != int64(n+1) {
+		t.Fatalf("rows after the outage: %v %v, want %d", got, err, n+1)
 	}
 }

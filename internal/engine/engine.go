@@ -65,6 +65,11 @@ type Params struct {
 	// reconnects) before refusing it.
 	SwitchoverGrace time.Duration
 	StuckAfter      time.Duration // a standby not streaming this long from a live leader is rewound
+	// HangAfter: a leader whose Postgres has answered nothing for this
+	// long (hung storage, a stopped postmaster) kills it and gives up the
+	// key, so that a standby takes over instead of writes waiting for as
+	// long as the hang lasts. 0 disables.
+	HangAfter time.Duration
 	// DiskLow: a leader with less free space than this on its data
 	// directory's filesystem turns new transactions read-only, before
 	// Postgres fails writes at random or stops; writes come back once
@@ -83,6 +88,7 @@ func DefaultParams() Params {
 		SwitchoverGrace: 5 * time.Second,
 		StuckAfter:      10 * time.Second,
 		DiskLow:         64 << 20,
+		HangAfter:       10 * time.Second,
 	}
 }
 
@@ -133,6 +139,14 @@ type Observation struct {
 	RegisteredRegions map[string]string
 	SwitchoverAge     time.Duration
 	LeaseLeft         time.Duration // conservative time until this node's lease may expire
+	// FailsafeLeft (leader, store unreachable): time until the promise of
+	// every registered member not to take over runs out, measured from
+	// before the leader asked. It stands in for LeaseLeft while the store
+	// is down (Patroni's failsafe mode).
+	FailsafeLeft time.Duration
+	// FailsafePromised (non-leader): this member promised the leader, for
+	// a lease TTL, not to take over; no election, no revocation until then.
+	FailsafePromised bool
 
 	// LeaderDead is true when the leader's Postgres and agent both refused
 	// connections (a fact, not a timeout), confirmed twice.
@@ -190,6 +204,7 @@ const (
 	SwitchoverStop  Kind = "switchover-stop" // stop cleanly, record the stop LSN for Target, release the key
 	ClearSwitchover Kind = "clear-switchover"
 	SetReadOnly     Kind = "set-read-only" // Value "on" or "off": default_transaction_read_only, reloaded
+	Kill            Kind = "kill"          // SIGKILL the postmaster and its backends (a hung server ignores pg_ctl)
 )
 
 // Action is one step of a Plan.
@@ -278,6 +293,29 @@ func readOnlyAction(o Observation, p Params, plan Plan) (Action, bool) {
 	return Action{}, false
 }
 
+// DecideUnobservable is the plan when the local Postgres is running but
+// answered nothing (observing it failed), so Decide lacks its facts.
+// wasPrimary is what it last was; unanswered is how long it has not
+// answered; the other inputs are as in Observation.
+func DecideUnobservable(wasPrimary, leaderMine bool, unanswered, leaseLeft time.Duration, p Params) Plan {
+	if !wasPrimary {
+		return wait(model.RoleOffline, fmt.Sprintf("postgres not answering for %v", unanswered.Round(time.Second)))
+	}
+	switch {
+	// Rule 1 still holds; the server cannot be asked, so it is killed.
+	case !leaderMine:
+		return Plan{Role: model.RoleFenced, Actions: []Action{{Kind: Kill, Reason: "running as primary without holding the leader key, and not answering"}}}
+	case leaseLeft < p.FenceMargin:
+		return Plan{Role: model.RoleFenced, Actions: []Action{{Kind: Kill, Reason: "lease running out and postgres unobservable"}}}
+	case leaderMine && p.HangAfter > 0 && unanswered >= p.HangAfter:
+		return Plan{Role: model.RoleFenced, Actions: []Action{
+			{Kind: Kill, Reason: fmt.Sprintf("postgres hung: no answer for %v", unanswered.Round(time.Second))},
+			{Kind: ReleaseLeader, Reason: "postgres hung; a standby takes over"},
+		}}
+	}
+	return wait(model.RolePrimary, fmt.Sprintf("postgres not answering for %v", unanswered.Round(time.Second)))
+}
+
 func decide(o Observation, p Params) Plan {
 	localRole := model.RoleOffline
 	if o.Running {
@@ -295,7 +333,7 @@ func decide(o Observation, p Params) Plan {
 		switch {
 		case !o.LeaderMine:
 			return Plan{Role: model.RoleFenced, Actions: []Action{{Kind: Fence, Reason: "running as primary without holding the leader key"}}}
-		case o.LeaseLeft < p.FenceMargin:
+		case o.LeaseLeft < p.FenceMargin && o.FailsafeLeft < p.FenceMargin:
 			return Plan{Role: model.RoleFenced, Actions: []Action{{Kind: Fence, Reason: fmt.Sprintf("lease renewal overdue (%v left)", o.LeaseLeft)}}}
 		}
 	}
@@ -303,9 +341,19 @@ func decide(o Observation, p Params) Plan {
 	// Rule 2: without the store, keep what is safe and change nothing.
 	if !o.StoreOK {
 		if localRole == model.RolePrimary {
+			if o.FailsafeLeft >= p.FenceMargin {
+				return wait(localRole, "store unreachable; failsafe: every member confirmed it will not take over")
+			}
 			return wait(localRole, "store unreachable; serving until the lease margin")
 		}
 		return wait(localRole, "store unreachable")
+	}
+
+	// A member that promised the leader, while the store was down, not to
+	// take over keeps its promise even once it sees the store again: the
+	// leader may still be writing on the strength of it.
+	if o.FailsafePromised && !o.LeaderMine && (o.Leader == "" || o.LeaderDead) {
+		return wait(localRole, "failsafe: promised the leader not to take over")
 	}
 
 	if !o.Initialized {
@@ -344,7 +392,7 @@ func decide(o Observation, p Params) Plan {
 }
 
 func decideLeader(o Observation, p Params) Plan {
-	if o.LeaseLeft < p.FenceMargin {
+	if o.LeaseLeft < p.FenceMargin && o.FailsafeLeft < p.FenceMargin {
 		acts := []Action{{Kind: ReleaseLeader, Reason: "lease nearly expired"}}
 		if o.Running {
 			acts = append([]Action{{Kind: Fence, Reason: "lease nearly expired"}}, acts...)

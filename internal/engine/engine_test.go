@@ -317,6 +317,26 @@ func TestDecide(t *testing.T) {
 			o.SwitchoverAge = 6 * time.Second
 			return o
 		}, "", "clear-switchover set-sync-names=", model.RolePrimary},
+		{"failsafe: store down, lease gone, every member promised: keep serving", func() Observation {
+			o := leader()
+			o.StoreOK, o.LeaseLeft, o.FailsafeLeft = false, 0, 2*time.Second
+			return o
+		}, "", "wait", model.RolePrimary},
+		{"failsafe: store down, lease and promises running out: fence", func() Observation {
+			o := leader()
+			o.StoreOK, o.LeaseLeft, o.FailsafeLeft = false, 100*time.Millisecond, 300*time.Millisecond
+			return o
+		}, "", "fence", model.RoleFenced},
+		{"failsafe: a promised member does not start an election when the key is gone", func() Observation {
+			o := base()
+			o.Leader, o.Streaming, o.FailsafePromised = "", false, true
+			return o
+		}, "", "wait", model.RoleReplica},
+		{"failsafe: a promised member does not revoke a leader that looks dead", func() Observation {
+			o := base()
+			o.Streaming, o.LeaderDead, o.FailsafePromised = false, true, true
+			return o
+		}, "", "wait", model.RoleReplica},
 		{"disk nearly full: the leader turns read-only and stays primary", func() Observation {
 			o := leader()
 			o.DiskKnown, o.DiskFree = true, 10<<20
@@ -472,5 +492,35 @@ func TestProperties(t *testing.T) {
 		if again := Decide(o, p); again.String() != plan.String() {
 			t.Fatalf("%d: not deterministic", i)
 		}
+	}
+}
+
+func TestDecideUnobservable(t *testing.T) {
+	p := DefaultParams()
+	tests := []struct {
+		name                   string
+		wasPrimary, leaderMine bool
+		unanswered, leaseLeft  time.Duration
+		want                   string
+		role                   string
+	}{
+		{"a replica that does not answer: wait", false, false, time.Minute, 0, "wait", model.RoleOffline},
+		{"a leader's postgres slow for a moment: wait", true, true, 3 * time.Second, 3 * time.Second, "wait", model.RolePrimary},
+		{"lease running out: kill, whatever else", true, true, time.Second, 100 * time.Millisecond, "kill", model.RoleFenced},
+		{"lease running out without the key: kill", true, false, time.Second, 0, "kill", model.RoleFenced},
+		{"hung past HangAfter: kill and hand the key over", true, true, 11 * time.Second, 3 * time.Second, "kill release-leader", model.RoleFenced},
+		{"a primary without the key: kill (rule 1)", true, false, time.Second, 3 * time.Second, "kill", model.RoleFenced},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := DecideUnobservable(tc.wasPrimary, tc.leaderMine, tc.unanswered, tc.leaseLeft, p)
+			if k := kinds(got); k != tc.want || got.Role != tc.role {
+				t.Fatalf("plan %s (%q, role %s), want %q role %s", got, k, got.Role, tc.want, tc.role)
+			}
+		})
+	}
+	p.HangAfter = 0
+	if got := DecideUnobservable(true, true, time.Hour, 3*time.Second, p); kinds(got) != "wait" {
+		t.Fatalf("HangAfter 0 must disable the hang rule: %s", got)
 	}
 }

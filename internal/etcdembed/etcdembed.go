@@ -151,3 +151,18 @@ func (s *Server) Close() {
 	s.closing.Store(true)
 	s.e.Close()
 }
+
+// Kill stops the member at once, as a crash would: raft and the lessor
+// stop first (so no lease expires while it winds down, which a graceful
+// Close with clients attached lets happen over seconds), then the rest
+// is closed.
+func (s *Server) Kill() {
+	select {
+	case <-s.done:
+		return
+	default:
+	}
+	s.closing.Store(true)
+	s.e.Server.HardStop()
+	s.Close()
+}

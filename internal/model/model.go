@@ -108,3 +108,21 @@ type Status struct {
 	// applied (written, reloaded, and its pending restarts known).
 	ConfigRev int64 `json:"config_rev,omitempty"`
 }
+
+// FailsafeRequest is a leader's ask, sent while it cannot reach the
+// store, that a member promise not to take over for one lease TTL
+// (POST /failsafe). MAC is hex HMAC-SHA256 over "leader|sent_unix_ms",
+// keyed from the replication password, so only a member of the cluster
+// can ask.
+type FailsafeRequest struct {
+	Leader     string `json:"leader"`
+	SentUnixMs int64  `json:"sent_unix_ms"`
+	MAC        string `json:"mac"`
+}
+
+// FailsafeReply answers a FailsafeRequest: OK is the promise; Reason says
+// why not.
+type FailsafeReply struct {
+	OK     bool   `json:"ok"`
+	Reason string `json:"reason,omitempty"`
+}

@@ -33,6 +33,8 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 )
 
 // Snapshot is a consistent view of the cluster's keys at one revision.
@@ -81,6 +83,13 @@ func Dial(ctx context.Context, endpoints []string, cluster string, ttl time.Dura
 		DialKeepAliveTime:    2 * time.Second,
 		DialKeepAliveTimeout: 2 * time.Second,
 		Logger:               nil,
+		// Reconnect within a second once the store is back: gRPC's default
+		// backoff grows to minutes, and a leader whose keepalives resume
+		// only after its lease ran out in etcd loses the key needlessly.
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+			MinConnectTimeout: time.Second,
+		})},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("connecting to etcd %v: %w", endpoints, err)
@@ -188,6 +197,17 @@ func (s *Store) Lease() (clientv3.LeaseID, time.Duration) {
 		return 0, 0
 	}
 	return s.lease, time.Until(s.leaseTo)
+}
+
+// SinceOK is how long ago the store last answered this node (a lease grant
+// or renewal); renewals go out every TTL/4.
+func (s *Store) SinceOK() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.lastOK.IsZero() {
+		return time.Duration(1<<63 - 1)
+	}
+	return time.Since(s.lastOK)
 }
 
 // OK says whether the store answered recently and the cache is current.

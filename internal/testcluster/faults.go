@@ -15,13 +15,14 @@ import (
 	"github.com/petrel-db/petrel/internal/etcdembed"
 )
 
-// StopEtcd stops the embedded etcd; its data stays on disk for
+// StopEtcd stops the embedded etcd abruptly, like a crash or a lost
+// machine (no lease expires on the way down); its data stays on disk for
 // RestartEtcd.
 func (c *Cluster) StopEtcd() {
 	c.etcdMu.Lock()
 	defer c.etcdMu.Unlock()
 	if c.Etcd != nil {
-		c.Etcd.Close()
+		c.Etcd.Kill()
 	}
 }
 

@@ -138,6 +138,13 @@ func Run(ctx context.Context, in io.Reader, cfg Config, log *slog.Logger) error 
 	}
 }
 
+// KillPostgres SIGKILLs the postmaster pid and its backends, after
+// checking that pid is a postgres process. SIGKILL works on a stopped or
+// hung process, where pg_ctl's signals wait.
+func KillPostgres(pid int) error {
+	return killTree(Config{ProcName: "postgres", Proc: "/proc"}, pid)
+}
+
 // killTree SIGKILLs pid, if it is a ProcName process, and its children
 // (backends; a stopped one would otherwise hold the shared memory).
 func killTree(cfg Config, pid int) error {

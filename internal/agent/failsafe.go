@@ -1,0 +1,209 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/petrel-db/petrel/internal/model"
+)
+
+// Failsafe mode (after Patroni's): when the leader cannot reach the store,
+// it does not have to stop writes at the end of its lease if every
+// registered member, asked over its API, promises not to take over for a
+// lease TTL. A member promises only while it cannot reach the store
+// either, and only to the leader its cache names. The leader counts its
+// window from before it asked, each member its promise from when it
+// answered, so the leader's window always ends first.
+//
+// Rules:
+//  1. every registered member must answer yes in one round, or the leader
+//     falls back to its lease (and fences at its end, as without failsafe);
+//  2. a member that promised does not start an election, revoke the
+//     leader or stop following it until its promise ends, even if it sees
+//     the store again meanwhile;
+//  3. requests are signed with a key only members hold (from the
+//     replication password) and must be fresh.
+
+// failsafeMaxSkew bounds how old (or how far ahead, clocks differ) a
+// request may be.
+const failsafeMaxSkew = 5 * time.Second
+
+func failsafeKey(replPassword string) []byte {
+	k := sha256.Sum256([]byte("petrel-failsafe|" + replPassword))
+	return k[:]
+}
+
+func failsafeMAC(key []byte, leader string, sentMs int64) string {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(leader + "|" + strconv.FormatInt(sentMs, 10)))
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// Failsafe answers a leader's request (POST /failsafe).
+func (a *Agent) Failsafe(req model.FailsafeRequest) model.FailsafeReply {
+	no := func(why string) model.FailsafeReply { return model.FailsafeReply{Reason: why} }
+	key := failsafeKey(a.sec.Replication)
+	if !hmac.Equal([]byte(req.MAC), []byte(failsafeMAC(key, req.Leader, req.SentUnixMs))) {
+		return no("bad signature")
+	}
+	if skew := time.Since(time.UnixMilli(req.SentUnixMs)); skew > failsafeMaxSkew || skew < -failsafeMaxSkew {
+		return no("stale request")
+	}
+	if req.Leader == a.cfg.ID {
+		return no("that is this member")
+	}
+	if a.st.SinceOK() < a.storeLate() {
+		return no("this member reaches the store: the leader must too")
+	}
+	if snap := a.st.Snapshot(); snap.Leader != req.Leader {
+		return no(fmt.Sprintf("the store last named %q the leader", snap.Leader))
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.lastPG.Running && !a.lastPG.InRecovery {
+		return no("this member runs a writable primary")
+	}
+	until := time.Now().Add(a.cfg.LeaseTTL)
+	if until.After(a.promisedUntil) {
+		a.promisedUntil = until
+	}
+	return model.FailsafeReply{OK: true}
+}
+
+// promised says whether this member's failsafe promise still holds.
+func (a *Agent) promised() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return time.Now().Before(a.promisedUntil)
+}
+
+// storeLate is how long without an answer from the store counts as
+// "cannot reach it" for failsafe: more than one missed renewal (they go
+// out every TTL/4), well before the lease margin.
+func (a *Agent) storeLate() time.Duration { return a.cfg.LeaseTTL / 3 }
+
+// failsafeLeft is the leader's remaining failsafe window (0: none). A
+// window stays valid once granted, store or not: every member promised.
+func (a *Agent) failsafeLeft() time.Duration {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return max(0, time.Until(a.failsafeUntil))
+}
+
+// safeLeft is how long this node may still act as the writable leader:
+// its lease, or its failsafe window while the store is unreachable.
+func (a *Agent) safeLeft() time.Duration {
+	_, left := a.st.Lease()
+	return max(left, a.failsafeLeft())
+}
+
+// failsafeLoop runs rounds while this node is a writable leader that
+// cannot reach the store.
+func (a *Agent) failsafeLoop(ctx context.Context) {
+	// Rounds start once the store is late and repeat often enough that
+	// the window (TTL from each round's start) never runs into the fence
+	// margin while every member keeps promising.
+	every := max(a.cfg.LeaseTTL/10, 50*time.Millisecond)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	client := &http.Client{Timeout: a.cfg.LeaseTTL / 4}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if a.st.SinceOK() < a.storeLate() {
+			continue
+		}
+		a.mu.Lock()
+		primary := a.lastPG.Running && !a.lastPG.InRecovery && a.lastObs.LeaderMine
+		a.mu.Unlock()
+		if !primary || a.safeLeft() <= 0 {
+			// Nothing to keep, or the window already closed: a fenced
+			// leader does not come back on a failsafe round.
+			continue
+		}
+		start := time.Now()
+		if ok, why := a.failsafeRound(ctx, client); ok {
+			a.mu.Lock()
+			if u := start.Add(a.cfg.LeaseTTL); u.After(a.failsafeUntil) {
+				a.failsafeUntil = u
+			}
+			a.mu.Unlock()
+		} else {
+			a.log.Warn("failsafe: not every member promised; the lease decides", "why", why)
+		}
+	}
+}
+
+// failsafeRound asks every registered member; all must say yes.
+func (a *Agent) failsafeRound(ctx context.Context, client *http.Client) (bool, string) {
+	snap := a.st.Snapshot()
+	key := failsafeKey(a.sec.Replication)
+	type result struct {
+		id  string
+		err error
+	}
+	var targets []model.Member
+	for _, id := range snap.Registered {
+		if id == a.cfg.ID {
+			continue
+		}
+		m, ok := snap.Members[id]
+		if !ok || m.APIURL == "" {
+			return false, id + " was not alive when the store was last read"
+		}
+		targets = append(targets, m)
+	}
+	results := make(chan result, len(targets))
+	var wg sync.WaitGroup
+	for _, m := range targets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results <- result{m.ID, a.askFailsafe(ctx, client, key, m)}
+		}()
+	}
+	wg.Wait()
+	close(results)
+	for r := range results {
+		if r.err != nil {
+			return false, fmt.Sprintf("%s: %v", r.id, r.err)
+		}
+	}
+	return true, ""
+}
+
+func (a *Agent) askFailsafe(ctx context.Context, client *http.Client, key []byte, m model.Member) error {
+	sent := time.Now().UnixMilli()
+	body, _ := json.Marshal(model.FailsafeRequest{Leader: a.cfg.ID, SentUnixMs: sent, MAC: failsafeMAC(key, a.cfg.ID, sent)})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.dialSrc.Map().URL(m.APIURL)+"/failsafe", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var rep model.FailsafeReply
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 4<<10)).Decode(&rep); err != nil {
+		return fmt.Errorf("decoding the answer: %w", err)
+	}
+	if !rep.OK {
+		return fmt.Errorf("refused: %s", rep.Reason)
+	}
+	return nil
+}
