@@ -27,6 +27,7 @@ import (
 	"github.com/petrel-db/petrel/internal/pg"
 	"github.com/petrel-db/petrel/internal/store"
 	"github.com/petrel-db/petrel/internal/watchdog"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // Tick is how often the agent observes when nothing wakes it earlier.
@@ -61,12 +62,13 @@ type Agent struct {
 	wasRunning      bool
 	stoppedByUs     bool
 	lastStreaming   time.Time
-	streamingSince  time.Time // start of the current uninterrupted streaming
-	rewindFailedOn  string    // leader against which rewind last failed
-	readOnlyWhy     string    // reason the read-only switch was last set
-	unansweredSince time.Time // first failed observation of a running postgres (zero: it answers)
-	failsafeUntil   time.Time // leader: every member promised not to take over until then
-	promisedUntil   time.Time // member: promised the leader not to take over until then
+	streamingSince  time.Time        // start of the current uninterrupted streaming
+	rewindFailedOn  string           // leader against which rewind last failed
+	readOnlyWhy     string           // reason the read-only switch was last set
+	unansweredSince time.Time        // first failed observation of a running postgres (zero: it answers)
+	failsafeUntil   time.Time        // leader: every member promised not to take over until then
+	failsafeLease   clientv3.LeaseID // the lease failsafeUntil was granted on
+	promisedUntil   time.Time        // member: promised the leader not to take over until then
 	deadCount       int
 	syncChangeLSN   uint64
 	leaderLSN       uint64
@@ -95,6 +97,10 @@ func New(cfg config.Node, sec config.Secrets, srv *pg.Server, st *store.Store, l
 		// Unknown until an action configures it: primary_conninfo may
 		// still name a former leader from before this process started.
 		following: "?",
+		// A previous run of this agent may have promised a leader (failsafe)
+		// not to take over; that promise died with it, so keep one for a
+		// lease TTL from the start.
+		promisedUntil: time.Now().Add(cfg.LeaseTTL),
 	}
 	if cfg.ProxyPort > 0 {
 		a.self.ProxyAddr = net.JoinHostPort(cfg.AdvertiseHost, strconv.Itoa(cfg.ProxyPort))
@@ -112,7 +118,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); a.st.Run(storeCtx) }()
-	ext, err := startExtWatchdog()
+	ext, err := startExtWatchdog(a.log)
 	if err != nil {
 		a.log.Warn("no external watchdog: a hung agent's postgres is fenced only by its synchronous standbys", "err", err)
 	}
@@ -193,16 +199,26 @@ func (a *Agent) fenceWatchdog(ctx context.Context, ext *extWatchdog) {
 // stepUnobservable acts when the local Postgres runs but answered nothing:
 // it is killed when its lease runs out (rule 1) or when, as the leader, it
 // has been hung for HangAfter (then the key goes to a standby).
-func (a *Agent) stepUnobservable(ctx context.Context, obs engine.Observation) {
+//
+// silent says the server answered nothing at all; other failures (a
+// replication view that errors) keep the lease rule but not the hang
+// clock, so a server that answers is never killed as hung.
+func (a *Agent) stepUnobservable(ctx context.Context, obs engine.Observation, silent bool) {
 	if !a.pg.Running() {
 		return
 	}
 	now := time.Now()
 	a.mu.Lock()
-	if a.unansweredSince.IsZero() {
+	switch {
+	case !silent:
+		a.unansweredSince = time.Time{}
+	case a.unansweredSince.IsZero():
 		a.unansweredSince = now
 	}
-	unanswered := now.Sub(a.unansweredSince)
+	unanswered := time.Duration(0)
+	if !a.unansweredSince.IsZero() {
+		unanswered = now.Sub(a.unansweredSince)
+	}
 	wasPrimary := a.lastPG.Running && !a.lastPG.InRecovery
 	a.mu.Unlock()
 	lease, _ := a.st.Lease()
@@ -222,12 +238,16 @@ func (a *Agent) stepUnobservable(ctx context.Context, obs engine.Observation) {
 	}
 }
 
+// errUnanswered marks an observation that failed because the local
+// Postgres answered nothing (see stepUnobservable).
+var errUnanswered = errors.New("postgres did not answer")
+
 // step is one observe-decide-act round.
 func (a *Agent) step(ctx context.Context) {
 	obs, err := a.observe(ctx)
 	if err != nil {
 		a.log.Warn("observing", "err", err)
-		a.stepUnobservable(ctx, obs)
+		a.stepUnobservable(ctx, obs, errors.Is(err, errUnanswered))
 		return
 	}
 	a.mu.Lock()
@@ -321,7 +341,7 @@ func (a *Agent) observe(ctx context.Context) (engine.Observation, error) {
 		ps, err = a.pg.Status(sctx)
 		if err != nil {
 			if !fileExists(filepath.Join(a.cfg.DataDir, "pgdata", "standby.signal")) {
-				return o, fmt.Errorf("reading postgres status: %w", err)
+				return o, fmt.Errorf("reading postgres status: %w: %w", errUnanswered, err)
 			}
 			// A standby that does not accept connections is still
 			// recovering, possibly stuck (e.g. its WAL diverged from the new

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -43,18 +44,32 @@ func failsafeKey(replPassword string) []byte {
 	return k[:]
 }
 
-func failsafeMAC(key []byte, leader string, sentMs int64) string {
+func failsafeMAC(key []byte, leader string, sentMs, ttlMs int64) string {
 	m := hmac.New(sha256.New, key)
-	m.Write([]byte(leader + "|" + strconv.FormatInt(sentMs, 10)))
+	m.Write([]byte(leader + "|" + strconv.FormatInt(sentMs, 10) + "|" + strconv.FormatInt(ttlMs, 10)))
 	return hex.EncodeToString(m.Sum(nil))
 }
+
+// SignFailsafe signs a FailsafeRequest as a leader of the cluster whose
+// replication password is replPassword would (tools and tests).
+func SignFailsafe(replPassword string, req *model.FailsafeRequest) {
+	req.MAC = failsafeMAC(failsafeKey(replPassword), req.Leader, req.SentUnixMs, req.TTLMs)
+}
+
+// maxPromise bounds what a request may ask for: a forged TTL cannot hold
+// elections off for long (requests are signed, but keep it bounded).
+const maxPromise = time.Minute
 
 // Failsafe answers a leader's request (POST /failsafe).
 func (a *Agent) Failsafe(req model.FailsafeRequest) model.FailsafeReply {
 	no := func(why string) model.FailsafeReply { return model.FailsafeReply{Reason: why} }
 	key := failsafeKey(a.sec.Replication)
-	if !hmac.Equal([]byte(req.MAC), []byte(failsafeMAC(key, req.Leader, req.SentUnixMs))) {
+	if !hmac.Equal([]byte(req.MAC), []byte(failsafeMAC(key, req.Leader, req.SentUnixMs, req.TTLMs))) {
 		return no("bad signature")
+	}
+	ttl := time.Duration(req.TTLMs) * time.Millisecond
+	if ttl <= 0 || ttl > maxPromise {
+		return no("bad ttl")
 	}
 	if skew := time.Since(time.UnixMilli(req.SentUnixMs)); skew > failsafeMaxSkew || skew < -failsafeMaxSkew {
 		return no("stale request")
@@ -66,14 +81,16 @@ func (a *Agent) Failsafe(req model.FailsafeRequest) model.FailsafeReply {
 		return no("this member reaches the store: the leader must too")
 	}
 	if snap := a.st.Snapshot(); snap.Leader != req.Leader {
-		return no(fmt.Sprintf("the store last named %q the leader", snap.Leader))
+		return model.FailsafeReply{Reason: fmt.Sprintf("the store last named %q the leader", snap.Leader), OtherLeader: snap.Leader != ""}
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.lastPG.Running && !a.lastPG.InRecovery {
-		return no("this member runs a writable primary")
+		return model.FailsafeReply{Reason: "this member runs a writable primary", OtherLeader: true}
 	}
-	until := time.Now().Add(a.cfg.LeaseTTL)
+	// At least the leader's TTL: its window is that long from before it
+	// asked, so the promise outlives it whatever this member's own TTL.
+	until := time.Now().Add(max(a.cfg.LeaseTTL, ttl))
 	if until.After(a.promisedUntil) {
 		a.promisedUntil = until
 	}
@@ -92,11 +109,19 @@ func (a *Agent) promised() bool {
 // out every TTL/4), well before the lease margin.
 func (a *Agent) storeLate() time.Duration { return a.cfg.LeaseTTL / 3 }
 
-// failsafeLeft is the leader's remaining failsafe window (0: none). A
-// window stays valid once granted, store or not: every member promised.
+// failsafeLeft is the leader's remaining failsafe window (0: none). It
+// counts only while the store is late and for the lease the window was
+// granted on: once the store answers, or the lease changed (the key went
+// with the old one), the lease alone decides.
 func (a *Agent) failsafeLeft() time.Duration {
+	lease, _ := a.st.Lease()
+	late := a.st.SinceOK() >= a.storeLate()
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if !late || lease == 0 || lease != a.failsafeLease {
+		a.failsafeUntil = time.Time{}
+		return 0
+	}
 	return max(0, time.Until(a.failsafeUntil))
 }
 
@@ -129,26 +154,36 @@ func (a *Agent) failsafeLoop(ctx context.Context) {
 		a.mu.Lock()
 		primary := a.lastPG.Running && !a.lastPG.InRecovery && a.lastObs.LeaderMine
 		a.mu.Unlock()
-		if !primary || a.safeLeft() <= 0 {
-			// Nothing to keep, or the window already closed: a fenced
-			// leader does not come back on a failsafe round.
+		if !primary || a.safeLeft() < a.params.FenceMargin {
+			// Nothing to keep, or the window already reached the fence
+			// margin (the engine fences there): a fenced leader does not
+			// come back on a later round.
 			continue
 		}
+		lease, _ := a.st.Lease()
 		start := time.Now()
-		if ok, why := a.failsafeRound(ctx, client); ok {
-			a.mu.Lock()
-			if u := start.Add(a.cfg.LeaseTTL); u.After(a.failsafeUntil) {
-				a.failsafeUntil = u
+		ok, why, other := a.failsafeRound(ctx, client)
+		a.mu.Lock()
+		switch {
+		case ok:
+			if u := start.Add(a.cfg.LeaseTTL); u.After(a.failsafeUntil) || lease != a.failsafeLease {
+				a.failsafeUntil, a.failsafeLease = u, lease
 			}
-			a.mu.Unlock()
-		} else {
+		case other:
+			// A member runs a writable primary or knows another leader: stop
+			// leaning on promises at once; the lease decides.
+			a.failsafeUntil = time.Time{}
+		}
+		a.mu.Unlock()
+		if !ok {
 			a.log.Warn("failsafe: not every member promised; the lease decides", "why", why)
 		}
 	}
 }
 
-// failsafeRound asks every registered member; all must say yes.
-func (a *Agent) failsafeRound(ctx context.Context, client *http.Client) (bool, string) {
+// failsafeRound asks every registered member; all must say yes. other
+// reports a refusal that means someone else may lead.
+func (a *Agent) failsafeRound(ctx context.Context, client *http.Client) (ok bool, why string, other bool) {
 	snap := a.st.Snapshot()
 	key := failsafeKey(a.sec.Replication)
 	type result struct {
@@ -160,9 +195,9 @@ func (a *Agent) failsafeRound(ctx context.Context, client *http.Client) (bool, s
 		if id == a.cfg.ID {
 			continue
 		}
-		m, ok := snap.Members[id]
-		if !ok || m.APIURL == "" {
-			return false, id + " was not alive when the store was last read"
+		m, alive := snap.Members[id]
+		if !alive || m.APIURL == "" {
+			return false, id + " was not alive when the store was last read", false
 		}
 		targets = append(targets, m)
 	}
@@ -177,17 +212,30 @@ func (a *Agent) failsafeRound(ctx context.Context, client *http.Client) (bool, s
 	}
 	wg.Wait()
 	close(results)
+	ok = true
 	for r := range results {
 		if r.err != nil {
-			return false, fmt.Sprintf("%s: %v", r.id, r.err)
+			ok, why = false, fmt.Sprintf("%s: %v", r.id, r.err)
+			var ref refusal
+			if errors.As(r.err, &ref) && ref.otherLeader {
+				other = true
+			}
 		}
 	}
-	return true, ""
+	return ok, why, other
 }
 
+// refusal is a member's "no", with whether it says someone else leads.
+type refusal struct {
+	reason      string
+	otherLeader bool
+}
+
+func (r refusal) Error() string { return "refused: " + r.reason }
+
 func (a *Agent) askFailsafe(ctx context.Context, client *http.Client, key []byte, m model.Member) error {
-	sent := time.Now().UnixMilli()
-	body, _ := json.Marshal(model.FailsafeRequest{Leader: a.cfg.ID, SentUnixMs: sent, MAC: failsafeMAC(key, a.cfg.ID, sent)})
+	sent, ttl := time.Now().UnixMilli(), a.cfg.LeaseTTL.Milliseconds()
+	body, _ := json.Marshal(model.FailsafeRequest{Leader: a.cfg.ID, SentUnixMs: sent, TTLMs: ttl, MAC: failsafeMAC(key, a.cfg.ID, sent, ttl)})
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.dialSrc.Map().URL(m.APIURL)+"/failsafe", bytes.NewReader(body))
 	if err != nil {
 		return err
@@ -203,7 +251,7 @@ func (a *Agent) askFailsafe(ctx context.Context, client *http.Client, key []byte
 		return fmt.Errorf("decoding the answer: %w", err)
 	}
 	if !rep.OK {
-		return fmt.Errorf("refused: %s", rep.Reason)
+		return refusal{reason: rep.Reason, otherLeader: rep.OtherLeader}
 	}
 	return nil
 }

@@ -2,6 +2,10 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +18,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/petrel-db/petrel/internal/agent"
 	"github.com/petrel-db/petrel/internal/model"
 	"github.com/petrel-db/petrel/internal/testcluster"
 )
@@ -559,6 +564,46 @@ func TestStoreLossFailsafe(t *testing.T) {
 		return err == nil && st.SyncState == "sync"
 	}); err != nil {
 		t.Fatal(err)
+	}
+
+	// POST /failsafe is a network input: garbage and forgeries are refused,
+	// and so is a genuine request while the member reaches the store.
+	member := ""
+	for _, id := range c.IDs() {
+		if id != leader {
+			member = id
+		}
+	}
+	post := func(body string) (int, string) {
+		resp, err := http.Post(fmt.Sprintf("http://127.0.0.1:%d/failsafe", c.Node(member).APIPort), "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return resp.StatusCode, string(b)
+	}
+	signed := func(secret string) string {
+		req := model.FailsafeRequest{Leader: leader, SentUnixMs: time.Now().UnixMilli(), TTLMs: 3000}
+		agent.SignFailsafe(secret, &req)
+		b, _ := json.Marshal(req)
+		return string(b)
+	}
+	for _, tc := range []struct {
+		body string
+		code int
+		want string
+	}{
+		{"\x00\xffnot json", 400, "bad request body"},
+		{`{"leader":"` + leader + `","sent_unix_ms":1,"ttl_ms":3000,"mac":"00"}`, 409, "bad signature"},
+		{`{"leader":"x","extra":1}`, 400, "unknown field"},
+		{strings.Repeat("A", 10000), 400, "bad request body"},
+		{signed("not-the-password"), 409, "bad signature"},
+		{signed(c.Secrets.Replication), 409, "reaches the store"},
+	} {
+		if code, body := post(tc.body); code != tc.code || !strings.Contains(body, tc.want) {
+			t.Fatalf("POST /failsafe %.40q: %d %s, want %d %q", tc.body, code, body, tc.code, tc.want)
+		}
 	}
 
 	t0 := time.Now()

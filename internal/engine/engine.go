@@ -349,13 +349,6 @@ func decide(o Observation, p Params) Plan {
 		return wait(localRole, "store unreachable")
 	}
 
-	// A member that promised the leader, while the store was down, not to
-	// take over keeps its promise even once it sees the store again: the
-	// leader may still be writing on the strength of it.
-	if o.FailsafePromised && !o.LeaderMine && (o.Leader == "" || o.LeaderDead) {
-		return wait(localRole, "failsafe: promised the leader not to take over")
-	}
-
 	if !o.Initialized {
 		if o.Region != o.PrimaryRegion {
 			return wait(model.RoleOffline, "cluster not initialized; only a primary-region member may initialize it")
@@ -365,6 +358,13 @@ func decide(o Observation, p Params) Plan {
 
 	if o.LeaderMine {
 		return decideLeader(o, p)
+	}
+
+	// A member that promised the leader, while the store was down, not to
+	// take over keeps its promise even once it sees the store again: the
+	// leader may still be writing on the strength of it.
+	if o.FailsafePromised && (o.Leader == "" || o.LeaderDead) {
+		return wait(localRole, "failsafe: promised the leader not to take over")
 	}
 
 	if o.Data == DataEmpty {

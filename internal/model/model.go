@@ -111,12 +111,14 @@ type Status struct {
 
 // FailsafeRequest is a leader's ask, sent while it cannot reach the
 // store, that a member promise not to take over for one lease TTL
-// (POST /failsafe). MAC is hex HMAC-SHA256 over "leader|sent_unix_ms",
-// keyed from the replication password, so only a member of the cluster
-// can ask.
+// (POST /failsafe). TTLMs is the leader's lease TTL: the promise lasts at
+// least that long, whatever the member's own setting. MAC is hex
+// HMAC-SHA256 over "leader|sent_unix_ms|ttl_ms", keyed from the
+// replication password, so only a member of the cluster can ask.
 type FailsafeRequest struct {
 	Leader     string `json:"leader"`
 	SentUnixMs int64  `json:"sent_unix_ms"`
+	TTLMs      int64  `json:"ttl_ms"`
 	MAC        string `json:"mac"`
 }
 
@@ -125,4 +127,6 @@ type FailsafeRequest struct {
 type FailsafeReply struct {
 	OK     bool   `json:"ok"`
 	Reason string `json:"reason,omitempty"`
+	// OtherLeader: the member knows of, or is, another leader.
+	OtherLeader bool `json:"other_leader,omitempty"`
 }

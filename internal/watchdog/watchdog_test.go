@@ -32,6 +32,12 @@ func start(t *testing.T, name string) (io.WriteCloser, <-chan error) {
 	return w, errc
 }
 
+// arm is an arm line for c, ms from now.
+func arm(c *exec.Cmd, ms int) string {
+	pid := c.Process.Pid
+	return "arm " + strconv.FormatInt(Monotonic()+int64(ms)*1e6, 10) + " " + strconv.Itoa(pid) + " " + strconv.FormatUint(StartTime(pid), 10)
+}
+
 func send(t *testing.T, w io.Writer, line string) {
 	t.Helper()
 	if _, err := io.WriteString(w, line+"\n"); err != nil {
@@ -43,7 +49,7 @@ func TestRenewedLeaseKeepsItAlive(t *testing.T) {
 	c, dead := sleeper(t)
 	w, _ := start(t, "sleep")
 	for range 10 {
-		send(t, w, "arm 300 "+strconv.Itoa(c.Process.Pid))
+		send(t, w, arm(c, 300))
 		time.Sleep(50 * time.Millisecond)
 	}
 	select {
@@ -62,7 +68,7 @@ func TestRenewedLeaseKeepsItAlive(t *testing.T) {
 func TestDisarmAndEOF(t *testing.T) {
 	c, dead := sleeper(t)
 	w, errc := start(t, "sleep")
-	send(t, w, "arm 200 "+strconv.Itoa(c.Process.Pid))
+	send(t, w, arm(c, 200))
 	send(t, w, "disarm")
 	_ = w.Close()
 	select {
@@ -85,7 +91,7 @@ func TestDisarmAndEOF(t *testing.T) {
 func TestAgentGoneWhileArmed(t *testing.T) {
 	c, dead := sleeper(t)
 	w, errc := start(t, "sleep")
-	send(t, w, "arm 200 "+strconv.Itoa(c.Process.Pid))
+	send(t, w, arm(c, 200))
 	_ = w.Close()
 	select {
 	case <-dead:
@@ -103,13 +109,40 @@ func TestAgentGoneWhileArmed(t *testing.T) {
 func TestWrongProcessNotKilled(t *testing.T) {
 	c, dead := sleeper(t)
 	w, _ := start(t, "postgres")
-	send(t, w, "arm 50 "+strconv.Itoa(c.Process.Pid))
+	send(t, w, arm(c, 50))
 	send(t, w, "bogus line")
-	send(t, w, "arm -5 1")
+	send(t, w, "arm -5 1 0")
 	time.Sleep(500 * time.Millisecond)
 	select {
 	case <-dead:
 		t.Fatal("killed a process that is not postgres")
 	default:
+	}
+}
+
+// Rule 3: the same pid with another start time is another process.
+func TestReusedPidNotKilled(t *testing.T) {
+	c, dead := sleeper(t)
+	w, _ := start(t, "sleep")
+	pid := c.Process.Pid
+	send(t, w, "arm "+strconv.FormatInt(Monotonic()+50e6, 10)+" "+strconv.Itoa(pid)+" "+strconv.FormatUint(StartTime(pid)+1, 10))
+	time.Sleep(500 * time.Millisecond)
+	select {
+	case <-dead:
+		t.Fatal("killed a process with another start time")
+	default:
+	}
+}
+
+// A line read late still means the instant it named: a deadline already
+// past fires at once.
+func TestDeadlineIsAbsolute(t *testing.T) {
+	c, dead := sleeper(t)
+	w, _ := start(t, "sleep")
+	send(t, w, arm(c, -1000))
+	select {
+	case <-dead:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a past deadline did not fire")
 	}
 }
