@@ -98,6 +98,9 @@ func main() {
 		for _, a := range res.Anomalies {
 			log.Printf("  ANOMALY %s: %s", a.Kind, a.Detail)
 		}
+		for _, n := range res.Notes {
+			log.Printf("  note: %s", n)
+		}
 		sum.Duration = time.Since(sum.Started)
 		if err := write(*out, sum); err != nil {
 			log.Printf("writing the report: %v", err)

@@ -82,10 +82,25 @@ type Result struct {
 	Notes     []string         `json:"notes,omitempty"`
 	Probes    int              `json:"probe_acks"`
 	Extra     map[string]int64 `json:"extra,omitempty"`
+	// Interrupted: the run was stopped (Ctrl-C, -duration) mid-way. Health
+	// checks then only produce notes: the cluster was being torn down, or
+	// left mid-fault; the safety checks still count.
+	Interrupted bool `json:"interrupted,omitempty"`
 }
 
 func (r *Result) anomaly(kind, format string, args ...any) {
 	r.Anomalies = append(r.Anomalies, Anomaly{Kind: kind, Detail: fmt.Sprintf(format, args...)})
+}
+
+// unhealthy records a health failure: an anomaly, or a note when the run
+// was interrupted (ctx ended).
+func (r *Result) unhealthy(ctx context.Context, format string, args ...any) {
+	if ctx.Err() != nil || r.Interrupted {
+		r.Interrupted = true
+		r.Notes = append(r.Notes, "interrupted: "+fmt.Sprintf(format, args...))
+		return
+	}
+	r.anomaly("unhealthy", format, args...)
 }
 
 // RandomSchedule draws n steps from faults (all when empty).
@@ -221,6 +236,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	finalWait := 3 * time.Minute
 	if ctx.Err() != nil {
 		finalWait = 30 * time.Second // interrupted: check what can be checked, quickly
+		res.Interrupted = true
 	}
 	fctx, fcancel := context.WithTimeout(context.Background(), finalWait)
 	defer fcancel()
@@ -271,7 +287,7 @@ func runStep(ctx context.Context, env *Env, st Step, h *History, res *Result) St
 	// Start every fault from a healthy cluster.
 	pctx, cancel := context.WithTimeout(ctx, 90*time.Second)
 	if err := waitHealthy(pctx, env.C); err != nil {
-		res.anomaly("unhealthy", "before %s: %v (%s)", st.Fault, err, roles(env.C))
+		res.unhealthy(ctx, "before %s: %v (%s)", st.Fault, err, roles(env.C))
 	}
 	cancel()
 	sr.At = h.Now()
@@ -294,7 +310,7 @@ func runStep(ctx context.Context, env *Env, st Step, h *History, res *Result) St
 	wctx, cancel2 := context.WithTimeout(ctx, 90*time.Second)
 	defer cancel2()
 	if err := waitHealthy(wctx, env.C); err != nil {
-		res.anomaly("unhealthy", "90s after healing %s (%s): %v; roles: %s", st.Fault, desc, err, roles(env.C))
+		res.unhealthy(ctx, "90s after healing %s (%s): %v; roles: %s", st.Fault, desc, err, roles(env.C))
 	}
 	sr.HealthyAfter = h.Now() - healAt
 	env.Logf("[%v] before healing: %s", healAt.Round(time.Millisecond), sr.RolesAtHeal)
@@ -361,7 +377,7 @@ func queryInts(ctx context.Context, dsn, sql string) ([]int64, error) {
 
 func finalChecks(ctx context.Context, c *testcluster.Cluster, cfg Config, h *History, ops []Op, acks []Ack, res *Result) {
 	if err := waitHealthy(ctx, c); err != nil {
-		res.anomaly("unhealthy", "at the end: %v; roles: %s", err, roles(c))
+		res.unhealthy(ctx, "at the end: %v; roles: %s", err, roles(c))
 	}
 	leader := ""
 	for _, id := range c.IDs() {
@@ -370,7 +386,7 @@ func finalChecks(ctx context.Context, c *testcluster.Cluster, cfg Config, h *His
 		}
 	}
 	if leader == "" {
-		res.anomaly("unhealthy", "no leader at the end; the data checks cannot run")
+		res.unhealthy(ctx, "no leader at the end; the data checks cannot run")
 		return
 	}
 	// Catch-up: wait (a minute at most per member) until every
