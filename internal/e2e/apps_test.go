@@ -15,7 +15,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/petrel-db/petrel/internal/model"
 	"github.com/petrel-db/petrel/internal/testcluster"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -77,27 +76,7 @@ func TestTLSAttachConfig(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	defer cancel()
 	c := newCluster(t, ctx)
-	for _, n := range [][2]string{{"scl1", "scl"}, {"scl2", "scl"}, {"ord1", "ord"}} {
-		if _, err := c.AddNode(n[0], n[1]); err != nil {
-			t.Fatal(err)
-		}
-		if n[0] == "scl1" {
-			if _, err := c.WaitLeader(ctx, ""); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	leader, err := c.WaitLeader(ctx, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, id := range c.IDs() {
-		if id != leader {
-			if err := c.WaitRole(ctx, id, model.RoleReplica); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	leader := startNodes(ctx, t, c, [2]string{"scl1", "scl"}, [2]string{"scl2", "scl"}, [2]string{"ord1", "ord"})
 	etcd, err := clientv3.New(clientv3.Config{Endpoints: c.EtcdEndpoints(), DialTimeout: 3 * time.Second})
 	if err != nil {
 		t.Fatal(err)

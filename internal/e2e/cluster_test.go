@@ -170,6 +170,45 @@ func waitReplicaHas(ctx context.Context, t *testing.T, c *testcluster.Cluster, i
 	}
 }
 
+// waitSync waits until leader reports a synchronous standby.
+func waitSync(ctx context.Context, t *testing.T, c *testcluster.Cluster, leader string) {
+	t.Helper()
+	if err := testcluster.WaitFor(ctx, "a synchronous standby", func() bool {
+		st, err := c.Status(leader)
+		return err == nil && st.SyncState == "sync"
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// startNodes adds nodes ({id, region}) to c, the first alone until it
+// leads, and waits until the others are replicas; it returns the leader.
+func startNodes(ctx context.Context, t *testing.T, c *testcluster.Cluster, nodes ...[2]string) string {
+	t.Helper()
+	for i, n := range nodes {
+		if _, err := c.AddNode(n[0], n[1]); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			if _, err := c.WaitLeader(ctx, ""); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	leader, err := c.WaitLeader(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range c.IDs() {
+		if id != leader {
+			if err := c.WaitRole(ctx, id, model.RoleReplica); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return leader
+}
+
 // writeThrough runs a writer across fn and checks no acknowledged write was
 // lost and writes resumed afterwards.
 func writeThrough(ctx context.Context, t *testing.T, c *testcluster.Cluster, fn func()) (*writer, string) {
@@ -236,12 +275,7 @@ func TestClusterLifecycle(t *testing.T) {
 	}
 
 	// The primary-region standby becomes synchronous.
-	if err := testcluster.WaitFor(ctx, "a synchronous standby", func() bool {
-		st, err := c.Status(leader)
-		return err == nil && st.SyncState == "sync"
-	}); err != nil {
-		t.Fatal(err)
-	}
+	waitSync(ctx, t, c, leader)
 
 	t.Run("crash of the leader", func(t *testing.T) {
 		old := leader
@@ -281,12 +315,7 @@ func TestClusterLifecycle(t *testing.T) {
 	})
 
 	t.Run("planned switchover", func(t *testing.T) {
-		if err := testcluster.WaitFor(ctx, "a synchronous standby", func() bool {
-			st, err := c.Status(leader)
-			return err == nil && st.SyncState == "sync"
-		}); err != nil {
-			t.Fatal(err)
-		}
+		waitSync(ctx, t, c, leader)
 		old := leader
 		_, nl := writeThrough(ctx, t, c, func() {
 			out, err := exec.CommandContext(ctx, binary(t), "failover", "--etcd", strings.Join(c.EtcdEndpoints(), ","), "--cluster", "petrel").CombinedOutput()
@@ -347,12 +376,7 @@ func TestClusterSupervision(t *testing.T) {
 	if err := c.Exec(ctx, leader, "CREATE TABLE acked (id bigint PRIMARY KEY)"); err != nil {
 		t.Fatal(err)
 	}
-	if err := testcluster.WaitFor(ctx, "a synchronous standby", func() bool {
-		st, err := c.Status(leader)
-		return err == nil && st.SyncState == "sync"
-	}); err != nil {
-		t.Fatal(err)
-	}
+	waitSync(ctx, t, c, leader)
 
 	t.Run("a crashed postgres is restarted in place", func(t *testing.T) {
 		_, nl := writeThrough(ctx, t, c, func() {
@@ -404,12 +428,7 @@ func TestClusterSupervision(t *testing.T) {
 	})
 
 	t.Run("a hung agent's postgres is killed by its watchdog", func(t *testing.T) {
-		if err := testcluster.WaitFor(ctx, "a synchronous standby", func() bool {
-			st, err := c.Status(leader)
-			return err == nil && st.SyncState == "sync"
-		}); err != nil {
-			t.Fatal(err)
-		}
+		waitSync(ctx, t, c, leader)
 		old := leader
 		pm := c.Node(old).PostmasterPID()
 		if pm <= 0 {
@@ -451,12 +470,7 @@ func TestClusterSupervision(t *testing.T) {
 	})
 
 	t.Run("a hung postgres on the leader is killed and a standby takes over", func(t *testing.T) {
-		if err := testcluster.WaitFor(ctx, "a synchronous standby", func() bool {
-			st, err := c.Status(leader)
-			return err == nil && st.SyncState == "sync"
-		}); err != nil {
-			t.Fatal(err)
-		}
+		waitSync(ctx, t, c, leader)
 		old := leader
 		resumed := false
 		defer func() {
@@ -535,36 +549,11 @@ func TestStoreLossFailsafe(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	c := newCluster(t, ctx)
-	for _, n := range [][2]string{{"scl1", "scl"}, {"scl2", "scl"}, {"ord1", "ord"}} {
-		if _, err := c.AddNode(n[0], n[1]); err != nil {
-			t.Fatal(err)
-		}
-		if n[0] == "scl1" {
-			if _, err := c.WaitLeader(ctx, ""); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	leader, err := c.WaitLeader(ctx, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, id := range c.IDs() {
-		if id != leader {
-			if err := c.WaitRole(ctx, id, model.RoleReplica); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	leader := startNodes(ctx, t, c, [2]string{"scl1", "scl"}, [2]string{"scl2", "scl"}, [2]string{"ord1", "ord"})
 	if err := c.Exec(ctx, leader, "CREATE TABLE fs (id int PRIMARY KEY)"); err != nil {
 		t.Fatal(err)
 	}
-	if err := testcluster.WaitFor(ctx, "a synchronous standby", func() bool {
-		st, err := c.Status(leader)
-		return err == nil && st.SyncState == "sync"
-	}); err != nil {
-		t.Fatal(err)
-	}
+	waitSync(ctx, t, c, leader)
 
 	// POST /failsafe is a network input: garbage and forgeries are refused,
 	// and so is a genuine request while the member reaches the store.

@@ -228,12 +228,7 @@ func TestLeaderProxy(t *testing.T) {
 	if err := c.WaitRole(ctx, other[leader], model.RoleReplica); err != nil {
 		t.Fatal(err)
 	}
-	if err := testcluster.WaitFor(ctx, "a synchronous standby", func() bool {
-		st, err := c.Status(leader)
-		return err == nil && st.SyncState == "sync"
-	}); err != nil {
-		t.Fatal(err)
-	}
+	waitSync(ctx, t, c, leader)
 	if err := c.Exec(ctx, leader, "CREATE TABLE pwrites (id bigint PRIMARY KEY, port int, at timestamptz)"); err != nil {
 		t.Fatal(err)
 	}
@@ -340,12 +335,7 @@ func TestLeaderProxy(t *testing.T) {
 	})
 
 	t.Run("switchover", func(t *testing.T) {
-		if err := testcluster.WaitFor(ctx, "a synchronous standby", func() bool {
-			st, err := c.Status(leader)
-			return err == nil && st.SyncState == "sync"
-		}); err != nil {
-			t.Fatal(err)
-		}
+		waitSync(ctx, t, c, leader)
 		// An idle app connection on the old leader.
 		idle, err := pgx.Connect(ctx, dsn)
 		if err != nil {
@@ -374,12 +364,7 @@ func TestLeaderProxy(t *testing.T) {
 	})
 
 	t.Run("crash of the leader", func(t *testing.T) {
-		if err := testcluster.WaitFor(ctx, "a synchronous standby", func() bool {
-			st, err := c.Status(leader)
-			return err == nil && st.SyncState == "sync"
-		}); err != nil {
-			t.Fatal(err)
-		}
+		waitSync(ctx, t, c, leader)
 		old := leader
 		throughSwitch(ctx, t, c, dsn, old, func() string {
 			if err := c.Kill(old); err != nil {
