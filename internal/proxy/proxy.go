@@ -74,8 +74,8 @@ type Config struct {
 	//     (root, or CAP_BPF and CAP_NET_ADMIN, on Linux), else "copy";
 	//   "kernel": a BPF sockmap redirects each side's segments to the
 	//     other inside the kernel, so no byte enters the proxy process and
-	//     nothing wakes per query (measured 1.2-1.4x HAProxy's TPS with
-	//     persistent connections on 2 cores); falls back to "copy" with a
+	//     nothing wakes per query (bench/proxy, 2 cores: 1.15-1.25x HAProxy's TPS with
+	//     persistent connections); falls back to "copy" with a
 	//     warning when it cannot be loaded;
 	//   "copy": read(2)/write(2) through a 32 KiB buffer;
 	//   "splice": splice(2); wins for bulk transfers, but for short
