@@ -19,6 +19,7 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -255,10 +256,12 @@ func (a *Agent) checkPending(ctx context.Context) {
 
 // handleRestart restarts this replica's Postgres when asked to.
 func (a *Agent) handleRestart(ctx context.Context, plan engine.Plan) {
-	_, rev, ok := a.st.Raw(store.KeyRestart, a.cfg.ID)
+	raw, rev, ok := a.st.Raw(store.KeyRestart, a.cfg.ID)
 	if !ok {
 		return
 	}
+	var req store.RestartRequest
+	_ = json.Unmarshal(raw, &req) // a bad value is an ordinary (not in-place) request
 	for _, act := range plan.Actions {
 		if act.Kind != engine.Wait {
 			return // busy: try again next round
@@ -269,6 +272,9 @@ func (a *Agent) handleRestart(ctx context.Context, plan engine.Plan) {
 	ps := a.lastPG
 	a.mu.Unlock()
 	switch {
+	case plan.Role == model.RolePrimary && req.InPlace && ps.Running && !ps.InRecovery && snap.Switchover == nil:
+		// Lowering a setting standbys must match: the leader goes first,
+		// where it is (it keeps the key; writes pause for the restart).
 	case plan.Role == model.RolePrimary:
 		a.log.Warn("dropping a restart request: the leader's Postgres restarts only after a switchover")
 		a.dropRestart(ctx, rev)

@@ -8,11 +8,13 @@ import (
 	"io"
 	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/petrel-db/petrel/internal/model"
+	"github.com/petrel-db/petrel/internal/pg"
 	"github.com/petrel-db/petrel/internal/pgsettings"
 	"github.com/petrel-db/petrel/internal/store"
 	"github.com/spf13/cobra"
@@ -332,6 +334,26 @@ func (c *clusterConn) rollOut(ctx context.Context, out io.Writer, rev int64) err
 	}
 	fmt.Fprintf(out, "applied on %d member(s)\n", len(t.members))
 	restarted := map[string]bool{}
+	// A standby must run these at least as high as its primary, so a
+	// lowered one rolls the other way: the leader first, in place (writes
+	// pause for its restart; its WAL then carries the lower value), then
+	// the replicas. Raising, the usual order (replicas, switchover) works.
+	if st := sts[t.leader]; st.PendingRestart {
+		lowered, err := c.lowered(ctx)
+		if err != nil {
+			return err
+		}
+		if len(lowered) > 0 {
+			fmt.Fprintf(out, "lowering %s: restarting the leader %s in place first (writes pause while it restarts)\n", strings.Join(lowered, ", "), t.leader)
+			if err := c.restartInPlace(ctx, out, t.leader, rev); err != nil {
+				return err
+			}
+			restarted[t.leader] = true
+			if t, sts, err = c.statuses(ctx); err != nil {
+				return err
+			}
+		}
+	}
 	for round := 0; ; round++ {
 		var replicas []string
 		leaderPending := false
@@ -417,6 +439,116 @@ func (c *clusterConn) restartReplica(ctx context.Context, out io.Writer, id stri
 	}
 	fmt.Fprintf(out, "  %s is back and streaming (%.1fs)\n", id, time.Since(start).Seconds())
 	return nil
+}
+
+// standbyMinimums are the settings a hot standby must run at least as
+// high as its primary (PostgreSQL pauses recovery otherwise).
+var standbyMinimums = []string{"max_connections", "max_worker_processes", "max_wal_senders", "max_prepared_transactions", "max_locks_per_transaction"}
+
+// lowered lists the standbyMinimums whose stored value is below the
+// value the leader runs now.
+func (c *clusterConn) lowered(ctx context.Context) ([]string, error) {
+	settings, _, err := c.loadSettings(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, n := range standbyMinimums {
+		if _, ok := settings[n]; ok {
+			names = append(names, n)
+		}
+	}
+	if len(names) == 0 {
+		return nil, nil
+	}
+	conn, err := c.connectLeader(ctx, "postgres")
+	if err != nil {
+		return nil, fmt.Errorf("reading the leader's running settings: %w", err)
+	}
+	defer conn.Close(context.Background())
+	var out []string
+	for _, n := range names {
+		want, err := strconv.ParseInt(settings[n], 10, 64)
+		if err != nil {
+			continue // validated already; a unit-less integer is expected
+		}
+		var running int64
+		if err := conn.QueryRow(ctx, "SELECT setting::bigint FROM pg_settings WHERE name = $1", n).Scan(&running); err != nil {
+			return nil, fmt.Errorf("reading %s on the leader: %w", n, err)
+		}
+		if want < running {
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}
+
+// restartInPlace asks the leader to restart where it is and waits until
+// it is the leader again with nothing pending.
+func (c *clusterConn) restartInPlace(ctx context.Context, out io.Writer, leader string, rev int64) error {
+	start := time.Now()
+	b, _ := json.Marshal(store.RestartRequest{RequestedAt: time.Now().UTC(), ConfigRev: rev, InPlace: true})
+	k := store.ClusterKey(c.name, store.KeyRestart, leader)
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	_, err := c.etcd.Put(pctx, k, string(b))
+	cancel()
+	if err != nil {
+		return fmt.Errorf("asking %s to restart: %w", leader, err)
+	}
+	err = waitUntil(ctx, leader+" to restart in place", func() (bool, error) {
+		gctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		resp, err := c.etcd.Get(gctx, k)
+		cancel()
+		if err != nil || len(resp.Kvs) > 0 {
+			return false, nil
+		}
+		t, err := c.topology(ctx)
+		if err != nil {
+			return false, nil
+		}
+		m, ok := t.members[leader]
+		if !ok {
+			return false, nil
+		}
+		st, err := memberStatus(ctx, m)
+		return err == nil && st.Role == model.RolePrimary && !st.PendingRestart, nil
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "  %s restarted in place (%.1fs)\n", leader, time.Since(start).Seconds())
+	// A replica restarted before it replayed the leader's record of the
+	// lower value would refuse to start ("insufficient parameter
+	// settings"): wait until every live replica has replayed past the
+	// leader's position after its restart.
+	var target uint64
+	if err := waitUntil(ctx, leader+"'s position", func() (bool, error) {
+		t, err := c.topology(ctx)
+		if err != nil {
+			return false, nil
+		}
+		st, err := memberStatus(ctx, t.members[leader])
+		target = st.LSNNum
+		return err == nil && st.Role == model.RolePrimary && target > 0, nil
+	}); err != nil {
+		return err
+	}
+	return waitUntil(ctx, "the replicas to replay the leader's new settings", func() (bool, error) {
+		t, sts, err := c.statuses(ctx)
+		if err != nil {
+			return false, nil
+		}
+		for id := range t.members {
+			st, ok := sts[id]
+			if id == leader || !ok || st.Role != model.RoleReplica {
+				continue
+			}
+			if r, err := pg.ParseLSN(st.ReplayLSN); err != nil || r < target {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
 }
 
 // switchoverForRestart hands leadership over from leader so that its

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -503,6 +504,66 @@ WHERE s.ssl AND r.state = 'streaming'`)
 		for _, id := range c.IDs() {
 			if id != newLeader {
 				waitReplicaHas(ctx, t, c, id, 1)
+			}
+		}
+	})
+
+	// Lowering a setting standbys must run at least as high as the primary
+	// rolls the other way round: the leader restarts in place first. In the
+	// usual order the replicas would come back below the primary's value
+	// and PostgreSQL would pause their recovery.
+	t.Run("config-lowering", func(t *testing.T) {
+		l, err := c.WaitLeader(ctx, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Self-contained when run alone: start above the target value.
+		if err := c.Exec(ctx, l, "CREATE TABLE IF NOT EXISTS acked (id bigint PRIMARY KEY)"); err != nil {
+			t.Fatal(err)
+		}
+		if v, _ := strconv.Atoi(show(ctx, t, c, l, "max_connections")); v <= 120 {
+			if out, stderr, err := petrelCLI(ctx, t, c, "config", "set", "max_connections=150"); err != nil {
+				t.Fatalf("raising max_connections first: %v\n%s%s", err, out, stderr)
+			}
+			if l, err = c.WaitLeader(ctx, ""); err != nil {
+				t.Fatal(err)
+			}
+		}
+		w, newLeader := writeThrough(ctx, t, c, func() {
+			out, stderr, err := petrelCLI(ctx, t, c, "config", "set", "max_connections=120")
+			if err != nil || !strings.Contains(out, "in place") {
+				t.Errorf("config set max_connections=120: %v\n%s%s", err, out, stderr)
+			}
+			t.Logf("config set max_connections=120:\n%s", out)
+		})
+		if t.Failed() {
+			return
+		}
+		if newLeader != l {
+			t.Errorf("leader moved from %s to %s: lowering restarts it in place", l, newLeader)
+		}
+		for _, id := range c.IDs() {
+			if v := show(ctx, t, c, id, "max_connections"); v != "120" {
+				t.Fatalf("%s max_connections = %s after lowering", id, v)
+			}
+			if st, err := c.Status(id); err != nil || st.PendingRestart {
+				t.Fatalf("%s still pending a restart: %+v %v", id, st, err)
+			}
+		}
+		// Replicas replay every write: their recovery is not paused.
+		got, err := c.QueryInts(ctx, newLeader, "SELECT count(*) FROM acked")
+		if err != nil || len(got) != 1 || got[0] < int64(w.count()) {
+			t.Fatalf("rows on the leader: %v %v (%d acknowledged in this subtest)", got, err, w.count())
+		}
+		n := got[0]
+		for _, id := range c.IDs() {
+			if id != newLeader {
+				waitReplicaHas(ctx, t, c, id, n)
+			}
+			// No replica came back below the primary's value (it would have
+			// refused to start and been re-cloned).
+			if b, _ := os.ReadFile(filepath.Join(c.Node(id).DataDir, "postgres.log")); bytes.Contains(b, []byte("insufficient parameter settings")) {
+				t.Errorf("%s refused to start below the primary's max_connections", id)
 			}
 		}
 	})

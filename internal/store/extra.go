@@ -33,6 +33,10 @@ func ClusterKey(cluster string, parts ...string) string {
 type RestartRequest struct {
 	RequestedAt time.Time `json:"requested_at"`
 	ConfigRev   int64     `json:"config_rev"` // the /config revision being applied
+	// InPlace lets the leader restart where it is (writes pause for the
+	// restart): the CLI asks for it only when a setting that standbys must
+	// match or exceed is lowered, which no switchover order can roll.
+	InPlace bool `json:"in_place,omitempty"`
 }
 
 // Raw returns the cached value and mod revision of the key made of parts.
