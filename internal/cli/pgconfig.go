@@ -402,7 +402,22 @@ func (c *clusterConn) rollOut(ctx context.Context, out io.Writer, rev int64) err
 func (c *clusterConn) restartReplica(ctx context.Context, out io.Writer, id string, rev int64) error {
 	start := time.Now()
 	fmt.Fprintf(out, "restarting replica %s...\n", id)
-	b, _ := json.Marshal(store.RestartRequest{RequestedAt: time.Now().UTC(), ConfigRev: rev})
+	err := c.restartMember(ctx, id, store.RestartRequest{RequestedAt: time.Now().UTC(), ConfigRev: rev},
+		" to restart and stream again", func(st model.Status) bool {
+			// Primary: it became the leader meanwhile; the next round handles it.
+			return st.Role == model.RolePrimary || st.Role == model.RoleReplica && st.Streaming && !st.PendingRestart
+		})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "  %s is back and streaming (%.1fs)\n", id, time.Since(start).Seconds())
+	return nil
+}
+
+// restartMember writes a restart request for id and waits until the agent
+// took it (the key is gone) and id's /status satisfies done.
+func (c *clusterConn) restartMember(ctx context.Context, id string, req store.RestartRequest, what string, done func(model.Status) bool) error {
+	b, _ := json.Marshal(req)
 	k := store.ClusterKey(c.name, store.KeyRestart, id)
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	_, err := c.etcd.Put(pctx, k, string(b))
@@ -410,7 +425,7 @@ func (c *clusterConn) restartReplica(ctx context.Context, out io.Writer, id stri
 	if err != nil {
 		return fmt.Errorf("asking %s to restart: %w", id, err)
 	}
-	err = waitUntil(ctx, id+" to restart and stream again", func() (bool, error) {
+	return waitUntil(ctx, id+what, func() (bool, error) {
 		gctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		resp, err := c.etcd.Get(gctx, k)
 		cancel()
@@ -426,19 +441,8 @@ func (c *clusterConn) restartReplica(ctx context.Context, out io.Writer, id stri
 			return false, nil
 		}
 		st, err := memberStatus(ctx, m)
-		if err != nil {
-			return false, nil
-		}
-		if st.Role == model.RolePrimary {
-			return true, nil // it became the leader meanwhile; the next round handles it
-		}
-		return st.Role == model.RoleReplica && st.Streaming && !st.PendingRestart, nil
+		return err == nil && done(st), nil
 	})
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(out, "  %s is back and streaming (%.1fs)\n", id, time.Since(start).Seconds())
-	return nil
 }
 
 // standbyMinimums are the settings a hot standby must run at least as
@@ -487,32 +491,8 @@ func (c *clusterConn) lowered(ctx context.Context) ([]string, error) {
 // it is the leader again with nothing pending.
 func (c *clusterConn) restartInPlace(ctx context.Context, out io.Writer, leader string, rev int64) error {
 	start := time.Now()
-	b, _ := json.Marshal(store.RestartRequest{RequestedAt: time.Now().UTC(), ConfigRev: rev, InPlace: true})
-	k := store.ClusterKey(c.name, store.KeyRestart, leader)
-	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	_, err := c.etcd.Put(pctx, k, string(b))
-	cancel()
-	if err != nil {
-		return fmt.Errorf("asking %s to restart: %w", leader, err)
-	}
-	err = waitUntil(ctx, leader+" to restart in place", func() (bool, error) {
-		gctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		resp, err := c.etcd.Get(gctx, k)
-		cancel()
-		if err != nil || len(resp.Kvs) > 0 {
-			return false, nil
-		}
-		t, err := c.topology(ctx)
-		if err != nil {
-			return false, nil
-		}
-		m, ok := t.members[leader]
-		if !ok {
-			return false, nil
-		}
-		st, err := memberStatus(ctx, m)
-		return err == nil && st.Role == model.RolePrimary && !st.PendingRestart, nil
-	})
+	err := c.restartMember(ctx, leader, store.RestartRequest{RequestedAt: time.Now().UTC(), ConfigRev: rev, InPlace: true},
+		" to restart in place", func(st model.Status) bool { return st.Role == model.RolePrimary && !st.PendingRestart })
 	if err != nil {
 		return err
 	}
