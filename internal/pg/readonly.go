@@ -21,13 +21,9 @@ const (
 )
 
 func readOnlyBody(on bool) []byte {
-	v := "off"
+	line := "default_transaction_read_only = off # petrel read-only switch"
 	if on {
-		v = "on"
-	}
-	line := "default_transaction_read_only = " + v + " # petrel: disk nearly full"
-	if !on {
-		line = "default_transaction_read_only = off # petrel read-only switch"
+		line = "default_transaction_read_only = on # petrel: disk nearly full"
 	}
 	return []byte(line + strings.Repeat(" ", readOnlyLen-1-len(line)) + "\n")
 }
