@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // Position is a point in a cluster's WAL history: the timeline and the
@@ -73,15 +75,10 @@ func ParseLSN(s string) (uint64, error) {
 	return h<<32 | l, nil
 }
 
-// Querier is what the position helpers need: a pgx.Conn, pgxpool.Pool or
-// pgx.Tx.
+// Querier is what the position helpers need: a *pgx.Conn, *pgxpool.Pool
+// or pgx.Tx.
 type Querier interface {
-	QueryRow(ctx context.Context, sql string, args ...any) Row
-}
-
-// Row is pgx.Row.
-type Row interface {
-	Scan(dest ...any) error
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
 // ErrInRecovery is returned by LeaderPosition on a standby.
