@@ -141,6 +141,46 @@ func (n *Node) Validate() error {
 	return errors.Join(errs...)
 }
 
+// readSecretsFile reads KEY=value lines from a 0600 file ("" reads
+// nothing).
+func readSecretsFile(file string) (map[string]string, error) {
+	vals := map[string]string{}
+	if file != "" {
+		st, err := os.Stat(file)
+		if err != nil {
+			return nil, fmt.Errorf("reading secrets file: %w", err)
+		}
+		if st.Mode().Perm()&0o077 != 0 {
+			return nil, fmt.Errorf("secrets file %s has mode %v: make it 0600 (chmod 600 %s)", file, st.Mode().Perm(), file)
+		}
+		f, err := os.Open(file)
+		if err != nil {
+			return nil, fmt.Errorf("reading secrets file: %w", err)
+		}
+		defer f.Close()
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			line := strings.TrimSpace(sc.Text())
+			if line == "" || strings.HasPrefix(line, "#") {
+				continue
+			}
+			k, v, ok := strings.Cut(line, "=")
+			if !ok {
+				return nil, fmt.Errorf("secrets file %s: line without '='", file)
+			}
+			v = strings.TrimSpace(v)
+			if uq, err := strconv.Unquote(v); err == nil {
+				v = uq
+			}
+			vals[strings.TrimSpace(k)] = v
+		}
+		if err := sc.Err(); err != nil {
+			return nil, fmt.Errorf("reading secrets file: %w", err)
+		}
+	}
+	return vals, nil
+}
+
 // Secrets are the passwords of the roles petrel creates. They never go to
 // logs, process arguments or etcd.
 type Secrets struct {
@@ -156,39 +196,9 @@ func (Secrets) String() string { return "Secrets{redacted}" }
 // the environment, falling back to the secrets file (which must not be
 // readable by group or others).
 func LoadSecrets(file string) (Secrets, error) {
-	vals := map[string]string{}
-	if file != "" {
-		st, err := os.Stat(file)
-		if err != nil {
-			return Secrets{}, fmt.Errorf("reading secrets file: %w", err)
-		}
-		if st.Mode().Perm()&0o077 != 0 {
-			return Secrets{}, fmt.Errorf("secrets file %s has mode %v: make it 0600 (chmod 600 %s)", file, st.Mode().Perm(), file)
-		}
-		f, err := os.Open(file)
-		if err != nil {
-			return Secrets{}, fmt.Errorf("reading secrets file: %w", err)
-		}
-		defer f.Close()
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			line := strings.TrimSpace(sc.Text())
-			if line == "" || strings.HasPrefix(line, "#") {
-				continue
-			}
-			k, v, ok := strings.Cut(line, "=")
-			if !ok {
-				return Secrets{}, fmt.Errorf("secrets file %s: line without '='", file)
-			}
-			v = strings.TrimSpace(v)
-			if uq, err := strconv.Unquote(v); err == nil {
-				v = uq
-			}
-			vals[strings.TrimSpace(k)] = v
-		}
-		if err := sc.Err(); err != nil {
-			return Secrets{}, fmt.Errorf("reading secrets file: %w", err)
-		}
+	vals, err := readSecretsFile(file)
+	if err != nil {
+		return Secrets{}, err
 	}
 	get := func(k string) string {
 		if v := os.Getenv(k); v != "" {
@@ -199,6 +209,35 @@ func LoadSecrets(file string) (Secrets, error) {
 	s := Secrets{Superuser: get("SU_PASSWORD"), Replication: get("REPL_PASSWORD"), Operator: get("OPERATOR_PASSWORD")}
 	if s.Superuser == "" || s.Replication == "" || s.Operator == "" {
 		return Secrets{}, errors.New("SU_PASSWORD, REPL_PASSWORD and OPERATOR_PASSWORD must be set in the environment or the secrets file")
+	}
+	return s, nil
+}
+
+// EdgeSecrets are what `petrel edge` keeps out of its arguments.
+type EdgeSecrets struct {
+	Secret      string // EDGE_SECRET: shared by a cluster's edges (request signing, tokens)
+	DatabaseURL string // EDGE_DATABASE_URL: the region's database, for read-your-writes (optional)
+}
+
+// String keeps secrets out of any accidental %v.
+func (EdgeSecrets) String() string { return "EdgeSecrets{redacted}" }
+
+// LoadEdgeSecrets reads EDGE_SECRET and EDGE_DATABASE_URL from the
+// environment, falling back to the secrets file.
+func LoadEdgeSecrets(file string) (EdgeSecrets, error) {
+	vals, err := readSecretsFile(file)
+	if err != nil {
+		return EdgeSecrets{}, err
+	}
+	get := func(k string) string {
+		if v := os.Getenv(k); v != "" {
+			return v
+		}
+		return vals[k]
+	}
+	s := EdgeSecrets{Secret: get("EDGE_SECRET"), DatabaseURL: get("EDGE_DATABASE_URL")}
+	if s.Secret == "" {
+		return EdgeSecrets{}, errors.New("EDGE_SECRET must be set in the environment or the secrets file (the same on every edge of the cluster)")
 	}
 	return s, nil
 }

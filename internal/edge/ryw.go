@@ -1,0 +1,264 @@
+package edge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/petrel-db/petrel/pkg/flyreplay"
+)
+
+// replica follows how far this region's database has replayed, for
+// read-your-writes: one connection and one poller per edge, however many
+// requests wait. It polls only while someone waits (every PollInterval),
+// so an idle edge costs the database nothing but a timeline check on the
+// member's agent every second.
+type replica struct {
+	dsn, api string
+	client   *http.Client
+	log      *slog.Logger
+	poll     time.Duration
+
+	timeline atomic.Uint32 // from the agent's /status; only ever lags the truth
+	replayed atomic.Uint64 // last replay LSN seen
+
+	mu      sync.Mutex // guards waiters and conn
+	waiters []*waiter
+	conn    *pgx.Conn
+	kick    chan struct{}
+}
+
+type waiter struct {
+	lsn  uint64
+	done chan struct{}
+}
+
+// PollInterval is how often the replay position is read while a request
+// waits for it.
+const PollInterval = time.Millisecond
+
+func newReplica(dsn, api string, client *http.Client, log *slog.Logger) *replica {
+	return &replica{dsn: dsn, api: api, client: client, log: log, poll: PollInterval, kick: make(chan struct{}, 1)}
+}
+
+// covers says, without waiting, whether the replica holds pos.
+func (rp *replica) covers(pos flyreplay.Position) bool {
+	return pos.CoveredBy(rp.timeline.Load(), rp.replayed.Load())
+}
+
+// errOldTimeline: the replica is (as far as the edge knows) on an older
+// timeline than the token; only the primary region can serve it.
+var errOldTimeline = errors.New("the replica's timeline is older than the token's")
+
+// wait blocks until the replica holds pos or ctx ends.
+func (rp *replica) wait(ctx context.Context, pos flyreplay.Position) error {
+	if rp.timeline.Load() < pos.Timeline {
+		return errOldTimeline
+	}
+	if rp.covers(pos) {
+		return nil
+	}
+	w := &waiter{lsn: pos.LSN, done: make(chan struct{})}
+	rp.mu.Lock()
+	rp.waiters = append(rp.waiters, w)
+	rp.mu.Unlock()
+	select {
+	case rp.kick <- struct{}{}:
+	default:
+	}
+	select {
+	case <-w.done:
+		return nil
+	case <-ctx.Done():
+		rp.mu.Lock()
+		for i, x := range rp.waiters {
+			if x == w {
+				rp.waiters = append(rp.waiters[:i], rp.waiters[i+1:]...)
+				break
+			}
+		}
+		rp.mu.Unlock()
+		return ctx.Err()
+	}
+}
+
+// run polls while there are waiters and refreshes the timeline every
+// second, until ctx ends.
+func (rp *replica) run(ctx context.Context) {
+	defer rp.closeConn()
+	tlTick := time.NewTicker(time.Second)
+	defer tlTick.Stop()
+	rp.refreshTimeline(ctx)
+	rp.pollOnce(ctx)
+	for {
+		rp.mu.Lock()
+		n := len(rp.waiters)
+		rp.mu.Unlock()
+		if n > 0 {
+			rp.pollOnce(ctx)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(rp.poll):
+			}
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-rp.kick:
+		case <-tlTick.C:
+			rp.refreshTimeline(ctx)
+			rp.pollOnce(ctx)
+		}
+	}
+}
+
+func (rp *replica) pollOnce(ctx context.Context) {
+	lsn, err := rp.readLSN(ctx)
+	if err != nil {
+		rp.log.Debug("reading the replica's replay position", "err", err)
+		return
+	}
+	if lsn > rp.replayed.Load() {
+		rp.replayed.Store(lsn)
+	}
+	cur := rp.replayed.Load()
+	rp.mu.Lock()
+	keep := rp.waiters[:0]
+	for _, w := range rp.waiters {
+		if cur >= w.lsn {
+			close(w.done)
+		} else {
+			keep = append(keep, w)
+		}
+	}
+	rp.waiters = keep
+	rp.mu.Unlock()
+}
+
+func (rp *replica) readLSN(ctx context.Context) (uint64, error) {
+	rp.mu.Lock()
+	c := rp.conn
+	rp.mu.Unlock()
+	if c == nil {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		nc, err := pgx.Connect(cctx, rp.dsn)
+		cancel()
+		if err != nil {
+			return 0, fmt.Errorf("connecting to the region's database: %w", err)
+		}
+		rp.mu.Lock()
+		rp.conn, c = nc, nc
+		rp.mu.Unlock()
+	}
+	qctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	lsn, err := flyreplay.ReplayLSN(qctx, c)
+	if err != nil {
+		rp.closeConn()
+	}
+	return lsn, err
+}
+
+func (rp *replica) closeConn() {
+	rp.mu.Lock()
+	c := rp.conn
+	rp.conn = nil
+	rp.mu.Unlock()
+	if c != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		c.Close(ctx)
+		cancel()
+	}
+}
+
+func (rp *replica) refreshTimeline(ctx context.Context) {
+	if rp.api == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rp.api+"/status", nil)
+	if err != nil {
+		return
+	}
+	resp, err := rp.client.Do(req)
+	if err != nil {
+		return
+	}
+	defer resp.Body.Close()
+	var st struct {
+		Timeline uint32 `json:"timeline"`
+	}
+	if resp.StatusCode == http.StatusOK && json.NewDecoder(http.MaxBytesReader(nil, resp.Body, 1<<20)).Decode(&st) == nil && st.Timeline > 0 {
+		// Timelines only grow; a member that was re-cloned reports its
+		// new one, and an older answer (a restarting agent) is ignored.
+		for {
+			cur := rp.timeline.Load()
+			if st.Timeline <= cur || rp.timeline.CompareAndSwap(cur, st.Timeline) {
+				break
+			}
+		}
+	}
+}
+
+// minter reads the leader's position for new tokens, over one pooled
+// connection set to the primary region's database.
+type minter struct {
+	dsn string
+	mu  sync.Mutex // guards conns
+	c   []*pgx.Conn
+}
+
+func (m *minter) position(ctx context.Context) (flyreplay.Position, error) {
+	m.mu.Lock()
+	var c *pgx.Conn
+	if n := len(m.c); n > 0 {
+		c, m.c = m.c[n-1], m.c[:n-1]
+	}
+	m.mu.Unlock()
+	if c == nil {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		nc, err := pgx.Connect(cctx, m.dsn)
+		cancel()
+		if err != nil {
+			return flyreplay.Position{}, fmt.Errorf("connecting to the leader: %w", err)
+		}
+		c = nc
+	}
+	qctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	pos, err := flyreplay.LeaderPosition(qctx, c)
+	if err != nil {
+		c.Close(context.Background())
+		return pos, err
+	}
+	m.mu.Lock()
+	if len(m.c) < 8 {
+		m.c = append(m.c, c)
+		c = nil
+	}
+	m.mu.Unlock()
+	if c != nil {
+		c.Close(context.Background())
+	}
+	return pos, nil
+}
+
+func (m *minter) close() {
+	m.mu.Lock()
+	cs := m.c
+	m.c = nil
+	m.mu.Unlock()
+	for _, c := range cs {
+		c.Close(context.Background())
+	}
+}
