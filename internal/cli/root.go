@@ -26,7 +26,7 @@ func Execute() int {
 	}
 	root.AddCommand(newNodeCmd(), newWatchdogCmd(), newProxyCmd(), newEdgeCmd(), newUpCmd(), newStatusCmd(), newDownCmd(), newFailoverCmd())
 	root.AddCommand(newRegionCmds()...)
-	root.AddCommand(newDemoAppCmd()) // hidden: the multi-region demo web app
+	root.AddCommand(newDemoAppCmd())                          // hidden: the multi-region demo web app
 	root.AddCommand(append(appCommands(), newConfigCmd())...) // attach, detach, connect, db, users, config (issue 3)
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "petrel:", err)
