@@ -4,6 +4,7 @@
 #   - PostgreSQL server binaries (initdb, pg_ctl, pg_rewind, pg_basebackup),
 #     from Debian's packages when missing (needs root)
 #   - the `postgres` OS user (a root agent runs Postgres as that user)
+#   - python3 and psql (the edge tests' non-Go app, internal/e2e/testdata/pyapp.py)
 #   - the Go modules (go mod download)
 # Debian's packages may start a system cluster on 5432; it is stopped and
 # set to manual start (set PETREL_KEEP_SYSTEM_PG=1 to leave it alone).
@@ -83,6 +84,16 @@ if ! command -v etcd >/dev/null 2>&1 || ! command -v ip >/dev/null 2>&1; then
 		fi
 	else
 		say "note: etcd or ip missing (only the network-namespace test needs them): apt-get install etcd-server iproute2"
+	fi
+fi
+
+# --- python3 and psql (internal/e2e/testdata/pyapp.py, a non-Go app behind the edge) ---
+if ! command -v python3 >/dev/null 2>&1 || ! command -v psql >/dev/null 2>&1; then
+	if is_root && command -v apt-get >/dev/null 2>&1; then
+		say "installing python3 and postgresql-client from Debian's packages (for the edge tests' Python app)"
+		DEBIAN_FRONTEND=noninteractive apt-get install -y python3 postgresql-client || say "note: could not install python3/postgresql-client; the Python app tests are skipped without them"
+	else
+		say "note: python3 or psql missing (only the Python app tests need them): apt-get install python3 postgresql-client"
 	fi
 fi
 
