@@ -25,9 +25,9 @@ func TestParseReplay(t *testing.T) {
 		{in: " region = scl ; ", want: Directive{Regions: []string{"scl"}}},
 		{in: "elsewhere=true", want: Directive{Elsewhere: true}},
 		{in: "", bad: true},
-		{in: "state=x", bad: true},           // names nowhere
-		{in: "region", bad: true},            // no value
-		{in: "region=s c l", bad: true},      // not a region name
+		{in: "state=x", bad: true},      // names nowhere
+		{in: "region", bad: true},       // no value
+		{in: "region=s c l", bad: true}, // not a region name
 		{in: "region=scl;timeout=-1s", bad: true},
 		{in: "region=scl;timeout=2h", bad: true},
 		{in: "region=scl;fallback=nope", bad: true},
