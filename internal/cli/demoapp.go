@@ -31,7 +31,7 @@ before they run.`,
 			if err != nil {
 				return err
 			}
-			log := newLogger(logLevel).With("component", "demo-app", "region", cfg.Region, "instance", cfg.Instance)
+			log := newLogger(logLevel).With("component", "demo-app")
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			return demoapp.Run(ctx, cfg, log)
