@@ -17,7 +17,8 @@ func newUpCmd() *cobra.Command {
 	var (
 		dir, regions, primaryRegion, cluster string
 		latency, latencyFile                 string
-		noLinks                              bool
+		noLinks, noEdges                     bool
+		app                                  string
 		basePort                             int
 	)
 	cmd := &cobra.Command{
@@ -35,7 +36,17 @@ nodes/<id>/ (each member's data and agent.log). Running again on the same
 --primary-region and --base-port only apply to a new directory.
 
 Ports from --base-port B, for member i: Postgres B+10+i, API B+30+i,
-proxy B+50+i; etcd B+90 (clients) and B+91 (peers).
+proxy B+50+i; etcd B+90 (clients) and B+91 (peers); for the i-th region, its
+edge B+70+i, its app instance B+80+i, the edge's admin API B+92+i.
+
+Apps: every region gets an edge router (petrel edge) with one app instance
+behind it, --app 'CMD' (any language; run with /bin/sh -c) or, without it,
+petrel's demo app. The app's environment: PORT, FLY_REGION and PETREL_REGION,
+PRIMARY_REGION, DATABASE_URL (the leader proxy in the primary region, the
+region's own replica elsewhere, so a write there fails read-only and the app
+answers fly-replay), PETREL_LEADER_URL (the leader, across the link),
+PETREL_INSTANCE, PETREL_REGIONS. The edges are listed in cluster.json
+("edges") and printed when the cluster is up.
 
 Regions are far apart: every member's traffic to members of other regions
 (replication, API probes) and to etcd (in the primary region) crosses a
@@ -80,6 +91,7 @@ direct addresses. While it runs, ` + "`petrel scale --region atl`" + ` adds memb
 				opts.Latency = strings.TrimSpace(opts.Latency + "\n" + latency)
 			}
 			opts.NoLinks = noLinks
+			opts.App, opts.NoEdges = app, noEdges
 			if noLinks && opts.Latency != "" {
 				return fmt.Errorf("--no-links and --latency/--latency-file contradict each other")
 			}
@@ -96,6 +108,8 @@ direct addresses. While it runs, ` + "`petrel scale --region atl`" + ` adds memb
 	f.StringVar(&latency, "latency", "", "one-way delays over the default matrix, e.g. 'scl-ord=75ms,scl-syd=150ms,jitter=2ms,loss=0.001' (kept for later runs)")
 	f.StringVar(&latencyFile, "latency-file", "", "file of latency settings, one 'a-b=75ms' (or local=, jitter=, loss=) per line, '#' comments")
 	f.BoolVar(&noLinks, "no-links", false, "no simulated links: members dial each other directly")
+	f.StringVar(&app, "app", "", "command run as the app instance of every region behind its edge (default: the demo app)")
+	f.BoolVar(&noEdges, "no-edges", false, "no edges and no apps")
 	f.IntVar(&basePort, "base-port", localworld.DefaultBasePort, "first port of the port range (new directory only)")
 	return cmd
 }

@@ -46,6 +46,8 @@ type live struct {
 	lg            *slog.Logger
 	net           *netsim.World // nil with --no-links
 
+	appCmd string // --app; "" is the demo app
+
 	mu       sync.Mutex // guards w, children; serialises scale/remove
 	w        *world
 	children map[string]*child

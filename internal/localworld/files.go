@@ -35,6 +35,9 @@ type ClusterFile struct {
 	// (see addDatabaseURL); it holds the operator password.
 	DatabaseURL string         `json:"database_url,omitempty"`
 	Nodes       []model.Member `json:"nodes"`
+	// Edges are the regions' edge routers (petrel edge), each with the
+	// app instance behind it: open an edge's URL to use the app there.
+	Edges []EdgeInfo `json:"edges,omitempty"`
 }
 
 // LoadClusterFile reads dir/cluster.json. A missing file yields an error
@@ -91,6 +94,8 @@ type world struct {
 	Latency string `json:"latency,omitempty"`
 	// NoLinks: members dial each other directly, with no netsim links.
 	NoLinks bool `json:"no_links,omitempty"`
+	// NoEdges: no edge routers and no apps (petrel up --no-edges).
+	NoEdges bool `json:"no_edges,omitempty"`
 	// NextNum is the highest node number used per region, so that a
 	// removed node's id is not reused.
 	NextNum map[string]int `json:"next_num,omitempty"`

@@ -88,7 +88,12 @@ func matrixFor(specs ...string) (netsim.Matrix, error) {
 // addToNet puts node n into the network (its Postgres and API are what
 // the others dial).
 func addToNet(nw *netsim.World, n worldNode) error {
-	if err := nw.AddHost(n.ID, n.Region, pgAddr(n), apiAddr(n)); err != nil {
+	addrs := []string{pgAddr(n), apiAddr(n)}
+	if n.ProxyPort > 0 {
+		// Apps in other regions reach the leader proxy across the link.
+		addrs = append(addrs, fmt.Sprintf("127.0.0.1:%d", n.ProxyPort))
+	}
+	if err := nw.AddHost(n.ID, n.Region, addrs...); err != nil {
 		return fmt.Errorf("adding %s to the local network: %w", n.ID, err)
 	}
 	return nil

@@ -151,6 +151,15 @@ type Options struct {
 	// NoLinks runs the nodes without user-space links: every address is
 	// dialled directly (kept in world.json; a later Latency re-enables).
 	NoLinks bool
+	// App is the command (run with /bin/sh -c) started as the app
+	// instance of every region behind its edge; "" runs the demo app
+	// (`petrel demo-app`). Its environment: PORT, FLY_REGION,
+	// PETREL_REGION, PRIMARY_REGION, DATABASE_URL (the leader proxy in the
+	// primary region, the region's replica elsewhere), PETREL_LEADER_URL,
+	// PETREL_INSTANCE, PETREL_REGIONS.
+	App string
+	// NoEdges runs no edges and no apps (kept in world.json).
+	NoEdges bool
 	// OnReady, if set, is called once a primary is seen (or with the
 	// cluster file anyway when ReadyTimeout passes without one; ok says
 	// which).
@@ -214,6 +223,10 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
+	edgeSecret, appPW, err := ensureExtraSecrets(secretsPath)
+	if err != nil {
+		return err
+	}
 
 	// Stop agents that an earlier `petrel up` left behind if it was
 	// killed, before checking that the ports are free.
@@ -267,14 +280,19 @@ func Run(ctx context.Context, opts Options) error {
 		}
 		lg.Info("regions are linked with one-way delays (--no-links for none)", "latency", describeMatrix(m, w.Nodes))
 	}
-	if err := writeDialMaps(dir, nw, w.Nodes); err != nil {
-		return err
-	}
-
 	lv := &live{
 		dir: dir, shownDir: shownDir, bin: bin, secrets: secretsPath, suPW: suPW,
 		etcdURL: etcdURL, etcdEndpoints: etcd.Endpoints(), env: childEnv(), lg: lg, net: nw,
-		w: w, children: map[string]*child{},
+		w: w, children: map[string]*child{}, appCmd: opts.App,
+	}
+	if err := addEdgesToNet(lv); err != nil {
+		return err
+	}
+	if err := writeDialMaps(dir, nw, w.Nodes); err != nil {
+		return err
+	}
+	if err := writeEdgeDialMaps(lv); err != nil {
+		return err
 	}
 	stopControl, err := lv.serveControl(ctx)
 	if err != nil {
@@ -290,11 +308,30 @@ func Run(ctx context.Context, opts Options) error {
 			return err
 		}
 	}
+	if err := lv.startEdgesLocked(edgeSecret); err != nil {
+		lv.mu.Unlock()
+		_, cs := lv.snapshot()
+		stopAll(cs, nil, lg)
+		return err
+	}
 	lv.mu.Unlock()
 	lg.Info("started nodes", "cluster", w.Cluster, "nodes", len(w.Nodes), "logs", filepath.Join(shownDir, "nodes", "<id>", "agent.log"))
 
 	targets := statusview.TargetsFromMembers(cf.Nodes)
 	ready := waitForPrimary(ctx, targets, lg)
+	if ready && len(edgesFor(w)) > 0 {
+		// The app gets its own role and database, like `petrel attach`.
+		if err := ensureAppDatabase(ctx, cf.SuperuserDSN, appPW); err != nil {
+			lg.Error("apps not started", "err", err)
+		} else {
+			lv.mu.Lock()
+			err = lv.startAppsLocked(appPW)
+			lv.mu.Unlock()
+			if err != nil {
+				lg.Error("apps not started", "err", err)
+			}
+		}
+	}
 	if ctx.Err() == nil {
 		sts := statusview.Collect(ctx, targets)
 		printReady(opts.Stdout, shownDir, cf, sts, ready)
@@ -308,6 +345,14 @@ func Run(ctx context.Context, opts Options) error {
 	stopControl()
 	lv.mu.Lock() // no scale or remove from now on
 	defer lv.mu.Unlock()
+	// Apps and edges first (they need the nodes, not the other way round).
+	var front []*child
+	for id, c := range lv.children {
+		if strings.HasPrefix(id, "app-") || strings.HasPrefix(id, "edge-") {
+			front = append(front, c)
+		}
+	}
+	stopAll(front, nil, lg)
 	cs := make([]*child, 0, len(lv.children))
 	for _, n := range lv.w.Nodes {
 		if c := lv.children[n.ID]; c != nil {
@@ -338,6 +383,12 @@ func loadOrCreateWorld(dir string, opts Options, lg *slog.Logger) (*world, error
 		}
 		if opts.BasePort != 0 && opts.BasePort != w.BasePort {
 			ignored = append(ignored, "--base-port")
+		}
+		if opts.NoEdges && !w.NoEdges {
+			w.NoEdges = true
+			if err := writeJSON(filepath.Join(dir, WorldFileName), w, 0o600); err != nil {
+				return nil, fmt.Errorf("writing world.json: %w", err)
+			}
 		}
 		if opts.Latency != "" || opts.NoLinks {
 			if opts.Latency != "" {
@@ -375,7 +426,7 @@ func loadOrCreateWorld(dir string, opts Options, lg *slog.Logger) (*world, error
 	if _, err := matrixFor(opts.Latency); err != nil {
 		return nil, err
 	}
-	w = &world{Cluster: opts.Cluster, PrimaryRegion: opts.PrimaryRegion, BasePort: opts.BasePort, Latency: opts.Latency, NoLinks: opts.NoLinks}
+	w = &world{Cluster: opts.Cluster, PrimaryRegion: opts.PrimaryRegion, BasePort: opts.BasePort, Latency: opts.Latency, NoLinks: opts.NoLinks, NoEdges: opts.NoEdges}
 	if w.Cluster == "" {
 		w.Cluster = DefaultCluster
 	}
@@ -435,6 +486,9 @@ func checkPorts(w *world) error {
 	if err := checkFree([]portUse{{w.EtcdClientPort, "etcd client"}, {w.EtcdPeerPort, "etcd peer"}}); err != nil {
 		return err
 	}
+	if err := checkFree(edgePortUses(w)); err != nil {
+		return err
+	}
 	return checkNodePorts(w.Nodes)
 }
 
@@ -491,6 +545,7 @@ func clusterFileFor(w *world, endpoints []string, suPW string) *ClusterFile {
 		RawQuery: "target_session_attrs=read-write&connect_timeout=2",
 	}
 	cf.SuperuserDSN = u.String()
+	cf.Edges = edgesFor(w)
 	return cf
 }
 
@@ -563,6 +618,12 @@ func printReady(out io.Writer, dir string, cf *ClusterFile, sts []model.Status, 
 	if cf.DatabaseURL != "" {
 		fmt.Fprintf(out, "\nOperator, through the leader proxy (always the writable leader; \"database_url\" in %s):\n  DATABASE_URL=%s\n", cfPath, RedactDSN(cf.DatabaseURL))
 		fmt.Fprintln(out, "  Attach an app (its own database and user): petrel attach --app NAME --dir "+dir)
+	}
+	if len(cf.Edges) > 0 {
+		fmt.Fprintln(out, "\nEdges (the app in every region; a write in a replica region is replayed in "+cf.PrimaryRegion+"):")
+		for _, e := range cf.Edges {
+			fmt.Fprintf(out, "  %-6s %s   (metrics %s/metrics)\n", e.Region, e.URL, e.AdminURL)
+		}
 	}
 	fmt.Fprintln(out, "\nMembers:")
 	for _, n := range cf.Nodes {
