@@ -58,6 +58,12 @@ func binary(t *testing.T) string {
 
 func newCluster(t *testing.T, ctx context.Context) *testcluster.Cluster {
 	t.Helper()
+	return newClusterWith(t, ctx, nil)
+}
+
+// newClusterWith is newCluster with options changed by mod (e.g. a World).
+func newClusterWith(t *testing.T, ctx context.Context, mod func(*testcluster.Options)) *testcluster.Cluster {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("end-to-end test; skipped with -short")
 	}
@@ -65,7 +71,11 @@ func newCluster(t *testing.T, ctx context.Context) *testcluster.Cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := testcluster.Start(ctx, testcluster.Options{Dir: dir, Binary: binary(t)})
+	opts := testcluster.Options{Dir: dir, Binary: binary(t)}
+	if mod != nil {
+		mod(&opts)
+	}
+	c, err := testcluster.Start(ctx, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

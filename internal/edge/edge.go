@@ -845,14 +845,23 @@ func (e *Edge) mint(c *call, resp *http.Response) {
 	if safeMethod(c.r.Method) && c.kind != "replay" {
 		return
 	}
-	ctx, cancel := context.WithTimeout(c.r.Context(), time.Second)
+	ctx, cancel := context.WithTimeout(c.r.Context(), 2*time.Second)
 	defer cancel()
 	pos, err := e.minter.position(ctx)
 	if err != nil {
-		e.log.Warn("cannot mint a read-your-writes token", "err", err)
-		return
+		// A pooled connection may have died with the old leader: one
+		// more try on a new one.
+		pos, err = e.minter.position(ctx)
 	}
-	resp.Header.Add("Set-Cookie", tokenCookie(e.keys.token, token{Pos: pos, Minted: e.now()}).String())
+	tok := token{Pos: pos, Minted: e.now()}
+	if err != nil {
+		// Without a position the user's next reads must not be served
+		// by a replica that may not have the write: a sticky token sends
+		// them to the primary region for a while.
+		e.log.Warn("cannot read the leader's position; the user's reads go to the primary region for a while", "err", err, "for", stickyFor)
+		tok = stickyToken(e.now())
+	}
+	resp.Header.Add("Set-Cookie", tokenCookie(e.keys.token, tok).String())
 }
 
 // failure is a response made by the edge for a replay that failed.

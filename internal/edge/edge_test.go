@@ -545,3 +545,19 @@ func TestTokens(t *testing.T) {
 		}
 	}
 }
+
+func TestStickyToken(t *testing.T) {
+	k := deriveKeys(testSecret).token
+	now := time.Now()
+	v := encodeToken(k, stickyToken(now))
+	tok, ok := decodeToken(k, v, now)
+	if !ok {
+		t.Fatalf("sticky token %q not accepted", v)
+	}
+	if tok.Pos.CoveredBy(1<<31, 1<<62) {
+		t.Errorf("a replica covers the sticky token")
+	}
+	if _, ok := decodeToken(k, v, now.Add(stickyFor+time.Second)); ok {
+		t.Errorf("sticky token still valid after %v", stickyFor)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -80,6 +81,17 @@ func tokenFromRequest(k []byte, r *http.Request, now time.Time) (token, bool) {
 		}
 	}
 	return token{}, false
+}
+
+// stickyFor is how long a sticky token (minted when the leader's
+// position could not be read) sends a user's reads to the primary region.
+const stickyFor = 10 * time.Second
+
+// stickyToken names a position no replica can hold (the last timeline),
+// so reads carrying it are replayed in the primary region; it is dated so
+// that it expires stickyFor from now.
+func stickyToken(now time.Time) token {
+	return token{Pos: flyreplay.Position{Timeline: math.MaxUint32, LSN: math.MaxUint64}, Minted: now.Add(stickyFor - TokenMaxAge)}
 }
 
 func tokenCookie(k []byte, t token) *http.Cookie {
