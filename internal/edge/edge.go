@@ -354,6 +354,7 @@ type call struct {
 	deadline time.Time // for waits (capacity, a target)
 	served   string    // "local" or the peer's region, for metrics and logs
 	replayed string    // the reason it left the first instance, if it did
+	timing   string    // Server-Timing entry: how long read-your-writes waited
 }
 
 func (c *call) child(kind string) *call {
@@ -477,6 +478,7 @@ func (e *Edge) readYourWrites(c *call) *http.Response {
 	if e.replica.covers(tok.Pos) {
 		e.m.ryw.WithLabelValues("fresh").Inc()
 		e.m.rywWait.Observe(0)
+		c.timing = "ryw;desc=fresh;dur=0"
 		return nil
 	}
 	start := e.now()
@@ -486,6 +488,7 @@ func (e *Edge) readYourWrites(c *call) *http.Response {
 	waited := e.now().Sub(start)
 	e.m.rywWait.Observe(waited.Seconds())
 	outcome := "waited"
+	defer func() { c.timing = fmt.Sprintf("ryw;desc=%s;dur=%.3f", outcome, float64(waited.Microseconds())/1000) }()
 	switch {
 	case err == nil:
 		e.m.ryw.WithLabelValues(outcome).Inc()
@@ -902,6 +905,10 @@ func (e *Edge) respond(w http.ResponseWriter, c *call, resp *http.Response) {
 	h.Del(HeaderReplay)
 	if h.Get(HeaderRegion) == "" {
 		h.Set(HeaderRegion, e.cfg.Region)
+	}
+	if c.timing != "" && !c.fromEdge {
+		// Server-Timing (W3C) shows browsers' devtools the wait.
+		h.Add("Server-Timing", c.timing)
 	}
 	w.WriteHeader(resp.StatusCode)
 	served := c.served
