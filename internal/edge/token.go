@@ -14,7 +14,7 @@ import (
 )
 
 // CookieName is the read-your-writes cookie the edges set after a write.
-const CookieName = "petrel-ryw"
+const CookieName = flyreplay.TokenCookie
 
 // TokenMaxAge is how long a read-your-writes token is honoured. Replicas
 // trail by well under a second, so after this any replica is past it.
@@ -54,19 +54,11 @@ func decodeToken(k []byte, v string, now time.Time) (token, bool) {
 	if !hmac.Equal([]byte(tokenMAC(k, body)), []byte(mac)) {
 		return token{}, false
 	}
-	ps, ms, ok := strings.Cut(body, "~")
-	if !ok {
-		return token{}, false
-	}
-	pos, err := flyreplay.ParsePosition(ps)
+	pos, minted, err := flyreplay.ParseToken(v)
 	if err != nil {
 		return token{}, false
 	}
-	n, err := strconv.ParseInt(ms, 10, 64)
-	if err != nil {
-		return token{}, false
-	}
-	t := token{Pos: pos, Minted: time.UnixMilli(n)}
+	t := token{Pos: pos, Minted: minted}
 	if age := now.Sub(t.Minted); age > TokenMaxAge || age < -time.Minute {
 		return token{}, false
 	}
