@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -475,14 +476,7 @@ func parseSyncNames(v string) []string {
 // timeout, and it takes two rounds in a row.
 func (a *Agent) leaderDead(snap store.Snapshot) bool {
 	m, ok := snap.Members[snap.Leader]
-	refused := func(addr string) bool {
-		c, err := net.DialTimeout("tcp", addr, 300*time.Millisecond)
-		if err == nil {
-			c.Close()
-			return false
-		}
-		return errors.Is(err, syscall.ECONNREFUSED)
-	}
+	refused := func(addr string) bool { return probeRefused(addr, 300*time.Millisecond) }
 	dead := false
 	if ok {
 		api := strings.TrimPrefix(a.dialSrc.Map().URL(m.APIURL), "http://")
@@ -924,4 +918,21 @@ func (a *Agent) shutdown() error {
 		return fmt.Errorf("stopping postgres: %w", err)
 	}
 	return nil
+}
+
+// probeRefused says whether nothing listens at addr: the connection is
+// refused, or it is accepted and then reset before the peer says a word
+// (what a relay in front of a dead port does, such as the local world's
+// links: they accept, fail to dial on, and reset). Postgres and the API
+// never speak first nor hang up on a silent new client, so a reset or
+// EOF within the wait means a dead port; a timeout means alive (or slow).
+func probeRefused(addr string, timeout time.Duration) bool {
+	c, err := net.DialTimeout("tcp", addr, timeout)
+	if err != nil {
+		return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET)
+	}
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	_, err = c.Read(make([]byte, 1))
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.EOF)
 }

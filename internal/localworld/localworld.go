@@ -17,10 +17,11 @@
 //	                dialmap.json its link addresses (see below)
 //
 // Regions are far apart: unless NoLinks, a netsim.World in this process
-// gives every node its own user-space link to every other node's Postgres
-// and API and to etcd (a service in the primary region), with the latency
-// matrix's one-way delay between their regions (netsim.DefaultMatrix, with
-// Options.Latency on top). Each node gets --dial-map nodes/<id>/dialmap.json
+// gives every node its own user-space link to every other node's Postgres,
+// API and proxy and to etcd (a service in the primary region), with the
+// latency matrix's one-way delay between their regions (netsim.DefaultMatrix,
+// with Options.Latency on top). Within a region with no local delay (the
+// default) there is no link: members dial each other directly. Each node gets --dial-map nodes/<id>/dialmap.json
 // and its etcd endpoint through its link; status, clients and tests use the
 // direct addresses. Scale adds nodes to a running world (new links for
 // everyone, dial maps rewritten, agents reload them); Remove takes one out.
@@ -270,6 +271,10 @@ func Run(ctx context.Context, opts Options) error {
 		defer stopNet()
 		nw = netsim.NewWorld(netCtx, m, nil)
 		defer nw.Close()
+		// Members of one region with no local delay dial each other
+		// directly: a link there would only cost a hop (and hide a dead
+		// member's refusal); `petrel up` injects no faults inside a region.
+		nw.SetDirectWhenFree(true)
 		if err := nw.AddService(EtcdHost, w.PrimaryRegion, strings.TrimPrefix(etcdURL, "http://")); err != nil {
 			return fmt.Errorf("adding etcd to the local network: %w", err)
 		}
@@ -319,18 +324,29 @@ func Run(ctx context.Context, opts Options) error {
 
 	targets := statusview.TargetsFromMembers(cf.Nodes)
 	ready := waitForPrimary(ctx, targets, lg)
+	appsDone := make(chan struct{})
 	if ready && len(edgesFor(w)) > 0 {
-		// The app gets its own role and database, like `petrel attach`.
-		if err := ensureAppDatabase(ctx, cf.SuperuserDSN, appPW); err != nil {
-			lg.Error("apps not started", "err", err)
-		} else {
+		// The app gets its own role and database, like `petrel attach`;
+		// then one instance per region starts behind its edge.
+		go func() {
+			defer close(appsDone)
+			if err := ensureAppDatabase(ctx, cf.SuperuserDSN, appPW); err != nil {
+				if ctx.Err() == nil {
+					lg.Error("apps not started", "err", err)
+				}
+				return
+			}
 			lv.mu.Lock()
-			err = lv.startAppsLocked(appPW)
-			lv.mu.Unlock()
-			if err != nil {
+			defer lv.mu.Unlock()
+			if ctx.Err() != nil {
+				return // stopping: start nothing new
+			}
+			if err := lv.startAppsLocked(appPW); err != nil {
 				lg.Error("apps not started", "err", err)
 			}
-		}
+		}()
+	} else {
+		close(appsDone)
 	}
 	if ctx.Err() == nil {
 		sts := statusview.Collect(ctx, targets)
@@ -342,6 +358,7 @@ func Run(ctx context.Context, opts Options) error {
 	}
 
 	lg.Info("stopping nodes")
+	<-appsDone
 	stopControl()
 	lv.mu.Lock() // no scale or remove from now on
 	defer lv.mu.Unlock()

@@ -28,8 +28,16 @@ import (
 // The test binary doubles as a fake `petrel node`: Run starts it with
 // PETREL_FAKE_NODE=1 in the environment.
 func TestMain(m *testing.M) {
-	if os.Getenv("PETREL_FAKE_NODE") == "1" && len(os.Args) > 1 && os.Args[1] == "node" {
-		os.Exit(fakeNode(os.Args[2:]))
+	if os.Getenv("PETREL_FAKE_NODE") == "1" && len(os.Args) > 1 {
+		if os.Args[1] == "node" {
+			os.Exit(fakeNode(os.Args[2:]))
+		}
+		// Edges and apps: wait to be stopped. (Never fall through to
+		// m.Run: a child would run the whole suite again.)
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+		<-sig
+		os.Exit(0)
 	}
 	os.Exit(m.Run())
 }

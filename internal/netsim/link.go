@@ -16,6 +16,7 @@ import (
 	"math/rand"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -237,6 +238,12 @@ func (l *Link) relay(ctx context.Context, client net.Conn) {
 	cancel()
 	if err != nil {
 		l.log.Debug("link dial failed", "target", l.target, "err", err)
+		// Pass the refusal on the way the network would tell it: a reset
+		// (RST), which a client tells from a slow peer at once; a plain
+		// close would look like a server hanging up.
+		if tc, ok := client.(*net.TCPConn); ok && errors.Is(err, syscall.ECONNREFUSED) {
+			_ = tc.SetLinger(0)
+		}
 		return
 	}
 	p.b = server

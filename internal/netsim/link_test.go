@@ -3,8 +3,10 @@ package netsim
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
 	"net"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -156,5 +158,53 @@ func TestWorldPartition(t *testing.T) {
 	w.HealAll()
 	if line, err := bufio.NewReader(c).ReadString('\n'); err != nil || line != "ping\n" {
 		t.Fatalf("after heal: %q %v", line, err)
+	}
+}
+
+// A link to a port nobody listens on resets the client at once, as the
+// network would refuse it, instead of accepting and hanging up.
+func TestLinkPassesRefusal(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	l0, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := l0.Addr().String()
+	l0.Close()
+	l, err := Listen("127.0.0.1:0", dead, Conditions{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go l.Serve(ctx)
+	defer l.Close()
+	// The reset may beat connect's return, or come on the first read.
+	c, err := net.Dial("tcp", l.Addr())
+	if err == nil {
+		defer c.Close()
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err = c.Read(make([]byte, 1))
+	}
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("read through a link to a dead port: %v, want ECONNRESET", err)
+	}
+}
+
+func TestWorldDirectWhenFree(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w := NewWorld(ctx, Matrix{Delays: map[string]time.Duration{"ord-scl": 30 * time.Millisecond}}, nil)
+	defer w.Close()
+	w.SetDirectWhenFree(true)
+	for _, h := range [][3]string{{"scl1", "scl", "127.0.0.1:1"}, {"scl2", "scl", "127.0.0.1:2"}, {"ord1", "ord", "127.0.0.1:3"}} {
+		if err := w.AddHost(h[0], h[1], h[2]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := w.Via("scl1", "127.0.0.1:2"); got != "127.0.0.1:2" {
+		t.Errorf("same region, no delay: via %s, want direct", got)
+	}
+	if got := w.Via("scl1", "127.0.0.1:3"); got == "127.0.0.1:3" {
+		t.Errorf("cross region: direct, want a link")
 	}
 }

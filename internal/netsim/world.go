@@ -94,6 +94,7 @@ type World struct {
 	ctx context.Context
 
 	mu     sync.Mutex // guards the following fields
+	direct bool       // no links where they would cost nothing (SetDirectWhenFree)
 	matrix Matrix
 	hosts  map[string]*host
 	links  map[string]map[string]*Link // from host id → target addr → link
@@ -111,6 +112,18 @@ func NewWorld(ctx context.Context, m Matrix, log *slog.Logger) *World {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 	}
 	return &World{ctx: ctx, log: log, matrix: m, hosts: map[string]*host{}, links: map[string]map[string]*Link{}}
+}
+
+// SetDirectWhenFree makes hosts added from now on dial each other
+// directly, with no link, where the link would add nothing: same region,
+// no local delay, jitter or loss. Such pairs cost no hop (the local
+// world's leader proxy then reaches its region's leader at full speed,
+// and a dead member's port refuses as on a real network), but they
+// cannot be partitioned: worlds that inject in-region faults keep links.
+func (w *World) SetDirectWhenFree(on bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.direct = on
 }
 
 // AddHost adds a host that dials others and is dialled at addrs.
@@ -156,6 +169,9 @@ func (w *World) linkLocked(a, b *host) error {
 	c := Conditions{Delay: w.matrix.Between(a.region, b.region)}
 	if a.region != b.region {
 		c.Jitter, c.Loss = w.matrix.Jitter, w.matrix.Loss
+	}
+	if w.direct && a.region == b.region && c == (Conditions{}) {
+		return nil
 	}
 	for _, addr := range b.addrs {
 		l, err := Listen("127.0.0.1:0", addr, c, w.log)
