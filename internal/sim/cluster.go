@@ -68,6 +68,9 @@ type ackedCommit struct {
 	branch int
 	on     string
 	at     time.Duration
+	// why notes a condition the commit was acknowledged under that the
+	// invariants' argument does not cover (a diagnostic for reports).
+	why string
 }
 
 type logEntry struct {
@@ -361,7 +364,11 @@ func (c *Cluster) acknowledge(n *Node) {
 				c.violate("%s acknowledges lsn %d without the acknowledged commit lsn %d (tl %d, on %s)", n.ID, lsn, last.lsn, last.tl, last.on)
 			}
 		}
-		c.acked = append(c.acked, ackedCommit{lsn: lsn, tl: e.tl, branch: e.branch, on: n.ID, at: c.now})
+		a := ackedCommit{lsn: lsn, tl: e.tl, branch: e.branch, on: n.ID, at: c.now}
+		if snap := c.store.snapshot(); len(p.syncNamesList()) == 0 && snap.Sync.Leader == n.ID && len(snap.Sync.Members) > 0 {
+			a.why = fmt.Sprintf("acknowledged by %s alone while the sync record still named %v as holding every commit", n.ID, snap.Sync.Members)
+		}
+		c.acked = append(c.acked, a)
 	}
 	p.pending = p.pending[i:]
 }
@@ -387,9 +394,12 @@ func (c *Cluster) check() {
 		if w && !n.simWritable {
 			for _, a := range c.acked {
 				if !holds(n.pg.wal, a) {
-					c.violate("%s became writable without acknowledged commit lsn %d (tl %d, acknowledged by %s at %v)", n.ID, a.lsn, a.tl, a.on, a.at-epoch)
+					c.violate("%s became writable without acknowledged commit lsn %d (tl %d, acknowledged by %s at %v%s)", n.ID, a.lsn, a.tl, a.on, a.at-epoch, prefixed("; ", a.why))
 					break
 				}
+			}
+			if snap := c.store.snapshot(); snap.Leader != n.ID && !c.store.down {
+				c.logf("note: %s became writable while the store's leader key is %q (its cache is at revision %d, the store at %d)", n.ID, snap.Leader, n.cache.Rev, snap.Rev)
 			}
 		}
 		n.simWritable = w
@@ -576,6 +586,15 @@ func (c *Cluster) Hang(id string, hung bool) error {
 		return err
 	}
 	n.pg.hung = hung && n.pg.running
+	if p := n.pg; !p.hung && p.promotePending && p.running && p.recovery {
+		// The promote signal file waited for the server to run again.
+		p.promotePending = false
+		p.wal = append(p.wal, walEntry{tl: p.timeline() + 1, branch: c.newBranch()})
+		p.recovery = false
+		p.configurePrimary()
+		p.recv = receiver{}
+		c.logf("%s: postgres resumed and completed the pending promotion", id)
+	}
 	return nil
 }
 
@@ -712,6 +731,13 @@ func (c *Cluster) Status() string {
 	}
 	b.WriteByte('\n')
 	return b.String()
+}
+
+func prefixed(p, s string) string {
+	if s == "" {
+		return ""
+	}
+	return p + s
 }
 
 func orDash(s string) string {

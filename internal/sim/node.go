@@ -657,6 +657,12 @@ func (n *Node) exec(o engine.Observation, act engine.Action) error {
 		if !p.running || !p.recovery {
 			return fmt.Errorf("not in recovery")
 		}
+		if p.hung {
+			// pg_ctl promote -w times out; the signal file stays and the
+			// server promotes once it runs again (Postgres's behaviour).
+			p.promotePending = true
+			return fmt.Errorf("promoting: pg_ctl promote timed out")
+		}
 		p.syncValue = syncValueFor(c.params.SyncMode)
 		p.wal = append(p.wal, walEntry{tl: p.timeline() + 1, branch: c.newBranch()}) // end-of-recovery checkpoint
 		p.recovery = false

@@ -45,6 +45,9 @@ type Postgres struct {
 	slots       []string
 	pending     []uint64 // commits written, not yet acknowledged
 	starts      int      // how many times it started (a restart drops its connections)
+	// promotePending: promote was requested while the server was stopped
+	// (SIGSTOP); it promotes when it runs again.
+	promotePending bool
 
 	recv receiver
 }
@@ -142,7 +145,7 @@ func (p *Postgres) start() error {
 // stop ends the server. Pending commits are never acknowledged: their
 // clients see the connection drop.
 func (p *Postgres) stop() {
-	p.running, p.recovery, p.hung = false, false, false
+	p.running, p.recovery, p.hung, p.promotePending = false, false, false, false
 	p.pending = nil
 	p.recv = receiver{}
 }
