@@ -13,7 +13,30 @@ var (
 	flagSeeds = flag.Int("sim.seeds", 1500, "randomized runs of TestRandomized")
 	flagSeed  = flag.Int64("sim.seed", -1, "replay this one seed of TestRandomized, with its full log")
 	flagFirst = flag.Uint64("sim.first", 0, "first seed of TestRandomized")
+	flagKnown = flag.Bool("sim.known", false, "run only the seeds of knownBugs (they fail until the engine is fixed)")
 )
+
+// knownBugs are seeds that violate safety because of engine (or agent)
+// bugs found by this simulation and reported, not yet fixed. They are left
+// out of the default run so that it guards against new ones; -sim.known
+// runs exactly these. Remove a seed once its bug is fixed.
+//
+//	B1 "finishing an interrupted bootstrap" re-runs initdb on the member
+//	   that once initialized the cluster when its data directory is empty
+//	   again (a re-clone wipes before the source answered) and the leader
+//	   key is gone: a new history, every acknowledged commit lost.
+//	B2 shrinking synchronous_standby_names to empty before the sync
+//	   record: commits acknowledged by the leader alone while the record
+//	   still names a standby as holding every commit; that standby may be
+//	   promoted without them.
+//	B3 a leader's own key deletion (switchover-stop, release) not yet in
+//	   its watch cache: cut from the store right after, it restarts
+//	   Postgres as primary on the stale LeaderMine while the target leads.
+var knownBugs = map[uint64]string{
+	287: "B1", 491: "B1", 1315: "B1", 1326: "B1", 1483: "B1",
+	486: "B2", 637: "B2", 1125: "B2", 1150: "B2", 1178: "B2", 1466: "B2",
+	1108: "B3", 1394: "B3",
+}
 
 // randomRun builds a cluster from seed and drives it through a random
 // fault schedule: after bootstrapping, 30 s of faults and writes, then
@@ -160,10 +183,15 @@ func TestRandomized(t *testing.T) {
 		}
 		return
 	}
+	var seeds []uint64
+	for i := range *flagSeeds {
+		if seed := *flagFirst + uint64(i); *flagKnown == (knownBugs[seed] != "") {
+			seeds = append(seeds, seed)
+		}
+	}
 	start := time.Now() // only to report the run's cost, never asserted
 	failed, leaderless := 0, 0
-	for i := range *flagSeeds {
-		seed := *flagFirst + uint64(i)
+	for _, seed := range seeds {
 		c, sched := randomRun(seed, false)
 		if v := c.Violations(); len(v) > 0 {
 			failed++
@@ -177,5 +205,5 @@ func TestRandomized(t *testing.T) {
 		}
 	}
 	t.Logf("%d seeds in %v: %d violated safety; %d ended without a leader 30 s after every fault was undone",
-		*flagSeeds, time.Since(start).Round(time.Millisecond), failed, leaderless)
+		len(seeds), time.Since(start).Round(time.Millisecond), failed, leaderless)
 }
