@@ -328,6 +328,8 @@ func (a *Agent) observe(ctx context.Context) (engine.Observation, error) {
 	if snap.Info != nil {
 		o.PrimaryRegion = snap.Info.PrimaryRegion
 		o.InitializedBy = snap.Info.InitializedBy
+		o.BootstrapDone = snap.Info.SystemID != ""
+		o.InfoRev = snap.InfoRev
 	}
 	if snap.Switchover != nil {
 		o.SwitchoverAge = time.Since(snap.Switchover.RequestedAt)
@@ -618,6 +620,23 @@ func (a *Agent) exec(ctx context.Context, o engine.Observation, act engine.Actio
 		}
 		a.metrics.promotions.Inc()
 		a.log.Info("bootstrapped a new cluster")
+	case engine.RecordBootstrap:
+		// The info's content comes from the cache; the CAS on the observed
+		// revision refuses it if the key changed since the observation.
+		snap := a.st.Snapshot()
+		c, err := a.pg.Control(ctx)
+		if err != nil {
+			return err
+		}
+		if c.SystemID == "" || snap.Info == nil {
+			return errors.New("recording the bootstrap: no system identifier in pg_controldata")
+		}
+		info := *snap.Info
+		info.SystemID = c.SystemID
+		if err := a.st.RecordBootstrap(ctx, info, act.Rev); err != nil {
+			return err
+		}
+		a.log.Info("recorded the cluster's system identifier: no member will run initdb again", "system_id", c.SystemID)
 	case engine.Clone:
 		a.setState("cloning")
 		src, err := a.connInfo(act.Target, "replicator", a.sec.Replication)
@@ -806,15 +825,14 @@ func (a *Agent) exec(ctx context.Context, o engine.Observation, act engine.Actio
 		}
 		a.log.Info("sync record", "members", act.Members)
 	case engine.SetSyncNames:
-		shrinking := len(parseSyncNames(act.Value)) < len(o.SyncNames) || act.Value == "" && len(o.SyncNames) > 0
 		if err := a.pg.SetSynchronousStandbys(ctx, act.Value); err != nil {
 			return err
 		}
-		if shrinking {
-			a.mu.Lock()
-			a.syncChangeLSN = o.LSN
-			a.mu.Unlock()
-		}
+		// The record may follow a change only once the members flushed
+		// past this point (engine.syncActions).
+		a.mu.Lock()
+		a.syncChangeLSN = o.LSN
+		a.mu.Unlock()
 		a.log.Info("synchronous_standby_names", "value", act.Value)
 	case engine.CreateSlot:
 		return a.pg.CreateSlot(ctx, act.Target)

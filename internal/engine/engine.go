@@ -122,6 +122,8 @@ type Observation struct {
 	StoreOK       bool   // the last keepalive succeeded and the cache is current
 	Initialized   bool   // the cluster's info key exists
 	InitializedBy string // the member that claimed initialization
+	BootstrapDone bool   // the info key records a completed initdb (its system id)
+	InfoRev       int64  // the info key's revision (RecordBootstrap's CAS)
 	Leader        string
 	LeaderRev     int64 // mod revision of the leader key (0: absent)
 	LeaderMine    bool  // the leader key is attached to this process's lease
@@ -173,7 +175,7 @@ type Observation struct {
 	// Leader-only facts.
 	Standbys      []Standby
 	SyncNames     []string // members currently in synchronous_standby_names
-	SyncChangeLSN uint64   // current LSN when SyncNames last shrank
+	SyncChangeLSN uint64   // current LSN when SyncNames last changed
 	Slots         []string // physical slots present
 
 	// Election facts: other members' /status, fetched only when no leader.
@@ -205,6 +207,10 @@ const (
 	ClearSwitchover Kind = "clear-switchover"
 	SetReadOnly     Kind = "set-read-only" // Value "on" or "off": default_transaction_read_only, reloaded
 	Kill            Kind = "kill"          // SIGKILL the postmaster and its backends (a hung server ignores pg_ctl)
+	// RecordBootstrap notes in the info key (CAS on InfoRev) that initdb
+	// completed, with the system identifier: from then on no member ever
+	// runs initdb for the cluster again, whatever its data directory.
+	RecordBootstrap Kind = "record-bootstrap"
 )
 
 // Action is one step of a Plan.
@@ -368,8 +374,12 @@ func decide(o Observation, p Params) Plan {
 	}
 
 	if o.Data == DataEmpty {
-		if o.Leader == "" && o.InitializedBy == o.Self {
-			// We claimed initialization but never finished it.
+		if o.Leader == "" && o.InitializedBy == o.Self && !o.BootstrapDone {
+			// We claimed initialization but never finished it. Once the
+			// store records a finished initdb this never applies again: an
+			// empty data directory then means lost data, to be cloned, and
+			// a second initdb would start a new history without the
+			// acknowledged commits.
 			return Plan{Role: model.RoleOffline, Actions: []Action{{Kind: Bootstrap, Reason: "finishing an interrupted bootstrap"}}}
 		}
 		if o.Leader == "" || o.Members[o.Leader].PostgresAddr == "" {
@@ -436,6 +446,9 @@ func decideLeader(o Observation, p Params) Plan {
 
 	acts = append(acts, syncActions(o, p)...)
 	acts = append(acts, slotActions(o)...)
+	if !o.BootstrapDone && o.Initialized {
+		acts = append(acts, Action{Kind: RecordBootstrap, Rev: o.InfoRev, Reason: "the cluster's data exists: no initdb from now on"})
+	}
 	if len(acts) == 0 {
 		return wait(model.RolePrimary, idle)
 	}
@@ -483,12 +496,15 @@ func switchoverTarget(o Observation, want string, anyRegion bool) (target, why s
 // syncActions keeps synchronous_standby_names and the sync record in step.
 func syncActions(o Observation, p Params) []Action {
 	if p.SyncMode == "off" {
+		// Record first: once Postgres stops waiting for standbys the
+		// leader acknowledges commits alone, and no standby may still be
+		// promotable on the record's word by then.
 		var acts []Action
-		if len(o.SyncNames) > 0 {
-			acts = append(acts, Action{Kind: SetSyncNames, Value: "", Reason: "sync mode off"})
-		}
 		if o.Sync.Leader != o.Self || len(o.Sync.Members) > 0 {
 			acts = append(acts, Action{Kind: SetSyncRecord, Members: []string{}, Rev: o.SyncRev, Reason: "sync mode off"})
+		}
+		if len(o.SyncNames) > 0 {
+			acts = append(acts, Action{Kind: SetSyncNames, Value: "", Reason: "sync mode off"})
 		}
 		return acts
 	}
@@ -522,8 +538,21 @@ func syncActions(o Observation, p Params) []Action {
 	add := diff(desired, current)
 	remove := diff(current, desired)
 
-	// Adding: record first (a superset record is safe: it only asks
-	// candidates to hear from more members), then Postgres.
+	// Adding to no synchronous standby: the leader has been acknowledging
+	// alone, so nobody may be recorded as promotable before holding all of
+	// it. Postgres first (commits now wait for the new standbys; an empty
+	// record names nobody), and the record follows below once they flushed
+	// past the change.
+	if len(add) > 0 && len(current) == 0 && !o.hasPlaceholder() {
+		if len(o.Sync.Members) > 0 || o.Sync.Leader != o.Self {
+			// A record naming anyone while the leader acknowledges alone
+			// is already wrong: empty it before anything else.
+			return []Action{{Kind: SetSyncRecord, Members: []string{}, Rev: o.SyncRev, Reason: "no synchronous standby yet: the record names nobody"}}
+		}
+		return []Action{{Kind: SetSyncNames, Value: syncValue(keys(desired), p.SyncMode), Reason: "adding " + strings.Join(add, ",") + " (postgres first: the leader acknowledged alone until now)"}}
+	}
+	// Adding to a set: record first (a superset record is safe: it only
+	// asks candidates to hear from more members), then Postgres.
 	if len(add) > 0 {
 		union := keys(unionOf(record, desired))
 		if !sameSet(record, set(union)) || o.Sync.Leader != o.Self {
@@ -532,7 +561,12 @@ func syncActions(o Observation, p Params) []Action {
 		return []Action{{Kind: SetSyncNames, Value: syncValue(keys(desired), p.SyncMode), Reason: "adding " + strings.Join(add, ",")}}
 	}
 	// Removing: Postgres first; the record follows once the remaining
-	// members hold everything acknowledged before the change.
+	// members hold everything acknowledged before the change. Except when
+	// none remains: from the change on the leader acknowledges alone, so
+	// the record must first stop naming anyone promotable.
+	if len(remove) > 0 && len(desired) == 0 && (o.Sync.Leader != o.Self || len(o.Sync.Members) > 0) {
+		return []Action{{Kind: SetSyncRecord, Members: []string{}, Rev: o.SyncRev, Reason: "removing " + strings.Join(remove, ",") + ": record first, the leader will acknowledge alone"}}
+	}
 	if len(remove) > 0 {
 		return []Action{{Kind: SetSyncNames, Value: syncValue(keys(desired), p.SyncMode), Reason: "removing " + strings.Join(remove, ",")}}
 	}
@@ -540,7 +574,9 @@ func syncActions(o Observation, p Params) []Action {
 		return []Action{{Kind: SetSyncNames, Value: syncValue(nil, p.SyncMode), Reason: "strict mode without a standby"}}
 	}
 	if !sameSet(record, current) || o.Sync.Leader != o.Self {
-		// record ⊋ current: shrink once every remaining member caught up.
+		// The record follows Postgres once every member Postgres waits
+		// for flushed past the change: a shrink (record ⊋ current), or a
+		// start from no standby (record empty).
 		for id := range current {
 			if flushOf(o, id) < o.SyncChangeLSN {
 				return nil // wait for catch-up
@@ -749,7 +785,9 @@ func decideElection(o Observation, p Params, localRole string) Plan {
 			continue
 		}
 		peer, ok := o.Peers[id]
-		if !ok || !peer.Reachable || peer.Streaming || !peer.Frozen {
+		// A peer whose Postgres does not answer reports no position
+		// (timeline 0): it may hold commits we lack, so it is not heard.
+		if !ok || !peer.Reachable || peer.Streaming || !peer.Frozen || peer.Timeline == 0 {
 			continue
 		}
 		heard++

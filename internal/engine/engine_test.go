@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"maps"
 	"math/rand"
 	"strings"
 	"testing"
@@ -22,7 +23,7 @@ var members = map[string]model.Member{
 func base() Observation {
 	return Observation{
 		Self: "scl2", Region: "scl", PrimaryRegion: "scl",
-		StoreOK: true, Initialized: true, InitializedBy: "scl1",
+		StoreOK: true, Initialized: true, InitializedBy: "scl1", BootstrapDone: true,
 		Leader: "scl1", LeaderRev: 10,
 		Sync:    model.Sync{Leader: "scl1", Members: []string{"scl2"}, K: 1},
 		SyncRev: 11, Members: members, Registered: []string{"ord1", "scl1", "scl2"},
@@ -92,9 +93,19 @@ func TestDecide(t *testing.T) {
 		}, "", "wait", model.RoleOffline},
 		{"interrupted bootstrap is finished by its claimant", func() Observation {
 			o := base()
-			o.Data, o.Running, o.Leader, o.InitializedBy = DataEmpty, false, "", "scl2"
+			o.Data, o.Running, o.Leader, o.InitializedBy, o.BootstrapDone = DataEmpty, false, "", "scl2", false
 			return o
 		}, "", "bootstrap", model.RoleOffline},
+		{"a finished bootstrap is never run again: the claimant with an empty data directory waits for a leader", func() Observation {
+			o := base()
+			o.Data, o.Running, o.Leader, o.InitializedBy = DataEmpty, false, "", "scl2"
+			return o
+		}, "", "wait", model.RoleOffline},
+		{"the leader records a finished bootstrap", func() Observation {
+			o := leader()
+			o.BootstrapDone, o.InfoRev = false, 3
+			return o
+		}, "", "record-bootstrap", model.RolePrimary},
 		{"primary without the key is fenced", func() Observation {
 			o := leader()
 			o.LeaderMine, o.Leader = false, "scl2"
@@ -250,16 +261,28 @@ func TestDecide(t *testing.T) {
 			o.StoreOK, o.Leader = false, ""
 			return o
 		}, "", "wait", model.RoleReplica},
-		{"leader adds a streaming standby: record first", func() Observation {
+		{"leader with no sync standby adds one: postgres first (it acknowledged alone until now)", func() Observation {
 			o := leader()
 			o.Sync.Members, o.SyncNames = []string{}, nil
 			return o
-		}, "", "set-sync-record[scl2]", model.RolePrimary},
-		{"leader adds a streaming standby: then postgres", func() Observation {
-			o := leader()
-			o.SyncNames = nil
-			return o
 		}, "", `set-sync-names=ANY 1 ("scl2")`, model.RolePrimary},
+		{"then the record, once the standby flushed past the change", func() Observation {
+			o := leader()
+			o.Sync.Members, o.SyncChangeLSN = []string{}, 1000
+			return o
+		}, "", "set-sync-record[scl2]", model.RolePrimary},
+		{"not before", func() Observation {
+			o := leader()
+			o.Sync.Members, o.SyncChangeLSN = []string{}, 1001
+			return o
+		}, "", "wait", model.RolePrimary},
+		{"leader adds a second standby: record first", func() Observation {
+			o := leader()
+			o.Standbys = append(o.Standbys, Standby{ID: "scl3", Streaming: true, FlushLSN: 1000})
+			o.Members = maps.Clone(o.Members)
+			o.Members["scl3"] = model.Member{ID: "scl3", Region: "scl", PostgresAddr: "127.0.0.1:3"}
+			return o
+		}, "", "set-sync-record[scl2 scl3]", model.RolePrimary},
 		{"never a standby outside the primary region in the sync set", func() Observation {
 			o := leader()
 			o.Standbys = []Standby{{ID: "ord1", Streaming: true, FlushLSN: 1000}}
@@ -267,9 +290,15 @@ func TestDecide(t *testing.T) {
 			o.Sync.Members = []string{}
 			return o
 		}, "", "wait", model.RolePrimary},
-		{"sync standby gone: postgres first", func() Observation {
+		{"last sync standby gone: the record first (the leader will acknowledge alone)", func() Observation {
 			o := leader()
 			o.Standbys = nil
+			return o
+		}, "", "set-sync-record[]", model.RolePrimary},
+		{"last sync standby gone, record emptied: then postgres", func() Observation {
+			o := leader()
+			o.Standbys = nil
+			o.Sync.Members = nil
 			return o
 		}, "", "set-sync-names=", model.RolePrimary},
 		{"sync standby gone: then the record", func() Observation {
@@ -309,14 +338,14 @@ func TestDecide(t *testing.T) {
 			o.Switchover = &model.Switchover{From: "scl1"}
 			o.SwitchoverAge = time.Second
 			return o
-		}, "", "set-sync-names=", model.RolePrimary},
+		}, "", "set-sync-record[]", model.RolePrimary},
 		{"switchover: still no streaming standby after the grace period, refused", func() Observation {
 			o := leader()
 			o.Standbys = nil
 			o.Switchover = &model.Switchover{From: "scl1"}
 			o.SwitchoverAge = 6 * time.Second
 			return o
-		}, "", "clear-switchover set-sync-names=", model.RolePrimary},
+		}, "", "clear-switchover set-sync-record[]", model.RolePrimary},
 		{"failsafe: store down, lease gone, every member promised: keep serving", func() Observation {
 			o := leader()
 			o.StoreOK, o.LeaseLeft, o.FailsafeLeft = false, 0, 2*time.Second

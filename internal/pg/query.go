@@ -39,6 +39,7 @@ type Control struct {
 	Timeline      uint32 // "Latest checkpoint's TimeLineID"
 	CheckpointLSN uint64 // "Latest checkpoint location"
 	REDOLSN       uint64 // "Latest checkpoint's REDO location"
+	SystemID      string // "Database system identifier": set by initdb, kept by every clone
 }
 
 // Standby is one row of pg_stat_replication.
@@ -304,6 +305,8 @@ func parseControl(out string) (Control, error) {
 		case "Latest checkpoint's REDO location":
 			c.REDOLSN, err = ParseLSN(v)
 			found++
+		case "Database system identifier":
+			c.SystemID = v
 		}
 		if err != nil {
 			return c, fmt.Errorf("parsing pg_controldata line %q: %w", line, err)

@@ -339,6 +339,8 @@ func (n *Node) observe() (engine.Observation, error) {
 	if snap.Info != nil {
 		o.PrimaryRegion = snap.Info.PrimaryRegion
 		o.InitializedBy = snap.Info.InitializedBy
+		o.BootstrapDone = snap.Info.SystemID != ""
+		o.InfoRev = snap.InfoRev
 	}
 	if snap.Switchover != nil {
 		o.SwitchoverAge = c.wall(c.now).Sub(snap.Switchover.RequestedAt)
@@ -639,6 +641,13 @@ func (n *Node) exec(o engine.Observation, act engine.Action) error {
 		p.reload(c.now)
 		n.following = act.Target
 		n.lastStreaming = c.now
+	case engine.RecordBootstrap:
+		if !p.initialized || len(p.wal) == 0 || n.cache.Info == nil {
+			return fmt.Errorf("nothing to record")
+		}
+		info := *n.cache.Info
+		info.SystemID = fmt.Sprintf("sim-%d", p.wal[0].branch)
+		return n.call(func(s *Store) error { return s.recordBootstrap(info, act.Rev) })
 	case engine.AcquireLeader:
 		snap := n.cache
 		if sw := snap.Switchover; sw != nil && sw.AllowSecondaryRegion && snap.Info != nil && n.Region != snap.Info.PrimaryRegion {
@@ -719,12 +728,8 @@ func (n *Node) exec(o engine.Observation, act engine.Action) error {
 		rec := model.Sync{Leader: n.ID, Members: act.Members, K: 1}
 		return n.call(func(s *Store) error { return s.setSync(rec, n.lease, act.Rev) })
 	case engine.SetSyncNames:
-		_, names := parseSync(act.Value)
-		shrinking := len(names) < len(o.SyncNames) || act.Value == "" && len(o.SyncNames) > 0
 		p.syncValue = act.Value
-		if shrinking {
-			n.syncChangeLSN = o.LSN
-		}
+		n.syncChangeLSN = o.LSN // as the agent: every change
 	case engine.CreateSlot:
 		if !p.hasSlot(act.Target) {
 			p.slots = append(p.slots, act.Target)

@@ -298,6 +298,10 @@ func (s *Store) acquireLeaderMovingRegion(id string, lease, syncRev int64, info 
 		op{key: keySwitchover, del: true})
 }
 
+func (s *Store) recordBootstrap(info model.ClusterInfo, infoRev int64) error {
+	return s.txn([]cmp{{keyInfo, cmpMod, infoRev}}, op{key: keyInfo, value: info})
+}
+
 func (s *Store) releaseLeader(lease int64) error {
 	return s.txn([]cmp{{keyLeader, cmpLease, lease}}, op{key: keyLeader, del: true})
 }
