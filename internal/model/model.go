@@ -35,9 +35,11 @@ type Member struct {
 // candidate that has heard the final positions of len(Members)-K+1 of them
 // (itself included) knows the highest of those holds every acknowledged
 // commit. Only the leader writes this key, and only with a compare-and-swap
-// on the revision it read; a member is added here only after Postgres
-// reports it synchronous and caught up, and removed here before it is
-// removed from synchronous_standby_names.
+// on the revision it read. A member is added here before Postgres waits for
+// it (a superset record only asks candidates to hear more members), and
+// removed here only after it left synchronous_standby_names and the others
+// flushed past that change; while Postgres waits for nobody the record
+// names nobody (engine.syncActions).
 type Sync struct {
 	Leader  string   `json:"leader"`
 	Members []string `json:"members"`
@@ -49,7 +51,7 @@ type Sync struct {
 type Switchover struct {
 	From        string    `json:"from"`         // the leader when requested
 	To          string    `json:"to,omitempty"` // "" lets the leader choose
-	RequestedAt time.Time `json:"requested_at"` // requests older than a minute are ignored
+	RequestedAt time.Time `json:"requested_at"` // requests older than engine's SwitchoverTTL (30 s) are ignored
 	// Set by the old leader once it has stopped: the LSN of its shutdown
 	// checkpoint, which the target must have received before promoting.
 	StoppedLSN uint64 `json:"stopped_lsn,omitempty"`

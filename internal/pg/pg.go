@@ -33,10 +33,12 @@
 //
 // # Files
 //
-// postgresql.conf gets two include_if_exists lines at its end:
-// petrel.conf (rewritten from Options on every Start) and
-// petrel-recovery.conf (written by ConfigureStandby, removed by
-// ConfigurePrimary). synchronous_standby_names lives in
+// postgresql.conf gets four include_if_exists lines at its end (conf.go's
+// includeLines, in order): petrel-user.conf (the cluster-wide settings of
+// `petrel config`), petrel.conf (rewritten from Options on every Start, so
+// petrel's own settings win), petrel-readonly.conf (the full-disk switch)
+// and petrel-recovery.conf (written by ConfigureStandby; ConfigurePrimary
+// leaves only recovery_target_timeline in it). synchronous_standby_names lives in
 // postgresql.auto.conf (ALTER SYSTEM). The server log is
 // filepath.Dir(DataDir)/postgres.log, outside PGDATA so Wipe keeps it.
 package pg
