@@ -64,7 +64,7 @@ func newFailoverCmd() *cobra.Command {
 					fmt.Fprintf(os.Stdout, "new leader: %s (after %.2fs)\n", l, time.Since(start).Seconds())
 					return nil
 				}
-				sw, _ := cli.Get(ctx, "/petrel/"+clusterName+"/switchover")
+				sw, _ := cli.Get(ctx, store.KeysFor(clusterName).Switchover())
 				if err == nil && l == leader && sw != nil && len(sw.Kvs) == 0 && time.Since(start) > time.Second {
 					return fmt.Errorf("the leader refused the switchover (no eligible streaming standby in the primary region%s); see its log", strings.TrimSpace(" "+to))
 				}
@@ -88,8 +88,8 @@ func newFailoverCmd() *cobra.Command {
 
 // checkTarget refuses a target outside the primary region unless allowed.
 func checkTarget(ctx context.Context, cli *clientv3.Client, cluster, to string, allow bool) error {
-	p := "/petrel/" + cluster + "/"
-	mr, err := cli.Get(ctx, p+"members/"+to)
+	keys := store.KeysFor(cluster)
+	mr, err := cli.Get(ctx, keys.Member(to))
 	if err != nil {
 		return fmt.Errorf("reading member %s: %w", to, err)
 	}
@@ -100,7 +100,7 @@ func checkTarget(ctx context.Context, cli *clientv3.Client, cluster, to string, 
 	if err := json.Unmarshal(mr.Kvs[0].Value, &m); err != nil {
 		return fmt.Errorf("decoding member %s: %w", to, err)
 	}
-	ir, err := cli.Get(ctx, p+"info")
+	ir, err := cli.Get(ctx, keys.Info())
 	if err != nil || len(ir.Kvs) == 0 {
 		return fmt.Errorf("reading cluster info: %v", err)
 	}
@@ -118,7 +118,7 @@ func checkTarget(ctx context.Context, cli *clientv3.Client, cluster, to string, 
 }
 
 func currentLeader(ctx context.Context, cli *clientv3.Client, cluster string) (string, error) {
-	resp, err := cli.Get(ctx, "/petrel/"+cluster+"/leader")
+	resp, err := cli.Get(ctx, store.KeysFor(cluster).Leader())
 	if err != nil {
 		return "", fmt.Errorf("reading the leader from etcd: %w", err)
 	}

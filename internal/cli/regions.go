@@ -190,7 +190,7 @@ func etcdClient(etcd, dir, cluster string) (*clusterClient, error) {
 
 // cascadeRegions reads the cascade key (a JSON array of regions).
 func cascadeRegions(ctx context.Context, c *clientv3.Client, cluster string) ([]string, error) {
-	resp, err := c.Get(ctx, "/petrel/"+cluster+"/cascade")
+	resp, err := c.Get(ctx, store.KeysFor(cluster).Cascade())
 	if err != nil {
 		return nil, fmt.Errorf("reading the cascade regions from etcd: %w", err)
 	}

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"encoding/json"
+	"github.com/petrel-db/petrel/internal/store"
 	"strings"
 	"time"
 
@@ -14,7 +15,7 @@ import (
 // watch follows /petrel/<cluster>/leader and /petrel/<cluster>/members/
 // in etcd and feeds SetView, resyncing after any watch failure.
 func (p *Proxy) watch(ctx context.Context) {
-	prefix := "/petrel/" + p.cfg.Cluster + "/"
+	prefix := store.KeysFor(p.cfg.Cluster).Prefix()
 	for ctx.Err() == nil {
 		kvs, rev, err := p.readAll(ctx, prefix)
 		if err != nil {

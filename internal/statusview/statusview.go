@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/petrel-db/petrel/internal/store"
 	"io"
 	"net/http"
 	"sort"
@@ -236,7 +237,7 @@ func MembersFromEtcd(ctx context.Context, endpoints []string, cluster string) ([
 		ctx, cancel = context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 	}
-	prefix := "/petrel/" + cluster + "/members/"
+	prefix := store.KeysFor(cluster).Members()
 	resp, err := cli.Get(ctx, prefix, clientv3.WithPrefix())
 	if err != nil {
 		return nil, fmt.Errorf("reading %s from etcd %s: %w", prefix, strings.Join(endpoints, ","), err)
