@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -48,6 +49,8 @@ type extState struct {
 	lastErr     string    // last logged settings error (logged once)
 	tlsAt       time.Time // when TLS of a running server was last checked (see checkTLS)
 	tlsDone     bool
+	appliedLive bool     // the applied settings were checked against the running server's pg_settings
+	refused     []string // stored settings left out of petrel-user.conf, and why (shown in /status)
 }
 
 // beforeStart prepares TLS files and petrel-user.conf before an action
@@ -197,31 +200,54 @@ func (a *Agent) applySettings(ctx context.Context, force bool) {
 		a.logSettingsErr(err)
 		return
 	}
+	running := a.pg.Running()
 	a.ext.mu.Lock()
-	done := a.ext.applied && a.ext.appliedRev == rev && !force
+	// Settings checked only against the saved pg_settings (Postgres was
+	// not running) are checked again once it runs.
+	done := a.ext.applied && a.ext.appliedRev == rev && !force && (a.ext.appliedLive || !running)
 	a.ext.mu.Unlock()
 	if done {
 		return
 	}
-	changed, err := a.pg.WriteUserConf(settings)
+	res, err := a.pg.WriteUserConf(ctx, settings)
 	if err != nil {
 		a.logSettingsErr(err)
 		return
 	}
-	if changed && a.pg.Running() {
+	a.noteRefused(res.Refused)
+	if res.Changed && running {
 		if err := a.pg.Reload(ctx); err != nil {
 			a.logSettingsErr(err)
 			return
 		}
-		a.log.Info("applied cluster settings", "config_rev", rev, "settings", len(settings))
+		a.log.Info("applied cluster settings", "config_rev", rev, "settings", len(settings)-len(res.Refused))
 	}
 	a.logSettingsErr(nil)
 	a.ext.mu.Lock()
-	a.ext.applied, a.ext.appliedRev = true, rev
-	if changed {
+	a.ext.applied, a.ext.appliedRev, a.ext.appliedLive = true, rev, res.Live
+	if res.Changed {
 		a.ext.reloadAt = time.Now()
 	}
 	a.ext.mu.Unlock()
+}
+
+// noteRefused keeps the stored settings this node refused to apply for
+// /status, and logs them when they change: a refusal is what an operator
+// needs to see (someone stored a setting petrel will not run).
+func (a *Agent) noteRefused(errs []error) {
+	msgs := make([]string, len(errs))
+	for i, e := range errs {
+		msgs[i] = e.Error()
+	}
+	a.ext.mu.Lock()
+	same := slices.Equal(msgs, a.ext.refused)
+	a.ext.refused = msgs
+	a.ext.mu.Unlock()
+	if !same {
+		for _, m := range msgs {
+			a.log.Warn("refusing a stored cluster setting (not applied)", "reason", m)
+		}
+	}
 }
 
 // checkPending polls pg_settings.pending_restart.
@@ -324,6 +350,9 @@ func (a *Agent) extStatus(st *model.Status) {
 	defer a.ext.mu.Unlock()
 	st.ConfigRev = a.ext.reportedRev
 	st.PendingRestart = len(a.ext.pending) > 0
+	for _, m := range a.ext.refused {
+		st.Problems = append(st.Problems, "stored setting refused, not applied: "+m)
+	}
 	if st.PendingRestart {
 		st.Problems = append(st.Problems, "pending restart for "+strings.Join(a.ext.pending, ", ")+
 			": run `petrel config set` again (with no arguments) to finish the rolling restart")

@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/petrel-db/petrel/internal/model"
 	"github.com/petrel-db/petrel/internal/pg"
 	"github.com/petrel-db/petrel/internal/pgsettings"
@@ -221,6 +222,12 @@ func (c *clusterConn) setSettings(ctx context.Context, out io.Writer, args []str
 			}
 			if err := pgsettings.Validate(row, want[k]); err != nil {
 				errs = append(errs, err)
+				continue
+			}
+			if k == pgsettings.PreloadLibraries {
+				if err := checkPreload(ctx, conn, want[k]); err != nil {
+					errs = append(errs, err)
+				}
 			}
 		}
 	}
@@ -243,6 +250,25 @@ func (c *clusterConn) setSettings(ctx context.Context, out io.Writer, args []str
 	}
 	fmt.Fprintf(out, "stored %d setting(s)\n", len(want))
 	return newRev, nil
+}
+
+// checkPreload allows shared_preload_libraries only to the superuser (the
+// operator is not one, and preloaded code runs in every backend) and only
+// for libraries installed in the leader's pkglibdir; each agent checks its
+// own pkglibdir again before applying.
+func checkPreload(ctx context.Context, conn *pgx.Conn, value string) error {
+	var super bool
+	if err := conn.QueryRow(ctx, "SELECT rolsuper FROM pg_roles WHERE rolname = current_user").Scan(&super); err != nil {
+		return fmt.Errorf("checking for the superuser: %w", err)
+	}
+	if !super {
+		return fmt.Errorf("%s loads code into every backend: only the superuser may set it (SU_PASSWORD)", pgsettings.PreloadLibraries)
+	}
+	libs, err := pgsettings.LoadLibraries(ctx, conn)
+	if err != nil {
+		return err
+	}
+	return pgsettings.CheckLibraries(value, libs)
 }
 
 type multiErr []error

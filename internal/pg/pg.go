@@ -96,6 +96,9 @@ type Server struct {
 
 	mu   sync.Mutex // guards conn and serializes its use
 	conn *pgx.Conn
+
+	libMu     sync.Mutex // guards pkglibdir
+	pkglibdir string     // found once (installedLibraries)
 }
 
 // File names inside PGDATA / RunDir.

@@ -3,15 +3,18 @@ package pg
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/petrel-db/petrel/internal/pgsettings"
 )
 
 // userConf holds the cluster-wide settings set with `petrel config set`.
@@ -50,28 +53,162 @@ func renderUserConf(settings map[string]string) []byte {
 	return b.Bytes()
 }
 
-// WriteUserConf writes petrel-user.conf for settings (names must be valid
-// setting names: the CLI validated them) and reports whether its content
-// changed. Callers Reload (or restart) afterwards.
-func (s *Server) WriteUserConf(settings map[string]string) (bool, error) {
+// catalogFile keeps the last pg_settings rows this server reported, so an
+// agent can validate the stored settings before its Postgres runs. It lives
+// in PGDATA so a clone (pg_basebackup, pg_rewind) brings its source's copy.
+const catalogFile = "petrel-settings.json"
+
+// UserConf is what WriteUserConf did.
+type UserConf struct {
+	Changed bool    // petrel-user.conf's content changed
+	Refused []error // stored settings left out of the file, each saying why
+	// Live: checked against the running server's own pg_settings. When
+	// false they were checked against the saved copy, or (none yet)
+	// every setting was left out: call again once the server runs.
+	Live bool
+}
+
+// WriteUserConf writes petrel-user.conf for the stored settings that pass
+// pgsettings.CheckStored against this server's pg_settings and pkglibdir,
+// and reports whether its content changed and what it refused. The store
+// is not trusted: whoever can write /config must not be able to make a
+// node run a command or load code, so every setting is checked here, not
+// only by the CLI. Callers Reload (or restart) afterwards.
+func (s *Server) WriteUserConf(ctx context.Context, settings map[string]string) (UserConf, error) {
+	var res UserConf
+	catalog, live, catErr := s.settingsCatalog(ctx)
+	res.Live = live
+	libs, libErr := s.installedLibraries(ctx)
+	keep := map[string]string{}
+	names := make([]string, 0, len(settings))
 	for k := range settings {
-		if !validSettingName(k) {
-			return false, fmt.Errorf("writing %s: invalid setting name %q", userConf, k)
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	for _, k := range names {
+		v := settings[k]
+		var err error
+		switch {
+		case catalog == nil:
+			err = fmt.Errorf("%s not applied yet: it can be checked only against pg_settings (%w)", k, catErr)
+		case k == pgsettings.PreloadLibraries && libErr != nil:
+			err = fmt.Errorf("%s not applied: %w", k, libErr)
+		default:
+			err = pgsettings.CheckStored(k, v, catalog, libs)
 		}
+		if err != nil {
+			res.Refused = append(res.Refused, err)
+			continue
+		}
+		keep[k] = v
 	}
 	path := filepath.Join(s.opts.DataDir, userConf)
-	data := renderUserConf(settings)
+	data := renderUserConf(keep)
 	old, err := os.ReadFile(path)
 	if err == nil && bytes.Equal(old, data) {
-		return false, nil
+		return res, nil
 	}
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return false, fmt.Errorf("reading %s: %w", userConf, err)
+		return res, fmt.Errorf("reading %s: %w", userConf, err)
 	}
 	if err := s.writeFile(path, data, 0o600); err != nil {
-		return false, err
+		return res, err
 	}
-	return true, nil
+	res.Changed = true
+	return res, nil
+}
+
+// settingsCatalog is the server's pg_settings: read live when it runs
+// (and saved to catalogFile), else the saved copy; nil when neither.
+func (s *Server) settingsCatalog(ctx context.Context) (map[string]pgsettings.Setting, bool, error) {
+	path := filepath.Join(s.opts.DataDir, catalogFile)
+	var liveErr error
+	if s.Running() {
+		cat, err := s.liveCatalog(ctx)
+		if err == nil {
+			if b, err := json.Marshal(cat); err == nil {
+				if err := s.writeFile(path, b, 0o600); err != nil {
+					s.log.Warn("saving pg_settings for later validation", "err", err)
+				}
+			}
+			return cat, true, nil
+		}
+		liveErr = err
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		if liveErr != nil {
+			return nil, false, liveErr
+		}
+		return nil, false, errors.New("postgres has not run here yet")
+	}
+	cat := map[string]pgsettings.Setting{}
+	if err := json.Unmarshal(b, &cat); err != nil || len(cat) == 0 {
+		return nil, false, fmt.Errorf("reading the saved pg_settings %s: %v", catalogFile, err)
+	}
+	return cat, false, nil
+}
+
+func (s *Server) liveCatalog(ctx context.Context) (map[string]pgsettings.Setting, error) {
+	rows, release, err := s.Query(ctx, pgsettings.QueryAll)
+	if err != nil {
+		return nil, fmt.Errorf("reading pg_settings: %w", err)
+	}
+	defer release()
+	return pgsettings.ScanRows(rows)
+}
+
+// installedLibraries lists the libraries in this server's pkglibdir.
+func (s *Server) installedLibraries(ctx context.Context) (map[string]bool, error) {
+	dir, err := s.pkgLibDir(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("listing pkglibdir: %w", err)
+	}
+	files := make([]string, 0, len(ents))
+	for _, e := range ents {
+		files = append(files, e.Name())
+	}
+	return pgsettings.Libraries(files), nil
+}
+
+// pkgLibDir finds pkglibdir once: from pg_config next to the server's
+// binaries, else by asking the running server.
+func (s *Server) pkgLibDir(ctx context.Context) (string, error) {
+	s.libMu.Lock()
+	dir := s.pkglibdir
+	s.libMu.Unlock()
+	if dir != "" {
+		return dir, nil
+	}
+	out, err := exec.CommandContext(ctx, filepath.Join(s.opts.BinDir, "pg_config"), "--pkglibdir").Output()
+	switch {
+	case err == nil:
+		dir = strings.TrimSpace(string(out))
+	case s.Running():
+		rows, release, qerr := s.Query(ctx, "SELECT setting FROM pg_config WHERE name = 'PKGLIBDIR'")
+		if qerr != nil {
+			return "", fmt.Errorf("finding pkglibdir: %w", qerr)
+		}
+		dirs, qerr := pgx.CollectRows(rows, pgx.RowTo[string])
+		release()
+		if qerr != nil {
+			return "", fmt.Errorf("finding pkglibdir: %w", qerr)
+		}
+		if len(dirs) != 1 {
+			return "", errors.New("finding pkglibdir: not in pg_config")
+		}
+		dir = dirs[0]
+	default:
+		return "", fmt.Errorf("finding pkglibdir: pg_config: %w", err)
+	}
+	s.libMu.Lock()
+	s.pkglibdir = dir
+	s.libMu.Unlock()
+	return dir, nil
 }
 
 // ensureUserConf writes petrel-user.conf with the defaults when missing.
@@ -81,18 +218,6 @@ func (s *Server) ensureUserConf() error {
 		return nil
 	}
 	return s.writeFile(path, renderUserConf(nil), 0o600)
-}
-
-func validSettingName(k string) bool {
-	if k == "" || len(k) > 63 {
-		return false
-	}
-	for _, c := range k {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '.') {
-			return false
-		}
-	}
-	return true
 }
 
 // PendingRestart lists the settings whose new value waits for a restart

@@ -1,7 +1,9 @@
 // Package pgsettings validates cluster-wide PostgreSQL settings before
-// petrel stores them: against the leader's own pg_settings row (type,
-// enum values, range with units), and against the list of settings petrel
-// manages itself and refuses to hand over.
+// petrel stores them (the CLI) and again before an agent writes them
+// (the store is not trusted): against the server's own pg_settings row
+// (type, enum values, range with units), against the list of settings
+// petrel manages itself, and against the settings that run a command or
+// load code, which nobody can set through petrel.
 package pgsettings
 
 import (
@@ -15,6 +17,34 @@ import (
 
 	"github.com/jackc/pgx/v5"
 )
+
+// codeSettings run a command or load code as the postgres OS user. Anyone
+// who could set one (an operator, anyone able to write etcd) would get a
+// shell on every node, so they are refused everywhere: by `config set` and
+// by every agent before it writes petrel-user.conf. Archiving is petrel's
+// own job, so archive_mode is refused with archive_library. include* are
+// not settings at all, but a line "include = ..." in petrel-user.conf
+// would read any file as configuration. jit_provider names a library
+// relative to pkglibdir, where "../" escapes.
+var codeSettings = []string{
+	"archive_command", "archive_cleanup_command", "restore_command", "recovery_end_command",
+	"ssl_passphrase_command", "archive_library", "archive_mode", "dynamic_library_path",
+	"include", "include_dir", "include_if_exists", "local_preload_libraries",
+	"session_preload_libraries", "jit_provider",
+}
+
+// RunsCode reports whether name runs a command or loads code (any
+// *_command, and the settings above). shared_preload_libraries is not
+// among them: it is allowed, checked by CheckLibraries.
+func RunsCode(name string) bool {
+	name = strings.ToLower(name)
+	return slices.Contains(codeSettings, name) || strings.Contains(name, "command")
+}
+
+// PreloadLibraries is the one setting that loads code and may still be
+// set: only by the superuser (the CLI checks), and only naming libraries
+// installed in the server's pkglibdir (the CLI and every agent check).
+const PreloadLibraries = "shared_preload_libraries"
 
 // Setting is one row of pg_settings.
 type Setting struct {
@@ -39,8 +69,8 @@ var managed = []string{
 	"wal_log_hints", "wal_keep_size", "password_encryption", "fsync", "full_page_writes",
 	"wal_sender_timeout", "wal_receiver_timeout", "wal_receiver_status_interval", "wal_retrieve_retry_interval",
 	"logging_collector", "log_directory", "log_filename", "data_directory", "config_file", "hba_file", "ident_file",
-	"external_pid_file", "restore_command", "promote_trigger_file", "archive_cleanup_command",
-	"recovery_end_command", "default_transaction_read_only",
+	"external_pid_file", "promote_trigger_file", "default_transaction_read_only",
+	"krb_server_keyfile",
 }
 
 var managedPrefixes = []string{"ssl", "unix_socket_", "primary_", "recovery_"}
@@ -64,13 +94,21 @@ var nameRE = regexp.MustCompile(`^[a-z_][a-z0-9_]*$`)
 // Load reads the pg_settings rows of names (lower-cased) from conn;
 // unknown names are absent from the result.
 func Load(ctx context.Context, conn *pgx.Conn, names []string) (map[string]Setting, error) {
-	rows, err := conn.Query(ctx, `
-SELECT name, coalesce(setting, ''), coalesce(unit, ''), vartype, context,
-       coalesce(enumvals, '{}'::text[]), coalesce(min_val, ''), coalesce(max_val, ''), pending_restart
-FROM pg_settings WHERE name = ANY($1) ORDER BY name`, names)
+	rows, err := conn.Query(ctx, QueryAll+` WHERE name = ANY($1) ORDER BY name`, names)
 	if err != nil {
 		return nil, fmt.Errorf("reading pg_settings: %w", err)
 	}
+	return ScanRows(rows)
+}
+
+// QueryAll selects the pg_settings columns ScanRows reads.
+const QueryAll = `
+SELECT name, coalesce(setting, ''), coalesce(unit, ''), vartype, context,
+       coalesce(enumvals, '{}'::text[]), coalesce(min_val, ''), coalesce(max_val, ''), pending_restart
+FROM pg_settings`
+
+// ScanRows reads (and closes) the rows of QueryAll.
+func ScanRows(rows pgx.Rows) (map[string]Setting, error) {
 	defer rows.Close()
 	out := map[string]Setting{}
 	for rows.Next() {
@@ -91,8 +129,89 @@ func CheckName(name string) error {
 	if !nameRE.MatchString(name) {
 		return fmt.Errorf("%q is not a setting name (lowercase letters, digits and _; extension settings with a dot are not supported)", name)
 	}
+	if RunsCode(name) {
+		return fmt.Errorf("%s runs a command or loads code on every node and cannot be set through petrel (archiving is petrel's own job)", name)
+	}
 	if Managed(name) {
 		return fmt.Errorf("%s is managed by petrel itself and cannot be set", name)
+	}
+	return nil
+}
+
+var libRE = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+
+// CheckLibraries checks a shared_preload_libraries value: a comma-separated
+// list of bare library names (optionally "$libdir/name" or double-quoted),
+// each of which installed reports as present in pkglibdir. Paths are
+// refused: a library elsewhere could be anything the postgres user can
+// write.
+func CheckLibraries(value string, installed map[string]bool) error {
+	for _, raw := range strings.Split(value, ",") {
+		name := strings.TrimSpace(raw)
+		name = strings.TrimSuffix(strings.TrimPrefix(name, `"`), `"`)
+		name = strings.TrimPrefix(name, "$libdir/")
+		if name == "" {
+			continue
+		}
+		if !libRE.MatchString(name) {
+			return fmt.Errorf("%s: %q is not a library name (a bare name from the server's pkglibdir, no path)", PreloadLibraries, strings.TrimSpace(raw))
+		}
+		if !installed[name] {
+			return fmt.Errorf("%s: library %q is not installed in the server's pkglibdir", PreloadLibraries, name)
+		}
+	}
+	return nil
+}
+
+// Libraries turns a pkglibdir listing into the set CheckLibraries takes:
+// "pg_stat_statements.so" → pg_stat_statements.
+func Libraries(files []string) map[string]bool {
+	out := map[string]bool{}
+	for _, f := range files {
+		for _, suf := range []string{".so", ".dylib"} {
+			if n, ok := strings.CutSuffix(f, suf); ok && n != "" {
+				out[n] = true
+			}
+		}
+	}
+	return out
+}
+
+// LoadLibraries lists the libraries in the server's pkglibdir over conn,
+// which must be a superuser's (pg_config and pg_ls_dir are theirs only).
+func LoadLibraries(ctx context.Context, conn *pgx.Conn) (map[string]bool, error) {
+	rows, err := conn.Query(ctx, `SELECT pg_ls_dir(setting) FROM pg_config WHERE name = 'PKGLIBDIR'`)
+	if err != nil {
+		return nil, fmt.Errorf("listing the server's pkglibdir: %w", err)
+	}
+	files, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("listing the server's pkglibdir: %w", err)
+	}
+	return Libraries(files), nil
+}
+
+// CheckStored is what an agent checks before it writes a stored setting
+// to petrel-user.conf, since anyone able to write etcd could have put it
+// there: the name (CheckName: not managed, runs no code), a value on one
+// line, the server's own pg_settings row (catalog; unknown names are
+// refused), and for shared_preload_libraries the installed libraries.
+func CheckStored(name, value string, catalog map[string]Setting, installed map[string]bool) error {
+	if err := CheckName(name); err != nil {
+		return err
+	}
+	if strings.ContainsRune(value, 0) || strings.ContainsAny(value, "\n\r") {
+		return fmt.Errorf("%s: the value must be one line", name)
+	}
+	row, ok := catalog[name]
+	if !ok {
+		return fmt.Errorf("unknown setting %q (not in this server's pg_settings)", name)
+	}
+	if err := Validate(row, value); err != nil {
+		return err
+	}
+	if name == PreloadLibraries {
+		return CheckLibraries(value, installed)
 	}
 	return nil
 }

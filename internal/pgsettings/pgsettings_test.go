@@ -50,3 +50,74 @@ func TestValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestCodeSettingsRefused: nothing that runs a command or loads code can
+// be stored or applied, whatever its spelling.
+func TestCodeSettingsRefused(t *testing.T) {
+	for _, name := range []string{
+		"archive_command", "archive_cleanup_command", "restore_command", "recovery_end_command",
+		"ssl_passphrase_command", "archive_library", "archive_mode", "dynamic_library_path",
+		"include", "include_dir", "include_if_exists", "local_preload_libraries",
+		"session_preload_libraries", "jit_provider", "some_future_command", "ARCHIVE_COMMAND",
+	} {
+		if err := CheckName(name); err == nil {
+			t.Errorf("CheckName(%q) accepted", name)
+		}
+		if err := CheckStored(name, "x", map[string]Setting{name: {Name: name, VarType: "string", Context: "sighup"}}, nil); err == nil {
+			t.Errorf("CheckStored(%q) accepted", name)
+		}
+	}
+	if err := CheckName("work_mem"); err != nil {
+		t.Errorf("CheckName(work_mem): %v", err)
+	}
+}
+
+func TestCheckLibraries(t *testing.T) {
+	libs := Libraries([]string{"pg_stat_statements.so", "auto_explain.so", "bitcode", "plpgsql.so"})
+	for v, ok := range map[string]bool{
+		"":                                    true,
+		"pg_stat_statements":                  true,
+		"pg_stat_statements, auto_explain":    true,
+		`"pg_stat_statements"`:                true,
+		"$libdir/auto_explain":                true,
+		"timescaledb":                         false, // not installed
+		"../../../tmp/evil":                   false,
+		"/tmp/evil.so":                        false,
+		"pg_stat_statements,/tmp/evil":        false,
+		"bitcode":                             false, // a directory, not a library
+		"pg_stat_statements, $libdir/../evil": false,
+	} {
+		err := CheckLibraries(v, libs)
+		if (err == nil) != ok {
+			t.Errorf("CheckLibraries(%q) = %v, want ok=%v", v, err, ok)
+		}
+	}
+}
+
+func TestCheckStored(t *testing.T) {
+	cat := map[string]Setting{
+		"work_mem":                 {Name: "work_mem", VarType: "integer", Unit: "kB", Context: "user", MinVal: "64", MaxVal: "2147483647"},
+		"search_path":              {Name: "search_path", VarType: "string", Context: "user"},
+		"shared_preload_libraries": {Name: "shared_preload_libraries", VarType: "string", Context: "postmaster"},
+	}
+	libs := Libraries([]string{"pg_stat_statements.so"})
+	cases := []struct {
+		name, value string
+		ok          bool
+	}{
+		{"work_mem", "8MB", true},
+		{"work_mem", "1kB", false},                               // range
+		{"Work_Mem", "8MB", false},                               // names are stored lower-case
+		{"no_such", "1", false},                                  // not in pg_settings
+		{"search_path", "a\narchive_command = 'sh -c x'", false}, // a second line
+		{"shared_preload_libraries", "pg_stat_statements", true},
+		{"shared_preload_libraries", "evil", false},
+		{"port", "1", false}, // managed
+	}
+	for _, c := range cases {
+		err := CheckStored(c.name, c.value, cat, libs)
+		if (err == nil) != c.ok {
+			t.Errorf("CheckStored(%q, %q) = %v, want ok=%v", c.name, c.value, err, c.ok)
+		}
+	}
+}

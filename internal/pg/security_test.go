@@ -1,0 +1,104 @@
+package pg
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestUserConfRefusesCode: a stored map forged to run commands or load
+// code (what anyone able to write /config in etcd could store) is checked
+// against the real server's pg_settings and pkglibdir; only the harmless
+// settings reach petrel-user.conf, running or stopped (saved pg_settings).
+func TestUserConfRefusesCode(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs PostgreSQL")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	s := newTestServer(t, t.TempDir(), "n1")
+	if err := s.Bootstrap(ctx, testSecrets); err != nil {
+		t.Fatal(err)
+	}
+	forged := map[string]string{
+		"archive_command":           "touch /tmp/petrel-pwned",
+		"archive_mode":              "on",
+		"archive_cleanup_command":   "touch /tmp/petrel-pwned",
+		"restore_command":           "touch /tmp/petrel-pwned",
+		"include_dir":               "/tmp",
+		"include":                   "/tmp/evil.conf",
+		"dynamic_library_path":      "/tmp",
+		"session_preload_libraries": "evil",
+		"jit_provider":              "../../../../tmp/evil",
+		"shared_preload_libraries":  "../../tmp/evil",
+		"search_path":               "x'\narchive_command = 'touch /tmp/petrel-pwned",
+		"Work_Mem":                  "1MB",
+		"no_such_setting":           "1",
+		"work_mem":                  "13MB",
+	}
+	check := func(wantLive bool) {
+		t.Helper()
+		res, err := s.WriteUserConf(ctx, forged)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Live != wantLive {
+			t.Errorf("Live = %v, want %v", res.Live, wantLive)
+		}
+		if len(res.Refused) != len(forged)-1 {
+			t.Errorf("refused %d settings, want %d: %v", len(res.Refused), len(forged)-1, res.Refused)
+		}
+		b, err := os.ReadFile(filepath.Join(s.DataDir(), userConf))
+		if err != nil {
+			t.Fatal(err)
+		}
+		conf := string(b)
+		for _, bad := range []string{"command", "archive", "include", "library", "preload", "/tmp", "jit", "search_path", "Work_Mem"} {
+			if strings.Contains(conf, bad) {
+				t.Errorf("petrel-user.conf holds %q:\n%s", bad, conf)
+			}
+		}
+		if !strings.Contains(conf, "work_mem = '13MB'") {
+			t.Errorf("petrel-user.conf lacks the valid work_mem:\n%s", conf)
+		}
+	}
+	check(true)
+	if err := s.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "work_mem 13MB", 10*time.Second, func() error {
+		return s.queryRow(ctx, func(r rowScanner) error {
+			var v string
+			var set int
+			if err := r.Scan(&v, &set); err != nil {
+				return err
+			}
+			if v != "13MB" || set != 0 {
+				return fmt.Errorf("work_mem=%s, %d forged settings applied", v, set)
+			}
+			return nil
+		}, `SELECT current_setting('work_mem'), (SELECT count(*)::int FROM pg_settings WHERE source <> 'default'
+AND (name LIKE '%command' OR name IN ('archive_mode', 'dynamic_library_path', 'session_preload_libraries',
+'jit_provider', 'shared_preload_libraries', 'search_path')))`)
+	})
+
+	// A library that is installed passes; one that is not, does not.
+	res, err := s.WriteUserConf(ctx, map[string]string{"shared_preload_libraries": "pg_stat_statements"})
+	if err != nil || len(res.Refused) != 0 {
+		t.Errorf("installed library refused: %v %v", err, res.Refused)
+	}
+	res, err = s.WriteUserConf(ctx, map[string]string{"shared_preload_libraries": "pg_stat_statements, no_such_lib"})
+	if err != nil || len(res.Refused) != 1 {
+		t.Errorf("missing library accepted: %v %v", err, res.Refused)
+	}
+
+	// Stopped: the saved pg_settings give the same answers.
+	if err := s.Stop(ctx, "fast"); err != nil {
+		t.Fatal(err)
+	}
+	check(false)
+}
