@@ -274,23 +274,52 @@ func (s *Server) Initialized() bool {
 	return err == nil
 }
 
-// env is the environment of PostgreSQL tools: ours minus libpq/locale
-// variables, plus LC_ALL=C (so output can be parsed) and extra.
+// envKeep are the only variables of the agent's environment PostgreSQL
+// tools get. The environment is built from this list, never copied: the
+// agent's holds secrets (SU_PASSWORD, REPL_PASSWORD, OPERATOR_PASSWORD,
+// EDGE_SECRET, ETCD_PASSWORD, database URLs with passwords), and pg_ctl
+// start hands its environment to the postmaster and so to every backend,
+// where any code running as the postgres user (an extension, a
+// superuser's COPY ... PROGRAM) reads it from /proc/<pid>/environ.
+// Passwords reach the tools through 0600 passfiles instead.
+var envKeep = []string{"PATH", "TZ", "TMPDIR", "LD_LIBRARY_PATH"}
+
+// env is the environment of PostgreSQL tools: envKeep, HOME/USER/LOGNAME
+// (the run-as user's when root), LC_ALL=C (so output can be parsed), and
+// extra.
 func (s *Server) env(extra ...string) []string {
 	var env []string
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(k, "PG") || strings.HasPrefix(k, "LC_") || k == "LANG" || k == "LANGUAGE" ||
-			(s.cred != nil && (k == "HOME" || k == "USER" || k == "LOGNAME")) {
-			continue
+	for _, k := range envKeep {
+		if v, ok := os.LookupEnv(k); ok && !secretName(k) {
+			env = append(env, k+"="+v)
 		}
-		env = append(env, kv)
+	}
+	if _, ok := os.LookupEnv("PATH"); !ok {
+		env = append(env, "PATH=/usr/local/bin:/usr/bin:/bin")
 	}
 	env = append(env, "LC_ALL=C")
 	if s.cred != nil {
 		env = append(env, "HOME="+s.home, "USER="+s.opts.RunAs, "LOGNAME="+s.opts.RunAs)
+	} else {
+		for _, k := range []string{"HOME", "USER", "LOGNAME"} {
+			if v, ok := os.LookupEnv(k); ok {
+				env = append(env, k+"="+v)
+			}
+		}
 	}
 	return append(env, extra...)
+}
+
+// secretName reports whether an environment variable's name says it holds
+// a secret; such a variable is never passed on, even if listed.
+func secretName(k string) bool {
+	u := strings.ToUpper(k)
+	for _, w := range []string{"PASSWORD", "SECRET", "TOKEN", "DATABASE_URL", "PASSPHRASE", "CREDENTIAL"} {
+		if strings.Contains(u, w) {
+			return true
+		}
+	}
+	return false
 }
 
 // run executes a PostgreSQL binary as the run-as user and returns its

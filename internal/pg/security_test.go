@@ -1,13 +1,17 @@
 package pg
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // TestUserConfRefusesCode: a stored map forged to run commands or load
@@ -101,4 +105,78 @@ AND (name LIKE '%command' OR name IN ('archive_mode', 'dynamic_library_path', 's
 		t.Fatal(err)
 	}
 	check(false)
+}
+
+// TestPostgresEnvironHasNoSecrets: the agent's secrets in its own
+// environment never reach the postmaster or a backend (whose environ any
+// code running as the postgres user can read).
+func TestPostgresEnvironHasNoSecrets(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs PostgreSQL")
+	}
+	secrets := map[string]string{}
+	for _, k := range []string{"SU_PASSWORD", "REPL_PASSWORD", "OPERATOR_PASSWORD", "EDGE_SECRET",
+		"EDGE_DATABASE_URL", "ETCD_PASSWORD", "PETREL_SOMETHING_SECRET", "PGPASSWORD"} {
+		v := "leak-" + strings.ToLower(k) + "-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+		t.Setenv(k, v)
+		secrets[k] = v
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	s := newTestServer(t, t.TempDir(), "n1")
+	if err := s.Bootstrap(ctx, testSecrets); err != nil {
+		t.Fatal(err)
+	}
+	var backend int
+	if err := s.queryRow(ctx, func(r rowScanner) error { return r.Scan(&backend) }, "SELECT pg_backend_pid()"); err != nil {
+		t.Fatal(err)
+	}
+	for what, pid := range map[string]int{"postmaster": s.PID(), "backend": backend} {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+		if err != nil {
+			t.Fatalf("reading the %s's environ: %v", what, err)
+		}
+		if len(b) == 0 {
+			t.Fatalf("the %s's environ is empty: cannot prove anything", what)
+		}
+		for k, v := range secrets {
+			if bytes.Contains(b, []byte(v)) || bytes.Contains(b, []byte(k+"=")) {
+				t.Errorf("the %s (pid %d) has %s in its environment", what, pid, k)
+			}
+		}
+		for _, kv := range bytes.Split(b, []byte{0}) {
+			if k, _, _ := strings.Cut(string(kv), "="); secretName(k) {
+				t.Errorf("the %s has %s in its environment", what, k)
+			}
+		}
+		if what == "postmaster" && !bytes.Contains(b, []byte("PATH=")) {
+			t.Errorf("the %s has no PATH: not its environment?", what)
+		}
+	}
+	// A backend writes its process title over its original environ (so
+	// /proc shows little); what code in a backend really sees is what a
+	// program it starts inherits.
+	if err := s.Exec(ctx, `CREATE TABLE env_probe (line text);
+COPY env_probe FROM PROGRAM 'env' WITH (FORMAT csv, DELIMITER E'\x01', QUOTE E'\x02')`); err != nil {
+		t.Fatal(err)
+	}
+	rows, release, err := s.Query(ctx, "SELECT line FROM env_probe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	release()
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := strings.Join(lines, "\n")
+	if !strings.Contains(env, "PATH=") {
+		t.Fatalf("a backend's program sees no PATH: %q", env)
+	}
+	for k, v := range secrets {
+		if strings.Contains(env, v) || strings.Contains(env, k+"=") {
+			t.Errorf("a backend's environment has %s", k)
+		}
+	}
+	t.Logf("a backend's environment: %s", strings.Join(lines, " "))
 }
