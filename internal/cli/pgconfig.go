@@ -215,6 +215,13 @@ func (c *clusterConn) setSettings(ctx context.Context, out io.Writer, args []str
 			return 0, err
 		}
 		for _, k := range names {
+			if k == pgsettings.PreloadLibraries {
+				// First: pg_settings hides it from non-superusers.
+				if err := checkPreload(ctx, conn, want[k]); err != nil {
+					errs = append(errs, err)
+					continue
+				}
+			}
 			row, ok := rows[k]
 			if !ok {
 				errs = append(errs, fmt.Errorf("unknown setting %q (not in the leader's pg_settings)", k))
@@ -223,11 +230,6 @@ func (c *clusterConn) setSettings(ctx context.Context, out io.Writer, args []str
 			if err := pgsettings.Validate(row, want[k]); err != nil {
 				errs = append(errs, err)
 				continue
-			}
-			if k == pgsettings.PreloadLibraries {
-				if err := checkPreload(ctx, conn, want[k]); err != nil {
-					errs = append(errs, err)
-				}
 			}
 		}
 	}

@@ -130,7 +130,10 @@ func CheckName(name string) error {
 		return fmt.Errorf("%q is not a setting name (lowercase letters, digits and _; extension settings with a dot are not supported)", name)
 	}
 	if RunsCode(name) {
-		return fmt.Errorf("%s runs a command or loads code on every node and cannot be set through petrel (archiving is petrel's own job)", name)
+		if strings.HasPrefix(name, "archive_") {
+			return fmt.Errorf("%s cannot be set through petrel: archiving is petrel's own job, and it would run a command or load code on every node", name)
+		}
+		return fmt.Errorf("%s runs a command, loads code or reads other files on every node and cannot be set through petrel", name)
 	}
 	if Managed(name) {
 		return fmt.Errorf("%s is managed by petrel itself and cannot be set", name)
