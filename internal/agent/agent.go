@@ -245,7 +245,32 @@ var errUnanswered = errors.New("postgres did not answer")
 
 // step is one observe-decide-act round.
 func (a *Agent) step(ctx context.Context) {
+	// Caller rule: decide on a view that includes our own last write. The
+	// watch brings it within milliseconds; if it does not (cut from the
+	// store right after writing), the view is treated as the store being
+	// unreachable, so the engine changes nothing on the strength of a state
+	// we already changed (a leader that deleted its own key must not see
+	// it held and start Postgres as primary).
+	if !a.st.CaughtUp() {
+		wait := time.NewTimer(500 * time.Millisecond)
+		for !a.st.CaughtUp() {
+			select {
+			case <-ctx.Done():
+				wait.Stop()
+				return
+			case <-a.st.Changes():
+				continue
+			case <-wait.C:
+			}
+			break
+		}
+		wait.Stop()
+	}
+	stale := !a.st.CaughtUp()
 	obs, err := a.observe(ctx)
+	if stale {
+		obs.StoreOK = false
+	}
 	if err != nil {
 		a.log.Warn("observing", "err", err)
 		a.stepUnobservable(ctx, obs, errors.Is(err, errUnanswered))

@@ -36,6 +36,7 @@ type Node struct {
 	lastOK    time.Duration
 	lastRenew time.Duration
 	cache     *Snapshot
+	written   int64 // store revision after this node's last successful call (agent: store.CaughtUp)
 	synced    bool
 	lostStore time.Duration // when the watch last heard from the store
 
@@ -106,7 +107,12 @@ func (n *Node) call(f func(s *Store) error) error {
 	if !n.storeReachable() {
 		return errUnreachable
 	}
-	return f(n.c.store)
+	before := n.c.store.rev
+	err := f(n.c.store)
+	if err == nil && n.c.store.rev > before {
+		n.written = max(n.written, n.c.store.rev) // this node wrote: store.CaughtUp
+	}
+	return err
 }
 
 // renew is store.renew: grant a lease, or keep it alive; the expiry it
@@ -497,6 +503,9 @@ func (n *Node) step() {
 		}
 	}
 	obs, err := n.observe()
+	if n.cache.Rev < n.written {
+		obs.StoreOK = false // as agent.step: never decide on a view before our own write
+	}
 	if err != nil {
 		n.stepUnobservable(obs)
 		return

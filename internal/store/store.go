@@ -72,6 +72,7 @@ type Store struct {
 	lastOK  time.Time // last successful keepalive
 	synced  bool      // cache reflects the store as of rev
 	rev     int64
+	written int64 // revision of this node's last successful write (CaughtUp)
 	kvs     map[string]*mvccpb.KeyValue
 }
 
@@ -356,7 +357,22 @@ func (s *Store) txn(ctx context.Context, what string, cmps []clientv3.Cmp, ops .
 	if !resp.Succeeded {
 		return fmt.Errorf("%s: %w", what, ErrLostRace)
 	}
+	s.mu.Lock()
+	if resp.Header.Revision > s.written {
+		s.written = resp.Header.Revision
+	}
+	s.mu.Unlock()
 	return nil
+}
+
+// CaughtUp says whether the cache has seen this node's own last write.
+// Deciding on a cache that has not would act on the state before it: a
+// leader that just deleted its own key (a switchover, a release) would
+// still see it held and start Postgres as primary.
+func (s *Store) CaughtUp() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rev >= s.written
 }
 
 func mustJSON(v any) string {
