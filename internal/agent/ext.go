@@ -22,6 +22,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"slices"
 	"strings"
@@ -133,6 +134,7 @@ func (a *Agent) ensureTLS(ctx context.Context) (installed bool, err error) {
 // afterStep applies the cluster settings, polls pending restarts and
 // handles a restart request. Errors are logged, never fatal.
 func (a *Agent) afterStep(ctx context.Context, plan engine.Plan) {
+	a.syncPeers(ctx)
 	if !a.pg.Initialized() {
 		return
 	}
@@ -140,6 +142,29 @@ func (a *Agent) afterStep(ctx context.Context, plan engine.Plan) {
 	a.applySettings(ctx, false)
 	a.checkPending(ctx)
 	a.handleRestart(ctx, plan)
+}
+
+// syncPeers gives pg_hba.conf the members' hosts: only they (and the
+// configured networks) may replicate, or log in as the superuser from
+// outside the admin networks. An empty or stale view (store not loaded or
+// unreachable) keeps the last list rather than locking the members out.
+func (a *Agent) syncPeers(ctx context.Context) {
+	if !a.st.OK() {
+		return
+	}
+	snap := a.st.Snapshot()
+	var hosts []string
+	for _, m := range snap.Members {
+		if h, _, err := net.SplitHostPort(m.PostgresAddr); err == nil && h != "" {
+			hosts = append(hosts, h)
+		}
+	}
+	if len(hosts) == 0 {
+		return
+	}
+	if err := a.pg.SetPeers(ctx, hosts); err != nil {
+		a.log.Warn("updating pg_hba.conf with the members' addresses", "err", err)
+	}
 }
 
 // checkTLS, once per agent run, gives a Postgres that is already running

@@ -78,6 +78,10 @@ Passwords come from SU_PASSWORD, REPL_PASSWORD and OPERATOR_PASSWORD or --secret
 	f.DurationVar(&cfg.LeaseTTL, "lease-ttl", cfg.LeaseTTL, "leader lease TTL")
 	f.StringVar(&cfg.SyncMode, "sync-mode", cfg.SyncMode, "on, strict or off")
 	f.StringVar(&cfg.DialMap, "dial-map", "", "JSON file of host:port rewrites for reaching other members (local world links)")
+	f.BoolVar(&cfg.LoopbackPlaintext, "loopback-plaintext", false, "accept connections without TLS from 127.0.0.0/8 and ::1 (petrel up, tests)")
+	f.StringSliceVar(&cfg.PlaintextNetworks, "plaintext-networks", nil, "CIDRs that may connect without TLS (a trusted private network only)")
+	f.StringSliceVar(&cfg.AdminNetworks, "admin-networks", nil, "CIDRs from which the superuser may log in over TCP (default: loopback)")
+	f.StringSliceVar(&cfg.ReplicationNetworks, "replication-networks", nil, "CIDRs that may replicate besides the members' addresses")
 	return cmd
 }
 
@@ -107,6 +111,10 @@ func applyFlags(fs *pflag.FlagSet, from, to *config.Node) {
 	set("lease-ttl", func() { to.LeaseTTL = from.LeaseTTL })
 	set("sync-mode", func() { to.SyncMode = from.SyncMode })
 	set("dial-map", func() { to.DialMap = from.DialMap })
+	set("loopback-plaintext", func() { to.LoopbackPlaintext = from.LoopbackPlaintext })
+	set("plaintext-networks", func() { to.PlaintextNetworks = from.PlaintextNetworks })
+	set("admin-networks", func() { to.AdminNetworks = from.AdminNetworks })
+	set("replication-networks", func() { to.ReplicationNetworks = from.ReplicationNetworks })
 }
 
 // applyEnv reads PETREL_<FLAG> (dashes as underscores) for every flag.
@@ -181,6 +189,10 @@ func runNode(parent context.Context, cfg config.Node, logLevel string) error {
 		Port:    cfg.PGPort,
 		RunAs:   cfg.RunAs,
 		Logger:  log.With("component", "pg"),
+		Access: pg.Access{
+			LoopbackPlaintext: cfg.LoopbackPlaintext, PlaintextNetworks: cfg.PlaintextNetworks,
+			AdminNetworks: cfg.AdminNetworks, ReplicationNetworks: cfg.ReplicationNetworks,
+		},
 	})
 	if err != nil {
 		return err

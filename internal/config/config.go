@@ -10,6 +10,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -77,6 +78,21 @@ type Node struct {
 	// address to dial instead (the local world's inter-region links).
 	// Leave empty on real hosts.
 	DialMap string `toml:"dial_map"`
+	// LoopbackPlaintext lets clients on this host connect without TLS over
+	// 127.0.0.0/8 and ::1 (`petrel up` and the tests turn it on). Off by
+	// default: TCP connections need TLS.
+	LoopbackPlaintext bool `toml:"loopback_plaintext"`
+	// PlaintextNetworks (CIDRs) may connect without TLS: a trusted private
+	// network only (a WireGuard mesh). None by default; replication needs
+	// TLS anyway.
+	PlaintextNetworks []string `toml:"plaintext_networks"`
+	// AdminNetworks (CIDRs) may log in as the superuser over TCP; default
+	// loopback only. Members always may (pg_rewind).
+	AdminNetworks []string `toml:"admin_networks"`
+	// ReplicationNetworks (CIDRs) may replicate (as the replication role,
+	// over TLS) besides the members' advertised addresses; for members
+	// whose connections come from another address than they advertise.
+	ReplicationNetworks []string `toml:"replication_networks"`
 }
 
 // Defaults returns the settings used when nothing else is given.
@@ -115,6 +131,16 @@ func (n *Node) Validate() error {
 	}
 	if n.DataDir == "" {
 		errs = append(errs, errors.New("data_dir is required (--data-dir or PETREL_DATA_DIR)"))
+	}
+	for _, nets := range []struct {
+		what string
+		v    []string
+	}{{"plaintext_networks", n.PlaintextNetworks}, {"admin_networks", n.AdminNetworks}, {"replication_networks", n.ReplicationNetworks}} {
+		for _, c := range nets.v {
+			if _, _, err := net.ParseCIDR(c); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %q is not a network like 10.0.0.0/8: %w", nets.what, c, err))
+			}
+		}
 	}
 	if n.Region == "" || n.PrimaryRegion == "" {
 		errs = append(errs, errors.New("region and primary_region must not be empty"))

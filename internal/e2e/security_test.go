@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/petrel-db/petrel/internal/testcluster"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -216,6 +217,41 @@ AND (name LIKE '%command' OR name IN ('archive_mode', 'dynamic_library_path', 's
 		}
 		if _, err := os.Stat(pwned); err == nil {
 			t.Fatal("a forged command ran")
+		}
+	})
+
+	t.Run("hba", func(t *testing.T) {
+		// Replication is for the replication role only, over TLS; the
+		// members' own walsenders (from 127.0.0.1, a member's address)
+		// show it works for them.
+		login := func(user, pw, sslmode string) error {
+			cfg, err := pgconn.ParseConfig(fmt.Sprintf("host=127.0.0.1 port=%d dbname=postgres sslmode=%s connect_timeout=5", c.Node(leader).PGPort, sslmode))
+			if err != nil {
+				return err
+			}
+			cfg.User, cfg.Password = user, pw
+			cfg.RuntimeParams["replication"] = "true"
+			conn, err := pgconn.ConnectConfig(ctx, cfg)
+			if err != nil {
+				return err
+			}
+			return conn.Close(ctx)
+		}
+		if err := login("postgres", c.Secrets.Superuser, "require"); err == nil {
+			t.Error("a replication connection as the superuser was accepted")
+		}
+		if err := login("replicator", c.Secrets.Replication, "disable"); err == nil {
+			t.Error("a replication connection without TLS was accepted")
+		}
+		if err := login("replicator", c.Secrets.Replication, "require"); err != nil {
+			t.Errorf("a replication connection from a member's address over TLS: %v", err)
+		}
+		hba, err := os.ReadFile(filepath.Join(c.Node(leader).DataDir, "pgdata", "pg_hba.conf"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Contains(hba, []byte("hostssl  all          all         0.0.0.0/0")) {
+			t.Errorf("pg_hba.conf does not require TLS:\n%s", hba)
 		}
 	})
 }

@@ -70,6 +70,9 @@ func (l *live) nodeArgs(n worldNode) []string {
 		"--primary-region", l.w.PrimaryRegion,
 		"--data-dir", nd,
 		"--listen-host", "127.0.0.1",
+		// Everything of the local world runs on this host; its printed
+		// URLs and the demo apps connect over loopback without TLS.
+		"--loopback-plaintext",
 		"--pg-port", strconv.Itoa(n.PGPort),
 		"--api-port", strconv.Itoa(n.APIPort),
 		"--proxy-port", strconv.Itoa(n.ProxyPort),

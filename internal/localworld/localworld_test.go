@@ -50,6 +50,7 @@ func fakeNode(args []string) int {
 	primaryRegion := fs.String("primary-region", "", "")
 	dataDir := fs.String("data-dir", "", "")
 	host := fs.String("listen-host", "", "")
+	fs.Bool("loopback-plaintext", false, "")
 	pgPort := fs.Int("pg-port", 0, "")
 	apiPort := fs.Int("api-port", 0, "")
 	fs.Int("proxy-port", 0, "")

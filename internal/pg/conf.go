@@ -3,25 +3,16 @@ package pg
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 )
-
-const hbaConf = `# Written by petrel; rewritten on bootstrap and after base backups.
-# TYPE  DATABASE     USER        ADDRESS     METHOD
-local   all          all                     trust
-host    all          all         0.0.0.0/0   scram-sha-256
-host    all          all         ::/0        scram-sha-256
-host    replication  replicator  0.0.0.0/0   scram-sha-256
-host    replication  replicator  ::/0        scram-sha-256
-host    replication  postgres    0.0.0.0/0   scram-sha-256
-host    replication  postgres    ::/0        scram-sha-256
-`
 
 // includeLines end postgresql.conf, in this order: the user's cluster-wide
 // settings, then petrel's own (which win), its read-only switch, then the
@@ -51,9 +42,41 @@ func quoteLiteral(v string) string {
 	return "'" + strings.ReplaceAll(v, "'", "''") + "'"
 }
 
-// writeHBA (re)writes pg_hba.conf.
-func (s *Server) writeHBA() error {
-	return s.writeFile(filepath.Join(s.opts.DataDir, "pg_hba.conf"), []byte(hbaConf), 0o600)
+// writeHBA (re)writes pg_hba.conf from Options.Access, the members'
+// addresses (SetPeers) and whether TLS is on; it reports whether the file
+// changed.
+func (s *Server) writeHBA() (bool, error) {
+	s.hbaMu.Lock()
+	peers := slices.Clone(s.peers)
+	s.hbaMu.Unlock()
+	data := []byte(renderHBA(s.opts.Access, peers, s.TLSEnabled()))
+	path := filepath.Join(s.opts.DataDir, "pg_hba.conf")
+	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
+		return false, nil
+	}
+	return true, s.writeFile(path, data, 0o600)
+}
+
+// SetPeers gives pg_hba.conf the members' hosts (IP addresses or names),
+// the only sources besides Access.ReplicationNetworks allowed to
+// replicate, and besides Access.AdminNetworks to log in as the superuser
+// (pg_rewind does). A running server is reloaded when the file changed.
+func (s *Server) SetPeers(ctx context.Context, hosts []string) error {
+	hosts = slices.Clone(hosts)
+	slices.Sort(hosts)
+	hosts = slices.Compact(hosts)
+	s.hbaMu.Lock()
+	same := slices.Equal(hosts, s.peers)
+	s.peers = hosts
+	s.hbaMu.Unlock()
+	if same || !s.Initialized() {
+		return nil
+	}
+	changed, err := s.writeHBA()
+	if err != nil || !changed || !s.Running() {
+		return err
+	}
+	return s.Reload(ctx)
 }
 
 const includeMarker = "# Added by petrel; keep at the end."
@@ -115,6 +138,11 @@ func (s *Server) writePetrelConf() error {
 		{"logging_collector", "off"},
 		{"log_line_prefix", "'%m [%p] %q%u@%d '"},
 		{"fsync", "on"},
+	}
+	// pg_hba.conf follows the TLS files and the access settings, which may
+	// have changed since the last start.
+	if _, err := s.writeHBA(); err != nil {
+		return err
 	}
 	// max_connections and shared_buffers defaults live in petrel-user.conf
 	// (see defaultUserSettings) so `petrel config set` can change them.

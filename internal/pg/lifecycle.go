@@ -36,7 +36,7 @@ func (s *Server) Bootstrap(ctx context.Context, sec config.Secrets) error {
 			return err
 		}
 	}
-	if err := s.writeHBA(); err != nil {
+	if _, err := s.writeHBA(); err != nil {
 		return fmt.Errorf("bootstrapping: %w", err)
 	}
 	if err := s.ensureIncludes(); err != nil {
@@ -148,7 +148,7 @@ func (s *Server) afterClone() error {
 			return fmt.Errorf("chown data directory: %w", err)
 		}
 	}
-	if err := s.writeHBA(); err != nil {
+	if _, err := s.writeHBA(); err != nil {
 		return err
 	}
 	if err := s.ConfigurePrimary(); err != nil {

@@ -72,6 +72,7 @@ type Options struct {
 	Port    int
 	RunAs   string // OS user when euid==0 (default "postgres"); ignored when not root
 	Logger  *slog.Logger
+	Access  Access // who may connect over TCP (pg_hba.conf)
 }
 
 // ConnInfo says how to reach another member's PostgreSQL over TCP.
@@ -96,6 +97,9 @@ type Server struct {
 
 	mu   sync.Mutex // guards conn and serializes its use
 	conn *pgx.Conn
+
+	hbaMu sync.Mutex // guards peers
+	peers []string   // members' hosts (SetPeers), sorted
 
 	libMu     sync.Mutex // guards pkglibdir
 	pkglibdir string     // found once (installedLibraries)

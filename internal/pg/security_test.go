@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/petrel-db/petrel/internal/pki"
 )
 
 // TestUserConfRefusesCode: a stored map forged to run commands or load
@@ -179,4 +181,109 @@ COPY env_probe FROM PROGRAM 'env' WITH (FORMAT csv, DELIMITER E'\x01', QUOTE E'\
 		}
 	}
 	t.Logf("a backend's environment: %s", strings.Join(lines, " "))
+}
+
+// TestHBA checks pg_hba.conf on a real server with TLS: TCP needs TLS
+// (plaintext only from the configured networks), the superuser logs in
+// only from admin networks and members, and replication is only for the
+// replication role, from members, over TLS.
+func TestHBA(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs PostgreSQL")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	s := newTestServer(t, t.TempDir(), "n1")
+	ca, stored, err := pki.NewCA("hba", testSecrets.Superuser)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, key, err := ca.Issue("n1", "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.InstallTLS(cert, key, []byte(stored.CertPEM)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Bootstrap(ctx, testSecrets); err != nil {
+		t.Fatal(err)
+	}
+	reconfigure := func(a Access, peers []string) {
+		t.Helper()
+		s.opts.Access = a
+		if err := s.SetPeers(ctx, peers); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.writeHBA(); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Reload(ctx); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(300 * time.Millisecond) // the reload is asynchronous
+	}
+	pw := map[string]string{"postgres": testSecrets.Superuser, "operator": testSecrets.Operator, "replicator": testSecrets.Replication}
+	login := func(user, sslmode string, replication bool) error {
+		cfg, err := pgconn.ParseConfig(fmt.Sprintf("host=127.0.0.1 port=%d dbname=postgres sslmode=%s connect_timeout=5", s.opts.Port, sslmode))
+		if err != nil {
+			return err
+		}
+		cfg.User, cfg.Password = user, pw[user]
+		if replication {
+			cfg.RuntimeParams["replication"] = "true"
+		}
+		c, err := pgconn.ConnectConfig(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		return c.Close(ctx)
+	}
+	type probe struct {
+		user, sslmode string
+		replication   bool
+		ok            bool
+	}
+	run := func(phase string, probes []probe) {
+		t.Helper()
+		for _, p := range probes {
+			err := login(p.user, p.sslmode, p.replication)
+			if (err == nil) != p.ok {
+				t.Errorf("%s: %s sslmode=%s replication=%v: err=%v, want ok=%v", phase, p.user, p.sslmode, p.replication, err, p.ok)
+			}
+		}
+	}
+
+	reconfigure(Access{}, nil)
+	run("defaults", []probe{
+		{"operator", "require", false, true},
+		{"operator", "disable", false, false}, // TLS required, loopback too
+		{"postgres", "require", false, true},  // loopback is the default admin network
+		{"postgres", "disable", false, false},
+		{"replicator", "require", true, false}, // not a member's address
+	})
+	reconfigure(Access{}, []string{"127.0.0.1"})
+	run("members", []probe{
+		{"replicator", "require", true, true},
+		{"replicator", "disable", true, false}, // replication needs TLS
+		{"postgres", "require", true, false},   // only the replication role replicates
+		{"operator", "require", true, false},
+	})
+	reconfigure(Access{LoopbackPlaintext: true}, []string{"127.0.0.1"})
+	run("loopback plaintext", []probe{
+		{"operator", "disable", false, true},
+		{"postgres", "disable", false, true},
+		{"replicator", "disable", true, false},
+	})
+	reconfigure(Access{AdminNetworks: []string{"192.0.2.0/24"}}, []string{"198.51.100.7"})
+	run("admin elsewhere", []probe{
+		{"postgres", "require", false, false}, // loopback is no admin network now, nor a member
+		{"operator", "require", false, true},
+		{"replicator", "require", true, false},
+	})
+	reconfigure(Access{PlaintextNetworks: []string{"127.0.0.0/8"}}, nil)
+	run("plaintext network", []probe{
+		{"operator", "disable", false, true},
+		{"postgres", "disable", false, true}, // an admin network that is a plaintext one too
+		{"replicator", "disable", true, false},
+	})
 }

@@ -47,8 +47,14 @@ func newTestServer(t *testing.T, base, name string) *Server {
 		Port:    freePort(t),
 		RunAs:   "postgres",
 		Logger:  slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", name),
+		// Tests connect over loopback without TLS (no certificate here).
+		Access: Access{LoopbackPlaintext: true},
 	})
 	if err != nil {
+		t.Fatal(err)
+	}
+	// Standbys clone and stream from 127.0.0.1: a member's address.
+	if err := s.SetPeers(context.Background(), []string{"127.0.0.1"}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {

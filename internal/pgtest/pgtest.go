@@ -120,9 +120,15 @@ func newServer(t testing.TB, name string) *Server {
 		Port:    port,
 		RunAs:   "postgres",
 		Logger:  slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})).With("pg", name),
+		// Tests connect over loopback without TLS (no certificate here).
+		Access: pg.Access{LoopbackPlaintext: true},
 	})
 	if err != nil {
 		os.RemoveAll(base)
+		t.Fatal(err)
+	}
+	// The replica clones and streams from 127.0.0.1: a member's address.
+	if err := s.SetPeers(context.Background(), []string{"127.0.0.1"}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {

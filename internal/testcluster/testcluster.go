@@ -238,6 +238,8 @@ func (c *Cluster) StartNode(id string) error {
 	args := []string{"node",
 		"--cluster", c.Opts.Name, "--id", id, "--region", n.Region, "--primary-region", "scl",
 		"--data-dir", n.DataDir, "--listen-host", "127.0.0.1",
+		// The tests' clients connect over loopback without TLS (DSN).
+		"--loopback-plaintext",
 		"--pg-port", strconv.Itoa(n.PGPort), "--api-port", strconv.Itoa(n.APIPort),
 		"--proxy-port", strconv.Itoa(n.ProxyPort), "--proxy-ro-port", strconv.Itoa(n.ProxyROPort),
 		"--etcd", strings.Join(c.nodeEtcd(id), ","), "--secrets-file", c.secretsFile(),

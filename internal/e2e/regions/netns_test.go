@@ -194,7 +194,9 @@ pg_port        = 5433
 api_port       = 8433
 etcd           = [%q]
 secrets_file   = %q
-`, id, region, n.dataDir, n.ip, n.ip, etcdURL, secrets)
+# The test's psql runs as the superuser on the etcd host: an admin host.
+admin_networks = ["%s/32"]
+`, id, region, n.dataDir, n.ip, n.ip, etcdURL, secrets, etcdIP)
 		path := filepath.Join(dir, id+".toml")
 		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
