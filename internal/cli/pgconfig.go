@@ -528,16 +528,23 @@ func (c *clusterConn) restartInPlace(ctx context.Context, out io.Writer, leader 
 	// A replica restarted before it replayed the leader's record of the
 	// lower value would refuse to start ("insufficient parameter
 	// settings"): wait until every live replica has replayed past the
-	// leader's position after its restart.
+	// leader's position after its restart. The position is asked of the
+	// restarted server itself: the leader's /status can still carry what
+	// its agent observed before the restart, a position from before the
+	// record, and a replica restarted on it refuses to start.
 	var target uint64
 	if err := waitUntil(ctx, leader+"'s position", func() (bool, error) {
-		t, err := c.topology(ctx)
+		conn, err := c.connectLeader(ctx, "postgres")
 		if err != nil {
 			return false, nil
 		}
-		st, err := memberStatus(ctx, t.members[leader])
-		target = st.LSNNum
-		return err == nil && st.Role == model.RolePrimary && target > 0, nil
+		defer conn.Close(context.Background())
+		var lsn string
+		if err := conn.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&lsn); err != nil {
+			return false, nil
+		}
+		target, err = pg.ParseLSN(lsn)
+		return err == nil && target > 0, nil
 	}); err != nil {
 		return err
 	}
