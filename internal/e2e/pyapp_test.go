@@ -105,7 +105,7 @@ func pyAppItems(t *testing.T, a *pyApp) (int, []string) {
 func TestPyAppRealPostgres(t *testing.T) {
 	for _, bin := range []string{"python3", "psql"} {
 		if _, err := exec.LookPath(bin); err != nil {
-			t.Skipf("%s not installed", bin)
+			t.Fatalf("%s not installed: scripts/install-deps.sh (make test) installs it (Debian: python3, postgresql-client)", bin)
 		}
 	}
 	primary := pgtest.Start(t)
