@@ -131,7 +131,7 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	t := time.NewTicker(Tick)
 	defer t.Stop()
-	registeredLease := int64(0)
+	var registered clientv3.LeaseID // the session lease the member record was put on
 	for {
 		select {
 		case <-ctx.Done():
@@ -139,11 +139,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-t.C:
 		case <-a.st.Changes():
 		}
-		if lease, _ := a.st.Lease(); lease != 0 && int64(lease) != registeredLease && a.st.OK() {
+		if sess := a.st.Session(); sess != 0 && sess != registered && a.st.OK() {
 			if err := a.st.Register(ctx, a.self); err != nil {
 				a.log.Warn("registering member", "err", err)
 			} else {
-				registeredLease = int64(lease)
+				registered = sess
 			}
 		}
 		a.step(ctx)
@@ -950,11 +950,8 @@ func (a *Agent) shutdown() error {
 			}
 		}
 	}
-	if lease != 0 {
-		rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
-		_, _ = a.st.Client().Revoke(rctx, lease)
-		rcancel()
-	}
+	// The member record (and any leader key left) goes at once.
+	a.st.Revoke(ctx)
 	a.pg.Close()
 	a.setState("stopped")
 	if err != nil {

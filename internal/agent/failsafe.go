@@ -61,7 +61,7 @@ func SignFailsafe(replPassword string, req *model.FailsafeRequest) {
 const maxPromise = time.Minute
 
 // Failsafe answers a leader's request (POST /failsafe).
-func (a *Agent) Failsafe(req model.FailsafeRequest) model.FailsafeReply {
+func (a *Agent) Failsafe(ctx context.Context, req model.FailsafeRequest) model.FailsafeReply {
 	no := func(why string) model.FailsafeReply { return model.FailsafeReply{Reason: why} }
 	key := failsafeKey(a.sec.Replication)
 	if !hmac.Equal([]byte(req.MAC), []byte(failsafeMAC(key, req.Leader, req.SentUnixMs, req.TTLMs))) {
@@ -77,7 +77,11 @@ func (a *Agent) Failsafe(req model.FailsafeRequest) model.FailsafeReply {
 	if req.Leader == a.cfg.ID {
 		return no("that is this member")
 	}
-	if a.st.SinceOK() < a.storeLate() {
+	// Asked, not assumed: a member's own renewals are 30 s apart, so only
+	// a read now tells whether it reaches the store. A read slower than
+	// the bound counts as unreachable: the promise that follows is kept,
+	// so that errs on the safe side.
+	if a.st.Reachable(ctx, a.cfg.LeaseTTL/12) {
 		return no("this member reaches the store: the leader must too")
 	}
 	if snap := a.st.Snapshot(); snap.Leader != req.Leader {
@@ -104,18 +108,13 @@ func (a *Agent) promised() bool {
 	return time.Now().Before(a.promisedUntil)
 }
 
-// storeLate is how long without an answer from the store counts as
-// "cannot reach it" for failsafe: more than one missed renewal (they go
-// out every TTL/4), well before the lease margin.
-func (a *Agent) storeLate() time.Duration { return a.cfg.LeaseTTL / 3 }
-
 // failsafeLeft is the leader's remaining failsafe window (0: none). It
 // counts only while the store is late and for the lease the window was
 // granted on: once the store answers, or the lease changed (the key went
 // with the old one), the lease alone decides.
 func (a *Agent) failsafeLeft() time.Duration {
 	lease, _ := a.st.Lease()
-	late := a.st.SinceOK() >= a.storeLate()
+	late := a.st.RenewalLate()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if !late || lease == 0 || lease != a.failsafeLease {
@@ -135,20 +134,23 @@ func (a *Agent) safeLeft() time.Duration {
 // failsafeLoop runs rounds while this node is a writable leader that
 // cannot reach the store.
 func (a *Agent) failsafeLoop(ctx context.Context) {
-	// Rounds start once the store is late and repeat often enough that
-	// the window (TTL from each round's start) never runs into the fence
-	// margin while every member keeps promising.
+	// Checked every 50 ms, a round starts within 50 ms of a renewal
+	// being late (0.48 TTL after the last confirmed one was sent) and
+	// ends within TTL/5, well before the fence at 0.75 TTL; rounds repeat
+	// every TTL/10, so the window (TTL from each round's start) never
+	// runs into the fence margin while every member keeps promising.
 	every := max(a.cfg.LeaseTTL/10, 50*time.Millisecond)
-	t := time.NewTicker(every)
+	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
-	client := &http.Client{Timeout: a.cfg.LeaseTTL / 4}
+	client := &http.Client{Timeout: a.cfg.LeaseTTL / 5}
+	var last time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		if a.st.SinceOK() < a.storeLate() {
+		if !a.st.RenewalLate() || time.Since(last) < every {
 			continue
 		}
 		a.mu.Lock()
@@ -162,6 +164,7 @@ func (a *Agent) failsafeLoop(ctx context.Context) {
 		}
 		lease, _ := a.st.Lease()
 		start := time.Now()
+		last = start
 		ok, why, other := a.failsafeRound(ctx, client)
 		a.mu.Lock()
 		switch {

@@ -27,7 +27,7 @@ type Source interface {
 
 // FailsafeSource answers POST /failsafe (the agent).
 type FailsafeSource interface {
-	Failsafe(req model.FailsafeRequest) model.FailsafeReply
+	Failsafe(ctx context.Context, req model.FailsafeRequest) model.FailsafeReply
 }
 
 // Handler returns the API's routes.
@@ -60,7 +60,7 @@ func Handler(src Source, reg prometheus.Gatherer) http.Handler {
 				writeJSON(w, http.StatusBadRequest, model.FailsafeReply{Reason: "bad request body: " + err.Error()})
 				return
 			}
-			rep := fs.Failsafe(req)
+			rep := fs.Failsafe(r.Context(), req)
 			code := http.StatusOK
 			if !rep.OK {
 				code = http.StatusConflict

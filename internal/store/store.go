@@ -6,16 +6,22 @@
 // Key layout (who writes what):
 //
 //	/petrel/<c>/info            ClusterInfo; created once by the bootstrapping node (create-only: the init guard)
-//	/petrel/<c>/leader          the leader's id, attached to the leader's lease; written only by AcquireLeader
+//	/petrel/<c>/leader          the leader's id, on the leader's short leader lease; written only by AcquireLeader
 //	/petrel/<c>/sync            model.Sync; written only by the leader holding the key (CAS on its revision)
-//	/petrel/<c>/members/<id>    model.Member, attached to that member's lease; written only by that member
+//	/petrel/<c>/members/<id>    model.Member, on that member's long session lease; written only by that member
 //	/petrel/<c>/nodes/<id>      registration (no lease): the member keeps a replication slot; removed by `petrel remove`
 //	/petrel/<c>/switchover      model.Switchover; created by the CLI, completed by the leader, deleted by the new leader
 //	/petrel/<c>/cascade         JSON array of regions that stream from a regional hub; written by the CLI
 //
-// Liveness: OK reports whether the last lease keepalive succeeded recently
-// and the watch is current. LeaseLeft is measured from when the last
-// successful keepalive was sent, so it never overstates the lease.
+// Leases (lease.go): every node keeps a long session lease for its member
+// record; only the leader also holds a short lease, for the leader key.
+// Nothing polls etcd: an idle node sends only renewals, over one stream
+// per lease.
+//
+// Liveness: OK reports whether the watch is current and the store answers
+// (the leader: its last renewal is recent; others: the connection is up).
+// The leader lease's time left is measured from when its last confirmed
+// keepalive was sent, so it never overstates the lease.
 package store
 
 import (
@@ -31,7 +37,6 @@ import (
 
 	"github.com/petrel-db/petrel/internal/model"
 	"go.etcd.io/etcd/api/v3/mvccpb"
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
@@ -62,18 +67,25 @@ type Snapshot struct {
 type Store struct {
 	cli    *clientv3.Client
 	prefix string
-	ttl    time.Duration
+	ttl    time.Duration // the leader lease's TTL
 	log    *slog.Logger
 	notify chan struct{}
+	bg     context.Context // ends with Close or Run's context: lease renewals run under it
+	stopBG context.CancelFunc
 
-	mu      sync.Mutex // guards the following fields
-	lease   clientv3.LeaseID
-	leaseTo time.Time // conservative expiry of lease
-	lastOK  time.Time // last successful keepalive
-	synced  bool      // cache reflects the store as of rev
-	rev     int64
-	written int64 // revision of this node's last successful write (CaughtUp)
-	kvs     map[string]*mvccpb.KeyValue
+	mu         sync.Mutex // guards the following fields
+	session    clientv3.LeaseID
+	sessionTo  time.Time        // conservative expiry of session
+	leader     clientv3.LeaseID // the leader lease (0: this node does not lead)
+	leaderTo   time.Time        // conservative expiry of leader: send time of its last confirmed renewal + TTL
+	leaderSent time.Time        // that send time
+	leaderRev  int64            // revision at which the leader key was put on leader
+	stopLeader context.CancelFunc
+	lastOK     time.Time // the store's last answer to a grant, renewal or probe
+	synced     bool      // cache reflects the store as of rev
+	rev        int64
+	written    int64 // revision of this node's last successful write (CaughtUp)
+	kvs        map[string]*mvccpb.KeyValue
 }
 
 // Dial connects to etcd. It does not grant a lease; Run does.
@@ -95,12 +107,15 @@ func Dial(ctx context.Context, endpoints []string, cluster string, ttl time.Dura
 	if err != nil {
 		return nil, fmt.Errorf("connecting to etcd %v: %w", endpoints, err)
 	}
+	bg, stop := context.WithCancel(context.Background())
 	return &Store{
 		cli:    cli,
 		prefix: "/petrel/" + cluster + "/",
 		ttl:    ttl,
 		log:    log,
 		notify: make(chan struct{}, 1),
+		bg:     bg,
+		stopBG: stop,
 		kvs:    map[string]*mvccpb.KeyValue{},
 	}, nil
 }
@@ -108,8 +123,12 @@ func Dial(ctx context.Context, endpoints []string, cluster string, ttl time.Dura
 // Client exposes the etcd client (for the CLI and tests).
 func (s *Store) Client() *clientv3.Client { return s.cli }
 
-// Close releases the connection (the lease then expires by itself).
-func (s *Store) Close() error { return s.cli.Close() }
+// Close stops renewals and releases the connection (unrevoked leases then
+// expire by themselves).
+func (s *Store) Close() error {
+	s.stopBG()
+	return s.cli.Close()
+}
 
 // Changes is signalled (coalesced) whenever the cache or lease changes.
 func (s *Store) Changes() <-chan struct{} { return s.notify }
@@ -123,99 +142,33 @@ func (s *Store) poke() {
 
 func (s *Store) key(parts ...string) string { return s.prefix + strings.Join(parts, "/") }
 
-// Run keeps the lease alive and the cache current until ctx ends.
+// Run keeps the session lease alive and the cache current until ctx
+// ends; the leader lease, while held, is renewed until then too.
 func (s *Store) Run(ctx context.Context) {
+	stop := context.AfterFunc(ctx, s.stopBG)
+	defer stop()
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); s.keepalive(ctx) }()
-	go func() { defer wg.Done(); s.watch(ctx) }()
+	go func() { defer wg.Done(); s.runSession(s.bg) }()
+	go func() { defer wg.Done(); s.watch(s.bg) }()
 	wg.Wait()
 }
 
-// keepalive renews the lease every ttl/4 with KeepAliveOnce, so the
-// expiry it records is based on the send time of a confirmed renewal.
-func (s *Store) keepalive(ctx context.Context) {
-	every := s.ttl / 4
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		s.renew(ctx, every)
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
-
-func (s *Store) renew(ctx context.Context, timeout time.Duration) {
-	s.mu.Lock()
-	lease := s.lease
-	s.mu.Unlock()
-	sent := time.Now()
-	cctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	if lease == 0 {
-		resp, err := s.cli.Grant(cctx, int64(s.ttl/time.Second))
-		if err != nil {
-			s.log.Debug("granting lease", "err", err)
-			s.poke()
-			return
-		}
-		s.mu.Lock()
-		s.lease = resp.ID
-		s.leaseTo = sent.Add(time.Duration(resp.TTL) * time.Second)
-		s.lastOK = time.Now()
-		s.mu.Unlock()
-		s.poke()
-		return
-	}
-	resp, err := s.cli.KeepAliveOnce(cctx, lease)
-	if err != nil {
-		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
-			s.log.Warn("lease expired; taking a new one", "lease", fmt.Sprintf("%x", lease))
-			s.mu.Lock()
-			s.lease = 0
-			s.leaseTo = time.Time{}
-			s.mu.Unlock()
-		} else {
-			s.log.Debug("renewing lease", "err", err)
-		}
-		s.poke()
-		return
-	}
-	s.mu.Lock()
-	s.leaseTo = sent.Add(time.Duration(resp.TTL) * time.Second)
-	s.lastOK = time.Now()
-	s.mu.Unlock()
-}
-
-// Lease returns this process's lease and how long it is surely valid.
-func (s *Store) Lease() (clientv3.LeaseID, time.Duration) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.lease == 0 {
-		return 0, 0
-	}
-	return s.lease, time.Until(s.leaseTo)
-}
-
-// SinceOK is how long ago the store last answered this node (a lease grant
-// or renewal); renewals go out every TTL/4.
-func (s *Store) SinceOK() time.Duration {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.lastOK.IsZero() {
-		return time.Duration(1<<63 - 1)
-	}
-	return time.Since(s.lastOK)
-}
-
-// OK says whether the store answered recently and the cache is current.
+// OK says whether the cache is current and the store answers: for the
+// leader, its last leader-lease renewal was confirmed within 3/4 of the
+// TTL (renewals go out every 0.4 TTL); for the others, whose session
+// renewals are 30 s apart, the connection is up and the session lease
+// surely valid.
 func (s *Store) OK() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.synced && s.lease != 0 && time.Since(s.lastOK) < s.ttl/2+s.ttl/4
+	if !s.synced || s.session == 0 || !time.Now().Before(s.sessionTo) {
+		return false
+	}
+	if s.leader != 0 {
+		return time.Since(s.leaderSent) < s.ttl*3/4
+	}
+	return s.connected()
 }
 
 func (s *Store) watch(ctx context.Context) {
@@ -251,7 +204,12 @@ func (s *Store) watch(ctx context.Context) {
 			if wr.Header.Revision > s.rev {
 				s.rev = wr.Header.Revision
 			}
+			lost, dropped := s.checkLeaderKeyLocked()
 			s.mu.Unlock()
+			if dropped {
+				s.log.Warn("the leader key is no longer on this node's lease; letting the lease go", "lease", fmt.Sprintf("%x", lost))
+				s.dropLeader(lost, true)
+			}
 			s.poke()
 		}
 		cancel()
@@ -275,7 +233,12 @@ func (s *Store) resync(ctx context.Context) error {
 	}
 	s.mu.Lock()
 	s.kvs, s.rev, s.synced = kvs, resp.Header.Revision, true
+	lost, dropped := s.checkLeaderKeyLocked()
 	s.mu.Unlock()
+	if dropped {
+		s.log.Warn("the leader key is no longer on this node's lease; letting the lease go", "lease", fmt.Sprintf("%x", lost))
+		s.dropLeader(lost, true)
+	}
 	s.poke()
 	return nil
 }
@@ -335,33 +298,60 @@ func (s *Store) decode(k string, v []byte, into any) bool {
 	return true
 }
 
+// myLease is the leader lease, which every write of the leader compares.
 func (s *Store) myLease() (clientv3.LeaseID, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.lease == 0 {
-		return 0, errors.New("no lease yet")
+	if s.leader == 0 {
+		return 0, errors.New("this node holds no leader lease")
 	}
-	return s.lease, nil
+	return s.leader, nil
 }
 
 // ErrLostRace is returned when a compare-and-swap did not apply.
 var ErrLostRace = errors.New("store changed since it was read")
 
 func (s *Store) txn(ctx context.Context, what string, cmps []clientv3.Cmp, ops ...clientv3.Op) error {
+	_, err := s.txnRev(ctx, what, cmps, ops...)
+	return err
+}
+
+// txnRev is txn returning the revision the transaction committed at.
+func (s *Store) txnRev(ctx context.Context, what string, cmps []clientv3.Cmp, ops ...clientv3.Op) (int64, error) {
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	resp, err := s.cli.Txn(cctx).If(cmps...).Then(ops...).Commit()
 	if err != nil {
-		return fmt.Errorf("%s: %w", what, err)
+		return 0, fmt.Errorf("%s: %w", what, err)
 	}
 	if !resp.Succeeded {
-		return fmt.Errorf("%s: %w", what, ErrLostRace)
+		return 0, fmt.Errorf("%s: %w", what, ErrLostRace)
 	}
 	s.mu.Lock()
 	if resp.Header.Revision > s.written {
 		s.written = resp.Header.Revision
 	}
 	s.mu.Unlock()
+	return resp.Header.Revision, nil
+}
+
+// acquire grants a new leader lease and runs the transaction ops(lease)
+// builds, which puts the leader key on it if cmps hold; the lease is then
+// this node's, else it is revoked. Lease time counts from the grant's send
+// time.
+func (s *Store) acquire(ctx context.Context, what string, cmps []clientv3.Cmp, ops func(clientv3.LeaseID) []clientv3.Op) error {
+	lease, sent, ttl, err := s.grantLeader(ctx)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	rev, err := s.txnRev(ctx, what, cmps, ops(lease)...)
+	if err != nil {
+		// Lost, or unknown (a timeout): revoking deletes the key if it
+		// was put after all, so no key is left on an unrenewed lease.
+		s.revokeLater(lease)
+		return err
+	}
+	s.holdLeader(lease, sent, ttl, rev)
 	return nil
 }
 
@@ -383,25 +373,22 @@ func mustJSON(v any) string {
 	return string(b)
 }
 
-// Register publishes m under members/<id> on this node's lease and makes
+// Register publishes m under members/<id> on this node's session lease and makes
 // sure it is registered under nodes/<id>.
 func (s *Store) Register(ctx context.Context, m model.Member) error {
-	lease, err := s.myLease()
-	if err != nil {
-		return fmt.Errorf("registering member: %w", err)
+	lease := s.Session()
+	if lease == 0 {
+		return errors.New("registering member: no session lease yet")
 	}
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	nk := s.key("nodes", m.ID)
-	_, err = s.cli.Txn(cctx).Then(
-		clientv3.OpPut(s.key("members", m.ID), mustJSON(m), clientv3.WithLease(lease)),
-	).Commit()
-	if err != nil {
+	put := clientv3.OpPut(s.key("members", m.ID), mustJSON(m), clientv3.WithLease(lease))
+	// One transaction: the record always, the registration only if absent
+	// (the region it was registered with stays).
+	if _, err := s.cli.Txn(cctx).If(clientv3.Compare(clientv3.CreateRevision(nk), "=", 0)).
+		Then(put, clientv3.OpPut(nk, m.Region)).Else(put).Commit(); err != nil {
 		return fmt.Errorf("registering member: %w", err)
-	}
-	_, err = s.cli.Txn(cctx).If(clientv3.Compare(clientv3.CreateRevision(nk), "=", 0)).Then(clientv3.OpPut(nk, m.Region)).Commit()
-	if err != nil {
-		return fmt.Errorf("registering node: %w", err)
 	}
 	return nil
 }
@@ -432,46 +419,44 @@ func (s *Store) UpdateInfo(ctx context.Context, info model.ClusterInfo) error {
 		clientv3.OpPut(k, mustJSON(info)))
 }
 
-// AcquireLeader takes the leader key for id on this node's lease if the key
-// is absent and the sync record is unchanged since syncRev, resetting the
-// sync record to {id, []} and deleting any switchover record.
+// AcquireLeader takes the leader key for id, on a new leader lease, if the
+// key is absent and the sync record is unchanged since syncRev, resetting
+// the sync record to {id, []} and deleting any switchover record.
 func (s *Store) AcquireLeader(ctx context.Context, id string, syncRev int64) error {
-	lease, err := s.myLease()
-	if err != nil {
-		return fmt.Errorf("acquiring leadership: %w", err)
-	}
 	lk, sk := s.key("leader"), s.key("sync")
-	return s.txn(ctx, "acquiring leadership",
+	return s.acquire(ctx, "acquiring leadership",
 		[]clientv3.Cmp{
 			clientv3.Compare(clientv3.CreateRevision(lk), "=", 0),
 			clientv3.Compare(clientv3.ModRevision(sk), "=", syncRev),
 		},
-		clientv3.OpPut(lk, id, clientv3.WithLease(lease)),
-		clientv3.OpPut(sk, mustJSON(model.Sync{Leader: id, Members: []string{}, K: 1})),
-		clientv3.OpDelete(s.key("switchover")),
-	)
+		func(lease clientv3.LeaseID) []clientv3.Op {
+			return []clientv3.Op{
+				clientv3.OpPut(lk, id, clientv3.WithLease(lease)),
+				clientv3.OpPut(sk, mustJSON(model.Sync{Leader: id, Members: []string{}, K: 1})),
+				clientv3.OpDelete(s.key("switchover")),
+			}
+		})
 }
 
 // AcquireLeaderMovingRegion is AcquireLeader for a switchover target
 // outside the primary region that was allowed to move it: the info key's
 // primary region changes in the same transaction.
 func (s *Store) AcquireLeaderMovingRegion(ctx context.Context, id string, syncRev int64, info model.ClusterInfo, infoRev int64) error {
-	lease, err := s.myLease()
-	if err != nil {
-		return fmt.Errorf("acquiring leadership: %w", err)
-	}
 	lk, sk, ik := s.key("leader"), s.key("sync"), s.key("info")
-	return s.txn(ctx, "acquiring leadership and moving the primary region",
+	return s.acquire(ctx, "acquiring leadership and moving the primary region",
 		[]clientv3.Cmp{
 			clientv3.Compare(clientv3.CreateRevision(lk), "=", 0),
 			clientv3.Compare(clientv3.ModRevision(sk), "=", syncRev),
 			clientv3.Compare(clientv3.ModRevision(ik), "=", infoRev),
 		},
-		clientv3.OpPut(lk, id, clientv3.WithLease(lease)),
-		clientv3.OpPut(sk, mustJSON(model.Sync{Leader: id, Members: []string{}, K: 1})),
-		clientv3.OpPut(ik, mustJSON(info)),
-		clientv3.OpDelete(s.key("switchover")),
-	)
+		func(lease clientv3.LeaseID) []clientv3.Op {
+			return []clientv3.Op{
+				clientv3.OpPut(lk, id, clientv3.WithLease(lease)),
+				clientv3.OpPut(sk, mustJSON(model.Sync{Leader: id, Members: []string{}, K: 1})),
+				clientv3.OpPut(ik, mustJSON(info)),
+				clientv3.OpDelete(s.key("switchover")),
+			}
+		})
 }
 
 // RemoveNode deletes a member's record and registration (CLI side, for
@@ -499,16 +484,21 @@ func SetCascade(ctx context.Context, cli *clientv3.Client, cluster string, regio
 	return nil
 }
 
-// ReleaseLeader deletes the leader key if this node's lease holds it.
+// ReleaseLeader deletes the leader key if this node's leader lease holds
+// it, then lets the lease go (also when the key was no longer on it).
 func (s *Store) ReleaseLeader(ctx context.Context) error {
 	lease, err := s.myLease()
 	if err != nil {
 		return fmt.Errorf("releasing leadership: %w", err)
 	}
 	lk := s.key("leader")
-	return s.txn(ctx, "releasing leadership",
+	err = s.txn(ctx, "releasing leadership",
 		[]clientv3.Cmp{clientv3.Compare(clientv3.LeaseValue(lk), "=", lease)},
 		clientv3.OpDelete(lk))
+	if err == nil || errors.Is(err, ErrLostRace) {
+		s.dropLeader(lease, true)
+	}
+	return err
 }
 
 // RevokeLeader deletes the leader key if it is unchanged since rev.
@@ -536,20 +526,24 @@ func (s *Store) SetSync(ctx context.Context, rec model.Sync, rev int64) error {
 }
 
 // CompleteSwitchover records where the old leader stopped and releases its
-// leader key, in one transaction.
+// leader key, in one transaction; the leader lease then goes too.
 func (s *Store) CompleteSwitchover(ctx context.Context, sw model.Switchover, rev int64) error {
 	lease, err := s.myLease()
 	if err != nil {
 		return fmt.Errorf("handing over leadership: %w", err)
 	}
 	lk, wk := s.key("leader"), s.key("switchover")
-	return s.txn(ctx, "handing over leadership",
+	err = s.txn(ctx, "handing over leadership",
 		[]clientv3.Cmp{
 			clientv3.Compare(clientv3.LeaseValue(lk), "=", lease),
 			clientv3.Compare(clientv3.ModRevision(wk), "=", rev),
 		},
 		clientv3.OpPut(wk, mustJSON(sw)),
 		clientv3.OpDelete(lk))
+	if err == nil {
+		s.dropLeader(lease, true)
+	}
+	return err
 }
 
 // ClearSwitchover deletes the switchover record if unchanged since rev.
