@@ -258,4 +258,3 @@ func TestStoreDown(t *testing.T) {
 		t.Fatal("member: store not reachable once back")
 	}
 }
-
