@@ -12,8 +12,9 @@ UP_ARGS ?=
 
 all: build
 
+# petrel and its watchdog (the agent starts bin/petrel-watchdog, next to itself).
 build:
-	$(GO) build -o $(BIN) ./cmd/petrel
+	$(GO) build -o bin/ ./cmd/petrel ./cmd/petrel-watchdog
 
 deps:
 	./scripts/install-deps.sh

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
@@ -13,7 +14,7 @@ import (
 	"github.com/petrel-db/petrel/internal/watchdog"
 )
 
-// extWatchdog is the agent's end of `petrel watchdog` (package
+// extWatchdog is the agent's end of `petrel-watchdog` (package
 // watchdog): a child process, in its own process group so that signals
 // meant for the agent (SIGSTOP included) do not reach it, that kills a
 // leader's Postgres when the agent stops renewing.
@@ -29,14 +30,36 @@ type extWatchdog struct {
 	pids   map[int]uint64
 }
 
+// WatchdogBinary is the watchdog's executable, looked for next to the
+// agent's own.
+const WatchdogBinary = "petrel-watchdog"
+
+// watchdogCommand is how to start the watchdog: petrel-watchdog next to
+// the agent's executable (a couple of MiB resident), else the agent's own
+// binary's hidden `watchdog` command (the same code, the size of a whole
+// agent).
+func watchdogCommand() (*exec.Cmd, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("finding the agent's executable: %w", err)
+	}
+	small := filepath.Join(filepath.Dir(exe), WatchdogBinary)
+	if st, err := os.Stat(small); err == nil && st.Mode().IsRegular() && st.Mode().Perm()&0o111 != 0 {
+		return exec.Command(small), nil
+	}
+	return exec.Command(exe, "watchdog"), nil
+}
+
 // startExtWatchdog starts the child. Failure is logged by the caller and
 // leaves the in-process fenceWatchdog alone on duty.
 func startExtWatchdog(log *slog.Logger) (*extWatchdog, error) {
-	exe, err := os.Executable()
+	cmd, err := watchdogCommand()
 	if err != nil {
 		return nil, fmt.Errorf("starting the watchdog: %w", err)
 	}
-	cmd := exec.Command(exe, "watchdog")
+	if len(cmd.Args) > 1 {
+		log.Info("no " + WatchdogBinary + " next to the agent: running the watchdog from the agent's own binary")
+	}
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	in, err := cmd.StdinPipe()

@@ -1,14 +1,15 @@
 package cli
 
 import (
-	"context"
+	"errors"
 
 	"github.com/petrel-db/petrel/internal/watchdog"
 	"github.com/spf13/cobra"
 )
 
-// newWatchdogCmd is the node agent's fencing child (package watchdog);
-// the agent starts it, people do not.
+// newWatchdogCmd is the node agent's fencing child (package watchdog) for
+// installs without the petrel-watchdog binary next to petrel; the agent
+// starts it, people do not.
 func newWatchdogCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:    "watchdog",
@@ -16,8 +17,10 @@ func newWatchdogCmd() *cobra.Command {
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			log := newLogger("info").With("component", "watchdog")
-			return watchdog.Run(context.Background(), cmd.InOrStdin(), watchdog.Config{}, log)
+			if watchdog.Main() != 0 {
+				return errors.New("watchdog failed")
+			}
+			return nil
 		},
 	}
 }

@@ -207,7 +207,7 @@ func (s *Store) watch(ctx context.Context) {
 			lost, dropped := s.checkLeaderKeyLocked()
 			s.mu.Unlock()
 			if dropped {
-				s.log.Warn("the leader key is no longer on this node's lease; letting the lease go", "lease", fmt.Sprintf("%x", lost))
+				s.log.Info("the leader key left this node's lease; letting the lease go", "lease", fmt.Sprintf("%x", lost))
 				s.dropLeader(lost, true)
 			}
 			s.poke()
@@ -236,7 +236,7 @@ func (s *Store) resync(ctx context.Context) error {
 	lost, dropped := s.checkLeaderKeyLocked()
 	s.mu.Unlock()
 	if dropped {
-		s.log.Warn("the leader key is no longer on this node's lease; letting the lease go", "lease", fmt.Sprintf("%x", lost))
+		s.log.Info("the leader key left this node's lease; letting the lease go", "lease", fmt.Sprintf("%x", lost))
 		s.dropLeader(lost, true)
 	}
 	s.poke()

@@ -72,15 +72,20 @@ type Node struct {
 	exited                 chan struct{}
 }
 
-// Build compiles the petrel binary into dir and returns its path.
+// Build compiles the petrel binary, and the petrel-watchdog beside it
+// (which the agent looks for next to its own executable), into dir and
+// returns petrel's path.
 func Build(ctx context.Context, repoRoot, dir string) (string, error) {
-	out := filepath.Join(dir, "petrel")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/petrel")
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return "", err
+	}
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", dir+"/", "./cmd/petrel", "./cmd/petrel-watchdog")
 	cmd.Dir = repoRoot
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("building petrel: %w: %s", err, b)
 	}
-	return out, nil
+	return filepath.Join(dir, "petrel"), nil
 }
 
 // FreePort returns an unused loopback port for a node to listen on

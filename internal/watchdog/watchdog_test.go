@@ -1,11 +1,10 @@
 package watchdog
 
 import (
-	"context"
 	"io"
-	"log/slog"
 	"os/exec"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -26,9 +25,9 @@ func start(t *testing.T, name string) (io.WriteCloser, <-chan error) {
 	t.Helper()
 	r, w := io.Pipe()
 	errc := make(chan error, 1)
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	go func() { errc <- Run(ctx, r, Config{ProcName: name}, slog.New(slog.DiscardHandler)) }()
+	stop := make(chan struct{})
+	t.Cleanup(func() { close(stop) })
+	go func() { errc <- Run(r, Config{ProcName: name, Log: func(m string) { t.Log(m) }}, stop) }()
 	return w, errc
 }
 
@@ -144,5 +143,53 @@ func TestDeadlineIsAbsolute(t *testing.T) {
 	case <-dead:
 	case <-time.After(5 * time.Second):
 		t.Fatal("a past deadline did not fire")
+	}
+}
+
+func TestFieldsAndParse(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want []string
+	}{
+		{"", nil},
+		{"  a  b\t c\n", []string{"a", "b", "c"}},
+		{"disarm", []string{"disarm"}},
+	} {
+		got := fields(tc.in)
+		if len(got) != len(tc.want) {
+			t.Fatalf("fields(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+		for i := range got {
+			if got[i] != tc.want[i] {
+				t.Fatalf("fields(%q) = %q, want %q", tc.in, got, tc.want)
+			}
+		}
+	}
+	if c, err := parse("arm 123 45 6"); err != nil || !c.arm || c.deadline != 123 || c.pid != 45 || c.start != 6 {
+		t.Fatalf("parse arm: %+v %v", c, err)
+	}
+	for _, bad := range []string{"arm 1 1 0", "arm x 2 3", "arm 1 2", "fire", "arm -1 5 0"} {
+		if _, err := parse(bad); err == nil {
+			t.Fatalf("parse(%q) accepted", bad)
+		}
+	}
+}
+
+// Lines split across reads, and a line too long, are handled.
+func TestLinesAcrossReads(t *testing.T) {
+	c, dead := sleeper(t)
+	w, _ := start(t, "sleep")
+	line := arm(c, 50)
+	send(t, w, strings.Repeat("x", 5000))
+	for i := 0; i < len(line); i += 7 {
+		if _, err := io.WriteString(w, line[i:min(i+7, len(line))]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(t, w, "")
+	select {
+	case <-dead:
+	case <-time.After(10 * time.Second):
+		t.Fatal("an arm line written in pieces did not arm")
 	}
 }
