@@ -12,9 +12,13 @@ UP_ARGS ?=
 
 all: build
 
-# petrel and its watchdog (the agent starts bin/petrel-watchdog, next to itself).
+# petrel, the lean node agent `petrel node` runs in its place, and the
+# agent's watchdog: all three in bin/, where each finds the next. Built
+# static (Go's own DNS resolver and /etc/passwd lookups, no libc): the
+# node agent is 2-3 MiB smaller resident without libc mapped.
+TAGS ?= netgo,osusergo
 build:
-	$(GO) build -o bin/ ./cmd/petrel ./cmd/petrel-watchdog
+	$(GO) build -tags $(TAGS) -o bin/ ./cmd/petrel ./cmd/petrel-node ./cmd/petrel-watchdog
 
 deps:
 	./scripts/install-deps.sh

@@ -39,9 +39,10 @@ func main() {
 	window := flag.Duration("window", 30*time.Second, "length of each measuring window")
 	interval := flag.Duration("interval", 50*time.Millisecond, "client insert interval in the loaded window")
 	crashes := flag.Int("crashes", 3, "crash-failover repetitions at the end (0: none)")
+	hold := flag.Duration("hold", 0, "keep the idle cluster up this long after measuring, for a look at its processes")
 	flag.Parse()
 	log.SetFlags(log.Ltime)
-	if err := run(*window, *interval, *crashes); err != nil {
+	if err := run(*window, *interval, *crashes, *hold); err != nil {
 		log.Fatal(err)
 	}
 }
@@ -134,19 +135,47 @@ func rate(ctx context.Context, endpoint string, d time.Duration) (float64, count
 	return per.total(), per, nil
 }
 
-// rssKiB is a process's VmRSS (0 when unknown).
-func rssKiB(pid int) int {
+// rss is a process's resident memory in KiB from /proc/<pid>/status:
+// VmRSS and its anonymous part (heap, stacks; the rest is the
+// executable's pages, shared with other processes of the same binary).
+type rss struct{ total, anon int }
+
+func rssOf(pid int) rss {
+	var r rss
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
+	if err != nil || pid <= 0 {
+		return r
 	}
 	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
-			n, _ := strconv.Atoi(f[1])
-			return n
+		f := strings.Fields(l)
+		if len(f) < 2 {
+			continue
+		}
+		n, _ := strconv.Atoi(f[1])
+		switch f[0] {
+		case "VmRSS:":
+			r.total = n
+		case "RssAnon:":
+			r.anon = n
 		}
 	}
-	return 0
+	return r
+}
+
+// cpuTicks is a process's user+system CPU time in clock ticks (1/100 s).
+func cpuTicks(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil || pid <= 0 {
+		return 0
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	k, _ := strconv.ParseInt(f[12], 10, 64)
+	return u + k
 }
 
 // watchdogPID finds the agent's watchdog child: a child of agent whose
@@ -257,7 +286,11 @@ func (w *writer) window(t time.Time) (time.Duration, bool) {
 	return after.Sub(before), true
 }
 
-func run(window, interval time.Duration, crashes int) error {
+func mib(r rss) string {
+	return fmt.Sprintf("%.1f [%.1f]", float64(r.total)/1024, float64(r.anon)/1024)
+}
+
+func run(window, interval time.Duration, crashes int, hold time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	dir, err := os.MkdirTemp("", "petrel-bench-store")
@@ -315,17 +348,32 @@ func run(window, interval time.Duration, crashes int) error {
 	// Let start-up traffic (registrations, slots, the sync record) end.
 	time.Sleep(5 * time.Second)
 	log.Printf("healthy, leader %s; measuring %v idle", leader, window)
+	cpu0, t0 := map[string]int64{}, time.Now()
+	for _, id := range c.IDs() {
+		cpu0[id] = cpuTicks(c.AgentPID(id))
+	}
 	idle, idleBy, err := rate(ctx, endpoint, window)
 	if err != nil {
 		return err
 	}
-	type mem struct{ agent, watchdog int }
+	cpuPct := map[string]float64{}
+	for _, id := range c.IDs() {
+		cpuPct[id] = float64(cpuTicks(c.AgentPID(id))-cpu0[id]) / 100 / time.Since(t0).Seconds() * 100
+	}
+	type mem struct{ agent, watchdog rss }
 	mems, idleLeader := map[string]mem{}, leader
 	for _, id := range c.IDs() {
 		pid := c.AgentPID(id)
-		mems[id] = mem{rssKiB(pid), rssKiB(watchdogPID(pid))}
+		mems[id] = mem{rssOf(pid), rssOf(watchdogPID(pid))}
 	}
 
+	if hold > 0 {
+		for _, id := range c.IDs() {
+			log.Printf("%s: agent pid %d, watchdog pid %d", id, c.AgentPID(id), watchdogPID(c.AgentPID(id)))
+		}
+		log.Printf("holding the idle cluster for %v", hold)
+		time.Sleep(hold)
+	}
 	log.Printf("measuring %v with a client inserting every %v", window, interval)
 	w := &writer{}
 	wctx, stopWriter := context.WithCancel(ctx)
@@ -394,7 +442,8 @@ func run(window, interval time.Duration, crashes int) error {
 		fmt.Printf("  %-42s %12.2f %12.2f\n", k, idleBy[k], loadedBy[k])
 	}
 	fmt.Println()
-	fmt.Printf("%-8s %14s %14s %14s\n", "node", "agent MiB", "watchdog MiB", "total MiB")
+	fmt.Println("resident memory (VmRSS; in brackets its anonymous part, the rest is the executable's shared pages)")
+	fmt.Printf("%-8s %18s %18s %14s %16s\n", "node", "agent MiB", "watchdog MiB", "total MiB", "agent CPU idle")
 	ids := c.IDs()
 	sort.Strings(ids)
 	for _, id := range ids {
@@ -403,10 +452,10 @@ func run(window, interval time.Duration, crashes int) error {
 		if id == idleLeader {
 			role = " (leader)"
 		}
-		fmt.Printf("%-8s %14.1f %14.1f %14.1f%s\n", id, float64(m.agent)/1024, float64(m.watchdog)/1024, float64(m.agent+m.watchdog)/1024, role)
+		fmt.Printf("%-8s %18s %18s %14.1f %15.1f%%%s\n", id, mib(m.agent), mib(m.watchdog), float64(m.agent.total+m.watchdog.total)/1024, cpuPct[id], role)
 	}
-	fmt.Printf("%-8s %14s %14s %14s\n", "Patroni", "", "", "60 (reference)")
-	fmt.Printf("%-8s %14s %14s %14s\n", "target", "", "", "<= 30")
+	fmt.Printf("%-8s %18s %18s %14s\n", "Patroni", "", "", "60 (reference)")
+	fmt.Printf("%-8s %18s %18s %14s\n", "target", "", "", "<= 30")
 	if len(windows) > 0 {
 		sort.Slice(windows, func(i, j int) bool { return windows[i] < windows[j] })
 		fmt.Println()

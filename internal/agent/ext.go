@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -74,6 +75,14 @@ func (a *Agent) beforeStart(ctx context.Context, kind engine.Kind) error {
 // ensureTLS makes sure RunDir holds a valid server certificate signed by
 // the cluster CA; installed says whether it wrote new files.
 func (a *Agent) ensureTLS(ctx context.Context) (installed bool, err error) {
+	derived := false // a key derivation ran (scrypt: 32 MiB of scratch)
+	defer func() {
+		if derived {
+			// That scratch is garbage once scrypt returns, but the heap
+			// would keep it resident until it grew that large again.
+			debug.FreeOSMemory()
+		}
+	}()
 	certP, keyP, caP := a.pg.TLSPaths()
 	hosts := []string{a.cfg.AdvertiseHost, a.cfg.ListenHost}
 	certPEM, _ := os.ReadFile(certP)
@@ -94,6 +103,7 @@ func (a *Agent) ensureTLS(ctx context.Context) (installed bool, err error) {
 		}
 	}
 	if !ok {
+		derived = true
 		_, stored, err := pki.NewCA(a.cfg.Cluster, a.sec.Superuser)
 		if err != nil {
 			return false, err
@@ -116,6 +126,7 @@ func (a *Agent) ensureTLS(ctx context.Context) (installed bool, err error) {
 	if localOK && pki.SameCert(caPEM, []byte(stored.CertPEM)) {
 		return false, nil
 	}
+	derived = true
 	ca, err := stored.Unseal(a.sec.Superuser)
 	if err != nil {
 		return false, err

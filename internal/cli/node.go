@@ -1,241 +1,48 @@
 package cli
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
-	"os/signal"
 	"path/filepath"
-	"regexp"
-	"strconv"
-	"strings"
+	"slices"
 	"syscall"
 
-	"github.com/petrel-db/petrel/internal/agent"
-	"github.com/petrel-db/petrel/internal/api"
-	"github.com/petrel-db/petrel/internal/config"
-	"github.com/petrel-db/petrel/internal/dialmap"
-	"github.com/petrel-db/petrel/internal/pg"
-	"github.com/petrel-db/petrel/internal/store"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/petrel-db/petrel/internal/nodecmd"
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 )
 
-var validID = regexp.MustCompile(`^[a-z0-9_]{1,48}$`)
+// NodeBinary is the lean node agent (cmd/petrel-node), looked for next to
+// petrel.
+const NodeBinary = "petrel-node"
 
+// newNodeCmd is `petrel node`. With petrel-node next to petrel it becomes
+// that program (exec: the same pid, arguments and environment), so the
+// process that runs for good on every host holds the agent alone, not
+// the whole CLI with `petrel up`'s embedded etcd; without it the node
+// runs here.
 func newNodeCmd() *cobra.Command {
-	cfg := config.Defaults()
-	var file, logLevel string
-	cmd := &cobra.Command{
-		Use:   "node",
-		Short: "Run the node agent: supervise this member's PostgreSQL and take part in elections",
-		Long: `Run the node agent. Settings come from --config (TOML), then PETREL_* environment
-variables (e.g. PETREL_ID, PETREL_ETCD=http://a:2379,http://b:2379), then flags.
-Passwords come from SU_PASSWORD, REPL_PASSWORD and OPERATOR_PASSWORD or --secrets-file.`,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			merged := config.Defaults()
-			if file != "" {
-				if err := config.LoadFile(file, &merged); err != nil {
-					return err
-				}
-			}
-			if err := applyEnv(cmd.Flags(), &merged); err != nil {
-				return err
-			}
-			applyFlags(cmd.Flags(), &cfg, &merged)
-			if err := merged.Validate(); err != nil {
-				return err
-			}
-			if !validID.MatchString(merged.ID) {
-				return fmt.Errorf("id %q: use 1-48 of a-z, 0-9 and _", merged.ID)
-			}
-			return runNode(cmd.Context(), merged, logLevel)
-		},
+	cmd := nodecmd.Command()
+	run := cmd.RunE
+	cmd.RunE = func(c *cobra.Command, args []string) error {
+		exe, err := os.Executable()
+		if err != nil {
+			return run(c, args)
+		}
+		lean := filepath.Join(filepath.Dir(exe), NodeBinary)
+		st, err := os.Stat(lean)
+		i := slices.Index(os.Args, "node")
+		if err != nil || !st.Mode().IsRegular() || st.Mode().Perm()&0o111 == 0 || i < 1 {
+			return run(c, args)
+		}
+		argv := append([]string{lean}, os.Args[i+1:]...)
+		if err := syscall.Exec(lean, argv, os.Environ()); err != nil {
+			return fmt.Errorf("running %s: %w", lean, err)
+		}
+		return nil // not reached
 	}
-	f := cmd.Flags()
-	f.StringVar(&file, "config", "", "TOML config file")
-	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
-	f.StringVar(&cfg.Cluster, "cluster", cfg.Cluster, "cluster name")
-	f.StringVar(&cfg.ID, "id", "", "this member's id (a-z, 0-9, _)")
-	f.StringVar(&cfg.Region, "region", cfg.Region, "this member's region")
-	f.StringVar(&cfg.PrimaryRegion, "primary-region", cfg.PrimaryRegion, "primary region, used when this member creates the cluster")
-	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for this member's data")
-	f.StringVar(&cfg.ListenHost, "listen-host", cfg.ListenHost, "address Postgres and the API listen on")
-	f.StringVar(&cfg.AdvertiseHost, "advertise-host", "", "address others use to reach this member (default: --listen-host)")
-	f.IntVar(&cfg.PGPort, "pg-port", cfg.PGPort, "this member's own PostgreSQL port")
-	f.IntVar(&cfg.APIPort, "api-port", cfg.APIPort, "HTTP API port (/health, /role, /status, /metrics)")
-	f.IntVar(&cfg.ProxyPort, "proxy-port", 0, "leader proxy port (0: off)")
-	f.IntVar(&cfg.ProxyROPort, "proxy-ro-port", 0, "read-only proxy port: this region's replicas, falling back to the leader (0: off)")
-	f.StringVar(&cfg.ProxyPipe, "proxy-pipe", "auto", "how the proxies move bytes: auto, kernel (BPF sockmap, needs root), copy or splice")
-	f.StringSliceVar(&cfg.Etcd, "etcd", cfg.Etcd, "etcd endpoints")
-	f.StringVar(&cfg.SecretsFile, "secrets-file", "", "0600 file with SU_PASSWORD, REPL_PASSWORD, OPERATOR_PASSWORD")
-	f.StringVar(&cfg.PGBin, "pg-bin", "", "PostgreSQL bin directory (default: pg_config --bindir)")
-	f.StringVar(&cfg.RunAs, "run-as", cfg.RunAs, "OS user Postgres runs as when petrel is root")
-	f.DurationVar(&cfg.LeaseTTL, "lease-ttl", cfg.LeaseTTL, "leader lease TTL")
-	f.StringVar(&cfg.SyncMode, "sync-mode", cfg.SyncMode, "on, strict or off")
-	f.StringVar(&cfg.DialMap, "dial-map", "", "JSON file of host:port rewrites for reaching other members (local world links)")
-	f.BoolVar(&cfg.LoopbackPlaintext, "loopback-plaintext", false, "accept connections without TLS from 127.0.0.0/8 and ::1 (petrel up, tests)")
-	f.StringSliceVar(&cfg.PlaintextNetworks, "plaintext-networks", nil, "CIDRs that may connect without TLS (a trusted private network only)")
-	f.StringSliceVar(&cfg.AdminNetworks, "admin-networks", nil, "CIDRs from which the superuser may log in over TCP (default: loopback)")
-	f.StringSliceVar(&cfg.ReplicationNetworks, "replication-networks", nil, "CIDRs that may replicate besides the members' addresses")
 	return cmd
 }
 
-// applyFlags copies the flags the user set onto merged (flags win).
-func applyFlags(fs *pflag.FlagSet, from, to *config.Node) {
-	set := func(name string, fn func()) {
-		if fs.Changed(name) {
-			fn()
-		}
-	}
-	set("cluster", func() { to.Cluster = from.Cluster })
-	set("id", func() { to.ID = from.ID })
-	set("region", func() { to.Region = from.Region })
-	set("primary-region", func() { to.PrimaryRegion = from.PrimaryRegion })
-	set("data-dir", func() { to.DataDir = from.DataDir })
-	set("listen-host", func() { to.ListenHost = from.ListenHost })
-	set("advertise-host", func() { to.AdvertiseHost = from.AdvertiseHost })
-	set("pg-port", func() { to.PGPort = from.PGPort })
-	set("api-port", func() { to.APIPort = from.APIPort })
-	set("proxy-port", func() { to.ProxyPort = from.ProxyPort })
-	set("proxy-ro-port", func() { to.ProxyROPort = from.ProxyROPort })
-	set("proxy-pipe", func() { to.ProxyPipe = from.ProxyPipe })
-	set("etcd", func() { to.Etcd = from.Etcd })
-	set("secrets-file", func() { to.SecretsFile = from.SecretsFile })
-	set("pg-bin", func() { to.PGBin = from.PGBin })
-	set("run-as", func() { to.RunAs = from.RunAs })
-	set("lease-ttl", func() { to.LeaseTTL = from.LeaseTTL })
-	set("sync-mode", func() { to.SyncMode = from.SyncMode })
-	set("dial-map", func() { to.DialMap = from.DialMap })
-	set("loopback-plaintext", func() { to.LoopbackPlaintext = from.LoopbackPlaintext })
-	set("plaintext-networks", func() { to.PlaintextNetworks = from.PlaintextNetworks })
-	set("admin-networks", func() { to.AdminNetworks = from.AdminNetworks })
-	set("replication-networks", func() { to.ReplicationNetworks = from.ReplicationNetworks })
-}
-
-// applyEnv reads PETREL_<FLAG> (dashes as underscores) for every flag.
-func applyEnv(fs *pflag.FlagSet, to *config.Node) error {
-	var err error
-	fs.VisitAll(func(f *pflag.Flag) {
-		name := "PETREL_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		v, ok := os.LookupEnv(name)
-		if !ok || f.Name == "config" || f.Name == "log-level" {
-			return
-		}
-		// Parse through a scratch flag set so types are checked.
-		tmp := config.Defaults()
-		scratch := pflag.NewFlagSet("env", pflag.ContinueOnError)
-		bindScratch(scratch, &tmp)
-		if e := scratch.Set(f.Name, v); e != nil {
-			err = fmt.Errorf("%s: %w", name, e)
-			return
-		}
-		applyFlags(scratch, &tmp, to)
-	})
-	return err
-}
-
-func bindScratch(f *pflag.FlagSet, c *config.Node) {
-	f.StringVar(&c.Cluster, "cluster", c.Cluster, "")
-	f.StringVar(&c.ID, "id", "", "")
-	f.StringVar(&c.Region, "region", c.Region, "")
-	f.StringVar(&c.PrimaryRegion, "primary-region", c.PrimaryRegion, "")
-	f.StringVar(&c.DataDir, "data-dir", "", "")
-	f.StringVar(&c.ListenHost, "listen-host", c.ListenHost, "")
-	f.StringVar(&c.AdvertiseHost, "advertise-host", "", "")
-	f.IntVar(&c.PGPort, "pg-port", c.PGPort, "")
-	f.IntVar(&c.APIPort, "api-port", c.APIPort, "")
-	f.IntVar(&c.ProxyPort, "proxy-port", 0, "")
-	f.IntVar(&c.ProxyROPort, "proxy-ro-port", 0, "")
-	f.StringVar(&c.ProxyPipe, "proxy-pipe", "auto", "")
-	f.StringSliceVar(&c.Etcd, "etcd", c.Etcd, "")
-	f.StringVar(&c.SecretsFile, "secrets-file", "", "")
-	f.StringVar(&c.PGBin, "pg-bin", "", "")
-	f.StringVar(&c.RunAs, "run-as", c.RunAs, "")
-	f.DurationVar(&c.LeaseTTL, "lease-ttl", c.LeaseTTL, "")
-	f.StringVar(&c.SyncMode, "sync-mode", c.SyncMode, "")
-	f.StringVar(&c.DialMap, "dial-map", "", "")
-}
-
-func newLogger(level string) *slog.Logger {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		l = slog.LevelInfo
-	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
-}
-
-func runNode(parent context.Context, cfg config.Node, logLevel string) error {
-	log := newLogger(logLevel).With("node", cfg.ID)
-	sec, err := config.LoadSecrets(cfg.SecretsFile)
-	if err != nil {
-		return err
-	}
-	ctx, stop := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
-	defer stop()
-
-	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
-		return fmt.Errorf("creating data dir: %w", err)
-	}
-	srv, err := pg.New(pg.Options{
-		BinDir:  cfg.PGBin,
-		DataDir: filepath.Join(cfg.DataDir, "pgdata"),
-		RunDir:  filepath.Join(cfg.DataDir, "run"),
-		Host:    cfg.ListenHost,
-		Port:    cfg.PGPort,
-		RunAs:   cfg.RunAs,
-		Logger:  log.With("component", "pg"),
-		Access: pg.Access{
-			LoopbackPlaintext: cfg.LoopbackPlaintext, PlaintextNetworks: cfg.PlaintextNetworks,
-			AdminNetworks: cfg.AdminNetworks, ReplicationNetworks: cfg.ReplicationNetworks,
-		},
-	})
-	if err != nil {
-		return err
-	}
-	st, err := store.Dial(ctx, cfg.Etcd, cfg.Cluster, cfg.LeaseTTL, log.With("component", "store"))
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	dm, err := dialmap.NewSource(cfg.DialMap)
-	if err != nil {
-		return err
-	}
-	a := agent.New(cfg, sec, srv, st, log, agent.NewMetrics(reg), dm)
-
-	apiAddr := net.JoinHostPort(cfg.ListenHost, strconv.Itoa(cfg.APIPort))
-	apiErr := make(chan error, 1)
-	apiCtx, stopAPI := context.WithCancel(context.Background())
-	defer stopAPI()
-	go func() { apiErr <- api.Serve(apiCtx, apiAddr, api.Handler(a, reg), log) }()
-
-	if cfg.ProxyPort > 0 {
-		stopProxy, err := startNodeProxy(cfg, st, dm, reg, log)
-		if err != nil {
-			return err
-		}
-		defer stopProxy()
-	}
-
-	log.Info("petrel node starting", "region", cfg.Region, "pg", a.Member().PostgresAddr, "api", apiAddr, "etcd", cfg.Etcd)
-	runCtx, cancelRun := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- a.Run(runCtx) }()
-	select {
-	case err := <-done:
-		cancelRun()
-		return err
-	case err := <-apiErr:
-		cancelRun()
-		<-done
-		return fmt.Errorf("serving the API on %s: %w", apiAddr, err)
-	}
-}
+// newLogger is the CLI's logger (the node's own).
+func newLogger(level string) *slog.Logger { return nodecmd.NewLogger(level) }

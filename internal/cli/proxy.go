@@ -9,49 +9,18 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"strconv"
 	"syscall"
 	"time"
 
 	"github.com/petrel-db/petrel/internal/config"
 	"github.com/petrel-db/petrel/internal/dialmap"
 	"github.com/petrel-db/petrel/internal/proxy"
-	"github.com/petrel-db/petrel/internal/store"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
-
-// startNodeProxy starts the node's leader proxy (and read-only proxy) on
-// ListenHost. It runs on its own context so that it keeps serving while
-// the agent hands leadership over on SIGTERM; stop ends it.
-func startNodeProxy(cfg config.Node, st *store.Store, dm *dialmap.Source, reg prometheus.Registerer, log *slog.Logger) (stop func(), err error) {
-	rw, err := net.Listen("tcp", net.JoinHostPort(cfg.ListenHost, strconv.Itoa(cfg.ProxyPort)))
-	if err != nil {
-		return nil, fmt.Errorf("leader proxy: %w", err)
-	}
-	var ro net.Listener
-	if cfg.ProxyROPort > 0 {
-		if ro, err = net.Listen("tcp", net.JoinHostPort(cfg.ListenHost, strconv.Itoa(cfg.ProxyROPort))); err != nil {
-			_ = rw.Close()
-			return nil, fmt.Errorf("read-only proxy: %w", err)
-		}
-	}
-	p := proxy.New(proxy.Config{Cluster: cfg.Cluster, Region: cfg.Region, DialMap: dm, Pipe: cfg.ProxyPipe},
-		proxy.Options{Etcd: st.Client(), Logger: log.With("component", "proxy"), Registerer: reg})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := p.Run(ctx, rw, ro); err != nil {
-			log.Error("proxy stopped", "err", err)
-		}
-	}()
-	log.Info("leader proxy listening", "addr", rw.Addr().String(), "readonly", cfg.ProxyROPort, "pipe", p.PipeMode())
-	return func() { cancel(); <-done }, nil
-}
 
 func newProxyCmd() *cobra.Command {
 	var (

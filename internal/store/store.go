@@ -38,6 +38,7 @@ import (
 	"github.com/petrel-db/petrel/internal/model"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 )
@@ -95,7 +96,9 @@ func Dial(ctx context.Context, endpoints []string, cluster string, ttl time.Dura
 		DialTimeout:          2 * time.Second,
 		DialKeepAliveTime:    2 * time.Second,
 		DialKeepAliveTimeout: 2 * time.Second,
-		Logger:               nil,
+		// Not nil: the client would build its own sampling zap logger
+		// (about 1 MiB resident) to log what petrel logs itself.
+		Logger: zap.NewNop(),
 		// Reconnect within a second once the store is back: gRPC's default
 		// backoff grows to minutes, and a leader whose keepalives resume
 		// only after its lease ran out in etcd loses the key needlessly.

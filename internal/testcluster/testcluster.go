@@ -72,15 +72,19 @@ type Node struct {
 	exited                 chan struct{}
 }
 
-// Build compiles the petrel binary, and the petrel-watchdog beside it
-// (which the agent looks for next to its own executable), into dir and
-// returns petrel's path.
+// BuildTags are the build tags of the Makefile's build: static binaries
+// (Go's DNS resolver and user lookups, no libc).
+const BuildTags = "netgo,osusergo"
+
+// Build compiles petrel and, beside it, petrel-node (which `petrel node`
+// runs in its place) and petrel-watchdog (which the agent starts) into
+// dir, and returns petrel's path.
 func Build(ctx context.Context, repoRoot, dir string) (string, error) {
 	dir, err := filepath.Abs(dir)
 	if err != nil {
 		return "", err
 	}
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", dir+"/", "./cmd/petrel", "./cmd/petrel-watchdog")
+	cmd := exec.CommandContext(ctx, "go", "build", "-tags", BuildTags, "-o", dir+"/", "./cmd/petrel", "./cmd/petrel-node", "./cmd/petrel-watchdog")
 	cmd.Dir = repoRoot
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("building petrel: %w: %s", err, b)
