@@ -129,7 +129,7 @@ type Observation struct {
 	LeaderMine    bool  // the leader key is attached to this process's lease
 	Sync          model.Sync
 	SyncRev       int64
-	Members       map[string]model.Member // alive members (lease-attached keys)
+	Members       map[string]model.Member // members whose record is on a live session lease (a dead one's lasts up to a minute)
 	Registered    []string                // every node that ever joined and was not removed
 	Switchover    *model.Switchover
 	// Cascade is true when this node's region streams from a replica of

@@ -234,12 +234,18 @@ func (s *Store) holdLeader(id clientv3.LeaseID, sent time.Time, ttl time.Duratio
 	oldStop := s.stopLeader
 	s.leader, s.leaderTo, s.leaderSent, s.leaderRev, s.stopLeader = id, sent.Add(ttl), sent, rev, cancel
 	s.lastOK = time.Now()
+	// The watch may already be past rev with the key gone again.
+	_, gone := s.checkLeaderKeyLocked()
 	s.mu.Unlock()
 	if oldStop != nil {
 		oldStop()
 		s.revokeLater(old)
 	}
-	s.poke()
+	defer s.poke()
+	if gone {
+		s.dropLeader(id, true)
+		return
+	}
 	go func() {
 		err := s.keepAlive(ctx, id, sent.Add(renewEvery(s.ttl)), renewEvery(s.ttl), renewTimeout(s.ttl), func(sent time.Time, ttl time.Duration) {
 			s.mu.Lock()
