@@ -171,7 +171,11 @@ func New(cfg Config, log *slog.Logger) (*Edge, error) {
 	e.client = &http.Client{Transport: e.remote, Timeout: 5 * time.Second}
 	if cfg.DatabaseURL != "" {
 		e.replica = newReplica(cfg.DatabaseURL, cfg.NodeAPI, e.client, log)
-		e.minter = &minter{dsn: cfg.DatabaseURL}
+		m, err := newMinter(cfg.DatabaseURL)
+		if err != nil {
+			return nil, err
+		}
+		e.minter = m
 	}
 	e.m = newMetrics(cfg.Region, func() float64 { return float64(len(e.inst.healthyIDs())) }, func() float64 {
 		n := 0

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/petrel-db/petrel/pkg/flyreplay"
 )
 
@@ -210,55 +211,30 @@ func (rp *replica) refreshTimeline(ctx context.Context) {
 	}
 }
 
-// minter reads the leader's position for new tokens, over one pooled
-// connection set to the primary region's database.
+// minter reads the leader's position for new tokens. The pool drops a
+// connection that broke (say, with the old leader after a failover), so a
+// retry gets a fresh one.
 type minter struct {
-	dsn string
-	mu  sync.Mutex // guards conns
-	c   []*pgx.Conn
+	pool *pgxpool.Pool
+}
+
+func newMinter(dsn string) (*minter, error) {
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, errors.New("edge database URL does not parse") // the error would quote it
+	}
+	cfg.MaxConns = 8
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg) // connects lazily
+	if err != nil {
+		return nil, fmt.Errorf("edge database pool: %w", err)
+	}
+	return &minter{pool: pool}, nil
 }
 
 func (m *minter) position(ctx context.Context) (flyreplay.Position, error) {
-	m.mu.Lock()
-	var c *pgx.Conn
-	if n := len(m.c); n > 0 {
-		c, m.c = m.c[n-1], m.c[:n-1]
-	}
-	m.mu.Unlock()
-	if c == nil {
-		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		nc, err := pgx.Connect(cctx, m.dsn)
-		cancel()
-		if err != nil {
-			return flyreplay.Position{}, fmt.Errorf("connecting to the leader: %w", err)
-		}
-		c = nc
-	}
 	qctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	pos, err := flyreplay.LeaderPosition(qctx, c)
-	if err != nil {
-		c.Close(context.Background())
-		return pos, err
-	}
-	m.mu.Lock()
-	if len(m.c) < 8 {
-		m.c = append(m.c, c)
-		c = nil
-	}
-	m.mu.Unlock()
-	if c != nil {
-		c.Close(context.Background())
-	}
-	return pos, nil
+	return flyreplay.LeaderPosition(qctx, m.pool)
 }
 
-func (m *minter) close() {
-	m.mu.Lock()
-	cs := m.c
-	m.c = nil
-	m.mu.Unlock()
-	for _, c := range cs {
-		c.Close(context.Background())
-	}
-}
+func (m *minter) close() { m.pool.Close() }
