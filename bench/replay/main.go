@@ -144,26 +144,9 @@ func run(requests, rate int, duration time.Duration) error {
 		return err
 	}
 	defer c.Close()
-	for i, n := range [][2]string{{"scl1", "scl"}, {"scl2", "scl"}, {"ord1", "ord"}} {
-		if _, err := c.AddNode(n[0], n[1]); err != nil {
-			return err
-		}
-		if i == 0 {
-			if _, err := c.WaitLeader(ctx, ""); err != nil {
-				return err
-			}
-		}
-	}
-	leader, err := c.WaitLeader(ctx, "")
+	leader, err := c.StartNodes(ctx, [2]string{"scl1", "scl"}, [2]string{"scl2", "scl"}, [2]string{"ord1", "ord"})
 	if err != nil {
 		return err
-	}
-	for _, id := range []string{"scl2", "ord1"} {
-		if id != leader {
-			if err := c.WaitRole(ctx, id, "replica"); err != nil {
-				return err
-			}
-		}
 	}
 	if err := c.Exec(ctx, leader, "CREATE TABLE bench_replay(id bigserial primary key, region text, at timestamptz default clock_timestamp())"); err != nil {
 		return err

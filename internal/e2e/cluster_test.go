@@ -195,26 +195,9 @@ func waitSync(ctx context.Context, t *testing.T, c *testcluster.Cluster, leader 
 // leads, and waits until the others are replicas; it returns the leader.
 func startNodes(ctx context.Context, t *testing.T, c *testcluster.Cluster, nodes ...[2]string) string {
 	t.Helper()
-	for i, n := range nodes {
-		if _, err := c.AddNode(n[0], n[1]); err != nil {
-			t.Fatal(err)
-		}
-		if i == 0 {
-			if _, err := c.WaitLeader(ctx, ""); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	leader, err := c.WaitLeader(ctx, "")
+	leader, err := c.StartNodes(ctx, nodes...)
 	if err != nil {
 		t.Fatal(err)
-	}
-	for _, id := range c.IDs() {
-		if id != leader {
-			if err := c.WaitRole(ctx, id, model.RoleReplica); err != nil {
-				t.Fatal(err)
-			}
-		}
 	}
 	return leader
 }

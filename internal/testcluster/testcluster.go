@@ -483,3 +483,31 @@ func (c *Cluster) QueryInts(ctx context.Context, id, sql string) ([]int64, error
 
 // ErrNoLeader is returned when no member is primary.
 var ErrNoLeader = errors.New("no leader")
+
+// StartNodes adds nodes ({id, region}, the first one bootstraps) and waits
+// until one leads and every other member is a replica; it returns the
+// leader.
+func (c *Cluster) StartNodes(ctx context.Context, nodes ...[2]string) (string, error) {
+	for i, n := range nodes {
+		if _, err := c.AddNode(n[0], n[1]); err != nil {
+			return "", err
+		}
+		if i == 0 {
+			if _, err := c.WaitLeader(ctx, ""); err != nil {
+				return "", err
+			}
+		}
+	}
+	leader, err := c.WaitLeader(ctx, "")
+	if err != nil {
+		return "", err
+	}
+	for _, id := range c.IDs() {
+		if id != leader {
+			if err := c.WaitRole(ctx, id, model.RoleReplica); err != nil {
+				return "", err
+			}
+		}
+	}
+	return leader, nil
+}
