@@ -1,6 +1,6 @@
 # petrel's build. Every target that runs code installs dependencies first
-# (scripts/install-deps.sh: PostgreSQL from Debian's packages when missing,
-# the Go modules).
+# (scripts/install-deps.sh: PostgreSQL, etcd-server, iproute2, haproxy,
+# python3 and psql from Debian's packages, each when missing; the Go modules).
 
 export PATH := /usr/local/go/bin:$(PATH)
 
@@ -18,6 +18,7 @@ all: build
 # node agent is 2-3 MiB smaller resident without libc mapped.
 TAGS ?= netgo,osusergo
 build:
+	@echo "building bin/petrel, bin/petrel-node, bin/petrel-watchdog (the first build compiles every module: a minute or two)"
 	$(GO) build -tags $(TAGS) -o bin/ ./cmd/petrel ./cmd/petrel-node ./cmd/petrel-watchdog
 
 deps:
@@ -26,6 +27,7 @@ deps:
 # A local multi-region cluster in ./petrel-data; Ctrl-C (or `make down`) stops it.
 # e.g. make up UP_ARGS='--regions scl=3,ord=2'
 up: deps build
+	@echo "starting the local cluster in ./petrel-data (Ctrl-C stops it)"
 	./$(BIN) up $(UP_ARGS)
 
 down:

@@ -4,10 +4,15 @@
 #   - PostgreSQL server binaries (initdb, pg_ctl, pg_rewind, pg_basebackup),
 #     from Debian's packages when missing (needs root)
 #   - the `postgres` OS user (a root agent runs Postgres as that user)
+#   - etcd-server (the separate-hosts test and the etcd-cluster test run
+#     Debian's etcd; `petrel up` embeds its own), iproute2 (network
+#     namespaces), haproxy (bench/proxy's comparison)
 #   - python3 and psql (the edge tests' non-Go app, internal/e2e/testdata/pyapp.py)
 #   - the Go modules (go mod download)
-# Debian's packages may start a system cluster on 5432; it is stopped and
-# set to manual start (set PETREL_KEEP_SYSTEM_PG=1 to leave it alone).
+# Each package is installed on its own whenever its command is missing,
+# whatever else is present. Debian's packages may start a system cluster on
+# 5432 and etcd and haproxy services: they are stopped and disabled (set
+# PETREL_KEEP_SYSTEM_PG=1 to leave the PostgreSQL cluster alone).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -22,6 +27,41 @@ is_root() { [ "$(id -u)" -eq 0 ]; }
 if ! command -v go >/dev/null 2>&1; then
 	die "Go is not installed: install Go 1.26+ from https://go.dev/dl/ into /usr/local/go (so /usr/local/go/bin/go exists)"
 fi
+
+# --- Debian packages, each installed on its own when its command is missing ---
+apt_updated=0
+# apt_install PKG... installs from Debian's packages (root with apt-get), or
+# fails naming the packages and the command to run.
+apt_install() {
+	if ! is_root; then
+		die "missing: $*. Install as root, e.g.:
+    sudo apt-get update && sudo apt-get install -y $*
+or run this script as root."
+	fi
+	command -v apt-get >/dev/null 2>&1 || die "missing: $* and no apt-get: install them with your package manager"
+	export DEBIAN_FRONTEND=noninteractive
+	if [ "$apt_updated" = 0 ]; then
+		say "apt-get update"
+		apt-get update
+		apt_updated=1
+	fi
+	say "installing $* from Debian's packages"
+	apt-get install -y "$@"
+	hash -r
+}
+
+# disable_service NAME: petrel runs its own etcd, Postgres and proxies; a
+# package's service left running would hold ports and run for nothing.
+disable_service() {
+	if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+		systemctl disable --now "$1" >/dev/null 2>&1 || true
+	elif command -v service >/dev/null 2>&1; then
+		service "$1" stop >/dev/null 2>&1 || true
+	fi
+	if command -v update-rc.d >/dev/null 2>&1; then
+		update-rc.d "$1" disable >/dev/null 2>&1 || true
+	fi
+}
 
 # --- PostgreSQL ----------------------------------------------------------------
 pg_tools=(initdb pg_ctl pg_rewind pg_basebackup pg_controldata postgres)
@@ -42,59 +82,47 @@ pg_missing() {
 
 missing="$(pg_missing)"
 if [ -n "$missing" ]; then
-	if ! is_root; then
-		die "PostgreSQL server binaries missing ($missing). Install them as root, e.g.:
-    sudo apt-get update && sudo apt-get install -y postgresql postgresql-contrib haproxy etcd-server iproute2
-or run this script as root."
-	fi
-	command -v apt-get >/dev/null 2>&1 || die "PostgreSQL missing ($missing) and no apt-get: install the PostgreSQL server (initdb, pg_ctl, pg_rewind, pg_basebackup, pg_config) with your package manager"
-	say "installing PostgreSQL from Debian's packages"
+	say "PostgreSQL server binaries missing ($missing)"
 	# Ask postgresql-common not to create (and start) a default cluster.
-	if [ ! -e /etc/postgresql-common/createcluster.d/petrel.conf ]; then
+	if is_root && [ ! -e /etc/postgresql-common/createcluster.d/petrel.conf ]; then
 		mkdir -p /etc/postgresql-common/createcluster.d
 		echo "create_main_cluster = false" >/etc/postgresql-common/createcluster.d/petrel.conf
 	fi
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get update
-	apt-get install -y postgresql postgresql-contrib haproxy etcd-server iproute2
-	hash -r
+	apt_install postgresql postgresql-contrib
 	missing="$(pg_missing)"
 	[ -z "$missing" ] || die "still missing after apt-get install: $missing"
 fi
 say "PostgreSQL binaries: $(pg_config --bindir) ($(pg_config --version))"
 
-# --- HAProxy (bench/proxy compares the leader proxy with it) -------------------
-if ! command -v haproxy >/dev/null 2>&1; then
-	if is_root && command -v apt-get >/dev/null 2>&1; then
-		say "installing HAProxy from Debian's packages (for bench/proxy)"
-		DEBIAN_FRONTEND=noninteractive apt-get install -y haproxy || say "note: could not install haproxy; bench/proxy needs it"
-	else
-		say "note: haproxy not installed (only bench/proxy needs it): apt-get install haproxy"
-	fi
+# --- etcd (the separate-hosts test and the etcd-cluster test run Debian's etcd) ---
+if ! command -v etcd >/dev/null 2>&1; then
+	apt_install etcd-server
+	disable_service etcd
+fi
+command -v etcd >/dev/null 2>&1 || die "etcd still missing after installing etcd-server"
+
+# --- iproute2 (network namespaces: the separate-hosts test) ---------------------
+if ! command -v ip >/dev/null 2>&1; then
+	apt_install iproute2
 fi
 
-# --- etcd and iproute2 (the multi-host test runs an external etcd in network namespaces) ---
-if ! command -v etcd >/dev/null 2>&1 || ! command -v ip >/dev/null 2>&1; then
-	if is_root && command -v apt-get >/dev/null 2>&1; then
-		say "installing etcd-server and iproute2 from Debian's packages (for the network-namespace test)"
-		DEBIAN_FRONTEND=noninteractive apt-get install -y etcd-server iproute2 || say "note: could not install etcd-server/iproute2; internal/e2e/regions' TestSeparateHosts is skipped without them"
-		# petrel runs its own etcd; do not leave Debian's service running.
-		if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-			systemctl disable --now etcd >/dev/null 2>&1 || true
-		fi
+# --- HAProxy (bench/proxy compares the leader proxy with it) -------------------
+# Only a benchmark needs it, so without root it is a note, not a failure.
+if ! command -v haproxy >/dev/null 2>&1; then
+	if is_root; then
+		apt_install haproxy
+		disable_service haproxy
 	else
-		say "note: etcd or ip missing (only the network-namespace test needs them): apt-get install etcd-server iproute2"
+		say "note: haproxy not installed (only bench/proxy needs it): sudo apt-get install haproxy"
 	fi
 fi
 
 # --- python3 and psql (internal/e2e/testdata/pyapp.py, a non-Go app behind the edge) ---
-if ! command -v python3 >/dev/null 2>&1 || ! command -v psql >/dev/null 2>&1; then
-	if is_root && command -v apt-get >/dev/null 2>&1; then
-		say "installing python3 and postgresql-client from Debian's packages (for the edge tests' Python app)"
-		DEBIAN_FRONTEND=noninteractive apt-get install -y python3 postgresql-client || say "note: could not install python3/postgresql-client; the Python app tests are skipped without them"
-	else
-		say "note: python3 or psql missing (only the Python app tests need them): apt-get install python3 postgresql-client"
-	fi
+if ! command -v python3 >/dev/null 2>&1; then
+	apt_install python3
+fi
+if ! command -v psql >/dev/null 2>&1; then
+	apt_install postgresql-client
 fi
 
 # --- the distribution's own cluster ---------------------------------------------
@@ -112,11 +140,7 @@ if is_root && [ "${PETREL_KEEP_SYSTEM_PG:-0}" != 1 ] && command -v pg_lsclusters
 			sed -i 's/^\(auto\|disabled\)$/manual/' "$conf" || true
 		fi
 	done < <(pg_lsclusters -h 2>/dev/null || true)
-	if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-		systemctl disable --now postgresql >/dev/null 2>&1 || true
-	elif command -v service >/dev/null 2>&1; then
-		service postgresql stop >/dev/null 2>&1 || true
-	fi
+	disable_service postgresql
 fi
 
 # --- the postgres OS user --------------------------------------------------------
@@ -131,6 +155,6 @@ if ! id postgres >/dev/null 2>&1; then
 fi
 
 # --- Go modules ------------------------------------------------------------------------
-say "go mod download ($(go version))"
+say "downloading Go modules (go mod download, $(go version); the first run fetches them all, about a minute)"
 go mod download
 say "ok"

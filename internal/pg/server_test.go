@@ -33,11 +33,11 @@ func freePort(t *testing.T) int {
 func newTestServer(t *testing.T, base, name string) *Server {
 	t.Helper()
 	if _, err := exec.LookPath("pg_config"); err != nil {
-		t.Skip("pg_config not found")
+		t.Fatal("pg_config not found: install PostgreSQL (scripts/install-deps.sh does)")
 	}
 	if os.Geteuid() == 0 {
 		if _, err := user.Lookup("postgres"); err != nil {
-			t.Skip("running as root without a postgres user")
+			t.Fatal("running as root without a postgres OS user to run PostgreSQL as (scripts/install-deps.sh creates it)")
 		}
 	}
 	s, err := New(Options{

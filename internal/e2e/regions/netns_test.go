@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -37,7 +38,9 @@ func ipCmd(args ...string) error {
 	return nil
 }
 
-// newHosts makes the bridge, or skips the test when this machine cannot.
+// newHosts makes the bridge. Without root it skips (network namespaces
+// need it; CI runs as root); as root, whatever else is missing fails the
+// test with the reason, found before anything starts.
 func newHosts(t *testing.T) *hosts {
 	t.Helper()
 	if testing.Short() {
@@ -46,19 +49,24 @@ func newHosts(t *testing.T) *hosts {
 	if os.Geteuid() != 0 {
 		t.Skip("network namespaces need root (CI runs as root)")
 	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("no `ip` command (Debian: iproute2)")
+	for _, tool := range []struct{ name, pkg string }{{"ip", "iproute2"}, {"etcd", "etcd-server"}, {"psql", "postgresql-client"}} {
+		if _, err := exec.LookPath(tool.name); err != nil {
+			t.Fatalf("no `%s` command: install Debian's %s (scripts/install-deps.sh does)", tool.name, tool.pkg)
+		}
 	}
-	if _, err := exec.LookPath("etcd"); err != nil {
-		t.Skip("no `etcd` binary (Debian: etcd-server; scripts/install-deps.sh installs it)")
-	}
-	if _, err := exec.LookPath("psql"); err != nil {
-		t.Skip("no psql")
+	if err := rootIsMountPoint(); err != nil {
+		t.Fatal(err)
 	}
 	h := &hosts{t: t, prefix: fmt.Sprintf("ptr%d", os.Getpid()%100000)}
 	h.bridge = h.prefix + "br"
 	if err := ipCmd("netns", "add", h.bridge); err != nil {
-		t.Skipf("cannot create network namespaces here: %v", err)
+		t.Fatalf("cannot create network namespaces here (a container without CAP_SYS_ADMIN?): %v", err)
+	}
+	// `ip netns exec` also remounts /sys and makes / a slave mount: try it
+	// once here rather than fail inside the first host's process.
+	if out, err := exec.Command("ip", "netns", "exec", h.bridge, "true").CombinedOutput(); err != nil {
+		_ = ipCmd("netns", "del", h.bridge)
+		t.Fatalf("cannot run a process in a network namespace (ip netns exec): %v: %s", err, bytes.TrimSpace(out))
 	}
 	t.Cleanup(h.close)
 	for _, args := range [][]string{
@@ -93,6 +101,22 @@ func (h *hosts) add(name string, last int) string {
 	}
 	h.n++
 	return fmt.Sprintf("10.77.0.%d", last)
+}
+
+// rootIsMountPoint checks that / is a mount point, which `ip netns exec`
+// needs (it makes / a slave mount): in a chroot it is usually not.
+func rootIsMountPoint() error {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return fmt.Errorf("reading /proc/self/mountinfo (is /proc mounted?): %w", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		// fields: id parent major:minor root mount-point ...
+		if f := strings.Fields(line); len(f) > 4 && f[4] == "/" {
+			return nil
+		}
+	}
+	return errors.New("/ is not a mount point (a chroot?): `ip netns exec` needs one; run the test on a machine or container root, or bind-mount the chroot onto itself first (mount --bind /chroot /chroot)")
 }
 
 func (h *hosts) ns(name string) string { return h.prefix + name }

@@ -23,8 +23,19 @@ import (
 var (
 	buildOnce sync.Once
 	binPath   string
+	binDir    string // the built binary's temp dir, removed by TestMain
 	buildErr  error
 )
+
+// TestMain removes the binary built for this package's tests once they
+// ran (a t.TempDir would go with the first test, and the binary is shared).
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		_ = os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
 
 func repoRoot() string {
 	_, f, _, _ := runtime.Caller(0)
@@ -39,6 +50,7 @@ func binary(t *testing.T) string {
 			buildErr = err
 			return
 		}
+		binDir = dir
 		binPath, buildErr = testcluster.Build(context.Background(), repoRoot(), dir)
 	})
 	if buildErr != nil {
