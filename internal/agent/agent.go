@@ -47,7 +47,8 @@ type Agent struct {
 	http    *http.Client
 	dialSrc *dialmap.Source // rewrites addresses of other members (local world links); nil on real hosts
 
-	ext extState // issue 3 hooks: TLS, cluster settings, restart requests (ext.go)
+	conf confState // cluster settings and pending restarts (settings.go)
+	tls  tlsState  // the TLS check of a running server (tls.go)
 
 	mu sync.Mutex // guards the following fields
 	// following is the member whose WAL the local standby is configured
@@ -288,7 +289,7 @@ func (a *Agent) step(ctx context.Context) {
 		a.log.Info("plan", "role", plan.Role, "actions", plan.String())
 	}
 	a.metrics.observe(obs, plan)
-	defer a.afterStep(ctx, plan) // issue 3 hook (ext.go): settings, pending restarts, restart requests
+	defer a.afterStep(ctx, plan) // settings, pending restarts, restart requests (settings.go)
 	for _, act := range plan.Actions {
 		if act.Kind == engine.Wait {
 			a.setState(waitState(plan.Role, act.Reason))
@@ -612,7 +613,7 @@ func (a *Agent) exec(ctx context.Context, o engine.Observation, act engine.Actio
 		slot = "" // cascading from a regional hub, which keeps no slots
 	}
 	a.log.Debug("exec", "action", act.String())
-	if err := a.beforeStart(ctx, act.Kind); err != nil { // issue 3 hook (ext.go): TLS files, petrel-user.conf
+	if err := a.beforeStart(ctx, act.Kind); err != nil { // TLS files, petrel-user.conf (settings.go)
 		return err
 	}
 	switch act.Kind {

@@ -155,7 +155,7 @@ func (a *Agent) Status(ctx context.Context) model.Status {
 		st.Problems = append(st.Problems, fmt.Sprintf("read-only: %s (%d MiB free now); writes resume at %d MiB free",
 			why, obs.DiskFree>>20, 2*a.params.DiskLow>>20))
 	}
-	a.extStatus(&st) // issue 3 hook (ext.go): pending restarts, applied config revision
+	a.settingsStatus(&st) // pending restarts, applied config revision (settings.go)
 	return st
 }
 

@@ -1,14 +1,13 @@
 package store
 
-// Keys added for TLS, cluster-wide settings and rolling restarts (issue 3):
+// Single keys read and written by name, outside the watch-decoded
+// Snapshot: the cached value (Raw), a create-only put, a direct read from
+// etcd, and a delete conditioned on a revision. The cluster CA lives here:
 //
-//	/petrel/<c>/ca              pki.StoredCA; created once (create-only) by the first node that needs it
-//	/petrel/<c>/config          JSON map of Postgres settings; written by `petrel config set` (CAS)
-//	/petrel/<c>/restart/<id>    RestartRequest; written by `petrel config set`, deleted by member <id> once restarted
+//	/petrel/<c>/ca    pki.StoredCA; created once (create-only) by the first node that needs it
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -16,27 +15,12 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// Key names under /petrel/<c>/.
-const (
-	KeyCA      = "ca"
-	KeyConfig  = "config"
-	KeyRestart = "restart"
-)
+// KeyCA names the cluster CA's key under /petrel/<c>/.
+const KeyCA = "ca"
 
 // ClusterKey is the full etcd key of parts under cluster.
 func ClusterKey(cluster string, parts ...string) string {
 	return "/petrel/" + cluster + "/" + strings.Join(parts, "/")
-}
-
-// RestartRequest asks a replica to restart its Postgres (to apply settings
-// that need a restart).
-type RestartRequest struct {
-	RequestedAt time.Time `json:"requested_at"`
-	ConfigRev   int64     `json:"config_rev"` // the /config revision being applied
-	// InPlace lets the leader restart where it is (writes pause for the
-	// restart): the CLI asks for it only when a setting that standbys must
-	// match or exceed is lowered, which no switchover order can roll.
-	InPlace bool `json:"in_place,omitempty"`
 }
 
 // Raw returns the cached value and mod revision of the key made of parts.
@@ -83,18 +67,4 @@ func (s *Store) Get(ctx context.Context, parts ...string) ([]byte, bool, error) 
 func (s *Store) DeleteIfRev(ctx context.Context, rev int64, parts ...string) error {
 	k := s.key(parts...)
 	return s.txn(ctx, "deleting "+k, []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(k), "=", rev)}, clientv3.OpDelete(k))
-}
-
-// ClusterSettings decodes the cached /config map (nil when absent) and its
-// revision.
-func (s *Store) ClusterSettings() (map[string]string, int64, error) {
-	v, rev, ok := s.Raw(KeyConfig)
-	if !ok {
-		return nil, 0, nil
-	}
-	m := map[string]string{}
-	if err := json.Unmarshal(v, &m); err != nil {
-		return nil, rev, fmt.Errorf("decoding %s: %w", s.key(KeyConfig), err)
-	}
-	return m, rev, nil
 }
