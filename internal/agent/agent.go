@@ -47,8 +47,9 @@ type Agent struct {
 	http    *http.Client
 	dialSrc *dialmap.Source // rewrites addresses of other members (local world links); nil on real hosts
 
-	conf confState // cluster settings and pending restarts (settings.go)
-	tls  tlsState  // the TLS check of a running server (tls.go)
+	conf   confState // cluster settings and pending restarts (settings.go)
+	tls    tlsState  // the TLS check of a running server (tls.go)
+	events eventLog  // the cluster history this node writes (events.go)
 
 	mu sync.Mutex // guards the following fields
 	// following is the member whose WAL the local standby is configured
@@ -128,6 +129,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); a.fenceWatchdog(storeCtx, ext) }()
 	wg.Add(1)
 	go func() { defer wg.Done(); a.failsafeLoop(storeCtx) }()
+	wg.Add(1)
+	go func() { defer wg.Done(); a.events.run(storeCtx, a.st, a.log) }()
 	defer func() { stopStore(); wg.Wait(); ext.stop() }()
 
 	t := time.NewTicker(Tick)
@@ -227,7 +230,7 @@ func (a *Agent) stepUnobservable(ctx context.Context, obs engine.Observation, si
 	snap := a.st.Snapshot()
 	mine := snap.Leader == a.cfg.ID && lease != 0 && snap.LeaderLease == lease
 	plan := engine.DecideUnobservable(wasPrimary, mine, unanswered, a.safeLeft(), a.params)
-	for _, act := range plan.Actions {
+	for i, act := range plan.Actions {
 		if act.Kind == engine.Wait {
 			a.setState(waitState(plan.Role, act.Reason))
 			continue
@@ -237,6 +240,7 @@ func (a *Agent) stepUnobservable(ctx context.Context, obs engine.Observation, si
 			a.log.Error("acting on an unobservable postgres", "action", act.Kind, "err", err)
 			return
 		}
+		a.recordActions(obs, plan.Actions[i:i+1]) // events.go
 	}
 }
 
@@ -289,8 +293,11 @@ func (a *Agent) step(ctx context.Context) {
 		a.log.Info("plan", "role", plan.Role, "actions", plan.String())
 	}
 	a.metrics.observe(obs, plan)
-	defer a.afterStep(ctx, plan) // settings, pending restarts, restart requests (settings.go)
-	for _, act := range plan.Actions {
+	defer a.afterStep(ctx, plan)                     // settings, pending restarts, restart requests (settings.go)
+	done := 0                                        // actions carried out, in order
+	defer func() { a.recordStep(obs, plan, done) }() // events.go: the history
+	for i, act := range plan.Actions {
+		done = i
 		if act.Kind == engine.Wait {
 			a.setState(waitState(plan.Role, act.Reason))
 			continue
@@ -304,6 +311,7 @@ func (a *Agent) step(ctx context.Context) {
 			return
 		}
 	}
+	done = len(plan.Actions)
 }
 
 func waitState(role, reason string) string {

@@ -51,6 +51,7 @@ func (a *Agent) handleRestart(ctx context.Context, plan engine.Plan) {
 	if pending {
 		a.setState("restarting")
 		a.log.Info("restarting postgres to apply settings", "pending", strings.Join(a.conf.pendingCopy(), ","))
+		a.events.add(a.log, model.Event{Kind: model.EventRestart, Node: a.cfg.ID, Region: a.cfg.Region, Reason: "applying settings: " + strings.Join(a.conf.pendingCopy(), ", ")})
 		if err := a.stopPG(ctx, "fast"); err != nil {
 			a.log.Error("restarting postgres: stop", "err", err)
 			return

@@ -174,6 +174,11 @@ func (c *clusterConn) storeSettings(ctx context.Context, m map[string]string, re
 	if !resp.Succeeded {
 		return 0, errors.New("the settings changed while being validated (another `petrel config set`?); run the command again")
 	}
+	kv := make([]string, 0, len(m))
+	for _, k := range sortedKeys(m) {
+		kv = append(kv, k+"="+m[k])
+	}
+	recordEvent(ctx, io.Discard, c.etcd, c.name, model.Event{Kind: model.EventConfig, Node: c.user, Reason: "cluster settings now: " + strings.Join(kv, ", ")})
 	return resp.Header.Revision, nil
 }
 

@@ -132,3 +132,47 @@ type FailsafeReply struct {
 	// OtherLeader: the member knows of, or is, another leader.
 	OtherLeader bool `json:"other_leader,omitempty"`
 }
+
+// Event is one entry of the cluster's history, under
+// /petrel/<cluster>/events/ (store.RecordEvent keeps the newest
+// store.MaxEvents). Written by whoever carried the action out: an agent
+// (failover, fencing, rejoin, clone, ...) or an operator command (config,
+// attach, removal). ID is the etcd revision it was written at: unique and
+// increasing across the cluster, so a reader resumes after the last ID
+// it saw.
+type Event struct {
+	ID       int64     `json:"id"`
+	Time     time.Time `json:"time"`
+	Kind     string    `json:"kind"`             // failover, switchover, fence, rejoin, clone, member-join, config, ...
+	Node     string    `json:"node"`             // the member (or "cli"/"api") that acted
+	Region   string    `json:"region,omitempty"` // the acting member's region
+	Timeline uint32    `json:"timeline,omitempty"`
+	LSN      string    `json:"lsn,omitempty"`
+	// From and To name the old and new leader of a leader change, or the
+	// member an action was about (To: a clone's source, a removed member).
+	From   string `json:"from,omitempty"`
+	To     string `json:"to,omitempty"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// Event kinds.
+const (
+	EventBootstrap     = "bootstrap"
+	EventFailover      = "failover"
+	EventSwitchover    = "switchover"
+	EventHandOver      = "hand-over" // the old leader stopped for a switchover
+	EventPromote       = "promote"
+	EventFence         = "fence"
+	EventReleaseLeader = "release-leader"
+	EventRevokeLeader  = "revoke-leader"
+	EventRejoin        = "rejoin"
+	EventClone         = "clone"
+	EventReadOnly      = "read-only"
+	EventMemberJoin    = "member-join"
+	EventMemberLeave   = "member-leave"
+	EventMemberRemoved = "member-removed"
+	EventConfig        = "config"
+	EventRestart       = "restart"
+	EventSwitchoverReq = "switchover-requested"
+	EventApps          = "apps" // attach, detach, users, databases
+)

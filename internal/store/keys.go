@@ -29,3 +29,16 @@ func (k Keys) Members() string { return k.prefix + "members/" }
 
 // Member is one member's record.
 func (k Keys) Member(id string) string { return k.prefix + "members/" + id }
+
+// Events is the prefix of the cluster's event history (see RecordEvent).
+// The store's cache does not hold it.
+func (k Keys) Events() string { return k.prefix + "events/" }
+
+// Nodes is the prefix of the registrations.
+func (k Keys) Nodes() string { return k.prefix + "nodes/" }
+
+// Edges is the prefix of the edges' records.
+func (k Keys) Edges() string { return k.prefix + "edges/" }
+
+// Config is the cluster-wide Postgres settings key.
+func (k Keys) Config() string { return k.prefix + KeyConfig }

@@ -12,6 +12,7 @@
 //	/petrel/<c>/nodes/<id>      registration (no lease): the member keeps a replication slot; removed by `petrel remove`
 //	/petrel/<c>/switchover      model.Switchover; created by the CLI, completed by the leader, deleted by the new leader
 //	/petrel/<c>/cascade         JSON array of regions that stream from a regional hub; written by the CLI
+//	/petrel/<c>/events/<t>-<n>  model.Event, the history (events.go); written by whoever acted; not cached
 //
 // Leases (lease.go): every node keeps a long session lease for its member
 // record; only the leader also holds a short lease, for the leader key.
@@ -196,8 +197,13 @@ func (s *Store) watch(ctx context.Context) {
 				break
 			}
 			s.mu.Lock()
+			history := 0 // events of the history, which the cache leaves out
 			for _, ev := range wr.Events {
 				k := string(ev.Kv.Key)
+				if s.isEventKey(k) {
+					history++
+					continue
+				}
 				if ev.Type == clientv3.EventTypeDelete {
 					delete(s.kvs, k)
 				} else {
@@ -213,7 +219,9 @@ func (s *Store) watch(ctx context.Context) {
 				s.log.Info("the leader key left this node's lease; letting the lease go", "lease", fmt.Sprintf("%x", lost))
 				s.dropLeader(lost, true)
 			}
-			s.poke()
+			if history == 0 || history < len(wr.Events) {
+				s.poke()
+			}
 		}
 		cancel()
 		s.mu.Lock()
@@ -226,12 +234,18 @@ func (s *Store) watch(ctx context.Context) {
 func (s *Store) resync(ctx context.Context) error {
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	resp, err := s.cli.Get(cctx, s.prefix, clientv3.WithPrefix())
+	// Two ranges at one revision: everything but the event history.
+	hist := s.prefix + "events/"
+	resp, err := s.cli.Get(cctx, s.prefix, clientv3.WithRange(hist))
 	if err != nil {
 		return err
 	}
-	kvs := make(map[string]*mvccpb.KeyValue, len(resp.Kvs))
-	for _, kv := range resp.Kvs {
+	rest, err := s.cli.Get(cctx, clientv3.GetPrefixRangeEnd(hist), clientv3.WithRange(clientv3.GetPrefixRangeEnd(s.prefix)), clientv3.WithRev(resp.Header.Revision))
+	if err != nil {
+		return err
+	}
+	kvs := make(map[string]*mvccpb.KeyValue, len(resp.Kvs)+len(rest.Kvs))
+	for _, kv := range append(resp.Kvs, rest.Kvs...) {
 		kvs[string(kv.Key)] = kv
 	}
 	s.mu.Lock()
@@ -470,6 +484,9 @@ func RemoveNode(ctx context.Context, cli *clientv3.Client, cluster, id string) e
 	p := "/petrel/" + cluster + "/"
 	if _, err := cli.Txn(cctx).Then(clientv3.OpDelete(p+"members/"+id), clientv3.OpDelete(p+"nodes/"+id)).Commit(); err != nil {
 		return fmt.Errorf("removing %s's keys: %w", id, err)
+	}
+	if _, err := RecordEvent(ctx, cli, cluster, model.Event{Kind: model.EventMemberRemoved, Node: "operator", To: id, Reason: "member and registration removed: the leader drops its slot"}); err != nil {
+		return fmt.Errorf("%s removed, but %w", id, err)
 	}
 	return nil
 }

@@ -1,0 +1,120 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/petrel-db/petrel/internal/localworld"
+	"github.com/petrel-db/petrel/internal/model"
+	"github.com/petrel-db/petrel/internal/store"
+	"github.com/spf13/cobra"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+func newEventsCmd() *cobra.Command {
+	var (
+		dir, etcd, cluster string
+		follow, asJSON     bool
+		limit              int
+	)
+	cmd := &cobra.Command{
+		Use:   "events",
+		Short: "The cluster's history: failovers, switchovers, fencing, rejoins, clones, members, config changes",
+		Long: `List the events recorded in etcd under /petrel/<cluster>/events/ (the newest
+` + fmt.Sprint(store.MaxEvents) + ` are kept), oldest first, like patronictl history: the time, the
+member that acted, the timeline and WAL position it was at, the old and new
+leader of a leader change, and the reason. --follow keeps printing new ones;
+--json prints one JSON object per line.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			endpoints, name, err := findCluster(dir, etcd, cluster)
+			if err != nil {
+				return err
+			}
+			cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 3 * time.Second})
+			if err != nil {
+				return fmt.Errorf("connecting to etcd %v: %w", endpoints, err)
+			}
+			defer cli.Close()
+			evs, rev, err := store.ListEvents(cmd.Context(), cli, name, 0, limit)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			p := newEventPrinter(out, asJSON)
+			for _, ev := range evs {
+				p.print(ev)
+			}
+			p.flush()
+			if !follow {
+				return nil
+			}
+			err = store.FollowEvents(cmd.Context(), cli, name, rev, func(ev model.Event) { p.print(ev); p.flush() })
+			if cmd.Context().Err() != nil {
+				return nil // interrupted: the normal end of --follow
+			}
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&dir, "dir", localworld.DefaultDir, "directory of a `petrel up` cluster (reads its cluster.json)")
+	f.StringVar(&etcd, "etcd", "", "etcd endpoints (comma-separated), instead of --dir")
+	f.StringVar(&cluster, "cluster", localworld.DefaultCluster, "cluster name (with --etcd)")
+	f.BoolVarP(&follow, "follow", "f", false, "keep printing new events until interrupted")
+	f.BoolVar(&asJSON, "json", false, "one JSON object per line")
+	f.IntVarP(&limit, "limit", "n", 0, "only the newest N events (0: all kept)")
+	return cmd
+}
+
+// eventPrinter prints events as a table (or JSON lines).
+type eventPrinter struct {
+	json bool
+	enc  *json.Encoder
+	tw   *tabwriter.Writer
+	head bool
+}
+
+func newEventPrinter(w io.Writer, asJSON bool) *eventPrinter {
+	return &eventPrinter{json: asJSON, enc: json.NewEncoder(w), tw: tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)}
+}
+
+func (p *eventPrinter) print(ev model.Event) {
+	if p.json {
+		_ = p.enc.Encode(ev)
+		return
+	}
+	if !p.head {
+		fmt.Fprintln(p.tw, "ID\tTIME\tKIND\tNODE\tTL\tLSN\tFROM\tTO\tREASON")
+		p.head = true
+	}
+	tl := ""
+	if ev.Timeline > 0 {
+		tl = fmt.Sprint(ev.Timeline)
+	}
+	fmt.Fprintf(p.tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ev.ID, ev.Time.Local().Format("2006-01-02 15:04:05.000"),
+		ev.Kind, ev.Node, tl, dash(ev.LSN), dash(ev.From), dash(ev.To), ev.Reason)
+}
+
+func (p *eventPrinter) flush() { _ = p.tw.Flush() }
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// recordEvent writes an operator command's event; a failure is reported
+// on w and does not fail the command (its action is done).
+func recordEvent(ctx context.Context, w io.Writer, cli *clientv3.Client, cluster string, ev model.Event) {
+	if ev.Node == "" {
+		ev.Node = "operator"
+	}
+	if _, err := store.RecordEvent(ctx, cli, cluster, ev); err != nil {
+		fmt.Fprintf(w, "warning: %v\n", err)
+	}
+}
