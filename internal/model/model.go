@@ -176,3 +176,19 @@ const (
 	EventSwitchoverReq = "switchover-requested"
 	EventApps          = "apps" // attach, detach, users, databases
 )
+
+// BackupConfig says where a cluster keeps its backups and WAL archive,
+// under /petrel/<cluster>/backup (written by `petrel up` and `petrel
+// backup configure`). It holds no credentials: those come from each
+// node's secrets file or environment (config.LoadBackupSecrets).
+type BackupConfig struct {
+	Kind     string `json:"kind"`               // "file" or "s3"
+	Path     string `json:"path,omitempty"`     // file: the directory (on every node that archives: a shared mount, or `petrel up`'s host)
+	Endpoint string `json:"endpoint,omitempty"` // s3: URL of an S3-compatible service ("" = AWS)
+	Bucket   string `json:"bucket,omitempty"`   // s3
+	Prefix   string `json:"prefix,omitempty"`   // key prefix inside the bucket or directory
+	Region   string `json:"region,omitempty"`   // s3
+	// ArchiveTimeoutSec is Postgres' archive_timeout: a partly filled
+	// segment is switched and archived after this many seconds (0: 60).
+	ArchiveTimeoutSec int `json:"archive_timeout_s,omitempty"`
+}

@@ -42,3 +42,6 @@ func (k Keys) Edges() string { return k.prefix + "edges/" }
 
 // Config is the cluster-wide Postgres settings key.
 func (k Keys) Config() string { return k.prefix + KeyConfig }
+
+// Backup is where the cluster keeps its backups (model.BackupConfig).
+func (k Keys) Backup() string { return k.prefix + "backup" }

@@ -13,6 +13,7 @@
 //	/petrel/<c>/switchover      model.Switchover; created by the CLI, completed by the leader, deleted by the new leader
 //	/petrel/<c>/cascade         JSON array of regions that stream from a regional hub; written by the CLI
 //	/petrel/<c>/events/<t>-<n>  model.Event, the history (events.go); written by whoever acted; not cached
+//	/petrel/<c>/backup          model.BackupConfig (where backups and archived WAL go, no credentials); written by `petrel up` / `petrel backup configure`
 //
 // Leases (lease.go): every node keeps a long session lease for its member
 // record; only the leader also holds a short lease, for the leader key.
