@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -27,23 +26,27 @@ import (
 )
 
 // clusterFlags find a cluster and the admin password, for the commands
-// that talk to Postgres (attach, detach, connect, db, users, config).
+// that talk to the cluster (status, failover, attach, config, ...).
 type clusterFlags struct {
 	dir, etcd, cluster, secretsFile string
+	etcdAccess
+	fs *pflag.FlagSet // to tell the flags the user set (target)
 }
 
 func (f *clusterFlags) bind(fs *pflag.FlagSet) {
+	f.fs = fs
 	fs.StringVar(&f.dir, "dir", localworld.DefaultDir, "directory of a `petrel up` cluster (reads cluster.json and secrets.env)")
 	fs.StringVar(&f.etcd, "etcd", "", "etcd endpoints (comma-separated), instead of --dir")
 	fs.StringVar(&f.cluster, "cluster", localworld.DefaultCluster, "cluster name (with --etcd)")
-	fs.StringVar(&f.secretsFile, "secrets-file", "", "0600 file with SU_PASSWORD or OPERATOR_PASSWORD (default: --dir's secrets.env; the environment wins)")
+	fs.StringVar(&f.secretsFile, "secrets-file", "", "0600 file with SU_PASSWORD or OPERATOR_PASSWORD, and ETCD_PASSWORD (default: --config's secrets_file or --dir's secrets.env; the environment wins)")
+	f.etcdAccess.bind(fs)
 }
 
 // clusterConn is an open handle on a cluster for the CLI.
 type clusterConn struct {
 	name  string
 	etcd  *clientv3.Client
-	cf    *localworld.ClusterFile // nil with --etcd
+	cf    *localworld.ClusterFile // nil with --etcd or --config
 	user  string                  // postgres, or operator when only its password is known
 	pass  string
 	caPEM []byte // nil when the cluster has no CA yet
@@ -54,47 +57,31 @@ func (c *clusterConn) Close() { c.etcd.Close() }
 
 // openCluster connects to etcd and loads the admin credentials.
 func openCluster(ctx context.Context, f clusterFlags) (*clusterConn, error) {
-	c := &clusterConn{name: f.cluster}
-	var endpoints []string
-	secrets := f.secretsFile
-	if f.etcd != "" {
-		endpoints = strings.Split(f.etcd, ",")
-	} else {
-		cf, err := localworld.LoadClusterFile(f.dir)
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("no cluster.json in %s: start a cluster with `petrel up`, pass --dir of one, or pass --etcd and --cluster", f.dir)
-		}
-		if err != nil {
-			return nil, err
-		}
-		if len(cf.Etcd) == 0 {
-			return nil, fmt.Errorf("%s lists no etcd endpoints", filepath.Join(f.dir, localworld.ClusterFileName))
-		}
-		c.cf, c.name, endpoints = cf, cf.Cluster, cf.Etcd
+	t, err := f.target()
+	if err != nil {
+		return nil, err
+	}
+	c := &clusterConn{name: t.cluster, cf: t.cf}
+	if t.cf != nil {
 		var extra struct {
 			DatabaseURL string `json:"database_url"`
 		}
-		if b, err := os.ReadFile(filepath.Join(f.dir, localworld.ClusterFileName)); err == nil && json.Unmarshal(b, &extra) == nil {
+		if b, err := os.ReadFile(filepath.Join(t.dir, localworld.ClusterFileName)); err == nil && json.Unmarshal(b, &extra) == nil {
 			c.dbURL = extra.DatabaseURL
 		}
-		if secrets == "" {
-			secrets = filepath.Join(f.dir, localworld.SecretsFileName)
-		}
 	}
-	var err error
-	if c.user, c.pass, err = adminCredentials(secrets); err != nil {
+	if c.user, c.pass, err = adminCredentials(t.secrets); err != nil {
 		return nil, err
 	}
-	c.etcd, err = clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 3 * time.Second})
-	if err != nil {
-		return nil, fmt.Errorf("connecting to etcd %v: %w", endpoints, err)
+	if c.etcd, err = store.Connect(ctx, t.conn, c.name); err != nil {
+		return nil, err
 	}
 	gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	resp, err := c.etcd.Get(gctx, store.ClusterKey(c.name, store.KeyCA))
 	if err != nil {
 		c.Close()
-		return nil, fmt.Errorf("reading the cluster from etcd %v: %w (is etcd running? is --etcd right?)", endpoints, err)
+		return nil, fmt.Errorf("reading the cluster CA from etcd %v: %w", t.conn.Endpoints, err)
 	}
 	if len(resp.Kvs) > 0 {
 		st, err := pki.Decode(resp.Kvs[0].Value)
@@ -129,7 +116,7 @@ func adminCredentials(file string) (user, pass string, err error) {
 	case op != "":
 		return "operator", op, nil
 	}
-	return "", "", errors.New("no admin password: set SU_PASSWORD (or OPERATOR_PASSWORD) in the environment, or pass --dir of a `petrel up` cluster or --secrets-file")
+	return "", "", errors.New("no admin password: set SU_PASSWORD (or OPERATOR_PASSWORD) in the environment, pass --dir of a `petrel up` cluster, --config of a node whose secrets_file has it, or --secrets-file")
 }
 
 // readSecretsFile reads KEY=VALUE lines of a 0600 file.

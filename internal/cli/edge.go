@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -14,9 +13,9 @@ import (
 	"github.com/petrel-db/petrel/internal/config"
 	"github.com/petrel-db/petrel/internal/dialmap"
 	"github.com/petrel-db/petrel/internal/edge"
+	"github.com/petrel-db/petrel/internal/nodecmd"
 	"github.com/petrel-db/petrel/internal/store"
 	"github.com/spf13/cobra"
-	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 func newEdgeCmd() *cobra.Command {
@@ -26,6 +25,7 @@ func newEdgeCmd() *cobra.Command {
 		secretsFile, dialMap, logLevel          string
 		instances                               []string
 		cfg                                     edge.Config
+		access                                  etcdAccess
 	)
 	cmd := &cobra.Command{
 		Use:   "edge",
@@ -47,9 +47,11 @@ tokens) and EDGE_DATABASE_URL (the region's database: the leader proxy in the pr
 the region's replica elsewhere; unset turns read-your-writes off), from the environment or
 --secrets-file.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if len(etcd) == 0 {
-				return errors.New("--etcd is required")
+			n, err := access.node(cmd.Flags(), etcd, cluster, secretsFile)
+			if err != nil {
+				return err
 			}
+			cluster, secretsFile = n.Cluster, n.SecretsFile
 			for _, s := range instances {
 				in, err := parseInstance(s)
 				if err != nil {
@@ -87,18 +89,20 @@ the region's replica elsewhere; unset turns read-your-writes off), from the envi
 			if err != nil {
 				return err
 			}
-			eps := make([]string, len(etcd))
-			for i, ep := range etcd {
-				eps[i] = dm.Map().URL(ep)
-			}
-			cli, err := clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 3 * time.Second,
-				DialKeepAliveTime: 5 * time.Second, DialKeepAliveTimeout: 3 * time.Second})
+			conn, err := nodecmd.EtcdConn(n)
 			if err != nil {
-				return fmt.Errorf("connecting to etcd %v: %w", etcd, err)
+				return err
 			}
-			defer cli.Close()
+			for i, ep := range conn.Endpoints {
+				conn.Endpoints[i] = dm.Map().URL(ep)
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			cli, err := store.OpenClient(ctx, conn, cluster, log)
+			if err != nil {
+				return err
+			}
+			defer cli.Close()
 			session := store.NewEdgeSession(cli, cluster, store.Edge{ID: cfg.ID, Region: cfg.Region, URL: advertise}, log)
 			log.Info("petrel edge listening", "addr", ln.Addr().String(), "admin", adminListen, "advertise", advertise,
 				"instances", len(cfg.Instances), "read_your_writes", cfg.DatabaseURL != "")
@@ -108,6 +112,7 @@ the region's replica elsewhere; unset turns read-your-writes off), from the envi
 	f := cmd.Flags()
 	f.StringSliceVar(&etcd, "etcd", []string{"http://127.0.0.1:2379"}, "etcd endpoints")
 	f.StringVar(&cluster, "cluster", config.Defaults().Cluster, "cluster name")
+	access.bind(f)
 	f.StringVar(&cfg.Region, "region", config.Defaults().Region, "this edge's region")
 	f.StringVar(&cfg.PrimaryRegion, "primary-region", "", "the primary region until the store says (the store's value wins)")
 	f.StringVar(&cfg.ID, "id", "", "edge id (default edge-<region>)")
@@ -122,7 +127,7 @@ the region's replica elsewhere; unset turns read-your-writes off), from the envi
 	f.DurationVar(&cfg.ReplayTimeout, "replay-timeout", 5*time.Second, "how long a replay looks for a target without timeout=")
 	f.IntVar(&cfg.MaxHops, "max-hops", 3, "replays per request before 508 (a loop)")
 	f.DurationVar(&cfg.RYWWait, "ryw-wait", 500*time.Millisecond, "longest wait for the local replica to catch up with a user's write")
-	f.StringVar(&secretsFile, "secrets-file", "", "file with EDGE_SECRET and EDGE_DATABASE_URL (0600)")
+	f.StringVar(&secretsFile, "secrets-file", "", "file with EDGE_SECRET and EDGE_DATABASE_URL, and ETCD_PASSWORD (0600; default: --config's secrets_file)")
 	f.StringVar(&dialMap, "dial-map", "", "JSON file of host:port rewrites (the local world's links)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd

@@ -16,24 +16,22 @@ import (
 )
 
 func newFailoverCmd() *cobra.Command {
-	var dir, etcd, cluster, to string
+	var cf clusterFlags
+	var to string
 	var timeout time.Duration
 	var allowSecondary bool
 	cmd := &cobra.Command{
 		Use:   "failover",
 		Short: "Planned switchover: stop writes on the leader, let the target catch up, promote it",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			endpoints, clusterName, err := findCluster(dir, etcd, cluster)
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			cli, t, err := cf.etcdClient(ctx)
 			if err != nil {
 				return err
 			}
-			cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 3 * time.Second})
-			if err != nil {
-				return fmt.Errorf("connecting to etcd %v: %w", endpoints, err)
-			}
 			defer cli.Close()
-			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
-			defer cancel()
+			clusterName := t.cluster
 			leader, err := currentLeader(ctx, cli, clusterName)
 			if err != nil {
 				return err
@@ -77,9 +75,7 @@ func newFailoverCmd() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&dir, "dir", "./petrel-data", "directory of a `petrel up` cluster (reads its cluster.json)")
-	f.StringVar(&etcd, "etcd", "", "etcd endpoints (comma-separated), instead of --dir")
-	f.StringVar(&cluster, "cluster", "petrel", "cluster name (with --etcd)")
+	cf.bind(f)
 	f.StringVar(&to, "to", "", "member to hand leadership to (default: the most caught-up synchronous standby)")
 	f.DurationVar(&timeout, "timeout", 30*time.Second, "how long to wait for the new leader")
 	f.BoolVar(&allowSecondary, "allow-secondary-region", false, "allow --to outside the primary region; the primary region moves to the target's region")
@@ -126,30 +122,4 @@ func currentLeader(ctx context.Context, cli *clientv3.Client, cluster string) (s
 		return "", nil
 	}
 	return string(resp.Kvs[0].Value), nil
-}
-
-// findCluster resolves the etcd endpoints and cluster name from --etcd or
-// from the cluster.json that `petrel up` keeps in dir.
-func findCluster(dir, etcd, cluster string) ([]string, string, error) {
-	if etcd != "" {
-		return strings.Split(etcd, ","), cluster, nil
-	}
-	b, err := os.ReadFile(dir + "/cluster.json")
-	if err != nil {
-		return nil, "", fmt.Errorf("no cluster.json in %s (%v): start a cluster with `petrel up`, or pass --dir or --etcd", dir, err)
-	}
-	var cf struct {
-		Cluster string   `json:"cluster"`
-		Etcd    []string `json:"etcd"`
-	}
-	if err := json.Unmarshal(b, &cf); err != nil {
-		return nil, "", fmt.Errorf("reading %s/cluster.json: %w", dir, err)
-	}
-	if cf.Cluster == "" {
-		cf.Cluster = cluster
-	}
-	if len(cf.Etcd) == 0 {
-		return nil, "", fmt.Errorf("%s/cluster.json lists no etcd endpoints", dir)
-	}
-	return cf.Etcd, cf.Cluster, nil
 }

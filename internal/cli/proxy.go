@@ -14,12 +14,13 @@ import (
 
 	"github.com/petrel-db/petrel/internal/config"
 	"github.com/petrel-db/petrel/internal/dialmap"
+	"github.com/petrel-db/petrel/internal/nodecmd"
 	"github.com/petrel-db/petrel/internal/proxy"
+	"github.com/petrel-db/petrel/internal/store"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
-	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 func newProxyCmd() *cobra.Command {
@@ -29,6 +30,7 @@ func newProxyCmd() *cobra.Command {
 		region, dialMap, metricsListen string
 		logLevel                       string
 		pcfg                           proxy.Config
+		access                         etcdAccess
 	)
 	cmd := &cobra.Command{
 		Use:   "proxy",
@@ -39,9 +41,18 @@ an old leader are closed as soon as it stops being the leader; while there is no
 connections wait up to --no-leader-wait and then get an error (SQLSTATE 57P03).
 With --ro-listen, a second port spreads connections over --region's caught-up replicas.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if len(etcd) == 0 {
-				return errors.New("--etcd is required")
+			n, err := access.node(cmd.Flags(), etcd, cluster, "")
+			if err != nil {
+				return err
 			}
+			if !cmd.Flags().Changed("etcd") && access.configFile == "" {
+				return errors.New("--etcd or --config is required")
+			}
+			conn, err := nodecmd.EtcdConn(n)
+			if err != nil {
+				return err
+			}
+			cluster = n.Cluster
 			log := newLogger(logLevel).With("component", "proxy")
 			dm, err := dialmap.NewSource(dialMap)
 			if err != nil {
@@ -49,12 +60,9 @@ With --ro-listen, a second port spreads connections over --region's caught-up re
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			cli, err := clientv3.New(clientv3.Config{
-				Endpoints: etcd, DialTimeout: 3 * time.Second,
-				DialKeepAliveTime: 2 * time.Second, DialKeepAliveTimeout: 2 * time.Second,
-			})
+			cli, err := store.OpenClient(ctx, conn, cluster, log)
 			if err != nil {
-				return fmt.Errorf("connecting to etcd %v: %w", etcd, err)
+				return err
 			}
 			defer cli.Close()
 			rw, err := net.Listen("tcp", listen)
@@ -93,6 +101,7 @@ With --ro-listen, a second port spreads connections over --region's caught-up re
 	f := cmd.Flags()
 	f.StringSliceVar(&etcd, "etcd", []string{"http://127.0.0.1:2379"}, "etcd endpoints")
 	f.StringVar(&cluster, "cluster", config.Defaults().Cluster, "cluster name")
+	access.bind(f)
 	f.StringVar(&listen, "listen", "127.0.0.1:5432", "leader proxy address")
 	f.StringVar(&roListen, "ro-listen", "", "read-only proxy address (empty: off)")
 	f.StringVar(&region, "region", config.Defaults().Region, "this host's region (read-only proxy: replicas there)")

@@ -11,7 +11,6 @@ import (
 
 	"github.com/spf13/cobra"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
 	"github.com/petrel-db/petrel/internal/localworld"
 	"github.com/petrel-db/petrel/internal/store"
@@ -61,7 +60,7 @@ with the cluster's name and etcd endpoints and it joins.`,
 }
 
 func newRemoveCmd() *cobra.Command {
-	var dir, etcd, cluster string
+	var cf clusterFlags
 	cmd := &cobra.Command{
 		Use:   "remove ID",
 		Short: "Take a member out: stop it, delete its data, remove its membership and slot",
@@ -70,27 +69,27 @@ func newRemoveCmd() *cobra.Command {
 /petrel/<cluster>/members/<id> and nodes/<id> keys removed from etcd (so the
 leader drops its replication slot) and it is dropped from world.json.
 
-With --etcd (real hosts), only the keys are removed: stop the member's agent
-first, or it registers again.`,
+With --config or --etcd (real hosts), only the keys are removed: stop the
+member's agent first, or it registers again.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			id := args[0]
 			out := cmd.OutOrStdout()
 			ctx, cancel := context.WithTimeout(cmd.Context(), localworld.ControlTimeout)
 			defer cancel()
-			if etcd != "" {
-				cli, err := etcdClient(etcd, "", cluster)
+			if cf.etcd != "" || cf.configFile != "" {
+				cli, t, err := cf.etcdClient(ctx)
 				if err != nil {
 					return err
 				}
-				defer cli.c.Close()
-				if err := store.RemoveNode(ctx, cli.c, cli.cluster, id); err != nil {
+				defer cli.Close()
+				if err := store.RemoveNode(ctx, cli, t.cluster, id); err != nil {
 					return err
 				}
 				fmt.Fprintf(out, "removed %s's member and node keys; the leader drops its slot\n", id)
 				return nil
 			}
-			if err := localworld.Remove(ctx, dir, id); err != nil {
+			if err := localworld.Remove(ctx, cf.dir, id); err != nil {
 				return fmt.Errorf("removing %s: %w", id, err)
 			}
 			fmt.Fprintf(out, "removed %s (stopped, data deleted, keys and slot removed)\n", id)
@@ -98,9 +97,7 @@ first, or it registers again.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&dir, "dir", localworld.DefaultDir, "directory of the running `petrel up`")
-	f.StringVar(&etcd, "etcd", "", "etcd endpoints (comma-separated): only remove the member's keys")
-	f.StringVar(&cluster, "cluster", localworld.DefaultCluster, "cluster name (with --etcd)")
+	cf.bind(f)
 	return cmd
 }
 
@@ -109,7 +106,7 @@ func newRegionCmd() *cobra.Command {
 		Use:   "region",
 		Short: "Per-region settings (cascading replication)",
 	}
-	var dir, etcd, cluster string
+	var cf clusterFlags
 	cascade := &cobra.Command{
 		Use:   "cascade [REGION on|off]",
 		Short: "Let a region's replicas stream from a replica of their own region (its hub)",
@@ -128,14 +125,14 @@ arguments, lists the regions that cascade.`,
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cli, err := etcdClient(etcd, dir, cluster)
+			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
+			defer cancel()
+			cli, t, err := cf.etcdClient(ctx)
 			if err != nil {
 				return err
 			}
-			defer cli.c.Close()
-			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
-			defer cancel()
-			regions, err := cascadeRegions(ctx, cli.c, cli.cluster)
+			defer cli.Close()
+			regions, err := cascadeRegions(ctx, cli, t.cluster)
 			if err != nil {
 				return err
 			}
@@ -155,37 +152,16 @@ arguments, lists the regions that cascade.`,
 				regions = append(regions, region)
 			}
 			sort.Strings(regions)
-			if err := store.SetCascade(ctx, cli.c, cli.cluster, regions); err != nil {
+			if err := store.SetCascade(ctx, cli, t.cluster, regions); err != nil {
 				return err
 			}
 			fmt.Fprintf(out, "cascading in %s: %s (cascading regions: %v)\n", region, args[1], regions)
 			return nil
 		},
 	}
-	f := cascade.Flags()
-	f.StringVar(&dir, "dir", localworld.DefaultDir, "directory of a `petrel up` cluster (reads its cluster.json)")
-	f.StringVar(&etcd, "etcd", "", "etcd endpoints (comma-separated), instead of --dir")
-	f.StringVar(&cluster, "cluster", localworld.DefaultCluster, "cluster name (with --etcd)")
+	cf.bind(cascade.Flags())
 	cmd.AddCommand(cascade)
 	return cmd
-}
-
-type clusterClient struct {
-	c       *clientv3.Client
-	cluster string
-}
-
-// etcdClient connects to the cluster found by --etcd or --dir.
-func etcdClient(etcd, dir, cluster string) (*clusterClient, error) {
-	endpoints, name, err := findCluster(dir, etcd, cluster)
-	if err != nil {
-		return nil, err
-	}
-	c, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 3 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		return nil, fmt.Errorf("connecting to etcd %v: %w", endpoints, err)
-	}
-	return &clusterClient{c: c, cluster: name}, nil
 }
 
 // cascadeRegions reads the cascade key (a JSON array of regions).

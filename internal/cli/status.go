@@ -3,22 +3,20 @@ package cli
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/petrel-db/petrel/internal/localworld"
 	"github.com/petrel-db/petrel/internal/statusview"
+	"github.com/petrel-db/petrel/internal/store"
 )
 
 func newStatusCmd() *cobra.Command {
 	var (
-		dir, etcd, cluster string
-		asJSON             bool
+		cf     clusterFlags
+		asJSON bool
 	)
 	cmd := &cobra.Command{
 		Use:   "status",
@@ -26,36 +24,38 @@ func newStatusCmd() *cobra.Command {
 		Long: `Ask every member for its GET /status and print a table (or --json).
 
 Members come from the cluster.json of a ` + "`petrel up`" + ` directory (--dir), which
-lists every member so dead ones show as offline; or, with --etcd, from the
-members registered in etcd under /petrel/<cluster>/members/ (only live
-agents are registered there).`,
+lists every member so dead ones show as offline; or, with --config (a
+node's TOML, e.g. /etc/petrel.toml) or --etcd, from the members registered
+in etcd under /petrel/<cluster>/members/ (only live agents are registered
+there).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
 			defer cancel()
 			var targets []statusview.Target
-			if etcd != "" {
-				endpoints := strings.Split(etcd, ",")
-				ms, err := statusview.MembersFromEtcd(ctx, endpoints, cluster)
-				if err != nil {
-					return fmt.Errorf("%w: check --etcd, and that etcd is running", err)
-				}
-				if len(ms) == 0 {
-					return fmt.Errorf("no members registered under /petrel/%s/members/ in etcd %s: is --cluster right, and is any `petrel node` running?", cluster, etcd)
-				}
-				targets = statusview.TargetsFromMembers(ms)
-			} else {
-				cf, err := localworld.LoadClusterFile(dir)
-				if errors.Is(err, fs.ErrNotExist) {
-					return fmt.Errorf("no cluster.json in %s: start a cluster with `petrel up`, pass --dir of one, or pass --etcd (and --cluster)", dir)
-				}
+			t, err := cf.target()
+			if err != nil {
+				return err
+			}
+			if t.cf == nil {
+				cli, err := store.Connect(ctx, t.conn, t.cluster)
 				if err != nil {
 					return err
 				}
-				if len(cf.Nodes) == 0 {
-					return fmt.Errorf("%s/cluster.json lists no members", dir)
+				defer cli.Close()
+				ms, err := statusview.MembersFromEtcd(ctx, cli, t.cluster)
+				if err != nil {
+					return err
 				}
-				targets = statusview.TargetsFromMembers(cf.Nodes)
+				if len(ms) == 0 {
+					return fmt.Errorf("no members registered under %s in etcd %s: is --cluster right, and is any `petrel node` running?", store.KeysFor(t.cluster).Members(), strings.Join(t.conn.Endpoints, ","))
+				}
+				targets = statusview.TargetsFromMembers(ms)
+			} else {
+				if len(t.cf.Nodes) == 0 {
+					return fmt.Errorf("%s/cluster.json lists no members", t.dir)
+				}
+				targets = statusview.TargetsFromMembers(t.cf.Nodes)
 			}
 			sts := statusview.Collect(ctx, targets)
 			out := cmd.OutOrStdout()
@@ -71,9 +71,7 @@ agents are registered there).`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&dir, "dir", localworld.DefaultDir, "directory of a `petrel up` cluster (reads its cluster.json)")
-	f.StringVar(&etcd, "etcd", "", "etcd endpoints (comma-separated), instead of --dir")
-	f.StringVar(&cluster, "cluster", localworld.DefaultCluster, "cluster name (with --etcd)")
+	cf.bind(f)
 	f.BoolVar(&asJSON, "json", false, "print the members' /status documents as one JSON array")
 	return cmd
 }

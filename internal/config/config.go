@@ -55,8 +55,18 @@ type Node struct {
 	// a BPF sockmap, when the agent may load BPF programs, i.e. as root;
 	// else "copy"), "kernel", "copy" or "splice".
 	ProxyPipe string `toml:"proxy_pipe"`
-	// Etcd lists the store's client endpoints.
+	// Etcd lists the store's client endpoints (https:// for TLS).
 	Etcd []string `toml:"etcd"`
+	// EtcdCAFile verifies the etcd members' certificates (PEM); empty:
+	// the system's roots, for https endpoints.
+	EtcdCAFile string `toml:"etcd_ca_file"`
+	// EtcdCertFile and EtcdKeyFile are this host's client certificate and
+	// key for etcd's --client-cert-auth (PEM; both or neither).
+	EtcdCertFile string `toml:"etcd_cert_file"`
+	EtcdKeyFile  string `toml:"etcd_key_file"`
+	// EtcdUsername logs in to etcd's authentication; its password is
+	// ETCD_PASSWORD in the environment or the secrets file, never here.
+	EtcdUsername string `toml:"etcd_username"`
 	// SecretsFile is a 0600 file of KEY=VALUE lines (SU_PASSWORD,
 	// REPL_PASSWORD, OPERATOR_PASSWORD); the environment wins over it.
 	SecretsFile string `toml:"secrets_file"`
@@ -148,6 +158,9 @@ func (n *Node) Validate() error {
 	if len(n.Etcd) == 0 {
 		errs = append(errs, errors.New("at least one etcd endpoint is required"))
 	}
+	if (n.EtcdCertFile == "") != (n.EtcdKeyFile == "") {
+		errs = append(errs, errors.New("etcd_cert_file and etcd_key_file go together"))
+	}
 	if n.LeaseTTL < 2*time.Second {
 		errs = append(errs, fmt.Errorf("lease_ttl %v is below the 2s minimum", n.LeaseTTL))
 	}
@@ -237,6 +250,22 @@ func LoadSecrets(file string) (Secrets, error) {
 		return Secrets{}, errors.New("SU_PASSWORD, REPL_PASSWORD and OPERATOR_PASSWORD must be set in the environment or the secrets file")
 	}
 	return s, nil
+}
+
+// EtcdPassword is ETCD_PASSWORD from the environment, else from the
+// secrets file ("" when neither has it, or there is no file).
+func EtcdPassword(file string) (string, error) {
+	if v := os.Getenv("ETCD_PASSWORD"); v != "" {
+		return v, nil
+	}
+	if file == "" {
+		return "", nil
+	}
+	vals, err := readSecretsFile(file)
+	if err != nil {
+		return "", err
+	}
+	return vals["ETCD_PASSWORD"], nil
 }
 
 // EdgeSecrets are what `petrel edge` keeps out of its arguments.

@@ -23,6 +23,7 @@ import (
 	"github.com/petrel-db/petrel/internal/config"
 	"github.com/petrel-db/petrel/internal/model"
 	"github.com/petrel-db/petrel/internal/statusview"
+	"github.com/petrel-db/petrel/internal/store"
 )
 
 // The test binary doubles as a fake `petrel node`: Run starts it with
@@ -265,7 +266,7 @@ func TestRunFakeWorld(t *testing.T) {
 		t.Fatalf("scl2 started %d times:\n%s", n, log2)
 	}
 
-	ms, err := statusview.MembersFromEtcd(context.Background(), cf.Etcd, cf.Cluster)
+	ms, err := membersFromEtcd(context.Background(), cf)
 	if err != nil || len(ms) != 3 || ms[0].ID != "ord1" {
 		t.Fatalf("MembersFromEtcd: %v %+v", err, ms)
 	}
@@ -325,7 +326,7 @@ func TestScaleRemoveFakeWorld(t *testing.T) {
 	if err := Remove(ctx, dir, "atl1"); err != nil {
 		t.Fatal(err)
 	}
-	ms, err := statusview.MembersFromEtcd(ctx, cf.Etcd, cf.Cluster)
+	ms, err := membersFromEtcd(ctx, cf)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -357,6 +358,16 @@ func TestScaleRemoveFakeWorld(t *testing.T) {
 	}
 }
 
+// membersFromEtcd reads the members registered in cf's etcd.
+func membersFromEtcd(ctx context.Context, cf *ClusterFile) ([]model.Member, error) {
+	cli, err := store.Connect(ctx, store.Conn{Endpoints: cf.Etcd}, cf.Cluster)
+	if err != nil {
+		return nil, err
+	}
+	defer cli.Close()
+	return statusview.MembersFromEtcd(ctx, cli, cf.Cluster)
+}
+
 // WaitMembers waits until ids are registered in etcd.
 func WaitMembers(ctx context.Context, dir string, ids ...string) error {
 	cf, err := LoadClusterFile(dir)
@@ -364,7 +375,7 @@ func WaitMembers(ctx context.Context, dir string, ids ...string) error {
 		return err
 	}
 	for {
-		ms, _ := statusview.MembersFromEtcd(ctx, cf.Etcd, cf.Cluster)
+		ms, _ := membersFromEtcd(ctx, cf)
 		got := map[string]bool{}
 		for _, m := range ms {
 			got[m.ID] = true

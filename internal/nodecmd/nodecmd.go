@@ -72,7 +72,8 @@ func Command() *cobra.Command {
 		Short: "Run the node agent: supervise this member's PostgreSQL and take part in elections",
 		Long: `Run the node agent. Settings come from --config (TOML), then PETREL_* environment
 variables (e.g. PETREL_ID, PETREL_ETCD=http://a:2379,http://b:2379), then flags.
-Passwords come from SU_PASSWORD, REPL_PASSWORD and OPERATOR_PASSWORD or --secrets-file.`,
+Passwords come from SU_PASSWORD, REPL_PASSWORD and OPERATOR_PASSWORD (and ETCD_PASSWORD
+with --etcd-username) or --secrets-file.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			merged := config.Defaults()
 			if file != "" {
@@ -109,6 +110,10 @@ Passwords come from SU_PASSWORD, REPL_PASSWORD and OPERATOR_PASSWORD or --secret
 	f.IntVar(&cfg.ProxyROPort, "proxy-ro-port", 0, "read-only proxy port: this region's replicas, falling back to the leader (0: off)")
 	f.StringVar(&cfg.ProxyPipe, "proxy-pipe", "auto", "how the proxies move bytes: auto, kernel (BPF sockmap, needs root), copy or splice")
 	f.StringSliceVar(&cfg.Etcd, "etcd", cfg.Etcd, "etcd endpoints")
+	f.StringVar(&cfg.EtcdCAFile, "etcd-ca-file", "", "CA certificate (PEM) that signed the etcd members' certificates")
+	f.StringVar(&cfg.EtcdCertFile, "etcd-cert-file", "", "client certificate (PEM) for etcd")
+	f.StringVar(&cfg.EtcdKeyFile, "etcd-key-file", "", "client certificate's key (PEM) for etcd")
+	f.StringVar(&cfg.EtcdUsername, "etcd-username", "", "etcd user (its password: ETCD_PASSWORD in the environment or the secrets file)")
 	f.StringVar(&cfg.SecretsFile, "secrets-file", "", "0600 file with SU_PASSWORD, REPL_PASSWORD, OPERATOR_PASSWORD")
 	f.StringVar(&cfg.PGBin, "pg-bin", "", "PostgreSQL bin directory (default: pg_config --bindir)")
 	f.StringVar(&cfg.RunAs, "run-as", cfg.RunAs, "OS user Postgres runs as when petrel is root")
@@ -142,6 +147,10 @@ func applyFlags(fs *pflag.FlagSet, from, to *config.Node) {
 	set("proxy-ro-port", func() { to.ProxyROPort = from.ProxyROPort })
 	set("proxy-pipe", func() { to.ProxyPipe = from.ProxyPipe })
 	set("etcd", func() { to.Etcd = from.Etcd })
+	set("etcd-ca-file", func() { to.EtcdCAFile = from.EtcdCAFile })
+	set("etcd-cert-file", func() { to.EtcdCertFile = from.EtcdCertFile })
+	set("etcd-key-file", func() { to.EtcdKeyFile = from.EtcdKeyFile })
+	set("etcd-username", func() { to.EtcdUsername = from.EtcdUsername })
 	set("secrets-file", func() { to.SecretsFile = from.SecretsFile })
 	set("pg-bin", func() { to.PGBin = from.PGBin })
 	set("run-as", func() { to.RunAs = from.RunAs })
@@ -190,12 +199,32 @@ func bindScratch(f *pflag.FlagSet, c *config.Node) {
 	f.IntVar(&c.ProxyROPort, "proxy-ro-port", 0, "")
 	f.StringVar(&c.ProxyPipe, "proxy-pipe", "auto", "")
 	f.StringSliceVar(&c.Etcd, "etcd", c.Etcd, "")
+	f.StringVar(&c.EtcdCAFile, "etcd-ca-file", "", "")
+	f.StringVar(&c.EtcdCertFile, "etcd-cert-file", "", "")
+	f.StringVar(&c.EtcdKeyFile, "etcd-key-file", "", "")
+	f.StringVar(&c.EtcdUsername, "etcd-username", "", "")
 	f.StringVar(&c.SecretsFile, "secrets-file", "", "")
 	f.StringVar(&c.PGBin, "pg-bin", "", "")
 	f.StringVar(&c.RunAs, "run-as", c.RunAs, "")
 	f.DurationVar(&c.LeaseTTL, "lease-ttl", c.LeaseTTL, "")
 	f.StringVar(&c.SyncMode, "sync-mode", c.SyncMode, "")
 	f.StringVar(&c.DialMap, "dial-map", "", "")
+}
+
+// EtcdConn is how cfg reaches etcd, with ETCD_PASSWORD from the
+// environment or cfg's secrets file when it names an etcd user.
+func EtcdConn(cfg config.Node) (store.Conn, error) {
+	var pw string
+	if cfg.EtcdUsername != "" {
+		var err error
+		if pw, err = config.EtcdPassword(cfg.SecretsFile); err != nil {
+			return store.Conn{}, err
+		}
+	}
+	return store.Conn{
+		Endpoints: cfg.Etcd, CAFile: cfg.EtcdCAFile, CertFile: cfg.EtcdCertFile, KeyFile: cfg.EtcdKeyFile,
+		Username: cfg.EtcdUsername, Password: pw,
+	}, nil
 }
 
 // NewLogger is a text logger on stderr at level (info when unknown).
@@ -241,7 +270,11 @@ func runNode(parent context.Context, cfg config.Node, logLevel string) error {
 	if err != nil {
 		return err
 	}
-	st, err := store.Dial(ctx, cfg.Etcd, cfg.Cluster, cfg.LeaseTTL, log.With("component", "store"))
+	conn, err := EtcdConn(cfg)
+	if err != nil {
+		return err
+	}
+	st, err := store.Dial(ctx, conn, cfg.Cluster, cfg.LeaseTTL, log.With("component", "store"))
 	if err != nil {
 		return err
 	}

@@ -25,7 +25,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
 	"github.com/petrel-db/petrel/internal/model"
 )
@@ -216,22 +215,10 @@ func HumanBytes(n int64) string {
 // MembersFromEtcd reads the member records under /petrel/<cluster>/members/,
 // sorted by ID. Members appear there only while their agent is alive (the
 // keys are attached to the agent's session lease).
-func MembersFromEtcd(ctx context.Context, endpoints []string, cluster string) ([]model.Member, error) {
-	if len(endpoints) == 0 {
-		return nil, errors.New("no etcd endpoints given")
-	}
+func MembersFromEtcd(ctx context.Context, cli *clientv3.Client, cluster string) ([]model.Member, error) {
 	if cluster == "" {
 		return nil, errors.New("no cluster name given")
 	}
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   endpoints,
-		DialTimeout: 3 * time.Second,
-		Logger:      zap.NewNop(),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("connecting to etcd %s: %w", strings.Join(endpoints, ","), err)
-	}
-	defer cli.Close()
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, 5*time.Second)
@@ -240,7 +227,7 @@ func MembersFromEtcd(ctx context.Context, endpoints []string, cluster string) ([
 	prefix := store.KeysFor(cluster).Members()
 	resp, err := cli.Get(ctx, prefix, clientv3.WithPrefix())
 	if err != nil {
-		return nil, fmt.Errorf("reading %s from etcd %s: %w", prefix, strings.Join(endpoints, ","), err)
+		return nil, fmt.Errorf("reading %s from etcd %s: %w", prefix, strings.Join(cli.Endpoints(), ","), err)
 	}
 	ms := make([]model.Member, 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {

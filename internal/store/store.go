@@ -40,9 +40,6 @@ import (
 	"github.com/petrel-db/petrel/internal/model"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
 )
 
 // Snapshot is a consistent view of the cluster's keys at one revision.
@@ -91,26 +88,16 @@ type Store struct {
 	kvs        map[string]*mvccpb.KeyValue
 }
 
-// Dial connects to etcd. It does not grant a lease; Run does.
-func Dial(ctx context.Context, endpoints []string, cluster string, ttl time.Duration, log *slog.Logger) (*Store, error) {
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:            endpoints,
-		DialTimeout:          2 * time.Second,
-		DialKeepAliveTime:    2 * time.Second,
-		DialKeepAliveTimeout: 2 * time.Second,
-		// Not nil: the client would build its own sampling zap logger
-		// (about 1 MiB resident) to log what petrel logs itself.
-		Logger: zap.NewNop(),
-		// Reconnect within a second once the store is back: gRPC's default
-		// backoff grows to minutes, and a leader whose keepalives resume
-		// only after its lease ran out in etcd loses the key needlessly.
-		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
-			MinConnectTimeout: time.Second,
-		})},
-	})
+// Dial connects to etcd. It does not grant a lease; Run does. Settings
+// that cannot work (a wrong certificate or password, unreadable files)
+// fail it within seconds; an etcd that is merely unreachable does not
+// (the agent runs, and the client keeps reconnecting), except that a
+// login (a username) must succeed first, which Dial retries until ctx
+// ends.
+func Dial(ctx context.Context, conn Conn, cluster string, ttl time.Duration, log *slog.Logger) (*Store, error) {
+	cli, err := OpenClient(ctx, conn, cluster, log)
 	if err != nil {
-		return nil, fmt.Errorf("connecting to etcd %v: %w", endpoints, err)
+		return nil, err
 	}
 	bg, stop := context.WithCancel(context.Background())
 	return &Store{

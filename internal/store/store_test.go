@@ -87,7 +87,7 @@ func (e *testEtcd) keepAliveStats() (streams, msgs float64) {
 
 func dial(t *testing.T, e *testEtcd) *Store {
 	t.Helper()
-	st, err := Dial(context.Background(), []string{e.opts.ClientURL}, "test", testTTL, slog.New(slog.DiscardHandler))
+	st, err := Dial(context.Background(), Conn{Endpoints: []string{e.opts.ClientURL}}, "test", testTTL, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

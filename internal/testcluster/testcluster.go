@@ -39,6 +39,12 @@ type Options struct {
 	Name       string   // cluster name (default "petrel")
 	ExtraFlags []string // passed to every node
 
+	// EtcdCluster, when set, is the store instead of an embedded etcd:
+	// nodes reach it over TLS with its client certificate (and its user's
+	// login when it has authentication on), through a TOML config file
+	// like a host's.
+	EtcdCluster *EtcdCluster
+
 	// World, when set, routes every node's traffic (to etcd and to the
 	// other members) through user-space links of a netsim.World with
 	// this matrix, so tests can partition any pair (see network.go).
@@ -161,11 +167,20 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		return nil, err
 	}
 	curl, purl := fmt.Sprintf("http://127.0.0.1:%d", cp), fmt.Sprintf("http://127.0.0.1:%d", pp)
-	e, err := etcdembed.Start(ctx, etcdembed.Options{
-		Dir: filepath.Join(opts.Dir, "etcd"), ClientURL: curl, PeerURL: purl,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("starting etcd: %w", err)
+	var e *etcdembed.Server
+	if opts.EtcdCluster == nil {
+		if e, err = etcdembed.Start(ctx, etcdembed.Options{
+			Dir: filepath.Join(opts.Dir, "etcd"), ClientURL: curl, PeerURL: purl,
+		}); err != nil {
+			return nil, fmt.Errorf("starting etcd: %w", err)
+		}
+	} else if opts.World != nil {
+		return nil, errors.New("testcluster: EtcdCluster and World together are not supported")
+	}
+	closeEtcd := func() {
+		if e != nil {
+			e.Close()
+		}
 	}
 	c := &Cluster{
 		Opts: opts, Etcd: e, nodes: map[string]*Node{},
@@ -174,13 +189,16 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	}
 	if opts.World != nil {
 		if err := c.startWorld(*opts.World); err != nil {
-			e.Close()
+			closeEtcd()
 			return nil, err
 		}
 	}
 	sf := fmt.Sprintf("SU_PASSWORD=%s\nREPL_PASSWORD=%s\nOPERATOR_PASSWORD=%s\n", c.Secrets.Superuser, c.Secrets.Replication, c.Secrets.Operator)
+	if ec := opts.EtcdCluster; ec != nil && ec.Opts.Auth {
+		sf += "ETCD_PASSWORD=" + ec.Password + "\n"
+	}
 	if err := os.WriteFile(c.secretsFile(), []byte(sf), 0o600); err != nil {
-		e.Close()
+		closeEtcd()
 		return nil, err
 	}
 	return c, nil
@@ -189,7 +207,42 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 func (c *Cluster) secretsFile() string { return filepath.Join(c.Opts.Dir, "secrets.env") }
 
 // EtcdEndpoints lists the store's endpoints.
-func (c *Cluster) EtcdEndpoints() []string { return []string{c.etcdClientURL} }
+func (c *Cluster) EtcdEndpoints() []string {
+	if c.Opts.EtcdCluster != nil {
+		return c.Opts.EtcdCluster.Endpoints()
+	}
+	return []string{c.etcdClientURL}
+}
+
+// SecretsFile is the cluster's 0600 secrets file (the passwords, and
+// ETCD_PASSWORD with an authenticating EtcdCluster).
+func (c *Cluster) SecretsFile() string { return c.secretsFile() }
+
+// ConfigFile writes node id's settings as a host's TOML config would hold
+// them (cluster, etcd endpoints, TLS files, etcd user, secrets file), for
+// the node and for CLI commands given --config.
+func (c *Cluster) ConfigFile(id string) (string, error) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "cluster = %q\nsecrets_file = %q\netcd = [", c.Opts.Name, c.secretsFile())
+	for i, e := range c.nodeEtcd(id) {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%q", e)
+	}
+	b.WriteString("]\n")
+	if ec := c.Opts.EtcdCluster; ec != nil {
+		fmt.Fprintf(&b, "etcd_ca_file = %q\netcd_cert_file = %q\netcd_key_file = %q\n", ec.CAFile, ec.CertFile, ec.KeyFile)
+		if ec.Opts.Auth {
+			fmt.Fprintf(&b, "etcd_username = %q\n", EtcdUser)
+		}
+	}
+	path := filepath.Join(c.Opts.Dir, id+".toml")
+	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+		return "", err
+	}
+	return path, nil
+}
 
 // AddNode defines a node (ports, data dir) and starts it.
 func (c *Cluster) AddNode(id, region string) (*Node, error) {
@@ -251,7 +304,16 @@ func (c *Cluster) StartNode(id string) error {
 		"--loopback-plaintext",
 		"--pg-port", strconv.Itoa(n.PGPort), "--api-port", strconv.Itoa(n.APIPort),
 		"--proxy-port", strconv.Itoa(n.ProxyPort), "--proxy-ro-port", strconv.Itoa(n.ProxyROPort),
-		"--etcd", strings.Join(c.nodeEtcd(id), ","), "--secrets-file", c.secretsFile(),
+	}
+	if c.Opts.EtcdCluster != nil {
+		cfg, err := c.ConfigFile(id)
+		if err != nil {
+			logf.Close()
+			return err
+		}
+		args = append(args, "--config", cfg)
+	} else {
+		args = append(args, "--etcd", strings.Join(c.nodeEtcd(id), ","), "--secrets-file", c.secretsFile())
 	}
 	if c.world != nil {
 		args = append(args, "--dial-map", c.dialMapPath(id))
