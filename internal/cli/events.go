@@ -6,9 +6,7 @@ import (
 	"fmt"
 	"io"
 	"text/tabwriter"
-	"time"
 
-	"github.com/petrel-db/petrel/internal/localworld"
 	"github.com/petrel-db/petrel/internal/model"
 	"github.com/petrel-db/petrel/internal/store"
 	"github.com/spf13/cobra"
@@ -17,9 +15,9 @@ import (
 
 func newEventsCmd() *cobra.Command {
 	var (
-		dir, etcd, cluster string
-		follow, asJSON     bool
-		limit              int
+		cf             clusterFlags
+		follow, asJSON bool
+		limit          int
 	)
 	cmd := &cobra.Command{
 		Use:   "events",
@@ -31,15 +29,12 @@ leader of a leader change, and the reason. --follow keeps printing new ones;
 --json prints one JSON object per line.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			endpoints, name, err := findCluster(dir, etcd, cluster)
+			cli, t, err := cf.etcdClient(cmd.Context())
 			if err != nil {
 				return err
 			}
-			cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 3 * time.Second})
-			if err != nil {
-				return fmt.Errorf("connecting to etcd %v: %w", endpoints, err)
-			}
 			defer cli.Close()
+			name := t.cluster
 			evs, rev, err := store.ListEvents(cmd.Context(), cli, name, 0, limit)
 			if err != nil {
 				return err
@@ -61,9 +56,7 @@ leader of a leader change, and the reason. --follow keeps printing new ones;
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&dir, "dir", localworld.DefaultDir, "directory of a `petrel up` cluster (reads its cluster.json)")
-	f.StringVar(&etcd, "etcd", "", "etcd endpoints (comma-separated), instead of --dir")
-	f.StringVar(&cluster, "cluster", localworld.DefaultCluster, "cluster name (with --etcd)")
+	cf.bind(f)
 	f.BoolVarP(&follow, "follow", "f", false, "keep printing new events until interrupted")
 	f.BoolVar(&asJSON, "json", false, "one JSON object per line")
 	f.IntVarP(&limit, "limit", "n", 0, "only the newest N events (0: all kept)")
