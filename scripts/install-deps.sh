@@ -8,6 +8,7 @@
 #     Debian's etcd; `petrel up` embeds its own), iproute2 (network
 #     namespaces), haproxy (bench/proxy's comparison)
 #   - python3 and psql (the edge tests' non-Go app, internal/e2e/testdata/pyapp.py)
+#   - chromium (the dashboard's headless-browser test, internal/e2e TestDashboard)
 #   - the Go modules (go mod download)
 # Each package is installed on its own whenever its command is missing,
 # whatever else is present. Debian's packages may start a system cluster on
@@ -123,6 +124,11 @@ if ! command -v python3 >/dev/null 2>&1; then
 fi
 if ! command -v psql >/dev/null 2>&1; then
 	apt_install postgresql-client
+fi
+
+# --- chromium (the dashboard test drives it headless over the DevTools protocol) ---
+if ! command -v chromium >/dev/null 2>&1; then
+	apt_install chromium
 fi
 
 # --- the distribution's own cluster ---------------------------------------------

@@ -48,10 +48,14 @@ func (a *Agent) handleRestart(ctx context.Context, plan engine.Plan) {
 	a.conf.mu.Lock()
 	pending := len(a.conf.pending) > 0
 	a.conf.mu.Unlock()
-	if pending {
+	if pending || req.Force {
 		a.setState("restarting")
-		a.log.Info("restarting postgres to apply settings", "pending", strings.Join(a.conf.pendingCopy(), ","))
-		a.events.add(a.log, model.Event{Kind: model.EventRestart, Node: a.cfg.ID, Region: a.cfg.Region, Reason: "applying settings: " + strings.Join(a.conf.pendingCopy(), ", ")})
+		why := "applying settings: " + strings.Join(a.conf.pendingCopy(), ", ")
+		if !pending {
+			why = "rolling restart"
+		}
+		a.log.Info("restarting postgres", "why", why)
+		a.events.add(a.log, model.Event{Kind: model.EventRestart, Node: a.cfg.ID, Region: a.cfg.Region, Reason: why})
 		if err := a.stopPG(ctx, "fast"); err != nil {
 			a.log.Error("restarting postgres: stop", "err", err)
 			return

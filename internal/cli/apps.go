@@ -16,6 +16,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/petrel-db/petrel/internal/apps"
+	"github.com/petrel-db/petrel/internal/ops"
 	"github.com/petrel-db/petrel/internal/statusview"
 	"github.com/spf13/cobra"
 )
@@ -116,8 +117,8 @@ names the leader, not the proxy host) with sslrootcert=PATH to the URLs.`,
 			} else {
 				fmt.Fprintf(out, "%s=%s\n", varName, mk(proxy, "verify-ca"))
 			}
-			for _, r := range t.regions() {
-				if m, ok := t.regionMember(r); ok {
+			for _, r := range t.Regions() {
+				if m, ok := t.RegionMember(r); ok {
 					fmt.Fprintf(out, "%s_%s=%s\n", varName, strings.ToUpper(r), mk(m.PostgresAddr, "verify-full"))
 				}
 			}
@@ -137,12 +138,12 @@ names the leader, not the proxy host) with sslrootcert=PATH to the URLs.`,
 
 // proxyAddr is the leader's proxy address, else any member's, else the
 // host of cluster.json's database_url.
-func proxyAddr(t topology, dbURL string) string {
-	if m, ok := t.members[t.leader]; ok && m.ProxyAddr != "" {
+func proxyAddr(t ops.Topology, dbURL string) string {
+	if m, ok := t.Members[t.Leader]; ok && m.ProxyAddr != "" {
 		return m.ProxyAddr
 	}
-	for _, id := range t.ids() {
-		if a := t.members[id].ProxyAddr; a != "" {
+	for _, id := range t.IDs() {
+		if a := t.Members[id].ProxyAddr; a != "" {
 			return a
 		}
 	}
@@ -231,10 +232,10 @@ func newConnectCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			m, ok := t.members[t.leader]
+			m, ok := t.Members[t.Leader]
 			if region != "" {
-				if m, ok = t.regionMember(region); !ok {
-					return fmt.Errorf("no live member in region %q (regions: %s)", region, strings.Join(t.regions(), ", "))
+				if m, ok = t.RegionMember(region); !ok {
+					return fmt.Errorf("no live member in region %q (regions: %s)", region, strings.Join(t.Regions(), ", "))
 				}
 			} else if !ok {
 				return apps.ErrNoLeader

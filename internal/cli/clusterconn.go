@@ -7,10 +7,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -18,7 +18,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/petrel-db/petrel/internal/apps"
 	"github.com/petrel-db/petrel/internal/localworld"
-	"github.com/petrel-db/petrel/internal/model"
+	"github.com/petrel-db/petrel/internal/ops"
 	"github.com/petrel-db/petrel/internal/pki"
 	"github.com/petrel-db/petrel/internal/store"
 	"github.com/spf13/pflag"
@@ -148,78 +148,15 @@ func readSecretsFile(file string) (map[string]string, error) {
 	return vals, nil
 }
 
+// ops is the orchestration handle on this cluster, printing progress on out.
+func (c *clusterConn) ops(out io.Writer) *ops.Cluster {
+	return &ops.Cluster{Etcd: c.etcd, Name: c.name, Out: out, Actor: c.user,
+		ConnectLeader: func(ctx context.Context) (*pgx.Conn, error) { return c.connectLeader(ctx, "postgres") }}
+}
+
 // topology is the leader and the live members.
-type topology struct {
-	leader  string
-	members map[string]model.Member
-}
-
-func (c *clusterConn) topology(ctx context.Context) (topology, error) {
-	gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	t := topology{members: map[string]model.Member{}}
-	resp, err := c.etcd.Get(gctx, store.ClusterKey(c.name, "members")+"/", clientv3.WithPrefix())
-	if err != nil {
-		return t, fmt.Errorf("reading members from etcd: %w", err)
-	}
-	for _, kv := range resp.Kvs {
-		var m model.Member
-		if json.Unmarshal(kv.Value, &m) == nil && m.ID != "" {
-			t.members[m.ID] = m
-		}
-	}
-	if t.leader, err = currentLeader(gctx, c.etcd, c.name); err != nil {
-		return t, err
-	}
-	if len(t.members) == 0 {
-		return t, fmt.Errorf("no live members registered for cluster %q: is any `petrel node` running? is --cluster right?", c.name)
-	}
-	return t, nil
-}
-
-// ids returns the member ids sorted.
-func (t topology) ids() []string {
-	ids := make([]string, 0, len(t.members))
-	for id := range t.members {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	return ids
-}
-
-// regionMember is a region's nearest member for direct connections: its
-// first replica by id, else the leader when it is in that region, else
-// any member there.
-func (t topology) regionMember(region string) (model.Member, bool) {
-	var any *model.Member
-	for _, id := range t.ids() {
-		m := t.members[id]
-		if m.Region != region {
-			continue
-		}
-		if id != t.leader {
-			return m, true
-		}
-		if any == nil {
-			any = &m
-		}
-	}
-	if any != nil {
-		return *any, true
-	}
-	return model.Member{}, false
-}
-
-func (t topology) regions() []string {
-	seen := map[string]bool{}
-	var out []string
-	for _, id := range t.ids() {
-		if r := t.members[id].Region; !seen[r] {
-			seen[r] = true
-			out = append(out, r)
-		}
-	}
-	return out
+func (c *clusterConn) topology(ctx context.Context) (ops.Topology, error) {
+	return c.ops(nil).Topology(ctx)
 }
 
 // tlsConfig verifies the server against the cluster CA (verify-full).
@@ -260,8 +197,8 @@ func (c *clusterConn) connectLeader(ctx context.Context, db string) (*pgx.Conn, 
 	if err != nil {
 		return nil, err
 	}
-	m, ok := t.members[t.leader]
-	if t.leader == "" || !ok {
+	m, ok := t.Members[t.Leader]
+	if t.Leader == "" || !ok {
 		return nil, apps.ErrNoLeader
 	}
 	return c.connectAddr(ctx, m.PostgresAddr, db)

@@ -26,6 +26,8 @@ type RestartRequest struct {
 	// restart): the CLI asks for it only when a setting that standbys must
 	// match or exceed is lowered, which no switchover order can roll.
 	InPlace bool `json:"in_place,omitempty"`
+	// Force restarts a replica with nothing pending (a rolling restart).
+	Force bool `json:"force,omitempty"`
 }
 
 // ClusterSettings decodes the cached /config map (nil when absent) and its
