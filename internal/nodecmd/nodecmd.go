@@ -24,6 +24,7 @@ import (
 	"github.com/petrel-db/petrel/internal/agent"
 	"github.com/petrel-db/petrel/internal/api"
 	"github.com/petrel-db/petrel/internal/config"
+	"github.com/petrel-db/petrel/internal/dashboard"
 	"github.com/petrel-db/petrel/internal/dialmap"
 	"github.com/petrel-db/petrel/internal/pg"
 	"github.com/petrel-db/petrel/internal/proxy"
@@ -292,7 +293,10 @@ func runNode(parent context.Context, cfg config.Node, logLevel string) error {
 	apiErr := make(chan error, 1)
 	apiCtx, stopAPI := context.WithCancel(context.Background())
 	defer stopAPI()
-	go func() { apiErr <- api.Serve(apiCtx, apiAddr, api.Handler(a, reg), log) }()
+	// The dashboard and the admin API share the API's port (and its TLS).
+	dash := dashboard.New(dashboard.Options{Cluster: cfg.Cluster, Self: cfg.ID, Store: st, OperatorPassword: sec.Operator, Log: log.With("component", "dashboard")})
+	defer dash.Close()
+	go func() { apiErr <- api.Serve(apiCtx, apiAddr, dash.Wrap(api.Handler(a, reg)), log) }()
 
 	if cfg.ProxyPort > 0 {
 		stopProxy, err := startNodeProxy(cfg, st, dm, reg, log)

@@ -217,3 +217,22 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 	case <-t.C:
 	}
 }
+
+// Edges decodes the edges' records from this node's cache, sorted by id
+// (the dashboard's view; undecodable records are skipped).
+func (s *Store) Edges() []Edge {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []Edge
+	for k, kv := range s.kvs {
+		if !strings.HasPrefix(k, s.prefix+"edges/") {
+			continue
+		}
+		var e Edge
+		if json.Unmarshal(kv.Value, &e) == nil && e.ID != "" {
+			out = append(out, e)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}

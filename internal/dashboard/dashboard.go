@@ -1,0 +1,324 @@
+// Package dashboard serves, from every agent's API port, the cluster's web
+// dashboard and the admin API.
+//
+// The dashboard (GET /dashboard/, assets embedded) shows every region and
+// member (role, state, health, timeline, lag as a live chart), the leader
+// proxies, the edges and the recent events, over one server-sent-events
+// stream (GET /api/v1/stream) that any node can serve for the whole
+// cluster: it reads the store and asks its peers' /status itself.
+//
+// The admin API (/api/v1/...) does what the CLI does, through
+// internal/ops: switchover, rolling restart, events, status, config. Every
+// request but the read-only view and stream needs the operator's
+// credentials (see auth.go), is logged with its principal, and gets JSON
+// back: a clear error for bad input, 401 without valid credentials (and
+// nothing changed).
+package dashboard
+
+import (
+	"context"
+	"embed"
+	"encoding/json"
+	"errors"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/petrel-db/petrel/internal/model"
+	"github.com/petrel-db/petrel/internal/ops"
+	"github.com/petrel-db/petrel/internal/store"
+)
+
+//go:embed assets
+var assets embed.FS
+
+// Options configure a node's dashboard and admin API.
+type Options struct {
+	Cluster string
+	Self    string // this member's id
+	Store   *store.Store
+	// OperatorPassword authenticates the admin API ("" closes it).
+	OperatorPassword string
+	Log              *slog.Logger
+	// Client asks the peers for /status and /metrics (nil: 1 s timeout).
+	Client *http.Client
+}
+
+// Server is one node's dashboard and admin API.
+type Server struct {
+	o    Options
+	auth *authenticator
+	hub  *hub
+
+	opMu   sync.Mutex
+	op     *operation // the running or last long operation
+	nextOp int64
+	opWG   sync.WaitGroup
+	opCtx  context.Context
+	opStop context.CancelFunc
+}
+
+// New builds the server; Close stops what it started.
+func New(o Options) *Server {
+	if o.Client == nil {
+		o.Client = &http.Client{Timeout: time.Second}
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	col := &collector{cluster: o.Cluster, self: o.Self, st: o.Store, client: o.Client, samples: map[string]proxySample{}}
+	s := &Server{o: o, auth: newAuthenticator(o.OperatorPassword),
+		hub: &hub{col: col, etcd: o.Store.Client(), cluster: o.Cluster, log: o.Log, subs: map[chan struct{}]bool{}}}
+	s.opCtx, s.opStop = context.WithCancel(context.Background())
+	return s
+}
+
+// Close stops the stream's gathering and any running operation.
+func (s *Server) Close() {
+	s.opStop()
+	s.opWG.Wait()
+	s.hub.close()
+}
+
+// Wrap serves the dashboard and the admin API, and everything else from
+// next (the node's own endpoints).
+func (s *Server) Wrap(next http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/", next)
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/dashboard/", http.StatusFound)
+	})
+	sub, _ := fs.Sub(assets, "assets")
+	files := http.StripPrefix("/dashboard/", http.FileServerFS(sub))
+	mux.Handle("GET /dashboard/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-cache")
+		w.Header().Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		files.ServeHTTP(w, r)
+	}))
+	api := http.NewServeMux()
+	api.HandleFunc("GET /api/v1/stream", s.hub.serveStream)
+	api.HandleFunc("GET /api/v1/view", s.public(s.getView))
+	api.HandleFunc("POST /api/v1/token", s.authed(s.postToken))
+	api.HandleFunc("GET /api/v1/status", s.authed(s.getStatus))
+	api.HandleFunc("GET /api/v1/events", s.authed(s.getEvents))
+	api.HandleFunc("POST /api/v1/switchover", s.authed(s.postSwitchover))
+	api.HandleFunc("POST /api/v1/restart", s.authed(s.postRestart))
+	api.HandleFunc("GET /api/v1/operation", s.authed(s.getOperation))
+	api.HandleFunc("GET /api/v1/config", s.authed(s.getConfig))
+	api.HandleFunc("/api/v1/", s.authed(func(w http.ResponseWriter, r *http.Request, _ string) {
+		writeError(w, http.StatusNotFound, "no such admin API endpoint: "+r.Method+" "+r.URL.Path)
+	}))
+	mux.Handle("/api/v1/", s.logged(api))
+	return mux
+}
+
+// statusRecorder keeps the status code for the request log.
+type statusRecorder struct {
+	http.ResponseWriter
+	code      int
+	principal string
+}
+
+func (r *statusRecorder) WriteHeader(code int)        { r.code = code; r.ResponseWriter.WriteHeader(code) }
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// logged logs every admin API request: who, what, the outcome.
+func (s *Server) logged(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK, principal: "-"}
+		h.ServeHTTP(rec, r)
+		if r.URL.Path == "/api/v1/stream" {
+			s.o.Log.Debug("admin api", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "duration", time.Since(start).Round(time.Millisecond))
+			return
+		}
+		s.o.Log.Info("admin api", "method", r.Method, "path", r.URL.Path, "principal", rec.principal, "remote", r.RemoteAddr,
+			"status", rec.code, "duration", time.Since(start).Round(time.Millisecond))
+	})
+}
+
+func (s *Server) public(h func(http.ResponseWriter, *http.Request)) http.HandlerFunc { return h }
+
+// authed runs h only for an authenticated operator; otherwise 401 and
+// nothing else happens (the body is not even read).
+func (s *Server) authed(h func(http.ResponseWriter, *http.Request, string)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		who, how, err := s.auth.check(r)
+		if err != nil {
+			// Bearer, not Basic: a browser would pop its own password dialog.
+			w.Header().Set("WWW-Authenticate", `Bearer realm="petrel"`)
+			writeError(w, http.StatusUnauthorized, err.Error())
+			return
+		}
+		if rec, ok := w.(*statusRecorder); ok {
+			rec.principal = who + "/" + how
+		}
+		h(w, r, who+"@"+remoteHost(r))
+	}
+}
+
+func remoteHost(r *http.Request) string {
+	if h, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		return h
+	}
+	return r.RemoteAddr
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// writeError is every admin API error: {"error": "..."}.
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, map[string]string{"error": msg})
+}
+
+// decodeBody reads a small JSON body into v, refusing unknown fields,
+// trailing data and oversized bodies. An empty body leaves v as it is.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
+		writeError(w, http.StatusUnsupportedMediaType, "send application/json")
+		return false
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 4<<10))
+	if err != nil {
+		writeError(w, http.StatusRequestEntityTooLarge, "request body: "+err.Error())
+		return false
+	}
+	if len(strings.TrimSpace(string(body))) == 0 {
+		return true
+	}
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		writeError(w, http.StatusBadRequest, "bad request body: "+err.Error())
+		return false
+	}
+	if dec.More() {
+		writeError(w, http.StatusBadRequest, "bad request body: more than one JSON value")
+		return false
+	}
+	return true
+}
+
+func (s *Server) ops(actor string, out io.Writer) *ops.Cluster {
+	return &ops.Cluster{Etcd: s.o.Store.Client(), Name: s.o.Cluster, Out: out, Actor: "api:" + actor}
+}
+
+func (s *Server) getView(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+	defer cancel()
+	writeJSON(w, http.StatusOK, s.hub.col.view(ctx))
+}
+
+func (s *Server) postToken(w http.ResponseWriter, r *http.Request, _ string) {
+	if _, _, ok := r.BasicAuth(); !ok {
+		writeError(w, http.StatusBadRequest, "a token is issued for the password (HTTP Basic), not for another token")
+		return
+	}
+	tok, exp := s.auth.token()
+	writeJSON(w, http.StatusOK, map[string]any{"token": tok, "expires": exp.UTC()})
+}
+
+func (s *Server) getStatus(w http.ResponseWriter, r *http.Request, _ string) {
+	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+	defer cancel()
+	writeJSON(w, http.StatusOK, s.hub.col.view(ctx).Members)
+}
+
+func (s *Server) getEvents(w http.ResponseWriter, r *http.Request, _ string) {
+	q := r.URL.Query()
+	var after int64
+	limit := 100
+	if v := q.Get("after"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			writeError(w, http.StatusBadRequest, "after must be an event id (a non-negative integer)")
+			return
+		}
+		after = n
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > store.MaxEvents {
+			writeError(w, http.StatusBadRequest, "limit must be between 1 and "+strconv.Itoa(store.MaxEvents))
+			return
+		}
+		limit = n
+	}
+	evs, _, err := store.ListEvents(r.Context(), s.o.Store.Client(), s.o.Cluster, after, limit)
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	if evs == nil {
+		evs = []model.Event{}
+	}
+	writeJSON(w, http.StatusOK, evs)
+}
+
+// SwitchoverBody is POST /api/v1/switchover's body.
+type SwitchoverBody struct {
+	To                   string `json:"to"`
+	AllowSecondaryRegion bool   `json:"allow_secondary_region"`
+}
+
+func (s *Server) postSwitchover(w http.ResponseWriter, r *http.Request, actor string) {
+	var body SwitchoverBody
+	if !decodeBody(w, r, &body) {
+		return
+	}
+	if body.To != "" && !validID(body.To) {
+		writeError(w, http.StatusBadRequest, "to: not a member id")
+		return
+	}
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(45 * time.Second))
+	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+	defer cancel()
+	var log strings.Builder
+	from, to, err := s.ops(actor, &log).Switchover(ctx, ops.SwitchoverRequest{To: body.To, AllowSecondaryRegion: body.AllowSecondaryRegion})
+	switch {
+	case errors.Is(err, ops.ErrBadTarget):
+		writeError(w, http.StatusBadRequest, err.Error())
+	case errors.Is(err, ops.ErrNoLeader):
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+	case errors.Is(err, ops.ErrRefused):
+		writeError(w, http.StatusConflict, err.Error())
+	case err != nil:
+		writeError(w, http.StatusGatewayTimeout, err.Error())
+	default:
+		writeJSON(w, http.StatusOK, map[string]string{"from": from, "to": to, "log": log.String()})
+	}
+}
+
+// validID: member ids are short names (no key path separators).
+func validID(id string) bool {
+	if len(id) == 0 || len(id) > 64 {
+		return false
+	}
+	for _, c := range id {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *Server) getConfig(w http.ResponseWriter, r *http.Request, actor string) {
+	m, rev, err := s.ops(actor, nil).LoadSettings(r.Context())
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"settings": m, "revision": rev})
+}

@@ -1,0 +1,192 @@
+package dashboard
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/petrel-db/petrel/internal/store"
+)
+
+// newTestServer serves the dashboard over a store whose etcd is not
+// there: everything tested here must be decided before the store is asked.
+func newTestServer(t *testing.T) (*httptest.Server, *Server) {
+	t.Helper()
+	st, err := store.Dial(context.Background(), []string{"127.0.0.1:1"}, "test", time.Second, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	s := New(Options{Cluster: "test", Self: "n1", Store: st, OperatorPassword: "s3cret-operator"})
+	t.Cleanup(s.Close)
+	node := http.NewServeMux()
+	node.HandleFunc("GET /role", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "replica") })
+	ts := httptest.NewServer(s.Wrap(node))
+	t.Cleanup(ts.Close)
+	return ts, s
+}
+
+func do(t *testing.T, method, url, auth, body string) (int, map[string]any) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, strings.NewReader(body))
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var m map[string]any
+	b, _ := io.ReadAll(resp.Body)
+	if err := json.Unmarshal(b, &m); err != nil && resp.Header.Get("Content-Type") == "application/json" {
+		t.Fatalf("%s %s: not a JSON object: %q", method, url, b)
+	}
+	return resp.StatusCode, m
+}
+
+// TestAdminAuth: without credentials, with a wrong password, or with a
+// forged, altered or expired token, every admin endpoint answers 401 with
+// a JSON error and does nothing; the password and a token it issued pass.
+func TestAdminAuth(t *testing.T) {
+	ts, s := newTestServer(t)
+	basic := func(user, pass string) string {
+		req, _ := http.NewRequest("GET", "/", nil)
+		req.SetBasicAuth(user, pass)
+		return req.Header.Get("Authorization")
+	}
+	code, m := do(t, "POST", ts.URL+"/api/v1/token", basic("operator", "s3cret-operator"), "")
+	if code != 200 || m["token"] == nil {
+		t.Fatalf("token with the password: %d %v", code, m)
+	}
+	good := "Bearer " + m["token"].(string)
+	parts := strings.Split(m["token"].(string), ".")
+	expired := s.auth.sign(time.Now().Add(-time.Minute).Unix())
+	tooLong := s.auth.sign(time.Now().Add(30 * 24 * time.Hour).Unix())
+	forgedKey := newAuthenticator("another-password").sign(time.Now().Add(time.Hour).Unix())
+	bad := map[string]string{
+		"none":            "",
+		"wrong password":  basic("operator", "guess"),
+		"wrong user":      basic("postgres", "s3cret-operator"),
+		"forged token":    "Bearer " + forgedKey,
+		"altered expiry":  "Bearer v1.9999999999." + parts[2],
+		"expired token":   "Bearer " + expired,
+		"too long token":  "Bearer " + tooLong,
+		"garbage":         "Bearer not-a-token",
+		"other scheme":    "Digest abc",
+		"empty bearer":    "Bearer ",
+		"password bearer": "Bearer s3cret-operator",
+	}
+	endpoints := [][2]string{
+		{"POST", "/api/v1/switchover"}, {"POST", "/api/v1/restart"}, {"GET", "/api/v1/events"},
+		{"GET", "/api/v1/status"}, {"GET", "/api/v1/config"}, {"GET", "/api/v1/operation"}, {"POST", "/api/v1/token"},
+		{"DELETE", "/api/v1/nothing"},
+	}
+	for name, auth := range bad {
+		for _, ep := range endpoints {
+			code, m := do(t, ep[0], ts.URL+ep[1], auth, `{"to":"n2"}`)
+			if code != http.StatusUnauthorized || m["error"] == nil {
+				t.Errorf("%s: %s %s = %d %v, want 401 with an error", name, ep[0], ep[1], code, m)
+			}
+		}
+	}
+	s.opMu.Lock()
+	if s.op != nil {
+		t.Errorf("an unauthenticated request started an operation: %+v", s.op.snapshot())
+	}
+	s.opMu.Unlock()
+
+	// Authenticated: the answer is the endpoint's own.
+	if code, m := do(t, "GET", ts.URL+"/api/v1/operation", good, ""); code != http.StatusNotFound || m["error"] == nil {
+		t.Errorf("operation with a token: %d %v, want 404 (none ran)", code, m)
+	}
+	if code, _ := do(t, "GET", ts.URL+"/api/v1/operation", basic("operator", "s3cret-operator"), ""); code != http.StatusNotFound {
+		t.Errorf("operation with the password: %d, want 404", code)
+	}
+	if code, m := do(t, "POST", ts.URL+"/api/v1/token", good, ""); code != http.StatusBadRequest {
+		t.Errorf("a token for a token: %d %v, want 400", code, m)
+	}
+	// The node's own endpoints and the page are untouched and public.
+	if code, _ := do(t, "GET", ts.URL+"/role", "", ""); code != 200 {
+		t.Errorf("GET /role through the dashboard's mux: %d", code)
+	}
+	resp, err := http.Get(ts.URL + "/dashboard/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(page), "app.js") {
+		t.Errorf("GET /dashboard/: %d %.80q", resp.StatusCode, page)
+	}
+
+	// A node without an operator password has the admin API closed.
+	s.auth = newAuthenticator("")
+	if code, _ := do(t, "GET", ts.URL+"/api/v1/operation", basic("operator", ""), ""); code != http.StatusUnauthorized {
+		t.Errorf("an empty password on a node without one: %d, want 401", code)
+	}
+}
+
+// TestAdminBadInput: bad bodies and parameters get 4xx JSON errors
+// before anything is asked of the store.
+func TestAdminBadInput(t *testing.T) {
+	ts, s := newTestServer(t)
+	tok, _ := s.auth.token()
+	auth := "Bearer " + tok
+	cases := []struct{ method, path, body string }{
+		{"POST", "/api/v1/switchover", `{"to":`},
+		{"POST", "/api/v1/switchover", `{"target":"n2"}`},
+		{"POST", "/api/v1/switchover", `{"to":"../../leader"}`},
+		{"POST", "/api/v1/switchover", `{"to":"n2"}{"to":"n3"}`},
+		{"POST", "/api/v1/switchover", `{"to":"` + strings.Repeat("x", 5000) + `"}`},
+		{"POST", "/api/v1/restart", `{"now":true}`},
+		{"GET", "/api/v1/events?after=-1", ""},
+		{"GET", "/api/v1/events?after=x", ""},
+		{"GET", "/api/v1/events?limit=0", ""},
+		{"GET", "/api/v1/events?limit=100000", ""},
+	}
+	for _, c := range cases {
+		code, m := do(t, c.method, ts.URL+c.path, auth, c.body)
+		if code < 400 || code >= 500 || m["error"] == nil {
+			t.Errorf("%s %s %.40q = %d %v, want a 4xx JSON error", c.method, c.path, c.body, code, m)
+		}
+	}
+	req, _ := http.NewRequest("GET", ts.URL+"/api/v1/stream", nil)
+	req.Header.Set("Last-Event-ID", "nope")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("stream with a bad Last-Event-ID: %d, want 400", resp.StatusCode)
+	}
+}
+
+// TestScrape sums a metric's label sets from the text exposition.
+func TestScrape(t *testing.T) {
+	ms := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "# HELP x\n# TYPE petrel_proxy_connections_accepted_total counter\n"+
+			`petrel_proxy_connections_accepted_total{listener="leader"} 7`+"\n"+
+			`petrel_proxy_connections_accepted_total{listener="readonly"} 3`+"\n"+
+			"petrel_proxy_connections_active 2\npetrel_proxy_connections_active_other 100\n")
+	}))
+	defer ms.Close()
+	c := &collector{client: ms.Client()}
+	got, err := c.scrape(context.Background(), ms.URL, "petrel_proxy_connections_accepted_total", "petrel_proxy_connections_active")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got["petrel_proxy_connections_accepted_total"] != 10 || got["petrel_proxy_connections_active"] != 2 {
+		t.Fatalf("scraped %v", got)
+	}
+}

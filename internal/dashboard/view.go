@@ -1,0 +1,198 @@
+package dashboard
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/petrel-db/petrel/internal/model"
+	"github.com/petrel-db/petrel/internal/statusview"
+	"github.com/petrel-db/petrel/internal/store"
+)
+
+// View is the whole cluster as one node sees it: what the page draws.
+type View struct {
+	Cluster       string         `json:"cluster"`
+	ServedBy      string         `json:"served_by"`
+	Time          time.Time      `json:"time"`
+	Leader        string         `json:"leader"`
+	PrimaryRegion string         `json:"primary_region"`
+	StoreOK       bool           `json:"store_ok"`
+	Regions       []string       `json:"regions"` // primary first
+	Members       []model.Status `json:"members"` // every registered member; unreachable ones as offline
+	Proxies       []ProxyView    `json:"proxies"`
+	Edges         []EdgeView     `json:"edges"`
+	Switchover    bool           `json:"switchover_in_progress"`
+}
+
+// ProxyView is a member's leader proxy, from its /metrics.
+type ProxyView struct {
+	Member  string  `json:"member"`
+	Addr    string  `json:"addr"`
+	Active  float64 `json:"active"`  // client connections open
+	PerSec  float64 `json:"per_sec"` // connections accepted per second since the last sample
+	Known   bool    `json:"known"`   // the metrics were read
+	Leading string  `json:"leading"` // where it sends writes (the leader it follows)
+}
+
+// EdgeView is an edge router's record (request and replay rates are the
+// edge's own /metrics, which the store does not locate).
+type EdgeView struct {
+	ID        string `json:"id"`
+	Region    string `json:"region"`
+	URL       string `json:"url"`
+	Instances int    `json:"instances"`
+}
+
+// collector builds Views from the node's store cache and the members'
+// /status and /metrics.
+type collector struct {
+	cluster string
+	self    string
+	st      *store.Store
+	client  *http.Client
+
+	mu      sync.Mutex
+	samples map[string]proxySample // member -> last proxy sample
+}
+
+type proxySample struct {
+	at       time.Time
+	accepted float64
+}
+
+func (c *collector) view(ctx context.Context) View {
+	snap := c.st.Snapshot()
+	v := View{Cluster: c.cluster, ServedBy: c.self, Time: time.Now().UTC(), Leader: snap.Leader, StoreOK: c.st.OK(), Switchover: snap.Switchover != nil}
+	if snap.Info != nil {
+		v.PrimaryRegion = snap.Info.PrimaryRegion
+	}
+	// Every registered member, so a dead one shows as offline.
+	var targets []statusview.Target
+	seen := map[string]bool{}
+	for _, id := range snap.Registered {
+		m, ok := snap.Members[id]
+		t := statusview.Target{ID: id, Region: snap.RegisteredRegions[id]}
+		if ok {
+			t.Region, t.APIURL = m.Region, m.APIURL
+		}
+		targets = append(targets, t)
+		seen[id] = true
+	}
+	for id, m := range snap.Members {
+		if !seen[id] {
+			targets = append(targets, statusview.Target{ID: id, Region: m.Region, APIURL: m.APIURL})
+		}
+	}
+	sort.Slice(targets, func(i, j int) bool { return targets[i].ID < targets[j].ID })
+	v.Members = statusview.Collect(ctx, targets)
+	regions := map[string]bool{}
+	for _, m := range v.Members {
+		if m.Region != "" && !regions[m.Region] {
+			regions[m.Region] = true
+			v.Regions = append(v.Regions, m.Region)
+		}
+	}
+	sort.Slice(v.Regions, func(i, j int) bool {
+		if (v.Regions[i] == v.PrimaryRegion) != (v.Regions[j] == v.PrimaryRegion) {
+			return v.Regions[i] == v.PrimaryRegion
+		}
+		return v.Regions[i] < v.Regions[j]
+	})
+	v.Proxies = c.proxies(ctx, snap)
+	for _, e := range c.st.Edges() {
+		v.Edges = append(v.Edges, EdgeView{ID: e.ID, Region: e.Region, URL: e.URL, Instances: len(e.Instances)})
+	}
+	return v
+}
+
+// proxies samples the leader proxies' connection counters.
+func (c *collector) proxies(ctx context.Context, snap store.Snapshot) []ProxyView {
+	var ids []string
+	for id, m := range snap.Members {
+		if m.ProxyAddr != "" {
+			ids = append(ids, id)
+		}
+	}
+	sort.Strings(ids)
+	out := make([]ProxyView, len(ids))
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		m := snap.Members[id]
+		out[i] = ProxyView{Member: id, Addr: m.ProxyAddr, Leading: snap.Leader}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			vals, err := c.scrape(ctx, m.APIURL, "petrel_proxy_connections_accepted_total", "petrel_proxy_connections_active")
+			if err != nil {
+				return
+			}
+			now := time.Now()
+			p := &out[i]
+			p.Known, p.Active = true, vals["petrel_proxy_connections_active"]
+			acc := vals["petrel_proxy_connections_accepted_total"]
+			c.mu.Lock()
+			if prev, ok := c.samples[id]; ok && now.After(prev.at) && acc >= prev.accepted {
+				p.PerSec = (acc - prev.accepted) / now.Sub(prev.at).Seconds()
+			}
+			c.samples[id] = proxySample{at: now, accepted: acc}
+			c.mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// scrape sums the samples of the named metrics (all label sets) in a
+// member's /metrics text exposition.
+func (c *collector) scrape(ctx context.Context, apiURL string, names ...string) (map[string]float64, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(apiURL, "/")+"/metrics", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	want := map[string]bool{}
+	for _, n := range names {
+		want[n] = true
+	}
+	out := map[string]float64{}
+	sc := bufio.NewScanner(io.LimitReader(resp.Body, 4<<20))
+	sc.Buffer(make([]byte, 64<<10), 64<<10)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		name := line
+		if i := strings.IndexAny(line, "{ "); i >= 0 {
+			name = line[:i]
+		}
+		if !want[name] {
+			continue
+		}
+		rest := line[len(name):]
+		if i := strings.LastIndexByte(rest, '}'); i >= 0 {
+			rest = rest[i+1:]
+		}
+		f := strings.Fields(rest)
+		if len(f) == 0 {
+			continue
+		}
+		if x, err := strconv.ParseFloat(f[0], 64); err == nil {
+			out[name] += x
+		}
+	}
+	return out, sc.Err()
+}
