@@ -1,0 +1,180 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/petrel-db/petrel/internal/model"
+	"github.com/petrel-db/petrel/internal/store"
+	"github.com/petrel-db/petrel/internal/testcluster"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// TestDashboard drives a replica's dashboard in a real headless chromium:
+// the page shows every member with its role; the admin API refuses
+// requests without or with forged credentials (and the leader stays); the
+// switchover button (operator password in the page's dialog) moves the
+// leader and the open page shows it without a reload; a screenshot is
+// kept. Then a crash failover, and the event log names the old and the new
+// leader and why. One cluster for all of it.
+func TestDashboard(t *testing.T) {
+	chromium, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Fatal("chromium is needed for the dashboard test: run scripts/install-deps.sh (apt-get install chromium)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	c := newCluster(t, ctx)
+	leader := startNodes(ctx, t, c, [2]string{"scl1", "scl"}, [2]string{"scl2", "scl"}, [2]string{"ord1", "ord"})
+	waitSync(ctx, t, c, leader)
+	target := "scl2"
+	if leader == "scl2" {
+		target = "scl1"
+	}
+	page := fmt.Sprintf("http://127.0.0.1:%d", c.Node("ord1").APIPort) // a replica's page shows the whole cluster
+
+	// The admin API: no credentials, forged ones: 401, and no switchover.
+	forged := []string{"", "Basic " + basicAuth("operator", "not-the-password"), "Bearer v1.9999999999.0123456789abcdef", "Bearer " + c.Secrets.Operator}
+	for _, auth := range forged {
+		req, _ := http.NewRequestWithContext(ctx, "POST", page+"/api/v1/switchover", strings.NewReader(`{"to":"`+target+`"}`))
+		req.Header.Set("Content-Type", "application/json")
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("switchover with %q: %s, want 401", auth, resp.Status)
+		}
+	}
+	time.Sleep(time.Second) // a switchover, had one been requested, would be under way
+	if l, err := c.WaitLeader(ctx, ""); err != nil || l != leader {
+		t.Fatalf("after refused requests the leader is %q (%v), want %s", l, err, leader)
+	}
+
+	userData := t.TempDir()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromium), chromedp.UserDataDir(userData),
+		chromedp.Flag("headless", true), chromedp.Flag("no-sandbox", true), chromedp.Flag("disable-gpu", true),
+		chromedp.Flag("disable-quic", true), chromedp.Flag("no-first-run", true),
+		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true), chromedp.WindowSize(1400, 1000),
+	)
+	actx, acancel := chromedp.NewExecAllocator(ctx, opts...)
+	defer acancel()
+	bctx, bcancel := chromedp.NewContext(actx)
+	defer bcancel()
+
+	role := func(id, role string) chromedp.CSS {
+		return chromedp.CSS(fmt.Sprintf(`tr[data-member=%q][data-role=%q]`, id, role))
+	}
+	if err := chromedp.Do(bctx, chromedp.Navigate(page+"/dashboard/"), chromedp.WaitVisible(chromedp.CSS(`#conn.on`))); err != nil {
+		t.Fatalf("loading the dashboard: %v", err)
+	}
+	for _, id := range c.IDs() {
+		want := model.RoleReplica
+		if id == leader {
+			want = model.RolePrimary
+		}
+		if err := chromedp.Do(bctx, chromedp.WaitVisible(role(id, want))); err != nil {
+			t.Fatalf("the page does not show %s as %s: %v", id, want, err)
+		}
+	}
+	regions, err := chromedp.Run(bctx, chromedp.Evaluate[int](`document.querySelectorAll(".region").length`))
+	if err != nil || regions != 2 {
+		t.Fatalf("the page shows %d regions (%v), want 2", regions, err)
+	}
+
+	// The switchover button, confirmed with the operator's password. The
+	// page is never reloaded: the change must come over the stream.
+	start := time.Now()
+	err = chromedp.Do(bctx,
+		chromedp.SetValue(chromedp.CSS(`#target`), target),
+		chromedp.Click(chromedp.CSS(`#switchover`)),
+		chromedp.WaitVisible(chromedp.CSS(`#login`)),
+		chromedp.SendKeys(chromedp.CSS(`#password`), c.Secrets.Operator),
+		chromedp.Click(chromedp.CSS(`#login-ok`)),
+		chromedp.WaitVisible(role(target, model.RolePrimary)),
+		chromedp.WaitVisible(role(leader, model.RoleReplica)),
+	)
+	if err != nil {
+		status, _ := chromedp.Run(bctx, chromedp.Text(chromedp.CSS(`#op-status`)))
+		t.Fatalf("switchover from the page (status %q): %v", status, err)
+	}
+	t.Logf("the page showed %s as primary %.2fs after the click", target, time.Since(start).Seconds())
+	if err := chromedp.Do(bctx, chromedp.WaitVisible(chromedp.CSS(`tr[data-kind="switchover"]`))); err != nil {
+		t.Fatalf("the switchover event is not on the page: %v", err)
+	}
+	shot, err := chromedp.Run(bctx, chromedp.CaptureScreenshot())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := os.Getenv("PETREL_TEST_ARTIFACTS")
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	shotPath := filepath.Join(dir, "dashboard-switchover.png")
+	if err := os.WriteFile(shotPath, shot, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot: %s (%d bytes)", shotPath, len(shot))
+
+	// A crash failover: the event names the old and new leader and why.
+	if err := c.WaitRole(ctx, leader, model.RoleReplica); err != nil {
+		t.Fatal(err)
+	}
+	waitSync(ctx, t, c, target)
+	if err := c.Kill(target); err != nil {
+		t.Fatal(err)
+	}
+	newLeader, err := c.WaitLeader(ctx, target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: c.EtcdEndpoints(), DialTimeout: 3 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	var failover *model.Event
+	err = testcluster.WaitFor(ctx, "the failover event", func() bool {
+		evs, _, err := store.ListEvents(ctx, cli, c.Opts.Name, 0, 0)
+		if err != nil {
+			return false
+		}
+		for _, ev := range evs {
+			if ev.Kind == model.EventFailover && ev.To == newLeader {
+				failover = &ev
+			}
+		}
+		return failover != nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if failover.From != target || failover.Node != newLeader || failover.Reason == "" || failover.Timeline == 0 || failover.LSN == "" {
+		t.Fatalf("failover event %+v: want from %s to %s with a reason, timeline and LSN", failover, target, newLeader)
+	}
+	t.Logf("failover event: %+v", *failover)
+	// The page still follows (its node, ord1, is alive) and shows it.
+	if err := chromedp.Do(bctx, chromedp.WaitVisible(chromedp.CSS(fmt.Sprintf(`tr[data-kind="failover"][data-event="%d"]`, failover.ID)))); err != nil {
+		t.Fatalf("the failover event is not on the page: %v", err)
+	}
+}
+
+func basicAuth(user, pass string) string {
+	req, _ := http.NewRequest("GET", "/", nil)
+	req.SetBasicAuth(user, pass)
+	return strings.TrimPrefix(req.Header.Get("Authorization"), "Basic ")
+}
