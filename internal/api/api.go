@@ -1,5 +1,5 @@
-// Package api serves a node's HTTP endpoints: GET /health, /role, /status
-// and /metrics, which only read from its Source, and POST /failsafe, a
+// Package api serves a node's HTTP endpoints: GET /health, /role, /primary,
+// /replica, /status and /metrics, which only read from its Source, and POST /failsafe, a
 // leader's signed ask (while the store is unreachable) that this member
 // not take over for a lease TTL.
 package api
@@ -37,6 +37,20 @@ func Handler(src Source, reg prometheus.Gatherer) http.Handler {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte(src.Role()))
 	})
+	// Load-balancer checks by status code alone (HAProxy's httpchk,
+	// Kubernetes probes): 200 only in the named role, else 503.
+	for _, want := range []string{model.RolePrimary, model.RoleReplica} {
+		mux.HandleFunc("GET /"+want, func(w http.ResponseWriter, r *http.Request) {
+			role := src.Role()
+			code := http.StatusOK
+			if role != want {
+				code = http.StatusServiceUnavailable
+			}
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			w.WriteHeader(code)
+			_, _ = w.Write([]byte(role))
+		})
+	}
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()

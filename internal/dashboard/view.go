@@ -33,12 +33,11 @@ type View struct {
 
 // ProxyView is a member's leader proxy, from its /metrics.
 type ProxyView struct {
-	Member  string  `json:"member"`
-	Addr    string  `json:"addr"`
-	Active  float64 `json:"active"`  // client connections open
-	PerSec  float64 `json:"per_sec"` // connections accepted per second since the last sample
-	Known   bool    `json:"known"`   // the metrics were read
-	Leading string  `json:"leading"` // where it sends writes (the leader it follows)
+	Member string  `json:"member"`
+	Addr   string  `json:"addr"`
+	Active float64 `json:"active"`  // client connections open
+	PerSec float64 `json:"per_sec"` // connections accepted per second since the last sample
+	Known  bool    `json:"known"`   // the metrics were read
 }
 
 // EdgeView is an edge router's record (request and replay rates are the
@@ -58,9 +57,15 @@ type collector struct {
 	st      *store.Store
 	client  *http.Client
 
-	mu      sync.Mutex
-	samples map[string]proxySample // member -> last proxy sample
+	mu        sync.Mutex
+	samples   map[string]proxySample // member -> last proxy sample
+	lastProxy []ProxyView            // the last proxies' view
+	proxiesAt time.Time              // when it was gathered
 }
+
+// proxiesEvery spaces the /metrics scrapes (the heavier request) out more
+// than the views.
+const proxiesEvery = 2 * time.Second
 
 type proxySample struct {
 	at       time.Time
@@ -105,7 +110,16 @@ func (c *collector) view(ctx context.Context) View {
 		}
 		return v.Regions[i] < v.Regions[j]
 	})
-	v.Proxies = c.proxies(ctx, snap)
+	c.mu.Lock()
+	stale := time.Since(c.proxiesAt) >= proxiesEvery
+	v.Proxies = c.lastProxy
+	c.mu.Unlock()
+	if stale {
+		v.Proxies = c.proxies(ctx, snap)
+		c.mu.Lock()
+		c.lastProxy, c.proxiesAt = v.Proxies, time.Now()
+		c.mu.Unlock()
+	}
 	for _, e := range c.st.Edges() {
 		v.Edges = append(v.Edges, EdgeView{ID: e.ID, Region: e.Region, URL: e.URL, Instances: len(e.Instances)})
 	}
@@ -125,7 +139,7 @@ func (c *collector) proxies(ctx context.Context, snap store.Snapshot) []ProxyVie
 	var wg sync.WaitGroup
 	for i, id := range ids {
 		m := snap.Members[id]
-		out[i] = ProxyView{Member: id, Addr: m.ProxyAddr, Leading: snap.Leader}
+		out[i] = ProxyView{Member: id, Addr: m.ProxyAddr}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -113,7 +113,14 @@ func TestUpServesDemo(t *testing.T) {
 	if ord == "" || scl == "" || !strings.Contains(out.String(), ord) {
 		t.Fatalf("cluster.json edges %+v (printed: %v)", cf.Edges, strings.Contains(out.String(), ord))
 	}
+	// The dashboard: printed, in cluster.json, and served.
+	if cf.DashboardURL == "" || !strings.Contains(out.String(), "Dashboard: "+cf.DashboardURL) {
+		t.Fatalf("dashboard_url %q in cluster.json, printed: %v", cf.DashboardURL, strings.Contains(out.String(), "Dashboard: "))
+	}
 	b := newBrowser(t)
+	if resp, body := b.do("GET", cf.DashboardURL, ""); resp.StatusCode != 200 || !strings.Contains(body, "app.js") {
+		t.Fatalf("GET %s: %d %.100q", cf.DashboardURL, resp.StatusCode, body)
+	}
 	waitFor(t, ctx, time.Minute, "the demo page in ord", func() bool {
 		resp, body := b.do("GET", ord+"/", "")
 		return resp.StatusCode == 200 && strings.Contains(body, "region <b>ord</b>")

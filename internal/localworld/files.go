@@ -33,8 +33,11 @@ type ClusterFile struct {
 	SuperuserDSN  string   `json:"superuser_dsn"`
 	// DatabaseURL is the operator role's URL through the leader proxy
 	// (see addDatabaseURL); it holds the operator password.
-	DatabaseURL string         `json:"database_url,omitempty"`
-	Nodes       []model.Member `json:"nodes"`
+	DatabaseURL string `json:"database_url,omitempty"`
+	// DashboardURL is a member's web dashboard (any member's shows the
+	// whole cluster); its buttons ask for OPERATOR_PASSWORD (secrets.env).
+	DashboardURL string         `json:"dashboard_url,omitempty"`
+	Nodes        []model.Member `json:"nodes"`
 	// Edges are the regions' edge routers (petrel edge), each with the
 	// app instance behind it: open an edge's URL to use the app there.
 	Edges []EdgeInfo `json:"edges,omitempty"`

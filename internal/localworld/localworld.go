@@ -563,6 +563,9 @@ func clusterFileFor(w *world, endpoints []string, suPW string) *ClusterFile {
 	}
 	cf.SuperuserDSN = u.String()
 	cf.Edges = edgesFor(w)
+	if len(cf.Nodes) > 0 {
+		cf.DashboardURL = strings.TrimRight(cf.Nodes[0].APIURL, "/") + "/dashboard/"
+	}
 	return cf
 }
 
@@ -629,6 +632,10 @@ func printReady(out io.Writer, dir string, cf *ClusterFile, sts []model.Status, 
 	fmt.Fprintln(out)
 	statusview.RegionTable(out, sts)
 	cfPath := filepath.Join(dir, ClusterFileName)
+	if cf.DashboardURL != "" {
+		fmt.Fprintf(out, "\nDashboard: %s\n  (every member serves one for the whole cluster; its buttons ask for OPERATOR_PASSWORD from %s)\n",
+			cf.DashboardURL, filepath.Join(dir, SecretsFileName))
+	}
 	fmt.Fprintf(out, "\nConnect (superuser; libpq picks the writable member):\n  %s\n", RedactDSN(cf.SuperuserDSN))
 	fmt.Fprintf(out, "  The full connection string is in %s (\"superuser_dsn\"), e.g.\n", cfPath)
 	fmt.Fprintf(out, "  psql \"$(jq -r .superuser_dsn %s)\"\n", cfPath)
