@@ -33,6 +33,7 @@ import (
 	"github.com/petrel-db/petrel/internal/model"
 	"github.com/petrel-db/petrel/internal/ops"
 	"github.com/petrel-db/petrel/internal/store"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 //go:embed assets
@@ -42,12 +43,20 @@ var assets embed.FS
 type Options struct {
 	Cluster string
 	Self    string // this member's id
-	Store   *store.Store
+	Store   Store
 	// OperatorPassword authenticates the admin API ("" closes it).
 	OperatorPassword string
 	Log              *slog.Logger
 	// Client asks the peers for /status and /metrics (nil: 1 s timeout).
 	Client *http.Client
+}
+
+// Store is what the dashboard reads of the node's store (*store.Store).
+type Store interface {
+	Snapshot() store.Snapshot
+	OK() bool
+	Edges() []store.Edge
+	Client() *clientv3.Client
 }
 
 // Server is one node's dashboard and admin API.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -12,17 +11,28 @@ import (
 	"time"
 
 	"github.com/petrel-db/petrel/internal/store"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 )
+
+// noStore is a store with nothing in it and an etcd that is not there.
+type noStore struct{ cli *clientv3.Client }
+
+func (noStore) Snapshot() store.Snapshot   { return store.Snapshot{} }
+func (noStore) OK() bool                   { return false }
+func (noStore) Edges() []store.Edge        { return nil }
+func (s noStore) Client() *clientv3.Client { return s.cli }
 
 // newTestServer serves the dashboard over a store whose etcd is not
 // there: everything tested here must be decided before the store is asked.
 func newTestServer(t *testing.T) (*httptest.Server, *Server) {
 	t.Helper()
-	st, err := store.Dial(context.Background(), []string{"127.0.0.1:1"}, "test", time.Second, slog.New(slog.DiscardHandler))
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"127.0.0.1:1"}, DialTimeout: time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { st.Close() })
+	t.Cleanup(func() { cli.Close() })
+	st := noStore{cli}
 	s := New(Options{Cluster: "test", Self: "n1", Store: st, OperatorPassword: "s3cret-operator"})
 	t.Cleanup(s.Close)
 	node := http.NewServeMux()

@@ -171,12 +171,6 @@ func (h *hub) since(after int64) ([]model.Event, []byte) {
 
 // serveStream is GET /api/v1/stream.
 func (h *hub) serveStream(w http.ResponseWriter, r *http.Request) {
-	ch, ok := h.subscribe()
-	if !ok {
-		writeError(w, http.StatusServiceUnavailable, "too many open dashboard streams on this node")
-		return
-	}
-	defer h.unsubscribe(ch)
 	var last int64 // the newest event ID this page has
 	if s := r.Header.Get("Last-Event-ID"); s != "" {
 		n, err := strconv.ParseInt(s, 10, 64)
@@ -186,6 +180,12 @@ func (h *hub) serveStream(w http.ResponseWriter, r *http.Request) {
 		}
 		last = n
 	}
+	ch, ok := h.subscribe()
+	if !ok {
+		writeError(w, http.StatusServiceUnavailable, "too many open dashboard streams on this node")
+		return
+	}
+	defer h.unsubscribe(ch)
 	rc := http.NewResponseController(w)
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-store")

@@ -54,7 +54,7 @@ type EdgeView struct {
 type collector struct {
 	cluster string
 	self    string
-	st      *store.Store
+	st      Store
 	client  *http.Client
 
 	mu        sync.Mutex
