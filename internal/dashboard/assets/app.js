@@ -25,7 +25,7 @@ function fmtBytes(n) {
   if (!n) return "0 B";
   const u = ["B", "KiB", "MiB", "GiB", "TiB"]; let i = 0;
   while (Math.abs(n) >= 1024 && i < u.length - 1) { n /= 1024; i++; }
-  return (i ? n.toFixed(1) : n) + " " + u[i];
+  return (i ? n.toFixed(1) : Math.round(n)) + " " + u[i];
 }
 
 function render(v) {
@@ -47,7 +47,7 @@ function render(v) {
         el("td", {}, el("b", {}, m.id), m.id === v.leader ? " ★" : ""),
         el("td", {}, el("span", { class: "role role-" + m.role, "data-testid": "role" }, m.role)),
         el("td", {}, m.state),
-        el("td", { class: healthy ? "health-ok" : "health-bad", title: problems.join("\n") }, healthy ? "ok" : (problems[0] || "down")),
+        el("td", { class: "health " + (healthy ? "health-ok" : "health-bad"), title: problems.join("\n") }, healthy ? "ok" : (problems[0] || "down")),
         el("td", {}, m.timeline || "–"),
         el("td", {}, m.role === "replica" ? m.replay_lsn || m.lsn : m.lsn || "–"),
         el("td", {}, m.role === "replica" ? fmtBytes(m.lag_bytes) : "–"),
