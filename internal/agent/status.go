@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/petrel-db/petrel/internal/version"
 	"io"
 	"net/http"
 	"sync"
@@ -113,6 +114,7 @@ func (a *Agent) Status(ctx context.Context) model.Status {
 		APIURL:       a.self.APIURL,
 		Streaming:    ps.Streaming,
 		Upstream:     obs.Following,
+		Version:      version.Get().Short(),
 	}
 	for _, m := range obs.Sync.Members {
 		if m == a.cfg.ID {

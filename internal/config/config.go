@@ -235,15 +235,9 @@ func (Secrets) String() string { return "Secrets{redacted}" }
 // the environment, falling back to the secrets file (which must not be
 // readable by group or others).
 func LoadSecrets(file string) (Secrets, error) {
-	vals, err := readSecretsFile(file)
+	get, err := envThenFile(file, "SU_PASSWORD", "REPL_PASSWORD", "OPERATOR_PASSWORD")
 	if err != nil {
 		return Secrets{}, err
-	}
-	get := func(k string) string {
-		if v := os.Getenv(k); v != "" {
-			return v
-		}
-		return vals[k]
 	}
 	s := Secrets{Superuser: get("SU_PASSWORD"), Replication: get("REPL_PASSWORD"), Operator: get("OPERATOR_PASSWORD")}
 	if s.Superuser == "" || s.Replication == "" || s.Operator == "" {
@@ -252,20 +246,37 @@ func LoadSecrets(file string) (Secrets, error) {
 	return s, nil
 }
 
+// envThenFile returns a lookup of keys: the environment, else the secrets
+// file. The file is read only when the environment lacks one of keys, so
+// a service given its secrets in the environment (systemd's
+// EnvironmentFile, read as root) runs as a user that cannot read the file.
+func envThenFile(file string, keys ...string) (func(string) string, error) {
+	vals := map[string]string{}
+	for _, k := range keys {
+		if os.Getenv(k) == "" {
+			var err error
+			if vals, err = readSecretsFile(file); err != nil {
+				return nil, err
+			}
+			break
+		}
+	}
+	return func(k string) string {
+		if v := os.Getenv(k); v != "" {
+			return v
+		}
+		return vals[k]
+	}, nil
+}
+
 // EtcdPassword is ETCD_PASSWORD from the environment, else from the
 // secrets file ("" when neither has it, or there is no file).
 func EtcdPassword(file string) (string, error) {
-	if v := os.Getenv("ETCD_PASSWORD"); v != "" {
-		return v, nil
-	}
-	if file == "" {
-		return "", nil
-	}
-	vals, err := readSecretsFile(file)
+	get, err := envThenFile(file, "ETCD_PASSWORD")
 	if err != nil {
 		return "", err
 	}
-	return vals["ETCD_PASSWORD"], nil
+	return get("ETCD_PASSWORD"), nil
 }
 
 // EdgeSecrets are what `petrel edge` keeps out of its arguments.
@@ -280,48 +291,13 @@ func (EdgeSecrets) String() string { return "EdgeSecrets{redacted}" }
 // LoadEdgeSecrets reads EDGE_SECRET and EDGE_DATABASE_URL from the
 // environment, falling back to the secrets file.
 func LoadEdgeSecrets(file string) (EdgeSecrets, error) {
-	vals, err := readSecretsFile(file)
+	get, err := envThenFile(file, "EDGE_SECRET")
 	if err != nil {
 		return EdgeSecrets{}, err
-	}
-	get := func(k string) string {
-		if v := os.Getenv(k); v != "" {
-			return v
-		}
-		return vals[k]
 	}
 	s := EdgeSecrets{Secret: get("EDGE_SECRET"), DatabaseURL: get("EDGE_DATABASE_URL")}
 	if s.Secret == "" {
 		return EdgeSecrets{}, errors.New("EDGE_SECRET must be set in the environment or the secrets file (the same on every edge of the cluster)")
 	}
 	return s, nil
-}
-
-// BackupSecrets are the S3 credentials of the backup store (none for a
-// local directory). Like the passwords, they never go to etcd, flags or
-// Postgres' environment.
-type BackupSecrets struct {
-	AccessKeyID     string // AWS_ACCESS_KEY_ID
-	SecretAccessKey string // AWS_SECRET_ACCESS_KEY
-	SessionToken    string // AWS_SESSION_TOKEN (optional)
-}
-
-// String keeps secrets out of any accidental %v.
-func (BackupSecrets) String() string { return "BackupSecrets{redacted}" }
-
-// LoadBackupSecrets reads AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and
-// AWS_SESSION_TOKEN from the environment, falling back to the secrets
-// file; all may be empty (a file store needs none).
-func LoadBackupSecrets(file string) (BackupSecrets, error) {
-	vals, err := readSecretsFile(file)
-	if err != nil {
-		return BackupSecrets{}, err
-	}
-	get := func(k string) string {
-		if v := os.Getenv(k); v != "" {
-			return v
-		}
-		return vals[k]
-	}
-	return BackupSecrets{AccessKeyID: get("AWS_ACCESS_KEY_ID"), SecretAccessKey: get("AWS_SECRET_ACCESS_KEY"), SessionToken: get("AWS_SESSION_TOKEN")}, nil
 }

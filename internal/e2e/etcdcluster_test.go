@@ -77,6 +77,12 @@ func TestEtcdCluster(t *testing.T) {
 	}
 	if sts := status(); len(sts) != 3 {
 		t.Fatalf("petrel status --config lists %d members, want 3: %+v", len(sts), sts)
+	} else {
+		for _, st := range sts {
+			if st.Version == "" {
+				t.Fatalf("%s's status names no petrel version", st.ID)
+			}
+		}
 	}
 
 	cli, err := store.Connect(ctx, ec.Conn(), c.Opts.Name)

@@ -25,6 +25,11 @@ type Member struct {
 	APIURL       string `json:"api_url"`       // http://host:port
 	PostgresAddr string `json:"postgres_addr"` // host:port of the member's own Postgres
 	ProxyAddr    string `json:"proxy_addr,omitempty"`
+	// Version is the member's petrel (version@commit): members of two
+	// versions run side by side during a rolling upgrade.
+	Version string `json:"version,omitempty"`
+	// Unknown keeps fields a newer petrel wrote (see Unknown).
+	Unknown Unknown `json:"-"`
 }
 
 // Sync is the cluster's record of who may be promoted without losing an
@@ -44,6 +49,9 @@ type Sync struct {
 	Leader  string   `json:"leader"`
 	Members []string `json:"members"`
 	K       int      `json:"k"`
+	// Version is the petrel of the leader that wrote the record.
+	Version string  `json:"version,omitempty"`
+	Unknown Unknown `json:"-"`
 }
 
 // Switchover is a request for a planned leader change under
@@ -59,6 +67,9 @@ type Switchover struct {
 	// AllowSecondaryRegion lets To be outside the primary region; the
 	// primary region then moves to To's region when it takes over.
 	AllowSecondaryRegion bool `json:"allow_secondary_region,omitempty"`
+	// Version is the petrel that wrote the request (or completed it).
+	Version string  `json:"version,omitempty"`
+	Unknown Unknown `json:"-"`
 }
 
 // ClusterInfo is created once, by the member that initialized the cluster,
@@ -70,6 +81,9 @@ type ClusterInfo struct {
 	InitializedBy string    `json:"initialized_by"`
 	InitializedAt time.Time `json:"initialized_at"`
 	SystemID      string    `json:"system_id,omitempty"`
+	// Version is the petrel that created (or last completed) the record.
+	Version string  `json:"version,omitempty"`
+	Unknown Unknown `json:"-"`
 }
 
 // Status is the GET /status document of one member.
@@ -109,6 +123,8 @@ type Status struct {
 	// ConfigRev is the etcd revision of /petrel/<c>/config this member has
 	// applied (written, reloaded, and its pending restarts known).
 	ConfigRev int64 `json:"config_rev,omitempty"`
+	// Version is the member's petrel (version@commit).
+	Version string `json:"version,omitempty"`
 }
 
 // FailsafeRequest is a leader's ask, sent while it cannot reach the

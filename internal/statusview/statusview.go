@@ -132,7 +132,7 @@ func Primary(sts []model.Status) (model.Status, bool) {
 // LAG is shown for replicas as "<bytes> / <seconds>s" and "-" otherwise.
 func Table(w io.Writer, sts []model.Status) {
 	tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
-	fmt.Fprintln(tw, "ID\tREGION\tROLE\tSTATE\tLAG\tTIMELINE")
+	fmt.Fprintln(tw, "ID\tREGION\tROLE\tSTATE\tLAG\tTIMELINE\tVERSION")
 	for _, s := range sts {
 		lag := "-"
 		if s.Role == model.RoleReplica {
@@ -164,7 +164,7 @@ func Table(w io.Writer, sts []model.Status) {
 		case s.Role == model.RoleReplica && s.Sync:
 			state += " (sync)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", dash(s.ID), dash(s.Region), dash(s.Role), state, lag, tl)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", dash(s.ID), dash(s.Region), dash(s.Role), state, lag, tl, dash(s.Version))
 	}
 	tw.Flush()
 }

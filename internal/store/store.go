@@ -38,6 +38,7 @@ import (
 	"time"
 
 	"github.com/petrel-db/petrel/internal/model"
+	"github.com/petrel-db/petrel/internal/version"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -370,7 +371,22 @@ func (s *Store) CaughtUp() bool {
 	return s.rev >= s.written
 }
 
+// writerVersion is this binary's petrel, stamped on the records it writes.
+var writerVersion = version.Get().Short()
+
 func mustJSON(v any) string {
+	// Records say which petrel wrote them last (a rolling upgrade runs two
+	// versions side by side); their unknown fields ride along (model.Unknown).
+	switch r := v.(type) {
+	case model.Sync:
+		r.Version, v = writerVersion, r
+	case model.Switchover:
+		r.Version, v = writerVersion, r
+	case model.ClusterInfo:
+		r.Version, v = writerVersion, r
+	case model.Member:
+		r.Version, v = writerVersion, r
+	}
 	b, err := json.Marshal(v)
 	if err != nil {
 		panic(err) // only our own plain structs are encoded
