@@ -165,7 +165,9 @@ func (s *Server) afterClone() error {
 // primary can follow src. PostgreSQL 15's pg_rewind first runs crash
 // recovery itself if the target was not shut down cleanly; "no rewind
 // required" is success. Afterwards the same clean-up as BaseBackup runs;
-// call ConfigureStandby before Start.
+// call ConfigureStandby before Start. A failure wraps ErrRewindUnavailable
+// (retry later, the data directory is untouched) or ErrRewindImpossible
+// (clone again).
 func (s *Server) Rewind(ctx context.Context, src ConnInfo) error {
 	if s.Running() {
 		return errors.New("rewinding: server is running")
@@ -189,8 +191,7 @@ func (s *Server) Rewind(ctx context.Context, src ConnInfo) error {
 		"application_name=petrel_rewind",
 	}, " ") + " " + strings.Join(s.clientSSLConn(), " ")
 	s.log.Info("running pg_rewind", "host", src.Host, "port", src.Port)
-	out, err := s.run(ctx, "rewinding", nil, "pg_rewind",
-		"--target-pgdata="+s.opts.DataDir, "--source-server="+conn)
+	out, err := s.runRewind(ctx, conn)
 	if err != nil {
 		return err
 	}
