@@ -27,7 +27,6 @@ import (
 	"github.com/petrel-db/petrel/internal/model"
 	"github.com/petrel-db/petrel/internal/pg"
 	"github.com/petrel-db/petrel/internal/store"
-	"github.com/petrel-db/petrel/internal/watchdog"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -66,7 +65,7 @@ type Agent struct {
 	stoppedByUs     bool
 	lastStreaming   time.Time
 	streamingSince  time.Time        // start of the current uninterrupted streaming
-	rewindFailedOn  string           // leader against which rewind last failed
+	lastRewind      rewindRecord     // how the last rewind ended (engine.Observation.LastRewind)
 	readOnlyWhy     string           // reason the read-only switch was last set
 	unansweredSince time.Time        // first failed observation of a running postgres (zero: it answers)
 	failsafeUntil   time.Time        // leader: every member promised not to take over until then
@@ -75,6 +74,14 @@ type Agent struct {
 	deadCount       int
 	syncChangeLSN   uint64
 	leaderLSN       uint64
+}
+
+// rewindRecord is how the last rewind ended, against whom and when.
+type rewindRecord struct {
+	leader string
+	result engine.RewindResult
+	cause  engine.Cause
+	at     time.Time
 }
 
 // New builds an agent; Run starts it.
@@ -208,7 +215,7 @@ func (a *Agent) fenceWatchdog(ctx context.Context, ext *extWatchdog) {
 // silent says the server answered nothing at all; other failures (a
 // replication view that errors) keep the lease rule but not the hang
 // clock, so a server that answers is never killed as hung.
-func (a *Agent) stepUnobservable(ctx context.Context, obs engine.Observation, silent bool) {
+func (a *Agent) stepUnobservable(ctx context.Context, v view, silent bool) {
 	if !a.pg.Running() {
 		return
 	}
@@ -226,21 +233,14 @@ func (a *Agent) stepUnobservable(ctx context.Context, obs engine.Observation, si
 	}
 	wasPrimary := a.lastPG.Running && !a.lastPG.InRecovery
 	a.mu.Unlock()
-	lease, _ := a.st.Lease()
-	snap := a.st.Snapshot()
-	mine := snap.Leader == a.cfg.ID && lease != 0 && snap.LeaderLease == lease
-	plan := engine.DecideUnobservable(wasPrimary, mine, unanswered, a.safeLeft(), a.params)
-	for i, act := range plan.Actions {
-		if act.Kind == engine.Wait {
-			a.setState(waitState(plan.Role, act.Reason))
-			continue
-		}
-		a.log.Warn("postgres not answering", "action", act.String())
-		if err := a.exec(ctx, obs, act); err != nil {
-			a.log.Error("acting on an unobservable postgres", "action", act.Kind, "err", err)
-			return
-		}
-		a.recordActions(obs, plan.Actions[i:i+1]) // events.go
+	plan := engine.DecideUnobservable(wasPrimary, v.obs.LeaderMine, unanswered, a.safeLeft(), a.params)
+	if !plan.Idle() {
+		a.log.Warn("postgres not answering", "plan", plan.String())
+	}
+	done, err := a.execPlan(ctx, v, plan)
+	a.recordActions(v.obs, plan.Actions[:done]) // events.go
+	if err != nil {
+		a.log.Error("acting on an unobservable postgres", "err", err)
 	}
 }
 
@@ -272,54 +272,60 @@ func (a *Agent) step(ctx context.Context) {
 		wait.Stop()
 	}
 	stale := !a.st.CaughtUp()
-	obs, err := a.observe(ctx)
+	v, err := a.observe(ctx)
 	if stale {
-		obs.StoreOK = false
+		v.obs.StoreOK = false
 	}
 	if err != nil {
 		a.log.Warn("observing", "err", err)
-		a.stepUnobservable(ctx, obs, errors.Is(err, errUnanswered))
+		a.stepUnobservable(ctx, v, errors.Is(err, errUnanswered))
 		return
 	}
 	a.mu.Lock()
 	a.unansweredSince = time.Time{}
 	a.mu.Unlock()
-	plan := engine.Decide(obs, a.params)
+	plan := engine.Decide(v.obs, a.params)
 	a.mu.Lock()
 	changed := plan.String() != a.lastPlan.String()
-	a.lastPlan, a.lastObs = plan, obs
+	a.lastPlan, a.lastObs = plan, v.obs
 	a.mu.Unlock()
 	if changed {
 		a.log.Info("plan", "role", plan.Role, "actions", plan.String())
 	}
-	a.metrics.observe(obs, plan)
-	defer a.afterStep(ctx, plan)                     // settings, pending restarts, restart requests (settings.go)
-	done := 0                                        // actions carried out, in order
-	defer func() { a.recordStep(obs, plan, done) }() // events.go: the history
-	for i, act := range plan.Actions {
-		done = i
-		if act.Kind == engine.Wait {
-			a.setState(waitState(plan.Role, act.Reason))
-			continue
-		}
-		if err := a.exec(ctx, obs, act); err != nil {
-			if errors.Is(err, store.ErrLostRace) {
-				a.log.Info("lost a store race; observing again", "action", act.Kind)
-			} else {
-				a.log.Error("action failed", "action", act.String(), "err", err)
-			}
-			return
+	a.metrics.observe(v.obs, plan)
+	defer a.afterStep(ctx) // pg_hba.conf, TLS, settings, pending restarts (settings.go)
+	done, err := a.execPlan(ctx, v, plan)
+	a.recordStep(v.obs, plan, done) // events.go: the history
+	if err != nil {
+		if errors.Is(err, store.ErrLostRace) {
+			a.log.Info("lost a store race; observing again", "err", err)
+		} else {
+			a.log.Error("action failed", "err", err)
 		}
 	}
-	done = len(plan.Actions)
 }
 
-func waitState(role, reason string) string {
-	switch role {
-	case model.RolePrimary, model.RoleReplica:
-		return "running"
+// execPlan carries out plan's actions in order and stops at the first
+// failure (engine caller rule 2), which it returns with the action; done
+// is how many actions were carried out before it.
+func (a *Agent) execPlan(ctx context.Context, v view, plan engine.Plan) (done int, err error) {
+	for i, act := range plan.Actions {
+		if act.Kind == engine.Wait {
+			a.setState(waitState(plan.Role, act.Cause))
+			continue
+		}
+		if err := a.exec(ctx, v, act); err != nil {
+			return i, fmt.Errorf("%s: %w", act, err)
+		}
 	}
-	if strings.Contains(reason, "store unreachable") {
+	return len(plan.Actions), nil
+}
+
+func waitState(role string, cause engine.Cause) string {
+	switch {
+	case role == model.RolePrimary, role == model.RoleReplica:
+		return "running"
+	case cause == engine.CauseStoreUnreachable:
 		return "store-unreachable"
 	}
 	return "waiting"
@@ -331,8 +337,18 @@ func (a *Agent) setState(s string) {
 	a.mu.Unlock()
 }
 
-func (a *Agent) observe(ctx context.Context) (engine.Observation, error) {
+// observe reads the store's cache once (one revision: engine caller rule
+// 1) and the local Postgres, and returns both the snapshot and the
+// Observation built from them.
+func (a *Agent) observe(ctx context.Context) (view, error) {
 	snap := a.st.Snapshot()
+	v := view{snap: snap}
+	o, err := a.observeSnap(ctx, snap)
+	v.obs = o
+	return v, err
+}
+
+func (a *Agent) observeSnap(ctx context.Context, snap store.Snapshot) (engine.Observation, error) {
 	lease, left := a.st.Lease()
 	o := engine.Observation{
 		Self:             a.cfg.ID,
@@ -347,6 +363,7 @@ func (a *Agent) observe(ctx context.Context) (engine.Observation, error) {
 		Members:          snap.Members,
 		Registered:       snap.Registered,
 		Switchover:       snap.Switchover,
+		SwitchoverRev:    snap.SwitchoverRev,
 		LeaseLeft:        left,
 		FailsafeLeft:     a.failsafeLeft(),
 		FailsafePromised: a.promised(),
@@ -368,6 +385,10 @@ func (a *Agent) observe(ctx context.Context) (engine.Observation, error) {
 	if snap.Switchover != nil {
 		o.SwitchoverAge = time.Since(snap.Switchover.RequestedAt)
 	}
+	if r, ok := snap.Restarts[a.cfg.ID]; ok {
+		o.Restart, o.RestartRev = &engine.RestartRequest{InPlace: r.Request.InPlace, Force: r.Request.Force}, r.Rev
+	}
+	o.PendingRestart, o.UserSettings = a.conf.restartFacts()
 
 	sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
@@ -420,14 +441,16 @@ func (a *Agent) observe(ctx context.Context) (engine.Observation, error) {
 		a.lastStreaming = now
 	}
 	if ps.Streaming && now.Sub(a.streamingSince) >= 10*time.Second {
-		a.rewindFailedOn = "" // healthy again: a future stall starts with a rewind
+		a.lastRewind = rewindRecord{} // healthy again: a future stall starts with a rewind
 	}
 	a.lastPG = ps
 	o.Following = a.following
 	o.Restarts = a.restarts
 	o.SinceStart = now.Sub(a.lastStart)
 	o.NotStreamingFor = now.Sub(a.lastStreaming)
-	o.RewindFailed = a.rewindFailedOn != "" && a.rewindFailedOn == snap.Leader
+	if lr := a.lastRewind; lr.result != engine.RewindNone && lr.leader == snap.Leader {
+		o.LastRewind = engine.RewindOutcome{Result: lr.result, Cause: lr.cause, Ago: now.Sub(lr.at)}
+	}
 	o.SyncChangeLSN = a.syncChangeLSN
 	a.mu.Unlock()
 
@@ -559,8 +582,7 @@ func (a *Agent) fetchPeers(ctx context.Context, snap store.Snapshot) map[string]
 	return peers
 }
 
-func (a *Agent) connInfo(id string, user, password string) (pg.ConnInfo, error) {
-	snap := a.st.Snapshot()
+func (a *Agent) connInfo(snap store.Snapshot, id string, user, password string) (pg.ConnInfo, error) {
 	m, ok := snap.Members[id]
 	if !ok {
 		return pg.ConnInfo{}, fmt.Errorf("member %s has not published its address", id)
@@ -576,11 +598,11 @@ func (a *Agent) connInfo(id string, user, password string) (pg.ConnInfo, error) 
 	return pg.ConnInfo{Host: host, Port: p, User: user, Password: password}, nil
 }
 
-func (a *Agent) replConn(id string) (*pg.ConnInfo, error) {
+func (a *Agent) replConn(snap store.Snapshot, id string) (*pg.ConnInfo, error) {
 	if id == "" {
 		return nil, nil
 	}
-	ci, err := a.connInfo(id, "replicator", a.sec.Replication)
+	ci, err := a.connInfo(snap, id, "replicator", a.sec.Replication)
 	if err != nil {
 		return nil, err
 	}
@@ -614,357 +636,47 @@ func (a *Agent) stopPG(ctx context.Context, mode string) error {
 	return a.pg.Stop(ctx, mode)
 }
 
-// exec carries out one action. Errors are wrapped with the action.
-func (a *Agent) exec(ctx context.Context, o engine.Observation, act engine.Action) error {
-	slot := engine.SlotName(a.cfg.ID)
-	if act.Target != "" && act.Target != o.Leader && o.Leader != "" {
-		slot = "" // cascading from a regional hub, which keeps no slots
-	}
-	a.log.Debug("exec", "action", act.String())
-	if err := a.beforeStart(ctx, act.Kind); err != nil { // TLS files, petrel-user.conf (settings.go)
-		return err
-	}
-	switch act.Kind {
-	case engine.Bootstrap:
-		a.setState("bootstrapping")
-		if !o.Initialized {
-			info := model.ClusterInfo{Name: a.cfg.Cluster, PrimaryRegion: a.cfg.PrimaryRegion, InitializedBy: a.cfg.ID, InitializedAt: time.Now().UTC()}
-			if err := a.st.ClaimInit(ctx, info); err != nil {
-				return err
-			}
-			a.log.Info("claimed cluster initialization")
-		}
-		if err := a.st.AcquireLeader(ctx, a.cfg.ID, o.SyncRev); err != nil {
-			return err
-		}
-		if a.pg.Initialized() {
-			// Our data survived a store wipe (or a crash right after
-			// claiming): start it as the primary.
-			if err := a.pg.ConfigurePrimary(); err != nil {
-				return err
-			}
-			a.markStart()
-			return a.pg.Start(ctx)
-		}
-		bctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
-		defer cancel()
-		a.markStart()
-		if err := a.pg.Bootstrap(bctx, a.sec); err != nil {
-			return fmt.Errorf("bootstrapping postgres: %w", err)
-		}
-		a.metrics.promotions.Inc()
-		a.log.Info("bootstrapped a new cluster")
-	case engine.RecordBootstrap:
-		// The info's content comes from the cache; the CAS on the observed
-		// revision refuses it if the key changed since the observation.
-		snap := a.st.Snapshot()
-		c, err := a.pg.Control(ctx)
-		if err != nil {
-			return err
-		}
-		if c.SystemID == "" || snap.Info == nil {
-			return errors.New("recording the bootstrap: no system identifier in pg_controldata")
-		}
-		info := *snap.Info
-		info.SystemID = c.SystemID
-		if err := a.st.RecordBootstrap(ctx, info, act.Rev); err != nil {
-			return err
-		}
-		a.log.Info("recorded the cluster's system identifier: no member will run initdb again", "system_id", c.SystemID)
-	case engine.Clone:
-		a.setState("cloning")
-		src, err := a.connInfo(act.Target, "replicator", a.sec.Replication)
-		if err != nil {
-			return err
-		}
-		cctx, cancel := context.WithTimeout(ctx, 30*time.Minute)
-		defer cancel()
-		if err := a.pg.BaseBackup(cctx, src); err != nil {
-			return fmt.Errorf("cloning from %s: %w", act.Target, err)
-		}
-		if err := a.pg.ConfigureStandby(&src, slot, a.cfg.ID); err != nil {
-			return err
-		}
-		a.setFollowing(act.Target)
-		a.markStart()
-		if err := a.pg.Start(ctx); err != nil {
-			return a.startFailed(err)
-		}
-		a.log.Info("cloned and following", "leader", act.Target)
-	case engine.StartStandby:
-		a.setState("starting")
-		up, err := a.replConn(act.Target)
-		if err != nil {
-			return err
-		}
-		if err := a.pg.ConfigureStandby(up, slot, a.cfg.ID); err != nil {
-			return err
-		}
-		a.setFollowing(act.Target)
-		a.markStart()
-		if err := a.pg.Start(ctx); err != nil {
-			return a.startFailed(err)
-		}
-	case engine.StartPrimary:
-		a.setState("starting")
-		if err := a.pg.ConfigurePrimary(); err != nil {
-			return err
-		}
-		a.setFollowing("")
-		a.markStart()
-		if err := a.pg.Start(ctx); err != nil {
-			return a.startFailed(err)
-		}
-	case engine.Follow:
-		up, err := a.replConn(act.Target)
-		if err != nil {
-			return err
-		}
-		if err := a.pg.ConfigureStandby(up, slot, a.cfg.ID); err != nil {
-			return err
-		}
-		if err := a.pg.Reload(ctx); err != nil {
-			return err
-		}
-		a.setFollowing(act.Target)
-		a.mu.Lock()
-		a.lastStreaming = time.Now() // give the new upstream a fair chance
-		a.mu.Unlock()
-		a.log.Info("following", "leader", act.Target)
-	case engine.AcquireLeader:
-		snap := a.st.Snapshot()
-		if sw := snap.Switchover; sw != nil && sw.AllowSecondaryRegion && snap.Info != nil && a.cfg.Region != snap.Info.PrimaryRegion {
-			info := *snap.Info
-			info.PrimaryRegion = a.cfg.Region
-			if err := a.st.AcquireLeaderMovingRegion(ctx, a.cfg.ID, act.Rev, info, snap.InfoRev); err != nil {
-				return err
-			}
-			a.log.Warn("primary region moved", "to", a.cfg.Region)
-		} else if err := a.st.AcquireLeader(ctx, a.cfg.ID, act.Rev); err != nil {
-			return err
-		}
-		a.log.Info("acquired leadership", "reason", act.Reason)
-	case engine.Promote:
-		a.setState("promoting")
-		// Start with no synchronous standby (or the strict placeholder):
-		// the leader adds standbys as they stream.
-		if err := a.pg.SetSynchronousStandbys(ctx, syncValueFor(a.params.SyncMode)); err != nil {
-			return err
-		}
-		if err := a.pg.Promote(ctx); err != nil {
-			return fmt.Errorf("promoting: %w", err)
-		}
-		if err := a.pg.ConfigurePrimary(); err != nil {
-			return err
-		}
-		a.setFollowing("")
-		a.metrics.promotions.Inc()
-		a.log.Info("promoted to primary")
-	case engine.Fence:
-		a.setState("fenced")
-		a.metrics.fences.Inc()
-		a.log.Warn("fencing postgres", "reason", act.Reason)
-		if err := a.stopPG(ctx, "immediate"); err != nil {
-			return fmt.Errorf("fencing: %w", err)
-		}
-		a.setFollowing("")
-	case engine.Kill:
-		a.setState("fenced")
-		a.metrics.fences.Inc()
-		a.log.Warn("killing postgres", "reason", act.Reason)
-		if pid := a.pg.PID(); pid > 0 {
-			if err := watchdog.KillPostgres(pid); err != nil {
-				return fmt.Errorf("killing postgres: %w", err)
-			}
-		}
-		a.mu.Lock()
-		a.stoppedByUs = true
-		a.lastPG.Running = false
-		a.unansweredSince = time.Time{}
-		a.mu.Unlock()
-		a.setFollowing("")
-	case engine.SetReadOnly:
-		on := act.Value == "on"
-		if on {
-			a.log.Warn("turning new transactions read-only", "reason", act.Reason)
-			a.mu.Lock()
-			a.readOnlyWhy = act.Reason
-			a.mu.Unlock()
-		} else {
-			a.log.Info("writes allowed again", "reason", act.Reason)
-		}
-		return a.pg.SetReadOnly(ctx, on)
-	case engine.ReleaseLeader:
-		return a.st.ReleaseLeader(ctx)
-	case engine.RevokeLeader:
-		a.log.Warn("revoking leader key", "leader", o.Leader, "reason", act.Reason)
-		return a.st.RevokeLeader(ctx, act.Rev)
-	case engine.Rewind:
-		a.setState("rewinding")
-		if a.pg.Running() {
-			if err := a.stopPG(ctx, "fast"); err != nil {
-				return err
-			}
-		}
-		src, err := a.connInfo(act.Target, "postgres", a.sec.Superuser)
-		if err != nil {
-			return err
-		}
-		rctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
-		defer cancel()
-		if err := a.pg.Rewind(rctx, src); err != nil {
-			a.mu.Lock()
-			a.rewindFailedOn = act.Target
-			a.mu.Unlock()
-			return fmt.Errorf("rewinding against %s: %w", act.Target, err)
-		}
-		up, err := a.replConn(act.Target)
-		if err != nil {
-			return err
-		}
-		if err := a.pg.ConfigureStandby(up, slot, a.cfg.ID); err != nil {
-			return err
-		}
-		a.setFollowing(act.Target)
-		a.markStart()
-		if err := a.pg.Start(ctx); err != nil {
-			return a.startFailed(err)
-		}
-		a.mu.Lock()
-		a.lastStreaming = time.Now()
-		if strings.HasPrefix(act.Reason, "not streaming") {
-			// Rewound because it could not stream: if it still cannot
-			// (pg_rewind may find nothing to do while the local WAL past the
-			// last checkpoint is unusable), the next step is a re-clone.
-			a.rewindFailedOn = act.Target
-		}
-		a.mu.Unlock()
-		a.log.Info("rewound and following", "leader", act.Target)
-	case engine.Reclone:
-		a.setState("recloning")
-		if err := a.stopPG(ctx, "immediate"); err != nil {
-			return err
-		}
-		if err := a.pg.Wipe(); err != nil {
-			return err
-		}
-		a.mu.Lock()
-		a.rewindFailedOn, a.restarts = "", 0
-		a.mu.Unlock()
-		return a.exec(ctx, o, engine.Action{Kind: engine.Clone, Target: act.Target})
-	case engine.SetSyncRecord:
-		rec := model.Sync{Leader: a.cfg.ID, Members: act.Members, K: 1}
-		if err := a.st.SetSync(ctx, rec, act.Rev); err != nil {
-			return err
-		}
-		a.log.Info("sync record", "members", act.Members)
-	case engine.SetSyncNames:
-		if err := a.pg.SetSynchronousStandbys(ctx, act.Value); err != nil {
-			return err
-		}
-		// The record may follow a change only once the members flushed
-		// past this point (engine.syncActions).
-		a.mu.Lock()
-		a.syncChangeLSN = o.LSN
-		a.mu.Unlock()
-		a.log.Info("synchronous_standby_names", "value", act.Value)
-	case engine.CreateSlot:
-		return a.pg.CreateSlot(ctx, act.Target)
-	case engine.DropSlot:
-		a.log.Info("dropping slot of departed member", "slot", act.Target)
-		return a.pg.DropSlot(ctx, act.Target)
-	case engine.SwitchoverStop:
-		a.setState("switching-over")
-		snap := a.st.Snapshot()
-		if snap.Switchover == nil {
-			return nil
-		}
-		a.log.Info("switchover: stopping to hand over", "target", act.Target)
-		if err := a.stopPG(ctx, "fast"); err != nil {
-			return err
-		}
-		c, err := a.pg.Control(ctx)
-		if err != nil {
-			return err
-		}
-		sw := *snap.Switchover
-		sw.Target, sw.StoppedLSN = act.Target, c.CheckpointLSN
-		if err := a.st.CompleteSwitchover(ctx, sw, snap.SwitchoverRev); err != nil {
-			return err
-		}
-		a.log.Info("switchover: handed over", "target", act.Target, "stopped_lsn", pg.FormatLSN(c.CheckpointLSN))
-	case engine.ClearSwitchover:
-		snap := a.st.Snapshot()
-		if snap.Switchover == nil {
-			return nil
-		}
-		a.log.Warn("clearing switchover request", "reason", act.Reason)
-		return a.st.ClearSwitchover(ctx, snap.SwitchoverRev)
-	default:
-		return fmt.Errorf("unknown action %q", act.Kind)
-	}
-	return nil
-}
-
-func syncValueFor(mode string) string {
-	if mode == "strict" {
-		return fmt.Sprintf("ANY 1 (%q)", engine.StrictPlaceholder)
-	}
-	return ""
-}
-
-// shutdown stops Postgres cleanly. A leader stops first (so its standbys
-// receive everything) and then releases the key, so a synchronous standby
-// takes over without waiting for the lease.
+// shutdown is the end of Run: the agent observes and decides with
+// ShuttingDown set and carries the plans out until the engine has nothing
+// left to do (a leader hands over or lets the key go, Postgres stops
+// cleanly), a few rounds at most; then both leases go at once.
 func (a *Agent) shutdown() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	a.setState("stopping")
-	snap := a.st.Snapshot()
-	lease, _ := a.st.Lease()
-	leader := snap.Leader == a.cfg.ID && snap.LeaderLease == lease && lease != 0
-	// A leader hands over like a planned switchover: after a fast
-	// shutdown its walsenders have sent everything, so the most caught-up
-	// streaming primary-region standby holds every commit once it has
-	// received the shutdown checkpoint, whether or not it was synchronous.
-	target := ""
-	if leader {
-		a.mu.Lock()
-		obs := a.lastObs
-		a.mu.Unlock()
-		best := uint64(0)
-		for _, sb := range obs.Standbys {
-			if m, ok := snap.Members[sb.ID]; ok && sb.Streaming && m.Region == obs.PrimaryRegion && (target == "" || sb.FlushLSN > best) {
-				target, best = sb.ID, sb.FlushLSN
-			}
+	var err error
+	for range 4 {
+		var v view
+		if v, err = a.observe(ctx); err != nil {
+			// Postgres did not answer: decide on what it last was, so that
+			// a running server is stopped before the key goes.
+			a.log.Warn("shutdown: observing", "err", err)
+			a.mu.Lock()
+			v.obs.Running, v.obs.InRecovery = a.pg.Running(), a.lastPG.InRecovery
+			a.mu.Unlock()
 		}
-	}
-	err := a.stopPG(ctx, "fast")
-	if leader {
-		handed := false
-		if target != "" && err == nil && snap.Switchover == nil {
-			if c, cerr := a.pg.Control(ctx); cerr == nil {
-				sw := model.Switchover{From: a.cfg.ID, Target: target, StoppedLSN: c.CheckpointLSN, RequestedAt: time.Now().UTC()}
-				if herr := a.st.CompleteSwitchover(ctx, sw, 0); herr == nil {
-					handed = true
-					a.log.Info("shutdown: handed leadership over", "target", target, "stopped_lsn", pg.FormatLSN(c.CheckpointLSN))
-				} else {
-					a.log.Warn("shutdown: handing over", "err", herr)
-				}
-			}
+		if !a.st.CaughtUp() {
+			v.obs.StoreOK = false // as in step: never on a view before our own write
 		}
-		if !handed {
-			if rerr := a.st.ReleaseLeader(ctx); rerr != nil {
-				a.log.Warn("releasing leadership on shutdown", "err", rerr)
-			}
+		v.obs.ShuttingDown = true
+		plan := engine.Decide(v.obs, a.params)
+		if plan.Idle() {
+			break
+		}
+		a.log.Info("shutdown", "plan", plan.String())
+		var done int
+		done, err = a.execPlan(ctx, v, plan)
+		a.recordActions(v.obs, plan.Actions[:done]) // events.go: the hand-over, the release
+		if err != nil {
+			a.log.Warn("shutdown", "err", err)
 		}
 	}
 	// The member record (and any leader key left) goes at once.
 	a.st.Revoke(ctx)
 	a.pg.Close()
 	a.setState("stopped")
-	if err != nil {
-		return fmt.Errorf("stopping postgres: %w", err)
+	if a.pg.Running() {
+		return fmt.Errorf("stopping postgres: still running after the shutdown plans: %w", err)
 	}
 	return nil
 }

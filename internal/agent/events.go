@@ -103,7 +103,7 @@ func (a *Agent) recordActions(o engine.Observation, acts []engine.Action) {
 
 // actionEvent is the event of one carried-out action, if it makes one.
 func (a *Agent) actionEvent(o engine.Observation, act engine.Action) (model.Event, bool) {
-	ev := model.Event{Node: a.cfg.ID, Region: a.cfg.Region, Timeline: o.Timeline, Reason: act.Reason}
+	ev := model.Event{Node: a.cfg.ID, Region: a.cfg.Region, Timeline: o.Timeline, Reason: act.Why()}
 	if o.LSN > 0 {
 		ev.LSN = pg.FormatLSN(o.LSN)
 	}
@@ -117,7 +117,7 @@ func (a *Agent) actionEvent(o engine.Observation, act engine.Action) (model.Even
 		} else {
 			ev.Kind, ev.From = model.EventFailover, o.Sync.Leader
 			if why := a.events.leaderGone; why != "" {
-				ev.Reason = why + "; " + act.Reason
+				ev.Reason = why + "; " + act.Why()
 			}
 		}
 	case engine.Promote:
@@ -136,7 +136,9 @@ func (a *Agent) actionEvent(o engine.Observation, act engine.Action) (model.Even
 		ev.Kind, ev.From, ev.To = model.EventHandOver, a.cfg.ID, act.Target
 	case engine.SetReadOnly:
 		ev.Kind = model.EventReadOnly
-		ev.Reason = act.Value + ": " + act.Reason
+		ev.Reason = act.Value + ": " + act.Why()
+	case engine.RestartPostgres:
+		ev.Kind = model.EventRestart
 	default:
 		return ev, false
 	}

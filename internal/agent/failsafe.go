@@ -15,25 +15,17 @@ import (
 	"sync"
 	"time"
 
+	"github.com/petrel-db/petrel/internal/engine"
 	"github.com/petrel-db/petrel/internal/model"
 )
 
-// Failsafe mode (after Patroni's): when the leader cannot reach the store,
-// it does not have to stop writes at the end of its lease if every
-// registered member, asked over its API, promises not to take over for a
-// lease TTL. A member promises only while it cannot reach the store
-// either, and only to the leader its cache names. The leader counts its
-// window from before it asked, each member its promise from when it
-// answered, so the leader's window always ends first.
-//
-// Rules:
-//  1. every registered member must answer yes in one round, or the leader
-//     falls back to its lease (and fences at its end, as without failsafe);
-//  2. a member that promised does not start an election, revoke the
-//     leader or stop following it until its promise ends, even if it sees
-//     the store again meanwhile;
-//  3. requests are signed with a key only members hold (from the
-//     replication password) and must be fresh.
+// Failsafe mode (after Patroni's): the transport. The rules, who promises
+// what and when a leader's round counts, are the engine's
+// (engine/failsafe.go: DecidePromise, FailsafeTargets, DecideRound,
+// RoundDue); here requests are signed with a key only members hold (from
+// the replication password) and must be fresh, and the clocks are kept:
+// the leader counts its window from before it asked, each member its
+// promise from when it answered, so the leader's window always ends first.
 
 // failsafeMaxSkew bounds how old (or how far ahead, clocks differ) a
 // request may be.
@@ -56,10 +48,6 @@ func SignFailsafe(replPassword string, req *model.FailsafeRequest) {
 	req.MAC = failsafeMAC(failsafeKey(replPassword), req.Leader, req.SentUnixMs, req.TTLMs)
 }
 
-// maxPromise bounds what a request may ask for: a forged TTL cannot hold
-// elections off for long (requests are signed, but keep it bounded).
-const maxPromise = time.Minute
-
 // Failsafe answers a leader's request (POST /failsafe).
 func (a *Agent) Failsafe(ctx context.Context, req model.FailsafeRequest) model.FailsafeReply {
 	no := func(why string) model.FailsafeReply { return model.FailsafeReply{Reason: why} }
@@ -67,35 +55,26 @@ func (a *Agent) Failsafe(ctx context.Context, req model.FailsafeRequest) model.F
 	if !hmac.Equal([]byte(req.MAC), []byte(failsafeMAC(key, req.Leader, req.SentUnixMs, req.TTLMs))) {
 		return no("bad signature")
 	}
-	ttl := time.Duration(req.TTLMs) * time.Millisecond
-	if ttl <= 0 || ttl > maxPromise {
-		return no("bad ttl")
-	}
 	if skew := time.Since(time.UnixMilli(req.SentUnixMs)); skew > failsafeMaxSkew || skew < -failsafeMaxSkew {
 		return no("stale request")
 	}
-	if req.Leader == a.cfg.ID {
-		return no("that is this member")
-	}
-	// Asked, not assumed: a member's own renewals are 30 s apart, so only
-	// a read now tells whether it reaches the store. A read slower than
-	// the bound counts as unreachable: the promise that follows is kept,
-	// so that errs on the safe side.
-	if a.st.Reachable(ctx, a.cfg.LeaseTTL/12) {
-		return no("this member reaches the store: the leader must too")
-	}
-	if snap := a.st.Snapshot(); snap.Leader != req.Leader {
-		return model.FailsafeReply{Reason: fmt.Sprintf("the store last named %q the leader", snap.Leader), OtherLeader: snap.Leader != ""}
+	ask := engine.FailsafeAsk{
+		Self: a.cfg.ID, Leader: req.Leader, TTL: time.Duration(req.TTLMs) * time.Millisecond, OwnTTL: a.cfg.LeaseTTL,
+		StoreLeader: a.st.Snapshot().Leader,
+		// Asked, not assumed: a member's own renewals are 30 s apart, so
+		// only a read now tells whether it reaches the store. A read
+		// slower than the bound counts as unreachable: the promise that
+		// follows is kept, so that errs on the safe side.
+		StoreReachable: a.st.Reachable(ctx, a.cfg.LeaseTTL/12),
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.lastPG.Running && !a.lastPG.InRecovery {
-		return model.FailsafeReply{Reason: "this member runs a writable primary", OtherLeader: true}
+	ask.Writable = a.lastPG.Running && !a.lastPG.InRecovery
+	p := engine.DecidePromise(ask)
+	if !p.OK() {
+		return model.FailsafeReply{Reason: p.Reason, OtherLeader: p.OtherLeader}
 	}
-	// At least the leader's TTL: its window is that long from before it
-	// asked, so the promise outlives it whatever this member's own TTL.
-	until := time.Now().Add(max(a.cfg.LeaseTTL, ttl))
-	if until.After(a.promisedUntil) {
+	if until := time.Now().Add(p.For); until.After(a.promisedUntil) {
 		a.promisedUntil = until
 	}
 	return model.FailsafeReply{OK: true}
@@ -150,59 +129,47 @@ func (a *Agent) failsafeLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if !a.st.RenewalLate() || time.Since(last) < every {
+		if time.Since(last) < every {
 			continue
 		}
 		a.mu.Lock()
 		primary := a.lastPG.Running && !a.lastPG.InRecovery && a.lastObs.LeaderMine
 		a.mu.Unlock()
-		if !primary || a.safeLeft() < a.params.FenceMargin {
-			// Nothing to keep, or the window already reached the fence
-			// margin (the engine fences there): a fenced leader does not
-			// come back on a later round.
+		if !engine.RoundDue(a.st.RenewalLate(), primary, a.safeLeft(), a.params) {
 			continue
 		}
 		lease, _ := a.st.Lease()
 		start := time.Now()
 		last = start
-		ok, why, other := a.failsafeRound(ctx, client)
+		res := a.failsafeRound(ctx, client)
 		a.mu.Lock()
 		switch {
-		case ok:
+		case res.Granted:
 			if u := start.Add(a.cfg.LeaseTTL); u.After(a.failsafeUntil) || lease != a.failsafeLease {
 				a.failsafeUntil, a.failsafeLease = u, lease
 			}
-		case other:
-			// A member runs a writable primary or knows another leader: stop
-			// leaning on promises at once; the lease decides.
+		case res.Withdraw:
 			a.failsafeUntil = time.Time{}
 		}
 		a.mu.Unlock()
-		if !ok {
-			a.log.Warn("failsafe: not every member promised; the lease decides", "why", why)
+		if !res.Granted {
+			a.log.Warn("failsafe: not every member promised; the lease decides", "why", res.Why)
 		}
 	}
 }
 
-// failsafeRound asks every registered member; all must say yes. other
-// reports a refusal that means someone else may lead.
-func (a *Agent) failsafeRound(ctx context.Context, client *http.Client) (ok bool, why string, other bool) {
+// failsafeRound asks the members engine.FailsafeTargets names and lets
+// engine.DecideRound say what their answers mean.
+func (a *Agent) failsafeRound(ctx context.Context, client *http.Client) engine.RoundResult {
 	snap := a.st.Snapshot()
 	key := failsafeKey(a.sec.Replication)
 	type result struct {
 		id  string
 		err error
 	}
-	var targets []model.Member
-	for _, id := range snap.Registered {
-		if id == a.cfg.ID {
-			continue
-		}
-		m, alive := snap.Members[id]
-		if !alive || m.APIURL == "" {
-			return false, id + " was not alive when the store was last read", false
-		}
-		targets = append(targets, m)
+	targets, missing := engine.FailsafeTargets(a.cfg.ID, snap.Registered, snap.Members)
+	if missing != "" {
+		return engine.RoundResult{Why: missing + " was not alive when the store was last read"}
 	}
 	results := make(chan result, len(targets))
 	var wg sync.WaitGroup
@@ -215,17 +182,19 @@ func (a *Agent) failsafeRound(ctx context.Context, client *http.Client) (ok bool
 	}
 	wg.Wait()
 	close(results)
-	ok = true
+	var answers []engine.FailsafeAnswer
 	for r := range results {
-		if r.err != nil {
-			ok, why = false, fmt.Sprintf("%s: %v", r.id, r.err)
-			var ref refusal
-			if errors.As(r.err, &ref) && ref.otherLeader {
-				other = true
-			}
+		ans := engine.FailsafeAnswer{ID: r.id, Answered: true}
+		var ref refusal
+		switch {
+		case errors.As(r.err, &ref):
+			ans.Promise = engine.Promise{Refusal: engine.RefusedRemote, OtherLeader: ref.otherLeader, Reason: ref.reason}
+		case r.err != nil:
+			ans.Answered, ans.Err = false, r.err.Error()
 		}
+		answers = append(answers, ans)
 	}
-	return ok, why, other
+	return engine.DecideRound(answers)
 }
 
 // refusal is a member's "no", with whether it says someone else leads.

@@ -36,13 +36,14 @@ type confState struct {
 	lastErr     string   // last logged settings error (logged once)
 	appliedLive bool     // the applied settings were checked against the running server's pg_settings
 	refused     []string // stored settings left out of petrel-user.conf, and why (shown in /status)
+	applNames   []string // the settings petrel-user.conf sets (what a restart may apply)
 }
 
 // beforeStart prepares TLS files and petrel-user.conf before an action
 // that starts Postgres or connects to another member's.
 func (a *Agent) beforeStart(ctx context.Context, kind engine.Kind) error {
 	switch kind {
-	case engine.Bootstrap, engine.Clone, engine.StartStandby, engine.StartPrimary, engine.Rewind:
+	case engine.Bootstrap, engine.Clone, engine.StartStandby, engine.StartPrimary, engine.Rewind, engine.Reclone, engine.RestartPostgres:
 	default:
 		return nil
 	}
@@ -55,9 +56,9 @@ func (a *Agent) beforeStart(ctx context.Context, kind engine.Kind) error {
 	return nil
 }
 
-// afterStep applies the cluster settings, polls pending restarts and
-// handles a restart request. Errors are logged, never fatal.
-func (a *Agent) afterStep(ctx context.Context, plan engine.Plan) {
+// afterStep keeps pg_hba.conf's members, TLS and the cluster settings in
+// step and polls pending restarts. Errors are logged, never fatal.
+func (a *Agent) afterStep(ctx context.Context) {
 	a.syncPeers(ctx)
 	if !a.pg.Initialized() {
 		return
@@ -65,7 +66,6 @@ func (a *Agent) afterStep(ctx context.Context, plan engine.Plan) {
 	a.checkTLS(ctx)
 	a.applySettings(ctx, false)
 	a.checkPending(ctx)
-	a.handleRestart(ctx, plan)
 }
 
 // syncPeers gives pg_hba.conf the members' hosts: only they (and the
@@ -136,7 +136,7 @@ func (a *Agent) applySettings(ctx context.Context, force bool) {
 	}
 	a.logSettingsErr(nil)
 	a.conf.mu.Lock()
-	a.conf.applied, a.conf.appliedRev, a.conf.appliedLive = true, rev, res.Live
+	a.conf.applied, a.conf.appliedRev, a.conf.appliedLive, a.conf.applNames = true, rev, res.Live, res.Applied
 	if res.Changed {
 		a.conf.reloadAt = time.Now()
 	}
@@ -192,10 +192,12 @@ func (a *Agent) checkPending(ctx context.Context) {
 	}
 }
 
-func (s *confState) pendingCopy() []string {
+// restartFacts are the settings waiting for a restart and those
+// petrel-user.conf sets (engine.Observation.PendingRestart, UserSettings).
+func (s *confState) restartFacts() (pending, applied []string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]string(nil), s.pending...)
+	return slices.Clone(s.pending), slices.Clone(s.applNames)
 }
 
 // settingsStatus adds the hooks' facts to /status.

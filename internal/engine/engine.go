@@ -11,14 +11,24 @@
 //  2. Execute a Plan's actions in order and stop at the first failure; the
 //     next Observation shows what actually happened.
 //  3. Every store write an action implies is a compare-and-swap on the
-//     revisions carried in the action (LeaderRev, SyncRev, ...). A lost
-//     race is not an error: observe again.
+//     revisions the action carries (Action.Revs: those of the Observation
+//     it was decided on), and takes what it writes from that same
+//     Observation's read, never from a fresher one. A lost race is not an
+//     error: observe again.
 //  4. Report LeaseLeft conservatively: measured from when the last
 //     successful keepalive was *sent*, not when its answer arrived.
 //  5. Before executing Promote or StartPrimary, the leader key must be
 //     held with the node's own lease (AcquireLeader succeeded).
 //  6. After a Fence, do not start Postgres as a primary again until the
 //     engine asks for it in a later Plan.
+//  7. Stop or restart Postgres, touch the leader key or the data
+//     directory only as a Plan's action: a shutdown is observations with
+//     ShuttingDown set, decided and executed until the plan only waits
+//     (CauseStopped); a restart request is an Observation field. Failsafe
+//     promises are DecidePromise's and a leader's rounds DecideRound's.
+//  8. Record how each rewind ended (Observation.LastRewind), classified
+//     by behaviour: the source unavailable (retry, keep the data) or the
+//     rewind impossible (re-clone).
 //
 // Safety invariants the engine keeps (tested in engine_test.go):
 //
@@ -65,6 +75,9 @@ type Params struct {
 	// reconnects) before refusing it.
 	SwitchoverGrace time.Duration
 	StuckAfter      time.Duration // a standby not streaming this long from a live leader is rewound
+	// RewindRetry: after a rewind whose source could not be reached, wait
+	// this long before trying again (the data directory is kept).
+	RewindRetry time.Duration
 	// HangAfter: a leader whose Postgres has answered nothing for this
 	// long (hung storage, a stopped postmaster) kills it and gives up the
 	// key, so that a standby takes over instead of writes waiting for as
@@ -87,9 +100,38 @@ func DefaultParams() Params {
 		SwitchoverTTL:   30 * time.Second,
 		SwitchoverGrace: 5 * time.Second,
 		StuckAfter:      10 * time.Second,
+		RewindRetry:     5 * time.Second,
 		DiskLow:         64 << 20,
 		HangAfter:       10 * time.Second,
 	}
+}
+
+// RewindResult is how a rewind ended, classified by what to do next.
+type RewindResult int
+
+const (
+	RewindNone        RewindResult = iota
+	RewindDone                     // pg_rewind succeeded (or found nothing to do)
+	RewindUnavailable              // its source could not be reached: the data directory is kept, retry after RewindRetry
+	RewindImpossible               // the histories cannot be rewound: re-clone
+)
+
+// RewindOutcome is the last rewind's result, why it was planned (its
+// Cause) and how long ago it ended.
+type RewindOutcome struct {
+	Result RewindResult
+	Cause  Cause
+	Ago    time.Duration
+}
+
+// RestartRequest asks this node to restart its Postgres to apply settings
+// that need one (the CLI's rolling restart).
+type RestartRequest struct {
+	// InPlace: the leader too restarts where it is (lowering a setting
+	// standbys must match, which no switchover order can roll).
+	InPlace bool
+	// Force: restart even with nothing pending (a rolling restart).
+	Force bool
 }
 
 // Peer is what a candidate learned from another member's /status during an
@@ -123,7 +165,7 @@ type Observation struct {
 	Initialized   bool   // the cluster's info key exists
 	InitializedBy string // the member that claimed initialization
 	BootstrapDone bool   // the info key records a completed initdb (its system id)
-	InfoRev       int64  // the info key's revision (RecordBootstrap's CAS)
+	InfoRev       int64  // the info key's revision (RecordBootstrap's and a region move's CAS)
 	Leader        string
 	LeaderRev     int64 // mod revision of the leader key (0: absent)
 	LeaderMine    bool  // the leader key is attached to this process's lease
@@ -132,6 +174,14 @@ type Observation struct {
 	Members       map[string]model.Member // members whose record is on a live session lease (a dead one's lasts up to a minute)
 	Registered    []string                // every node that ever joined and was not removed
 	Switchover    *model.Switchover
+	SwitchoverRev int64 // the switchover record's revision (0: absent)
+	// Restart is a request to restart the local Postgres (restart/<self>;
+	// nil: none), RestartRev its revision.
+	Restart    *RestartRequest
+	RestartRev int64
+	// ShuttingDown: the agent was asked to stop. The plan then hands the
+	// key over or lets it go, and stops Postgres cleanly.
+	ShuttingDown bool
 	// Cascade is true when this node's region streams from a replica of
 	// its own region (the region's hub) instead of from the leader.
 	Cascade bool
@@ -167,10 +217,18 @@ type Observation struct {
 	NotStreamingFor time.Duration
 	Restarts        int           // consecutive failed local starts / crashes
 	SinceStart      time.Duration // since the last start attempt
-	RewindFailed    bool          // the last rewind against the current leader failed
-	DiskKnown       bool          // DiskFree was measured
-	DiskFree        int64         // bytes free for the data directory
-	ReadOnly        bool          // petrel's read-only switch is on
+	// LastRewind is how this node's last rewind against the current
+	// leader ended (zero: none since it last streamed for a while).
+	LastRewind RewindOutcome
+	// PendingRestart lists the settings whose new value waits for a
+	// restart (pg_settings.pending_restart); UserSettings those
+	// petrel-user.conf sets, having passed petrel's checks: a restart
+	// request applies only these.
+	PendingRestart []string
+	UserSettings   []string
+	DiskKnown      bool  // DiskFree was measured
+	DiskFree       int64 // bytes free for the data directory
+	ReadOnly       bool  // petrel's read-only switch is on
 
 	// Leader-only facts.
 	Standbys      []Standby
@@ -182,87 +240,6 @@ type Observation struct {
 	Peers map[string]Peer
 }
 
-// Kind names an action.
-type Kind string
-
-const (
-	Wait            Kind = "wait"            // nothing to do; Reason says why
-	Bootstrap       Kind = "bootstrap"       // claim the cluster's info key, initdb, then AcquireLeader
-	Clone           Kind = "clone"           // pg_basebackup from Target
-	StartStandby    Kind = "start-standby"   // configure to follow Target and start
-	StartPrimary    Kind = "start-primary"   // start Postgres as primary (leader key held)
-	Follow          Kind = "follow"          // re-point primary_conninfo to Target ("" = stop streaming) and reload
-	AcquireLeader   Kind = "acquire-leader"  // CAS: leader absent && sync rev == SyncRev → leader=self, sync={self,[]}
-	Promote         Kind = "promote"         // pg promote + checkpoint
-	Fence           Kind = "fence"           // stop Postgres at once (immediate)
-	ReleaseLeader   Kind = "release-leader"  // delete own leader key
-	RevokeLeader    Kind = "revoke-leader"   // delete a dead leader's key (CAS on LeaderRev)
-	Rewind          Kind = "rewind"          // stop, pg_rewind from Target, then start as standby
-	Reclone         Kind = "reclone"         // wipe and Clone from Target
-	SetSyncRecord   Kind = "set-sync-record" // CAS sync key to Members (rev SyncRev)
-	SetSyncNames    Kind = "set-sync-names"  // synchronous_standby_names = Value
-	CreateSlot      Kind = "create-slot"
-	DropSlot        Kind = "drop-slot"
-	SwitchoverStop  Kind = "switchover-stop" // stop cleanly, record the stop LSN for Target, release the key
-	ClearSwitchover Kind = "clear-switchover"
-	SetReadOnly     Kind = "set-read-only" // Value "on" or "off": default_transaction_read_only, reloaded
-	Kill            Kind = "kill"          // SIGKILL the postmaster and its backends (a hung server ignores pg_ctl)
-	// RecordBootstrap notes in the info key (CAS on InfoRev) that initdb
-	// completed, with the system identifier: from then on no member ever
-	// runs initdb for the cluster again, whatever its data directory.
-	RecordBootstrap Kind = "record-bootstrap"
-)
-
-// Action is one step of a Plan.
-type Action struct {
-	Kind    Kind
-	Target  string   // member to clone/follow/rewind from, slot name, switchover target
-	Members []string // SetSyncRecord
-	Value   string   // SetSyncNames
-	Rev     int64    // the revision the CAS is conditioned on
-	Reason  string
-}
-
-func (a Action) String() string {
-	var b strings.Builder
-	b.WriteString(string(a.Kind))
-	if a.Target != "" {
-		fmt.Fprintf(&b, " target=%s", a.Target)
-	}
-	if a.Members != nil {
-		fmt.Fprintf(&b, " members=[%s]", strings.Join(a.Members, ","))
-	}
-	if a.Kind == SetSyncNames || a.Kind == SetReadOnly {
-		fmt.Fprintf(&b, " value=%q", a.Value)
-	}
-	if a.Rev != 0 {
-		fmt.Fprintf(&b, " rev=%d", a.Rev)
-	}
-	if a.Reason != "" {
-		fmt.Fprintf(&b, " (%s)", a.Reason)
-	}
-	return b.String()
-}
-
-// Plan is the ordered list of actions, plus the role the node should
-// report while it runs.
-type Plan struct {
-	Role    string
-	Actions []Action
-}
-
-func (p Plan) String() string {
-	parts := make([]string, len(p.Actions))
-	for i, a := range p.Actions {
-		parts[i] = a.String()
-	}
-	return p.Role + ": " + strings.Join(parts, "; ")
-}
-
-func wait(role, reason string) Plan {
-	return Plan{Role: role, Actions: []Action{{Kind: Wait, Reason: reason}}}
-}
-
 // SlotName is the physical replication slot kept for member id.
 func SlotName(id string) string { return "petrel_" + id }
 
@@ -270,16 +247,46 @@ func SlotName(id string) string { return "petrel_" + id }
 // when no standby is in sync, so that commits wait instead of going on.
 const StrictPlaceholder = "petrel_no_standby"
 
-// Decide is the engine: observation in, plan out.
+// Decide is the engine: observation in, plan out. Every action carries the
+// revisions of o (caller rule 3).
 func Decide(o Observation, p Params) Plan {
 	plan := decide(o, p)
 	if act, ok := readOnlyAction(o, p, plan); ok {
-		if len(plan.Actions) == 1 && plan.Actions[0].Kind == Wait {
-			plan.Actions = nil
+		plan = appendAction(plan, act)
+	}
+	for _, act := range restartActions(o, p, plan) {
+		plan = appendAction(plan, act)
+	}
+	revs := o.Revs()
+	for i := range plan.Actions {
+		a := &plan.Actions[i]
+		a.Revs = revs
+		switch a.Kind {
+		case Clone, StartStandby, Follow, Rewind, Reclone:
+			if a.Target == "" || a.Target == o.Leader || o.Leader == "" {
+				a.Slot = SlotName(o.Self)
+			}
+		case Promote:
+			// No synchronous standby to start with (or the strict
+			// placeholder): the leader adds standbys as they stream.
+			a.Value = syncValue(nil, p.SyncMode)
 		}
-		plan.Actions = append(plan.Actions, act)
 	}
 	return plan
+}
+
+// appendAction adds act to plan, dropping a lone wait.
+func appendAction(plan Plan, act Action) Plan {
+	if len(plan.Actions) == 1 && plan.Actions[0].Kind == Wait {
+		plan.Actions = nil
+	}
+	plan.Actions = append(plan.Actions, act)
+	return plan
+}
+
+// Revs are the store revisions o was read at.
+func (o Observation) Revs() Revs {
+	return Revs{Leader: o.LeaderRev, Sync: o.SyncRev, Info: o.InfoRev, Switchover: o.SwitchoverRev, Restart: o.RestartRev}
 }
 
 // readOnlyAction keeps petrel's read-only switch: on for a leader whose
@@ -292,9 +299,9 @@ func readOnlyAction(o Observation, p Params, plan Plan) (Action, bool) {
 	}
 	switch {
 	case !o.ReadOnly && o.DiskFree < p.DiskLow && plan.Role == model.RolePrimary && o.LeaderMine:
-		return Action{Kind: SetReadOnly, Value: "on", Reason: fmt.Sprintf("disk nearly full: %d MiB free, below %d MiB", o.DiskFree>>20, p.DiskLow>>20)}, true
+		return Action{Kind: SetReadOnly, Cause: CauseDiskLow, Value: "on", Reason: fmt.Sprintf("disk nearly full: %d MiB free, below %d MiB", o.DiskFree>>20, p.DiskLow>>20)}, true
 	case o.ReadOnly && o.DiskFree >= 2*p.DiskLow:
-		return Action{Kind: SetReadOnly, Value: "off", Reason: fmt.Sprintf("disk space back: %d MiB free", o.DiskFree>>20)}, true
+		return Action{Kind: SetReadOnly, Cause: CauseDiskBack, Value: "off", Reason: fmt.Sprintf("disk space back: %d MiB free", o.DiskFree>>20)}, true
 	}
 	return Action{}, false
 }
@@ -305,21 +312,21 @@ func readOnlyAction(o Observation, p Params, plan Plan) (Action, bool) {
 // answered; the other inputs are as in Observation.
 func DecideUnobservable(wasPrimary, leaderMine bool, unanswered, leaseLeft time.Duration, p Params) Plan {
 	if !wasPrimary {
-		return wait(model.RoleOffline, fmt.Sprintf("postgres not answering for %v", unanswered.Round(time.Second)))
+		return wait(model.RoleOffline, CausePostgresUnanswered, fmt.Sprintf("postgres not answering for %v", unanswered.Round(time.Second)))
 	}
 	switch {
 	// Rule 1 still holds; the server cannot be asked, so it is killed.
 	case !leaderMine:
-		return Plan{Role: model.RoleFenced, Actions: []Action{{Kind: Kill, Reason: "running as primary without holding the leader key, and not answering"}}}
+		return Plan{Role: model.RoleFenced, Actions: []Action{{Kind: Kill, Cause: CauseNotLeader, Reason: "running as primary without holding the leader key, and not answering"}}}
 	case leaseLeft < p.FenceMargin:
-		return Plan{Role: model.RoleFenced, Actions: []Action{{Kind: Kill, Reason: "lease running out and postgres unobservable"}}}
+		return Plan{Role: model.RoleFenced, Actions: []Action{{Kind: Kill, Cause: CauseLeaseExpiring, Reason: "lease running out and postgres unobservable"}}}
 	case leaderMine && p.HangAfter > 0 && unanswered >= p.HangAfter:
 		return Plan{Role: model.RoleFenced, Actions: []Action{
-			{Kind: Kill, Reason: fmt.Sprintf("postgres hung: no answer for %v", unanswered.Round(time.Second))},
-			{Kind: ReleaseLeader, Reason: "postgres hung; a standby takes over"},
+			{Kind: Kill, Cause: CausePostgresHung, Reason: fmt.Sprintf("postgres hung: no answer for %v", unanswered.Round(time.Second))},
+			{Kind: ReleaseLeader, Cause: CausePostgresHung, Reason: "postgres hung; a standby takes over"},
 		}}
 	}
-	return wait(model.RolePrimary, fmt.Sprintf("postgres not answering for %v", unanswered.Round(time.Second)))
+	return wait(model.RolePrimary, CausePostgresUnanswered, fmt.Sprintf("postgres not answering for %v", unanswered.Round(time.Second)))
 }
 
 func decide(o Observation, p Params) Plan {
@@ -338,28 +345,32 @@ func decide(o Observation, p Params) Plan {
 	if o.Running && !o.InRecovery {
 		switch {
 		case !o.LeaderMine:
-			return Plan{Role: model.RoleFenced, Actions: []Action{{Kind: Fence, Reason: "running as primary without holding the leader key"}}}
+			return Plan{Role: model.RoleFenced, Actions: []Action{{Kind: Fence, Cause: CauseNotLeader, Reason: "running as primary without holding the leader key"}}}
 		case o.LeaseLeft < p.FenceMargin && o.FailsafeLeft < p.FenceMargin:
-			return Plan{Role: model.RoleFenced, Actions: []Action{{Kind: Fence, Reason: fmt.Sprintf("lease renewal overdue (%v left)", o.LeaseLeft)}}}
+			return Plan{Role: model.RoleFenced, Actions: []Action{{Kind: Fence, Cause: CauseLeaseExpiring, Reason: fmt.Sprintf("lease renewal overdue (%v left)", o.LeaseLeft)}}}
 		}
+	}
+
+	if o.ShuttingDown {
+		return decideShutdown(o)
 	}
 
 	// Rule 2: without the store, keep what is safe and change nothing.
 	if !o.StoreOK {
 		if localRole == model.RolePrimary {
 			if o.FailsafeLeft >= p.FenceMargin {
-				return wait(localRole, "store unreachable; failsafe: every member confirmed it will not take over")
+				return wait(localRole, CauseStoreUnreachable, "store unreachable; failsafe: every member confirmed it will not take over")
 			}
-			return wait(localRole, "store unreachable; serving until the lease margin")
+			return wait(localRole, CauseStoreUnreachable, "store unreachable; serving until the lease margin")
 		}
-		return wait(localRole, "store unreachable")
+		return wait(localRole, CauseStoreUnreachable, "store unreachable")
 	}
 
 	if !o.Initialized {
 		if o.Region != o.PrimaryRegion {
-			return wait(model.RoleOffline, "cluster not initialized; only a primary-region member may initialize it")
+			return wait(model.RoleOffline, CauseNotInitialized, "cluster not initialized; only a primary-region member may initialize it")
 		}
-		return Plan{Role: model.RoleOffline, Actions: []Action{{Kind: Bootstrap, Reason: "cluster not initialized"}}}
+		return Plan{Role: model.RoleOffline, Actions: []Action{{Kind: Bootstrap, Cause: CauseNotInitialized}}}
 	}
 
 	if o.LeaderMine {
@@ -370,7 +381,7 @@ func decide(o Observation, p Params) Plan {
 	// take over keeps its promise even once it sees the store again: the
 	// leader may still be writing on the strength of it.
 	if o.FailsafePromised && (o.Leader == "" || o.LeaderDead) {
-		return wait(localRole, "failsafe: promised the leader not to take over")
+		return wait(localRole, CauseFailsafePromised, "")
 	}
 
 	if o.Data == DataEmpty {
@@ -380,19 +391,19 @@ func decide(o Observation, p Params) Plan {
 			// empty data directory then means lost data, to be cloned, and
 			// a second initdb would start a new history without the
 			// acknowledged commits.
-			return Plan{Role: model.RoleOffline, Actions: []Action{{Kind: Bootstrap, Reason: "finishing an interrupted bootstrap"}}}
+			return Plan{Role: model.RoleOffline, Actions: []Action{{Kind: Bootstrap, Cause: CauseBootstrapInterrupted}}}
 		}
 		if o.Leader == "" || o.Members[o.Leader].PostgresAddr == "" {
-			return wait(model.RoleOffline, "empty data directory and no leader to clone from")
+			return wait(model.RoleOffline, CauseNoSource, "empty data directory and no leader to clone from")
 		}
-		return Plan{Role: model.RoleOffline, Actions: []Action{{Kind: Clone, Target: o.Leader, Reason: "empty data directory"}}}
+		return Plan{Role: model.RoleOffline, Actions: []Action{{Kind: Clone, Target: o.Leader, Cause: CauseEmptyData}}}
 	}
 
 	if o.Leader == o.Self {
 		// The key names us but belongs to a previous incarnation's lease.
 		// Postgres is not writable here (rule 1 fenced it), so deleting the
 		// key cannot create a second primary; an election follows.
-		return Plan{Role: localRole, Actions: []Action{{Kind: RevokeLeader, Rev: o.LeaderRev, Reason: "leader key left by this node's previous run"}}}
+		return Plan{Role: localRole, Actions: []Action{{Kind: RevokeLeader, Cause: CauseStaleOwnKey}}}
 	}
 
 	if o.Leader != "" {
@@ -403,54 +414,54 @@ func decide(o Observation, p Params) Plan {
 
 func decideLeader(o Observation, p Params) Plan {
 	if o.LeaseLeft < p.FenceMargin && o.FailsafeLeft < p.FenceMargin {
-		acts := []Action{{Kind: ReleaseLeader, Reason: "lease nearly expired"}}
+		acts := []Action{{Kind: ReleaseLeader, Cause: CauseLeaseExpiring, Reason: "lease nearly expired"}}
 		if o.Running {
-			acts = append([]Action{{Kind: Fence, Reason: "lease nearly expired"}}, acts...)
+			acts = append([]Action{{Kind: Fence, Cause: CauseLeaseExpiring, Reason: "lease nearly expired"}}, acts...)
 		}
 		return Plan{Role: model.RoleFenced, Actions: acts}
 	}
 	if !o.Running {
 		if o.Restarts >= p.MaxRestarts {
-			return Plan{Role: model.RoleOffline, Actions: []Action{{Kind: ReleaseLeader, Reason: fmt.Sprintf("postgres failed to start %d times", o.Restarts)}}}
+			return Plan{Role: model.RoleOffline, Actions: []Action{{Kind: ReleaseLeader, Cause: CauseStartFailures, Reason: fmt.Sprintf("postgres failed to start %d times", o.Restarts)}}}
 		}
 		if o.Restarts > 0 && o.SinceStart < p.RestartDelay*time.Duration(1<<(o.Restarts-1)) {
-			return wait(model.RoleOffline, "waiting before restarting postgres")
+			return wait(model.RoleOffline, CauseRestartBackoff, "")
 		}
 		if o.Data == DataStandby {
 			// Start it as a standby first; the next plan promotes it.
-			return Plan{Role: model.RoleOffline, Actions: []Action{{Kind: StartStandby, Reason: "leader key held; starting to promote"}}}
+			return Plan{Role: model.RoleOffline, Actions: []Action{{Kind: StartStandby, Cause: CauseLeaderKeyHeld, Reason: "leader key held; starting to promote"}}}
 		}
-		return Plan{Role: model.RoleOffline, Actions: []Action{{Kind: StartPrimary, Reason: "leader key held"}}}
+		return Plan{Role: model.RoleOffline, Actions: []Action{{Kind: StartPrimary, Cause: CauseLeaderKeyHeld}}}
 	}
 	if o.InRecovery {
-		return Plan{Role: model.RoleReplica, Actions: []Action{{Kind: Promote, Reason: "leader key held"}}}
+		return Plan{Role: model.RoleReplica, Actions: []Action{{Kind: Promote, Cause: CauseLeaderKeyHeld}}}
 	}
 
 	var acts []Action
-	idle := "leading"
+	idle, idleCause := "", CauseLeading
 	// A planned switchover addressed to this leader.
 	if sw := o.Switchover; sw != nil {
 		if sw.StoppedLSN != 0 || o.SwitchoverAge > p.SwitchoverTTL || sw.From != o.Self {
-			acts = append(acts, Action{Kind: ClearSwitchover, Reason: "stale or misaddressed switchover request"})
+			acts = append(acts, Action{Kind: ClearSwitchover, Cause: CauseSwitchoverStale})
 		} else if t, why, later := switchoverTarget(o, sw.To, sw.AllowSecondaryRegion); t != "" {
-			return Plan{Role: model.RolePrimary, Actions: []Action{{Kind: SwitchoverStop, Target: t, Reason: "planned switchover"}}}
+			return Plan{Role: model.RolePrimary, Actions: []Action{{Kind: SwitchoverStop, Target: t, Cause: CauseSwitchover}}}
 		} else if later && o.SwitchoverAge < p.SwitchoverGrace {
 			// A standby that just (re)connected is not streaming in this
 			// leader's view yet; refusing at once would fail a rolling
 			// restart that waited for it to stream.
-			idle = "switchover waits: " + why
+			idle, idleCause = "switchover waits: "+why, CauseSwitchoverWaits
 		} else {
-			acts = append(acts, Action{Kind: ClearSwitchover, Reason: "switchover refused: " + why})
+			acts = append(acts, Action{Kind: ClearSwitchover, Cause: CauseSwitchoverRefused, Reason: "switchover refused: " + why})
 		}
 	}
 
 	acts = append(acts, syncActions(o, p)...)
 	acts = append(acts, slotActions(o)...)
 	if !o.BootstrapDone && o.Initialized {
-		acts = append(acts, Action{Kind: RecordBootstrap, Rev: o.InfoRev, Reason: "the cluster's data exists: no initdb from now on"})
+		acts = append(acts, Action{Kind: RecordBootstrap, Cause: CauseBootstrapDone})
 	}
 	if len(acts) == 0 {
-		return wait(model.RolePrimary, idle)
+		return wait(model.RolePrimary, idleCause, idle)
 	}
 	return Plan{Role: model.RolePrimary, Actions: acts}
 }
@@ -501,10 +512,10 @@ func syncActions(o Observation, p Params) []Action {
 		// promotable on the record's word by then.
 		var acts []Action
 		if o.Sync.Leader != o.Self || len(o.Sync.Members) > 0 {
-			acts = append(acts, Action{Kind: SetSyncRecord, Members: []string{}, Rev: o.SyncRev, Reason: "sync mode off"})
+			acts = append(acts, Action{Kind: SetSyncRecord, Cause: CauseSyncSet, Members: []string{}, Reason: "sync mode off"})
 		}
 		if len(o.SyncNames) > 0 {
-			acts = append(acts, Action{Kind: SetSyncNames, Value: "", Reason: "sync mode off"})
+			acts = append(acts, Action{Kind: SetSyncNames, Cause: CauseSyncSet, Value: "", Reason: "sync mode off"})
 		}
 		return acts
 	}
@@ -547,31 +558,31 @@ func syncActions(o Observation, p Params) []Action {
 		if len(o.Sync.Members) > 0 || o.Sync.Leader != o.Self {
 			// A record naming anyone while the leader acknowledges alone
 			// is already wrong: empty it before anything else.
-			return []Action{{Kind: SetSyncRecord, Members: []string{}, Rev: o.SyncRev, Reason: "no synchronous standby yet: the record names nobody"}}
+			return []Action{{Kind: SetSyncRecord, Cause: CauseSyncSet, Members: []string{}, Reason: "no synchronous standby yet: the record names nobody"}}
 		}
-		return []Action{{Kind: SetSyncNames, Value: syncValue(keys(desired), p.SyncMode), Reason: "adding " + strings.Join(add, ",") + " (postgres first: the leader acknowledged alone until now)"}}
+		return []Action{{Kind: SetSyncNames, Cause: CauseSyncSet, Value: syncValue(keys(desired), p.SyncMode), Reason: "adding " + strings.Join(add, ",") + " (postgres first: the leader acknowledged alone until now)"}}
 	}
 	// Adding to a set: record first (a superset record is safe: it only
 	// asks candidates to hear from more members), then Postgres.
 	if len(add) > 0 {
 		union := keys(unionOf(record, desired))
 		if !sameSet(record, set(union)) || o.Sync.Leader != o.Self {
-			return []Action{{Kind: SetSyncRecord, Members: union, Rev: o.SyncRev, Reason: "adding " + strings.Join(add, ",")}}
+			return []Action{{Kind: SetSyncRecord, Cause: CauseSyncSet, Members: union, Reason: "adding " + strings.Join(add, ",")}}
 		}
-		return []Action{{Kind: SetSyncNames, Value: syncValue(keys(desired), p.SyncMode), Reason: "adding " + strings.Join(add, ",")}}
+		return []Action{{Kind: SetSyncNames, Cause: CauseSyncSet, Value: syncValue(keys(desired), p.SyncMode), Reason: "adding " + strings.Join(add, ",")}}
 	}
 	// Removing: Postgres first; the record follows once the remaining
 	// members hold everything acknowledged before the change. Except when
 	// none remains: from the change on the leader acknowledges alone, so
 	// the record must first stop naming anyone promotable.
 	if len(remove) > 0 && len(desired) == 0 && (o.Sync.Leader != o.Self || len(o.Sync.Members) > 0) {
-		return []Action{{Kind: SetSyncRecord, Members: []string{}, Rev: o.SyncRev, Reason: "removing " + strings.Join(remove, ",") + ": record first, the leader will acknowledge alone"}}
+		return []Action{{Kind: SetSyncRecord, Cause: CauseSyncSet, Members: []string{}, Reason: "removing " + strings.Join(remove, ",") + ": record first, the leader will acknowledge alone"}}
 	}
 	if len(remove) > 0 {
-		return []Action{{Kind: SetSyncNames, Value: syncValue(keys(desired), p.SyncMode), Reason: "removing " + strings.Join(remove, ",")}}
+		return []Action{{Kind: SetSyncNames, Cause: CauseSyncSet, Value: syncValue(keys(desired), p.SyncMode), Reason: "removing " + strings.Join(remove, ",")}}
 	}
 	if p.SyncMode == "strict" && len(current) == 0 && !o.hasPlaceholder() {
-		return []Action{{Kind: SetSyncNames, Value: syncValue(nil, p.SyncMode), Reason: "strict mode without a standby"}}
+		return []Action{{Kind: SetSyncNames, Cause: CauseSyncSet, Value: syncValue(nil, p.SyncMode), Reason: "strict mode without a standby"}}
 	}
 	if !sameSet(record, current) || o.Sync.Leader != o.Self {
 		// The record follows Postgres once every member Postgres waits
@@ -582,7 +593,7 @@ func syncActions(o Observation, p Params) []Action {
 				return nil // wait for catch-up
 			}
 		}
-		return []Action{{Kind: SetSyncRecord, Members: keys(current), Rev: o.SyncRev, Reason: "record follows postgres"}}
+		return []Action{{Kind: SetSyncRecord, Cause: CauseSyncSet, Members: keys(current), Reason: "record follows postgres"}}
 	}
 	return nil
 }
@@ -636,11 +647,11 @@ func slotActions(o Observation) []Action {
 	have := set(o.Slots)
 	var acts []Action
 	for _, s := range diff(want, have) {
-		acts = append(acts, Action{Kind: CreateSlot, Target: s, Reason: "member registered"})
+		acts = append(acts, Action{Kind: CreateSlot, Target: s, Cause: CauseMemberRegistered})
 	}
 	for _, s := range diff(have, want) {
 		if strings.HasPrefix(s, "petrel_") {
-			acts = append(acts, Action{Kind: DropSlot, Target: s, Reason: "member gone"})
+			acts = append(acts, Action{Kind: DropSlot, Target: s, Cause: CauseMemberGone})
 		}
 	}
 	return acts
@@ -649,50 +660,62 @@ func slotActions(o Observation) []Action {
 func decideFollower(o Observation, p Params, localRole string) Plan {
 	leader := o.Leader
 	if _, ok := o.Members[leader]; !ok {
-		return wait(localRole, "leader "+leader+" has not published its address")
+		return wait(localRole, CauseLeaderUnpublished, "leader "+leader+" has not published its address")
 	}
 	// A standby whose leader is certainly dead may clear the key at once
 	// instead of waiting for the lease: only a synchronous candidate does,
 	// and the election that follows still applies the quorum rule.
 	if o.LeaderDead && eligible(o) {
-		return Plan{Role: localRole, Actions: []Action{{Kind: RevokeLeader, Rev: o.LeaderRev, Reason: "leader's postgres and agent refuse connections"}}}
+		return Plan{Role: localRole, Actions: []Action{{Kind: RevokeLeader, Cause: CauseLeaderDead}}}
 	}
 	if o.Data == DataPrimary {
 		// Former primary: its timeline may have diverged. pg_rewind is a
 		// no-op when it has not.
-		if o.RewindFailed {
-			return Plan{Role: model.RoleOffline, Actions: []Action{{Kind: Reclone, Target: leader, Reason: "rewind failed"}}}
+		switch lr := o.LastRewind; {
+		case lr.Result == RewindImpossible:
+			return Plan{Role: model.RoleOffline, Actions: []Action{{Kind: Reclone, Target: leader, Cause: CauseRewindImpossible}}}
+		case lr.Result == RewindUnavailable && lr.Ago < p.RewindRetry:
+			return wait(model.RoleOffline, CauseRewindRetry, "")
 		}
-		return Plan{Role: model.RoleOffline, Actions: []Action{{Kind: Rewind, Target: leader, Reason: "former primary rejoining"}}}
+		return Plan{Role: model.RoleOffline, Actions: []Action{{Kind: Rewind, Target: leader, Cause: CauseFormerPrimary}}}
 	}
 	up := upstream(o)
 	if !o.Running {
 		if o.Restarts > 0 && o.SinceStart < p.RestartDelay*time.Duration(1<<min(o.Restarts-1, 5)) {
-			return wait(model.RoleOffline, "waiting before restarting postgres")
+			return wait(model.RoleOffline, CauseRestartBackoff, "")
 		}
 		if o.Restarts >= p.MaxRestarts+2 {
-			return Plan{Role: model.RoleOffline, Actions: []Action{{Kind: Reclone, Target: leader, Reason: "postgres keeps failing to start as a standby"}}}
+			return Plan{Role: model.RoleOffline, Actions: []Action{{Kind: Reclone, Target: leader, Cause: CauseStartFailures, Reason: "postgres keeps failing to start as a standby"}}}
 		}
-		return Plan{Role: model.RoleOffline, Actions: []Action{{Kind: StartStandby, Target: up, Reason: "following " + up}}}
+		return Plan{Role: model.RoleOffline, Actions: []Action{{Kind: StartStandby, Target: up, Cause: CauseFollowing, Reason: "following " + up}}}
 	}
 	if o.Following != up {
 		if o.Following == leader && !o.Streaming && o.NotStreamingFor < p.StuckAfter {
 			// We fell back from a broken hub to the leader; give the leader
 			// a fair chance before trying the hub again.
-			return wait(model.RoleReplica, "streaming from the leader while the region's hub is unavailable")
+			return wait(model.RoleReplica, CauseHubUnavailable, "streaming from the leader while the region's hub is unavailable")
 		}
-		return Plan{Role: model.RoleReplica, Actions: []Action{{Kind: Follow, Target: up, Reason: "upstream is " + up}}}
+		return Plan{Role: model.RoleReplica, Actions: []Action{{Kind: Follow, Target: up, Cause: CauseUpstream, Reason: "upstream is " + up}}}
 	}
 	if up != leader && !o.Streaming && o.NotStreamingFor > p.StuckAfter/2 {
-		return Plan{Role: model.RoleReplica, Actions: []Action{{Kind: Follow, Target: leader, Reason: "region hub " + up + " is not serving WAL; following the leader"}}}
+		return Plan{Role: model.RoleReplica, Actions: []Action{{Kind: Follow, Target: leader, Cause: CauseHubUnavailable, Reason: "region hub " + up + " is not serving WAL; following the leader"}}}
 	}
 	if !o.Streaming && o.NotStreamingFor > p.StuckAfter {
-		if o.RewindFailed {
-			return Plan{Role: model.RoleReplica, Actions: []Action{{Kind: Reclone, Target: leader, Reason: "cannot stream from the leader"}}}
+		switch lr := o.LastRewind; {
+		case lr.Result == RewindImpossible:
+			return Plan{Role: model.RoleReplica, Actions: []Action{{Kind: Reclone, Target: leader, Cause: CauseRewindImpossible}}}
+		case lr.Result == RewindDone && lr.Cause == CauseNotStreaming:
+			// pg_rewind may find nothing to do while the local WAL past
+			// the last checkpoint is unusable: only a clone helps then.
+			return Plan{Role: model.RoleReplica, Actions: []Action{{Kind: Reclone, Target: leader, Cause: CauseRewindDidNotHelp}}}
+		case lr.Result == RewindUnavailable && lr.Ago < p.RewindRetry:
+			// The leader could not be reached for the rewind: keep the
+			// data directory and keep trying to stream meanwhile.
+			return wait(model.RoleReplica, CauseRewindRetry, "")
 		}
-		return Plan{Role: model.RoleReplica, Actions: []Action{{Kind: Rewind, Target: leader, Reason: fmt.Sprintf("not streaming for %v", o.NotStreamingFor.Round(time.Second))}}}
+		return Plan{Role: model.RoleReplica, Actions: []Action{{Kind: Rewind, Target: leader, Cause: CauseNotStreaming, Reason: fmt.Sprintf("not streaming for %v", o.NotStreamingFor.Round(time.Second))}}}
 	}
-	return wait(model.RoleReplica, "following "+leader)
+	return wait(model.RoleReplica, CauseFollowing, "following "+leader)
 }
 
 // upstream is the member this standby streams from: the leader, or, in a
@@ -743,34 +766,40 @@ func decideElection(o Observation, p Params, localRole string) Plan {
 	// A planned switchover in progress: only its target may take over.
 	if sw := o.Switchover; sw != nil && sw.StoppedLSN != 0 && o.SwitchoverAge <= p.SwitchoverTTL {
 		if sw.Target != o.Self {
-			return wait(localRole, "switchover to "+sw.Target+" in progress")
+			return wait(localRole, CauseSwitchoverInProgress, "switchover to "+sw.Target+" in progress")
 		}
 		if !o.Running {
-			return Plan{Role: localRole, Actions: []Action{{Kind: StartStandby, Reason: "switchover target"}}}
+			return Plan{Role: localRole, Actions: []Action{{Kind: StartStandby, Cause: CauseSwitchoverTarget}}}
 		}
 		if o.LSN < sw.StoppedLSN {
-			return wait(localRole, "switchover target catching up")
+			return wait(localRole, CauseCatchingUp, "")
 		}
-		return Plan{Role: localRole, Actions: []Action{{Kind: AcquireLeader, Rev: o.SyncRev, Reason: "switchover target caught up"}}}
+		act := Action{Kind: AcquireLeader, Cause: CauseSwitchoverTarget, Reason: "switchover target caught up"}
+		if sw.AllowSecondaryRegion && o.Region != o.PrimaryRegion {
+			// The hand-over was allowed outside the primary region: the
+			// region moves with the key, in one transaction.
+			act.Region = o.Region
+		}
+		return Plan{Role: localRole, Actions: []Action{act}}
 	}
 
 	if !eligible(o) {
-		return wait(localRole, "no leader; not a promotion candidate")
+		return wait(localRole, CauseNotCandidate, "no leader; not a promotion candidate")
 	}
 	if o.Data == DataPrimary && o.Sync.Leader == o.Self && len(o.Sync.Members) == 0 {
 		// The last leader, with no synchronous standby: nobody else can
 		// hold its commits, so it takes the key back and restarts.
-		return Plan{Role: localRole, Actions: []Action{{Kind: AcquireLeader, Rev: o.SyncRev, Reason: "last leader, no synchronous standby"}}}
+		return Plan{Role: localRole, Actions: []Action{{Kind: AcquireLeader, Cause: CauseLastLeader}}}
 	}
 	if o.Running && (o.Streaming || o.Following != "") {
 		// Stop streaming so our position is final before comparing. A
 		// receiver that is merely between connections is not final: while
 		// primary_conninfo still names the old leader it may reconnect and
 		// confirm more commits to a hung primary.
-		return Plan{Role: localRole, Actions: []Action{{Kind: Follow, Target: "", Reason: "leader lost; freezing position"}}}
+		return Plan{Role: localRole, Actions: []Action{{Kind: Follow, Target: "", Cause: CauseElection, Reason: "leader lost; freezing position"}}}
 	}
 	if !o.Running {
-		return Plan{Role: localRole, Actions: []Action{{Kind: StartStandby, Reason: "leader lost; starting to compare positions"}}}
+		return Plan{Role: localRole, Actions: []Action{{Kind: StartStandby, Cause: CauseElection, Reason: "leader lost; starting to compare positions"}}}
 	}
 	// Quorum: hear final positions from |S|-K+1 members of S.
 	k := o.Sync.K
@@ -792,13 +821,13 @@ func decideElection(o Observation, p Params, localRole string) Plan {
 		}
 		heard++
 		if peer.Timeline > o.Timeline || (peer.Timeline == o.Timeline && (peer.LSN > o.LSN || (peer.LSN == o.LSN && id < o.Self))) {
-			return wait(localRole, fmt.Sprintf("%s is further ahead (%d vs %d)", id, peer.LSN, o.LSN))
+			return wait(localRole, CausePeerAhead, fmt.Sprintf("%s is further ahead (%d vs %d)", id, peer.LSN, o.LSN))
 		}
 	}
 	if heard < need {
-		return wait(localRole, fmt.Sprintf("quorum: heard %d of the %d synchronous members needed", heard, need))
+		return wait(localRole, CauseNoQuorum, fmt.Sprintf("quorum: heard %d of the %d synchronous members needed", heard, need))
 	}
-	return Plan{Role: localRole, Actions: []Action{{Kind: AcquireLeader, Rev: o.SyncRev, Reason: fmt.Sprintf("most advanced of %d synchronous members heard", heard)}}}
+	return Plan{Role: localRole, Actions: []Action{{Kind: AcquireLeader, Cause: CauseMostAdvanced, Reason: fmt.Sprintf("most advanced of %d synchronous members heard", heard)}}}
 }
 
 func set(xs []string) map[string]bool {

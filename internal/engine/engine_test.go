@@ -157,12 +157,6 @@ func TestDecide(t *testing.T) {
 			o.Self = "scl1"
 			return o
 		}, "", "rewind:scl2", model.RoleOffline},
-		{"failed rewind re-clones", func() Observation {
-			o := base()
-			o.Running, o.InRecovery, o.Data, o.Leader, o.RewindFailed = false, false, DataPrimary, "scl2", true
-			o.Self = "scl1"
-			return o
-		}, "", "reclone:scl2", model.RoleOffline},
 		{"stuck standby rewinds", func() Observation {
 			o := base()
 			o.Streaming, o.NotStreamingFor = false, 20*time.Second

@@ -138,8 +138,15 @@ func setField(o *Observation, k, v string) error {
 		o.Restarts = int(atoi())
 	case "since-start":
 		o.SinceStart = dur()
-	case "rewind-failed":
-		o.RewindFailed = boolean()
+	case "last-rewind": // done|unavailable|impossible[:cause][:ago]
+		f := strings.Split(v, ":")
+		o.LastRewind = RewindOutcome{Result: map[string]RewindResult{"": RewindNone, "done": RewindDone, "unavailable": RewindUnavailable, "impossible": RewindImpossible}[f[0]]}
+		if len(f) > 1 {
+			o.LastRewind.Cause = map[string]Cause{"former-primary": CauseFormerPrimary, "not-streaming": CauseNotStreaming}[f[1]]
+		}
+		if len(f) > 2 {
+			o.LastRewind.Ago, _ = time.ParseDuration(f[2])
+		}
 	case "standbys": // id:flush[:stopped],...
 		o.Standbys = nil
 		for _, s := range list(v) {

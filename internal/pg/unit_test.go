@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -119,6 +120,9 @@ func TestRenderUserConf(t *testing.T) {
 	}
 	if strings.Index(got, "max_connections") > strings.Index(got, "work_mem") {
 		t.Error("settings not sorted")
+	}
+	if names := appliedNames(map[string]string{"Work_Mem": "8MB", "max_connections": "150"}); !slices.Equal(names, []string{"max_connections", "shared_buffers", "work_mem"}) {
+		t.Errorf("applied names %v: want the file's names, defaults included, lower case", names)
 	}
 }
 

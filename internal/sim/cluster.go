@@ -177,9 +177,8 @@ func (c *Cluster) Tick() {
 		n := c.nodes[i]
 		n.extWatchdog()
 		if n.agentUp && !n.paused {
-			if n.lastRenew == 0 || c.now-n.lastRenew >= c.TTL/4 {
-				n.renew()
-			}
+			n.runSession()
+			n.renewLeader()
 			n.watch()
 			n.fenceWatchdog()
 			if c.now-n.lastFailsafe >= max(c.TTL/10, 50*time.Millisecond) {
@@ -658,6 +657,44 @@ func (c *Cluster) Corrupt(id string) error {
 	}
 	n.pg.broken = true
 	n.pg.recv.from = ""
+	return nil
+}
+
+// LoseWAL removes a stopped or running node's WAL from before its last
+// divergence: a rewind then cannot find the common checkpoint
+// (pg_rewind's "could not find previous WAL record") and only a re-clone
+// brings it back.
+func (c *Cluster) LoseWAL(id string) error {
+	n, err := c.mustNode(id)
+	if err != nil {
+		return err
+	}
+	n.pg.walGone = true
+	return nil
+}
+
+// RequestRestart is `petrel config set`'s restart request for id
+// (restart/<id>).
+func (c *Cluster) RequestRestart(id string, req engine.RestartRequest) error {
+	if _, err := c.mustNode(id); err != nil {
+		return err
+	}
+	if c.store.down {
+		return errUnreachable
+	}
+	return c.store.requestRestart(id, req)
+}
+
+// Pending makes id's Postgres report settings waiting for a restart:
+// applied ones petrel-user.conf sets, foreign ones it does not (ALTER
+// SYSTEM, a refused stored setting).
+func (c *Cluster) Pending(id string, applied, foreign []string) error {
+	n, err := c.mustNode(id)
+	if err != nil {
+		return err
+	}
+	n.pendingRestart = append(slices.Clone(applied), foreign...)
+	n.userSettings = append([]string{"max_connections", "shared_buffers"}, applied...)
 	return nil
 }
 

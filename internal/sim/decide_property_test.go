@@ -62,10 +62,26 @@ func drawObservation(r *rand.Rand, p engine.Params) engine.Observation {
 		Data:       engine.DataRole(r.IntN(3)), Running: !maybe(3), InRecovery: maybe(2),
 		Timeline: uint32(1 + r.IntN(3)), LSN: lsn(), Streaming: maybe(2),
 		NotStreamingFor: dur(20 * time.Second), Restarts: r.IntN(6), SinceStart: dur(10 * time.Second),
-		RewindFailed: maybe(4), DiskKnown: !maybe(3), DiskFree: int64(r.IntN(4)) * p.DiskLow * 2 / 3, ReadOnly: maybe(3),
+		DiskKnown: !maybe(3), DiskFree: int64(r.IntN(4)) * p.DiskLow * 2 / 3, ReadOnly: maybe(3),
 		SyncChangeLSN: lsn(), SwitchoverAge: dur(40 * time.Second),
 		Cascade: maybe(3), CascadeRegions: map[string]bool{}, RegisteredRegions: map[string]string{},
 	}
+	if maybe(4) {
+		o.LastRewind = engine.RewindOutcome{Result: engine.RewindResult(1 + r.IntN(3)), Cause: []engine.Cause{engine.CauseFormerPrimary, engine.CauseNotStreaming}[r.IntN(2)], Ago: dur(2 * p.RewindRetry)}
+	}
+	if maybe(4) {
+		o.Restart, o.RestartRev = &engine.RestartRequest{InPlace: maybe(2), Force: maybe(2)}, int64(1+r.IntN(20))
+	}
+	settings := []string{"max_connections", "shared_buffers", "shared_preload_libraries"}
+	for _, n := range settings {
+		if maybe(3) {
+			o.PendingRestart = append(o.PendingRestart, n)
+		}
+		if !maybe(3) && n != "shared_preload_libraries" {
+			o.UserSettings = append(o.UserSettings, n)
+		}
+	}
+	o.ShuttingDown = maybe(8)
 	if maybe(8) {
 		o.PrimaryRegion = "ord"
 	}
@@ -113,7 +129,7 @@ func drawObservation(r *rand.Rand, p engine.Params) engine.Observation {
 		if maybe(2) {
 			sw.StoppedLSN, sw.Target = lsn()+1, pick()
 		}
-		o.Switchover = sw
+		o.Switchover, o.SwitchoverRev = sw, int64(1+r.IntN(20))
 	}
 	o.Peers = map[string]engine.Peer{}
 	for _, id := range obsIDs {
@@ -174,7 +190,7 @@ func TestDecideAllFields(t *testing.T) {
 		}
 		// A plan that leaves Postgres writable needs the key on its own
 		// lease with FenceMargin left, or a failsafe window.
-		stops := kinds[engine.Fence] || kinds[engine.SwitchoverStop] || kinds[engine.Rewind] || kinds[engine.Reclone]
+		stops := kinds[engine.Fence] || kinds[engine.SwitchoverStop] || kinds[engine.Rewind] || kinds[engine.Reclone] || kinds[engine.StopPostgres]
 		if writable && !stops && !safe {
 			fail("keeps postgres writable without a safe lease or failsafe window")
 		}
@@ -187,12 +203,49 @@ func TestDecideAllFields(t *testing.T) {
 		// Without the store, nothing but local safety.
 		if !o.StoreOK {
 			for k := range kinds {
-				if k != engine.Wait && k != engine.Fence && k != engine.SetReadOnly {
+				if k != engine.Wait && k != engine.Fence && k != engine.SetReadOnly && !(k == engine.StopPostgres && o.ShuttingDown) {
 					fail("acts on the store while it is unreachable: " + string(k))
 				}
 			}
 		}
 		for _, a := range plan.Actions {
+			if a.Revs != o.Revs() {
+				fail("an action does not carry the revisions it was decided on")
+			}
+			if a.Kind == engine.Rewind && a.Cause != engine.CauseFormerPrimary && a.Cause != engine.CauseNotStreaming {
+				fail("a rewind without its cause")
+			}
+			if a.Kind == engine.Reclone && o.LastRewind.Result == engine.RewindUnavailable && o.Data != engine.DataEmpty &&
+				(a.Cause == engine.CauseRewindImpossible || a.Cause == engine.CauseRewindDidNotHelp) {
+				fail("re-clones after a rewind that only could not reach its source")
+			}
+			if o.ShuttingDown && (a.Kind == engine.AcquireLeader || a.Kind == engine.Promote || a.Kind == engine.StartPrimary || a.Kind == engine.StartStandby || a.Kind == engine.Bootstrap || a.Kind == engine.Clone || a.Kind == engine.Reclone || a.Kind == engine.RestartPostgres) {
+				fail("starts something while shutting down: " + string(a.Kind))
+			}
+			switch a.Kind {
+			case engine.RestartPostgres:
+				replica := !o.LeaderMine && o.Running && o.InRecovery && o.Streaming && o.Leader != "" && o.Leader != o.Self
+				inPlace := o.LeaderMine && o.Restart != nil && o.Restart.InPlace && safe && writable
+				if o.Restart == nil || o.Switchover != nil || !o.StoreOK || !(replica || inPlace) {
+					fail("restarts postgres outside a state where a restart is safe")
+				}
+				for _, n := range o.PendingRestart {
+					if !slices.Contains(o.UserSettings, n) {
+						fail("a restart applies a setting petrel did not write: " + n)
+					}
+				}
+			case engine.ClearRestart:
+				if o.Restart == nil {
+					fail("clears a restart request that was not observed")
+				}
+			case engine.SwitchoverStop:
+				if (a.Cause == engine.CauseShutdown) != o.ShuttingDown {
+					fail("a shutdown hand-over outside a shutdown, or a planned one during it")
+				}
+				if a.Cause == engine.CauseShutdown && o.Switchover != nil {
+					fail("a shutdown hand-over over an existing switchover record")
+				}
+			}
 			switch a.Kind {
 			case engine.Promote, engine.StartPrimary:
 				if !safe || !o.StoreOK {
@@ -202,7 +255,7 @@ func TestDecideAllFields(t *testing.T) {
 				if o.Leader != "" || o.LeaderMine || !o.StoreOK || !o.Initialized {
 					fail("acquires while a key exists or without the store")
 				}
-				if a.Rev != o.SyncRev {
+				if a.Revs.Sync != o.SyncRev {
 					fail("acquire not conditioned on the observed sync revision")
 				}
 				if o.FailsafePromised {
@@ -216,8 +269,11 @@ func TestDecideAllFields(t *testing.T) {
 				if o.Region != o.PrimaryRegion && !(handover && sw.Target == o.Self) {
 					fail("a member outside the primary region acquires outside a hand-over addressed to it")
 				}
+				if a.Region != "" && !(handover && sw.AllowSecondaryRegion && sw.Target == o.Self && a.Region == o.Region && o.Region != o.PrimaryRegion) {
+					fail("moves the primary region outside an allowed hand-over to this member")
+				}
 			case engine.RevokeLeader:
-				if a.Rev != o.LeaderRev {
+				if a.Revs.Leader != o.LeaderRev {
 					fail("revoke not conditioned on the observed leader revision")
 				}
 				if o.FailsafePromised && o.Leader != o.Self {
@@ -230,7 +286,7 @@ func TestDecideAllFields(t *testing.T) {
 			}
 			switch a.Kind {
 			case engine.SetSyncRecord:
-				if a.Rev != o.SyncRev {
+				if a.Revs.Sync != o.SyncRev {
 					fail("sync record not conditioned on the observed revision")
 				}
 				// The record keeps covering what Postgres waits for (when

@@ -3,7 +3,7 @@ package sim
 import (
 	"errors"
 	"fmt"
-	"strings"
+	"slices"
 	"time"
 
 	"github.com/petrel-db/petrel/internal/engine"
@@ -11,10 +11,13 @@ import (
 )
 
 // Node is one simulated member: its agent, its store client and its
-// Postgres. The agent half mirrors internal/agent line for line where it
-// gathers facts (observe, fetchPeers, leaderDead, the crash and streaming
-// clocks), carries out actions (exec), runs failsafe rounds, keeps the
-// watchdogs and shuts down; the decisions are the real engine.Decide's.
+// Postgres. The agent half mirrors internal/agent where it gathers facts
+// (observe, fetchPeers, leaderDead, the crash and streaming clocks),
+// carries out actions (exec), runs failsafe rounds, keeps the watchdogs
+// and shuts down; the decisions are the real engine's (Decide,
+// DecidePromise, DecideRound). The store client mirrors internal/store's
+// two leases: a long session lease for the member record and, on the
+// leader only, a short leader lease granted when it acquires the key.
 //
 // internal/agent cannot be reused directly (its observe and exec are
 // methods over a live pg.Server and etcd store), so this file duplicates
@@ -30,15 +33,19 @@ type Node struct {
 	paused  bool // SIGSTOPped agent: no loop, no keepalives, no API
 	phase   time.Duration
 
-	// Store client (internal/store.Store).
-	lease     int64
-	leaseTo   time.Duration // conservative: send time of the last confirmed renewal + TTL
-	lastOK    time.Duration
-	lastRenew time.Duration
-	cache     *Snapshot
-	written   int64 // store revision after this node's last successful call (agent: store.CaughtUp)
-	synced    bool
-	lostStore time.Duration // when the watch last heard from the store
+	// Store client (internal/store.Store, lease.go): two leases.
+	session     int64         // the session lease, for the member record (SessionTTL)
+	sessionTo   time.Duration // its conservative expiry
+	nextSession time.Duration // its next grant or renewal
+	lease       int64         // the leader lease (0: not leading), granted by acquire
+	leaseTo     time.Duration // conservative: send time of its last confirmed renewal + TTL
+	leaderSent  time.Duration // that send time
+	leaderRev   int64         // the revision the leader key was put on it at
+	nextRenew   time.Duration // its next renewal
+	cache       *Snapshot
+	written     int64 // store revision after this node's last successful call (agent: store.CaughtUp)
+	synced      bool
+	lostStore   time.Duration // when the watch last heard from the store
 
 	// Agent state (internal/agent.Agent's fields).
 	registeredLease int64
@@ -53,7 +60,9 @@ type Node struct {
 	stoppedByUs     bool
 	lastStreaming   time.Duration
 	streamingSince  time.Duration
-	rewindFailedOn  string
+	lastRewind      rewindRecord
+	pendingRestart  []string // pg_settings.pending_restart
+	userSettings    []string // what petrel-user.conf sets
 	unansweredSince time.Duration
 	failsafeUntil   time.Duration
 	failsafeLease   int64
@@ -77,18 +86,28 @@ type Node struct {
 func (n *Node) boot() {
 	c := n.c
 	n.agentUp, n.paused = true, false
-	n.lease, n.leaseTo, n.lastOK, n.lastRenew, n.synced, n.cache = 0, 0, 0, 0, false, &Snapshot{}
+	n.session, n.sessionTo, n.nextSession = 0, 0, 0
+	n.lease, n.leaseTo, n.leaderSent, n.leaderRev, n.nextRenew = 0, 0, 0, 0, 0
+	n.synced, n.cache = false, &Snapshot{}
 	n.registeredLease = 0
 	n.following = "?"
 	n.lastPG, n.lastPlan, n.lastObs = pgStatus{}, engine.Plan{}, engine.Observation{}
 	n.restarts, n.lastStart, n.runningSince, n.wasRunning, n.stoppedByUs = 0, 0, 0, false, false
-	n.lastStreaming, n.streamingSince, n.rewindFailedOn, n.unansweredSince = 0, 0, "", 0
+	n.lastStreaming, n.streamingSince, n.lastRewind, n.unansweredSince = 0, 0, rewindRecord{}, 0
 	n.failsafeUntil, n.failsafeLease, n.deadCount, n.syncChangeLSN = 0, 0, 0, 0
 	// A previous run may have promised a leader not to take over.
 	n.promisedUntil = c.now + c.TTL
 	n.lastStep, n.lastStepRev, n.lastFailsafe = 0, -1, 0
 	n.wdArmed = false
 	n.lastRole = ""
+}
+
+// rewindRecord is agent.rewindRecord.
+type rewindRecord struct {
+	leader string
+	result engine.RewindResult
+	cause  engine.Cause
+	at     time.Duration
 }
 
 func (n *Node) logf(format string, args ...any) {
@@ -115,46 +134,175 @@ func (n *Node) call(f func(s *Store) error) error {
 	return err
 }
 
-// renew is store.renew: grant a lease, or keep it alive; the expiry it
-// records counts from the send time.
-func (n *Node) renew() {
+// The lease timings of internal/store/lease.go.
+const (
+	sessionTTL    = 60 * time.Second // store.SessionTTL
+	connLostAfter = 4 * time.Second  // a silent network shows once the gRPC keepalive gives up
+)
+
+func renewEvery(ttl time.Duration) time.Duration     { return ttl * 2 / 5 }
+func renewLateAfter(ttl time.Duration) time.Duration { return renewEvery(ttl) + ttl/12 }
+
+// runSession is store.runSession: grant a session lease (retry every
+// 250 ms), renew it every SessionTTL/2 (retry after 100 ms), and take a
+// new one when etcd lost it (the agent then registers again).
+func (n *Node) runSession() {
 	c := n.c
-	sent := c.now
-	n.lastRenew = sent
-	if n.lease == 0 {
-		err := n.call(func(s *Store) error {
-			n.lease = s.grant(n.ID, c.TTL, c.now)
-			return nil
-		})
-		if err == nil {
-			n.leaseTo, n.lastOK = sent+c.TTL, c.now
-		}
+	if c.now < n.nextSession {
 		return
 	}
+	sent := c.now
+	if n.session == 0 {
+		err := n.call(func(s *Store) error { n.session = s.grant(n.ID, sessionTTL, c.now); return nil })
+		if err != nil {
+			n.nextSession = c.now + 250*time.Millisecond
+			return
+		}
+		n.sessionTo, n.nextSession = sent+sessionTTL, sent+sessionTTL/2
+		return
+	}
+	err := n.call(func(s *Store) error { return s.keepAlive(n.session, c.now) })
+	switch {
+	case errors.Is(err, errLeaseNotFound):
+		n.logf("session lease %d expired; taking a new one", n.session)
+		n.session, n.sessionTo, n.nextSession = 0, 0, c.now
+	case err == nil:
+		n.sessionTo, n.nextSession = sent+sessionTTL, sent+sessionTTL/2
+	default:
+		n.nextSession = c.now + 100*time.Millisecond
+	}
+}
+
+// renewLeader is the leader lease's keepalive loop (store.holdLeader):
+// every renewEvery from the last confirmed send, a failed attempt retried
+// after a pause; a lease etcd no longer knows is let go.
+func (n *Node) renewLeader() {
+	c := n.c
+	if n.lease == 0 || c.now < n.nextRenew {
+		return
+	}
+	sent := c.now
 	err := n.call(func(s *Store) error { return s.keepAlive(n.lease, c.now) })
 	switch {
 	case errors.Is(err, errLeaseNotFound):
-		n.logf("lease %d expired; taking a new one", n.lease)
-		n.lease, n.leaseTo = 0, 0
+		n.logf("leader lease %d expired", n.lease)
+		n.dropLeader(false)
 	case err == nil:
-		n.leaseTo, n.lastOK = sent+c.TTL, c.now
+		n.leaseTo, n.leaderSent, n.nextRenew = sent+c.TTL, sent, sent+renewEvery(c.TTL)
+	default:
+		n.nextRenew = c.now + 100*time.Millisecond
 	}
+}
+
+// acquire is store.acquire (AcquireLeader, AcquireLeaderMovingRegion with
+// info): grant a leader lease, put the key on it in one transaction, hold
+// it; a lost transaction revokes the new lease.
+func (n *Node) acquire(syncRev int64, info *model.ClusterInfo, infoRev int64) error {
+	c := n.c
+	sent := c.now
+	var id int64
+	if err := n.call(func(s *Store) error { id = s.grant(n.ID, c.TTL, c.now); return nil }); err != nil {
+		return fmt.Errorf("acquiring leadership: granting the leader lease: %w", err)
+	}
+	err := n.call(func(s *Store) error {
+		if info != nil {
+			return s.acquireLeaderMovingRegion(n.ID, id, syncRev, *info, infoRev)
+		}
+		return s.acquireLeader(n.ID, id, syncRev)
+	})
+	if err != nil {
+		_ = n.call(func(s *Store) error { s.revoke(id); return nil })
+		return err
+	}
+	old := n.lease
+	n.lease, n.leaseTo, n.leaderSent, n.leaderRev, n.nextRenew = id, sent+c.TTL, sent, c.store.rev, sent+renewEvery(c.TTL)
+	if old != 0 {
+		_ = n.call(func(s *Store) error { s.revoke(old); return nil })
+	}
+	n.checkLeaderKey()
+	return nil
+}
+
+// dropLeader stops renewing the leader lease and, with revoke, revokes it
+// (best effort: unrenewed, it expires anyway).
+func (n *Node) dropLeader(revoke bool) {
+	id := n.lease
+	if id == 0 {
+		return
+	}
+	n.lease, n.leaseTo, n.leaderSent, n.leaderRev = 0, 0, 0, 0
+	if revoke {
+		_ = n.call(func(s *Store) error { s.revoke(id); return nil })
+	}
+}
+
+// checkLeaderKey is store.checkLeaderKeyLocked: once the cache, as of a
+// revision after the key was put on the leader lease, shows it gone or on
+// another lease, the lease is let go.
+func (n *Node) checkLeaderKey() {
+	if n.lease == 0 || n.cache.Rev < n.leaderRev {
+		return
+	}
+	if n.cache.Leader != "" && n.cache.LeaderLease == n.lease {
+		return
+	}
+	n.logf("the leader key left lease %d; letting it go", n.lease)
+	n.dropLeader(true)
+}
+
+// leaderCall is a write only the leader makes: it compares the leader
+// lease (store.myLease).
+func (n *Node) leaderCall(f func(s *Store, lease int64) error) error {
+	lease := n.lease
+	if lease == 0 {
+		return errors.New("this node holds no leader lease")
+	}
+	return n.call(func(s *Store) error { return f(s, lease) })
+}
+
+// releaseLeader is store.ReleaseLeader.
+func (n *Node) releaseLeader() error {
+	err := n.leaderCall(func(s *Store, lease int64) error { return s.releaseLeader(lease) })
+	if err == nil || errors.Is(err, errLostRace) {
+		n.dropLeader(true)
+	}
+	return err
+}
+
+// revokeAll is store.Revoke (a clean shutdown): both leases at once.
+func (n *Node) revokeAll() {
+	for _, id := range []int64{n.lease, n.session} {
+		if id != 0 {
+			_ = n.call(func(s *Store) error { s.revoke(id); return nil })
+		}
+	}
+	n.lease, n.session = 0, 0
 }
 
 // watch keeps the cache current while the store answers. A stopped store
 // ends the watch at once (connection refused); a partition only once the
-// client's keepalives give up (about 4 s).
+// client's keepalives give up.
 func (n *Node) watch() {
 	c := n.c
 	if n.storeReachable() {
 		n.cache, n.synced, n.lostStore = c.store.snapshot(), true, c.now
+		n.checkLeaderKey()
 		return
 	}
-	if c.store.down || c.now-n.lostStore > 4*time.Second {
+	if c.store.down || c.now-n.lostStore > connLostAfter {
 		n.synced = false
 	}
 }
 
+// connected is store.connected: the gRPC connection is up.
+func (n *Node) connected() bool {
+	return !n.c.store.down && n.c.now-n.lostStore <= connLostAfter
+}
+
+// probeStore is store.Reachable: a linearizable read answered now.
+func (n *Node) probeStore() bool { return n.connected() && n.storeReachable() }
+
+// leaseLeft is store.Lease: the leader lease and how long it surely holds.
 func (n *Node) leaseLeft() (int64, time.Duration) {
 	if n.lease == 0 {
 		return 0, 0
@@ -162,26 +310,30 @@ func (n *Node) leaseLeft() (int64, time.Duration) {
 	return n.lease, n.leaseTo - n.c.now
 }
 
-func (n *Node) sinceOK() time.Duration {
-	if n.lastOK == 0 {
-		return time.Duration(1<<63 - 1)
-	}
-	return n.c.now - n.lastOK
+// renewalLate is store.RenewalLate.
+func (n *Node) renewalLate() bool {
+	return n.lease != 0 && n.c.now-n.leaderSent >= renewLateAfter(n.c.TTL)
 }
 
+// storeOK is store.OK: the cache is current and the session lease surely
+// valid, and for the leader its last renewal was sent within 3/4 TTL,
+// for the others the connection is up.
 func (n *Node) storeOK() bool {
-	return n.synced && n.lease != 0 && n.sinceOK() < n.c.TTL/2+n.c.TTL/4
+	if !n.synced || n.session == 0 || n.c.now >= n.sessionTo {
+		return false
+	}
+	if n.lease != 0 {
+		return n.c.now-n.leaderSent < n.c.TTL*3/4
+	}
+	return n.connected()
 }
 
 // ---- failsafe (internal/agent/failsafe.go) ------------------------------
 
-func (n *Node) storeLate() time.Duration { return n.c.TTL / 3 }
-
 func (n *Node) promised() bool { return n.c.now < n.promisedUntil }
 
 func (n *Node) failsafeLeft() time.Duration {
-	late := n.sinceOK() >= n.storeLate()
-	if !late || n.lease == 0 || n.lease != n.failsafeLease {
+	if !n.renewalLate() || n.lease == 0 || n.lease != n.failsafeLease {
 		n.failsafeUntil = 0
 		return 0
 	}
@@ -194,76 +346,57 @@ func (n *Node) safeLeft() time.Duration {
 }
 
 // answerFailsafe is Agent.Failsafe: a member's promise not to take over.
-func (n *Node) answerFailsafe(leader string, ttl time.Duration) (ok bool, why string, other bool) {
-	if leader == n.ID {
-		return false, "that is this member", false
-	}
-	if n.sinceOK() < n.storeLate() {
-		return false, "this member reaches the store: the leader must too", false
-	}
-	if n.cache.Leader != leader {
-		return false, fmt.Sprintf("the store last named %q the leader", n.cache.Leader), n.cache.Leader != ""
-	}
-	if n.lastPG.Running && !n.lastPG.InRecovery {
-		return false, "this member runs a writable primary", true
-	}
-	if until := n.c.now + max(n.c.TTL, ttl); until > n.promisedUntil {
+func (n *Node) answerFailsafe(leader string, ttl time.Duration) engine.Promise {
+	p := engine.DecidePromise(engine.FailsafeAsk{
+		Self: n.ID, Leader: leader, TTL: ttl, OwnTTL: n.c.TTL,
+		StoreReachable: n.probeStore(), StoreLeader: n.cache.Leader,
+		Writable: n.lastPG.Running && !n.lastPG.InRecovery,
+	})
+	if until := n.c.now + p.For; p.OK() && until > n.promisedUntil {
 		n.promisedUntil = until
 	}
-	return true, "", false
+	return p
 }
 
 // failsafeRound is failsafeLoop's body, every TTL/10.
 func (n *Node) failsafeRound() {
 	c := n.c
-	if n.sinceOK() < n.storeLate() {
-		return
-	}
 	primary := n.lastPG.Running && !n.lastPG.InRecovery && n.lastObs.LeaderMine
-	if !primary || n.safeLeft() < c.params.FenceMargin {
+	if !engine.RoundDue(n.renewalLate(), primary, n.safeLeft(), c.params) {
 		return
 	}
 	lease := n.lease
 	start := c.now
-	ok, why, other := true, "", false
-	for _, id := range n.cache.Registered {
-		if id == n.ID {
-			continue
-		}
-		if _, alive := n.cache.Members[id]; !alive {
-			ok, why = false, id+" was not alive when the store was last read"
-			break
-		}
-	}
-	if ok {
-		for _, id := range n.cache.Registered {
-			if id == n.ID {
-				continue
+	var res engine.RoundResult
+	targets, missing := engine.FailsafeTargets(n.ID, n.cache.Registered, n.cache.Members)
+	if missing != "" {
+		res.Why = missing + " was not alive when the store was last read"
+	} else {
+		var answers []engine.FailsafeAnswer
+		for _, t := range targets {
+			ans := engine.FailsafeAnswer{ID: t.ID, Answered: true}
+			if m := c.node(t.ID); m == nil || !c.apiReachable(n.ID, m) {
+				ans.Answered, ans.Err = false, "no answer"
+			} else {
+				ans.Promise = m.answerFailsafe(n.ID, c.TTL)
 			}
-			m := c.node(id)
-			if m == nil || !c.apiReachable(n.ID, m) {
-				ok, why = false, id+": no answer"
-				continue
-			}
-			if yes, reason, oth := m.answerFailsafe(n.ID, c.TTL); !yes {
-				ok, why = false, id+": refused: "+reason
-				other = other || oth
-			}
+			answers = append(answers, ans)
 		}
+		res = engine.DecideRound(answers)
 	}
 	switch {
-	case ok:
+	case res.Granted:
 		if u := start + c.TTL; u > n.failsafeUntil || lease != n.failsafeLease {
 			if n.failsafeUntil == 0 {
 				n.logf("failsafe: every member promised")
 			}
 			n.failsafeUntil, n.failsafeLease = u, lease
 		}
-	case other:
+	case res.Withdraw:
 		n.failsafeUntil = 0
 	}
-	if !ok {
-		n.logf("failsafe: not every member promised (%s)", why)
+	if !res.Granted {
+		n.logf("failsafe: not every member promised (%s)", res.Why)
 	}
 }
 
@@ -334,6 +467,7 @@ func (n *Node) observe() (engine.Observation, error) {
 		Members:           snap.Members,
 		Registered:        snap.Registered,
 		Switchover:        snap.Switchover,
+		SwitchoverRev:     snap.SwitchoverRev,
 		LeaseLeft:         left,
 		FailsafeLeft:      n.failsafeLeft(),
 		FailsafePromised:  n.promised(),
@@ -351,6 +485,11 @@ func (n *Node) observe() (engine.Observation, error) {
 	if snap.Switchover != nil {
 		o.SwitchoverAge = c.wall(c.now).Sub(snap.Switchover.RequestedAt)
 	}
+	if r, ok := snap.Restarts[n.ID]; ok {
+		req := r.req
+		o.Restart, o.RestartRev = &req, r.rev
+	}
+	o.PendingRestart, o.UserSettings = slices.Clone(n.pendingRestart), slices.Clone(n.userSettings)
 	var ps pgStatus
 	if n.pg.running {
 		var err error
@@ -388,14 +527,16 @@ func (n *Node) observe() (engine.Observation, error) {
 		n.lastStreaming = now
 	}
 	if ps.Streaming && now-n.streamingSince >= 10*time.Second {
-		n.rewindFailedOn = ""
+		n.lastRewind = rewindRecord{}
 	}
 	n.lastPG = ps
 	o.Following = n.following
 	o.Restarts = n.restarts
 	o.SinceStart = now - n.lastStart
 	o.NotStreamingFor = now - n.lastStreaming
-	o.RewindFailed = n.rewindFailedOn != "" && n.rewindFailedOn == snap.Leader
+	if lr := n.lastRewind; lr.result != engine.RewindNone && lr.leader == snap.Leader {
+		o.LastRewind = engine.RewindOutcome{Result: lr.result, Cause: lr.cause, Ago: now - lr.at}
+	}
 	o.SyncChangeLSN = n.syncChangeLSN
 
 	o.Running, o.InRecovery, o.Timeline, o.LSN, o.Streaming = ps.Running, ps.InRecovery, ps.Timeline, ps.CurrentLSN, ps.Streaming
@@ -496,37 +637,29 @@ func (n *Node) status() model.Status {
 func (n *Node) step() {
 	c := n.c
 	n.lastStep, n.lastStepRev = c.now, n.cache.Rev
-	if n.lease != 0 && n.lease != n.registeredLease && n.storeOK() {
-		err := n.call(func(s *Store) error { return s.register(n.member, n.lease) })
+	if n.session != 0 && n.session != n.registeredLease && n.storeOK() {
+		err := n.call(func(s *Store) error { return s.register(n.member, n.session) })
 		if err == nil {
-			n.registeredLease = n.lease
+			n.registeredLease = n.session
 		}
 	}
+	snap := n.cache
 	obs, err := n.observe()
 	if n.cache.Rev < n.written {
 		obs.StoreOK = false // as agent.step: never decide on a view before our own write
 	}
 	if err != nil {
-		n.stepUnobservable(obs)
+		n.stepUnobservable(snap, obs)
 		return
 	}
 	n.unansweredSince = 0
 	plan := engine.Decide(obs, c.params)
 	n.lastPlan, n.lastObs = plan, obs
 	c.observed(n, obs, plan)
-	for _, act := range plan.Actions {
-		if act.Kind == engine.Wait {
-			continue
-		}
-		err := n.exec(obs, act)
-		c.acted(n, act, err)
-		if err != nil {
-			return
-		}
-	}
+	n.execPlan(snap, obs, plan)
 }
 
-func (n *Node) stepUnobservable(obs engine.Observation) {
+func (n *Node) stepUnobservable(snap *Snapshot, obs engine.Observation) {
 	c := n.c
 	if !n.pg.running {
 		return
@@ -536,22 +669,26 @@ func (n *Node) stepUnobservable(obs engine.Observation) {
 	}
 	unanswered := c.now - n.unansweredSince
 	wasPrimary := n.lastPG.Running && !n.lastPG.InRecovery
-	lease, _ := n.leaseLeft()
-	mine := n.cache.Leader == n.ID && lease != 0 && n.cache.LeaderLease == lease
-	plan := engine.DecideUnobservable(wasPrimary, mine, unanswered, n.safeLeft(), c.params)
+	plan := engine.DecideUnobservable(wasPrimary, obs.LeaderMine, unanswered, n.safeLeft(), c.params)
+	n.execPlan(snap, obs, plan)
+}
+
+// execPlan is agent.execPlan: in order, stopping at the first failure.
+func (n *Node) execPlan(snap *Snapshot, obs engine.Observation, plan engine.Plan) error {
 	for _, act := range plan.Actions {
 		if act.Kind == engine.Wait {
 			continue
 		}
-		err := n.exec(obs, act)
-		c.acted(n, act, err)
+		err := n.exec(snap, obs, act)
+		n.c.acted(n, act, err)
 		if err != nil {
-			return
+			return err
 		}
 	}
+	return nil
 }
 
-// ---- exec (agent.exec) --------------------------------------------------
+// ---- exec (agent.exec, exec.go) -----------------------------------------
 
 func (n *Node) markStart() { n.lastStart = n.c.now }
 
@@ -567,8 +704,8 @@ func (n *Node) stopPG() {
 }
 
 // source checks that member id can serve a base backup or a rewind.
-func (n *Node) source(id string) (*Node, error) {
-	if _, ok := n.cache.Members[id]; !ok {
+func (n *Node) source(snap *Snapshot, id string) (*Node, error) {
+	if _, ok := snap.Members[id]; !ok {
 		return nil, fmt.Errorf("member %s has not published its address", id)
 	}
 	src := n.c.node(id)
@@ -578,17 +715,18 @@ func (n *Node) source(id string) (*Node, error) {
 	return src, nil
 }
 
-func (n *Node) replConn(id string) error {
+func (n *Node) replConn(snap *Snapshot, id string) error {
 	if id == "" {
 		return nil
 	}
-	if _, ok := n.cache.Members[id]; !ok {
+	if _, ok := snap.Members[id]; !ok {
 		return fmt.Errorf("member %s has not published its address", id)
 	}
 	return nil
 }
 
-func (n *Node) exec(o engine.Observation, act engine.Action) error {
+// exec carries out one action on the snapshot it was decided on.
+func (n *Node) exec(snap *Snapshot, o engine.Observation, act engine.Action) error {
 	c := n.c
 	p := n.pg
 	switch act.Kind {
@@ -599,7 +737,7 @@ func (n *Node) exec(o engine.Observation, act engine.Action) error {
 				return err
 			}
 		}
-		if err := n.call(func(s *Store) error { return s.acquireLeader(n.ID, n.lease, o.SyncRev) }); err != nil {
+		if err := n.acquire(act.Revs.Sync, nil, 0); err != nil {
 			return err
 		}
 		if !p.initialized {
@@ -612,21 +750,9 @@ func (n *Node) exec(o engine.Observation, act engine.Action) error {
 			return err
 		}
 	case engine.Clone:
-		src, err := n.source(act.Target)
-		if err != nil {
-			return err
-		}
-		p.initialized = true
-		p.wal = append([]walEntry(nil), src.pg.wal...)
-		p.broken = false
-		p.configureStandby(act.Target)
-		n.following = act.Target
-		n.markStart()
-		if err := p.start(); err != nil {
-			return n.startFailed(err)
-		}
+		return n.clone(snap, act)
 	case engine.StartStandby:
-		if err := n.replConn(act.Target); err != nil {
+		if err := n.replConn(snap, act.Target); err != nil {
 			return err
 		}
 		p.configureStandby(act.Target)
@@ -643,7 +769,7 @@ func (n *Node) exec(o engine.Observation, act engine.Action) error {
 			return n.startFailed(err)
 		}
 	case engine.Follow:
-		if err := n.replConn(act.Target); err != nil {
+		if err := n.replConn(snap, act.Target); err != nil {
 			return err
 		}
 		p.configureStandby(act.Target)
@@ -651,26 +777,25 @@ func (n *Node) exec(o engine.Observation, act engine.Action) error {
 		n.following = act.Target
 		n.lastStreaming = c.now
 	case engine.RecordBootstrap:
-		if !p.initialized || len(p.wal) == 0 || n.cache.Info == nil {
+		if !p.initialized || len(p.wal) == 0 || snap.Info == nil {
 			return fmt.Errorf("nothing to record")
 		}
-		info := *n.cache.Info
+		info := *snap.Info
 		info.SystemID = fmt.Sprintf("sim-%d", p.wal[0].branch)
-		return n.call(func(s *Store) error { return s.recordBootstrap(info, act.Rev) })
+		return n.call(func(s *Store) error { return s.recordBootstrap(info, act.Revs.Info) })
 	case engine.AcquireLeader:
-		snap := n.cache
-		if sw := snap.Switchover; sw != nil && sw.AllowSecondaryRegion && snap.Info != nil && n.Region != snap.Info.PrimaryRegion {
-			info := *snap.Info
-			info.PrimaryRegion = n.Region
-			if err := n.call(func(s *Store) error {
-				return s.acquireLeaderMovingRegion(n.ID, n.lease, act.Rev, info, snap.InfoRev)
-			}); err != nil {
-				return err
-			}
-			n.logf("primary region moved to %s", n.Region)
-			return nil
+		if act.Region == "" {
+			return n.acquire(act.Revs.Sync, nil, 0)
 		}
-		return n.call(func(s *Store) error { return s.acquireLeader(n.ID, n.lease, act.Rev) })
+		if snap.Info == nil {
+			return fmt.Errorf("moving the primary region: no cluster info observed")
+		}
+		info := *snap.Info
+		info.PrimaryRegion = act.Region
+		if err := n.acquire(act.Revs.Sync, &info, act.Revs.Info); err != nil {
+			return err
+		}
+		n.logf("primary region moved to %s", act.Region)
 	case engine.Promote:
 		if !p.running || !p.recovery {
 			return fmt.Errorf("not in recovery")
@@ -681,7 +806,7 @@ func (n *Node) exec(o engine.Observation, act engine.Action) error {
 			p.promotePending = true
 			return fmt.Errorf("promoting: pg_ctl promote timed out")
 		}
-		p.syncValue = syncValueFor(c.params.SyncMode)
+		p.syncValue = act.Value
 		p.wal = append(p.wal, walEntry{tl: p.timeline() + 1, branch: c.newBranch()}) // end-of-recovery checkpoint
 		p.recovery = false
 		p.configurePrimary()
@@ -699,43 +824,27 @@ func (n *Node) exec(o engine.Observation, act engine.Action) error {
 		n.lastPG.Running = false
 		n.unansweredSince = 0
 		n.following = ""
+	case engine.StopPostgres:
+		if p.hung {
+			return fmt.Errorf("stopping postgres: pg_ctl stop timed out")
+		}
+		c.fastStop(n)
 	case engine.SetReadOnly:
 		p.readOnly = act.Value == "on"
 	case engine.ReleaseLeader:
-		return n.call(func(s *Store) error { return s.releaseLeader(n.lease) })
+		return n.releaseLeader()
 	case engine.RevokeLeader:
-		return n.call(func(s *Store) error { return s.revokeLeader(act.Rev) })
+		return n.call(func(s *Store) error { return s.revokeLeader(act.Revs.Leader) })
 	case engine.Rewind:
-		if p.running {
-			n.stopPG()
-		}
-		src, err := n.source(act.Target)
-		if err != nil {
-			n.rewindFailedOn = act.Target
-			return fmt.Errorf("rewinding against %s: %w", act.Target, err)
-		}
-		// pg_rewind keeps the common history; streaming fetches the rest.
-		p.wal = p.wal[:commonPrefix(p.wal, src.pg.wal)]
-		p.configureStandby(act.Target)
-		n.following = act.Target
-		n.markStart()
-		if err := p.start(); err != nil {
-			return n.startFailed(err)
-		}
-		n.lastStreaming = c.now
-		// Duplicated from the agent (issue 11 item 4 moves it into the
-		// engine): a rewind for not streaming that does not help re-clones.
-		if strings.HasPrefix(act.Reason, "not streaming") {
-			n.rewindFailedOn = act.Target
-		}
+		return n.rewind(snap, act)
 	case engine.Reclone:
 		n.stopPG()
 		p.wipe()
-		n.rewindFailedOn, n.restarts = "", 0
-		return n.exec(o, engine.Action{Kind: engine.Clone, Target: act.Target})
+		n.lastRewind, n.restarts = rewindRecord{}, 0
+		return n.clone(snap, act)
 	case engine.SetSyncRecord:
 		rec := model.Sync{Leader: n.ID, Members: act.Members, K: 1}
-		return n.call(func(s *Store) error { return s.setSync(rec, n.lease, act.Rev) })
+		return n.leaderCall(func(s *Store, lease int64) error { return s.setSync(rec, lease, act.Revs.Sync) })
 	case engine.SetSyncNames:
 		p.syncValue = act.Value
 		n.syncChangeLSN = o.LSN // as the agent: every change
@@ -751,71 +860,105 @@ func (n *Node) exec(o engine.Observation, act engine.Action) error {
 			}
 		}
 	case engine.SwitchoverStop:
-		snap := n.cache
-		if snap.Switchover == nil {
-			return nil
+		sw := model.Switchover{From: n.ID, RequestedAt: c.wall(c.now)}
+		if snap.Switchover != nil {
+			sw = *snap.Switchover
 		}
 		c.fastStop(n)
-		sw := *snap.Switchover
 		sw.Target, sw.StoppedLSN = act.Target, p.lsn()
-		return n.call(func(s *Store) error { return s.completeSwitchover(sw, n.lease, snap.SwitchoverRev) })
-	case engine.ClearSwitchover:
-		snap := n.cache
-		if snap.Switchover == nil {
-			return nil
+		err := n.leaderCall(func(s *Store, lease int64) error { return s.completeSwitchover(sw, lease, act.Revs.Switchover) })
+		if err == nil {
+			n.dropLeader(true)
 		}
-		return n.call(func(s *Store) error { return s.clearSwitchover(snap.SwitchoverRev) })
+		return err
+	case engine.ClearSwitchover:
+		return n.call(func(s *Store) error { return s.clearSwitchover(act.Revs.Switchover) })
+	case engine.RestartPostgres:
+		c.fastStop(n)
+		n.markStart()
+		if err := p.start(); err != nil {
+			return n.startFailed(err)
+		}
+		n.pendingRestart = nil
+	case engine.ClearRestart:
+		return n.call(func(s *Store) error { return s.clearRestart(n.ID, act.Revs.Restart) })
 	default:
 		return fmt.Errorf("unknown action %q", act.Kind)
 	}
 	return nil
 }
 
-func syncValueFor(mode string) string {
-	if mode == "strict" {
-		return fmt.Sprintf("ANY 1 (%q)", engine.StrictPlaceholder)
+func (n *Node) clone(snap *Snapshot, act engine.Action) error {
+	p := n.pg
+	src, err := n.source(snap, act.Target)
+	if err != nil {
+		return err
 	}
-	return ""
+	p.initialized = true
+	p.wal = append([]walEntry(nil), src.pg.wal...)
+	p.broken, p.walGone = false, false
+	p.configureStandby(act.Target)
+	n.following = act.Target
+	n.markStart()
+	if err := p.start(); err != nil {
+		return n.startFailed(err)
+	}
+	return nil
 }
 
-// shutdown is agent.shutdown (SIGTERM): a leader stops Postgres with a
-// fast shutdown and hands over to its most caught-up streaming
-// primary-region standby, else releases the key; then the lease is
-// revoked and the process exits.
+// rewind is agent.rewind; pg_rewind's outcome is classified as
+// pg.Rewind's: the source unreachable keeps the data, a target whose WAL
+// before the divergence is gone cannot be rewound.
+func (n *Node) rewind(snap *Snapshot, act engine.Action) error {
+	c, p := n.c, n.pg
+	if p.running {
+		n.stopPG()
+	}
+	note := func(res engine.RewindResult) {
+		n.lastRewind = rewindRecord{leader: act.Target, result: res, cause: act.Cause, at: c.now}
+	}
+	src, err := n.source(snap, act.Target)
+	if err != nil {
+		note(engine.RewindUnavailable)
+		return fmt.Errorf("rewinding against %s: source unavailable: %w", act.Target, err)
+	}
+	common := commonPrefix(p.wal, src.pg.wal)
+	if p.walGone && common < len(p.wal) {
+		note(engine.RewindImpossible)
+		return fmt.Errorf("rewinding against %s: rewind impossible: could not find previous WAL record", act.Target)
+	}
+	// pg_rewind keeps the common history; streaming fetches the rest.
+	p.wal = p.wal[:common]
+	note(engine.RewindDone)
+	p.configureStandby(act.Target)
+	n.following = act.Target
+	n.markStart()
+	if err := p.start(); err != nil {
+		return n.startFailed(err)
+	}
+	n.lastStreaming = c.now
+	return nil
+}
+
+// shutdown is agent.shutdown (SIGTERM): observe and decide with
+// ShuttingDown set and carry the plans out until nothing is left, a few
+// rounds at most; then the leases are revoked and the process exits.
 func (n *Node) shutdown() {
-	c := n.c
-	snap := n.cache
-	lease := n.lease
-	leader := snap.Leader == n.ID && snap.LeaderLease == lease && lease != 0
-	target := ""
-	if leader {
-		best := uint64(0)
-		for _, sb := range n.lastObs.Standbys {
-			if m, ok := snap.Members[sb.ID]; ok && sb.Streaming && m.Region == n.lastObs.PrimaryRegion && (target == "" || sb.FlushLSN > best) {
-				target, best = sb.ID, sb.FlushLSN
-			}
+	for range 4 {
+		snap := n.cache
+		obs, _ := n.observe()
+		if n.cache.Rev < n.written {
+			obs.StoreOK = false
 		}
-	}
-	wasRunning := n.pg.running
-	if wasRunning {
-		c.fastStop(n)
-	}
-	if leader {
-		handed := false
-		if target != "" && wasRunning && snap.Switchover == nil {
-			sw := model.Switchover{From: n.ID, Target: target, StoppedLSN: n.pg.lsn(), RequestedAt: c.wall(c.now)}
-			err := n.call(func(s *Store) error { return s.completeSwitchover(sw, lease, 0) })
-			n.logf("shutdown: hand over to %s at %d: %s", target, sw.StoppedLSN, outcome(err))
-			handed = err == nil
+		obs.ShuttingDown = true
+		plan := engine.Decide(obs, n.c.params)
+		if plan.Idle() {
+			break
 		}
-		if !handed {
-			err := n.call(func(s *Store) error { return s.releaseLeader(lease) })
-			n.logf("shutdown: release-leader: %s", outcome(err))
-		}
+		_ = n.execPlan(snap, obs, plan) // logged by acted; the next round decides again
+		n.watch()                       // the agent's cache follows its own writes at once
 	}
-	if lease != 0 {
-		_ = n.call(func(s *Store) error { s.revoke(lease); return nil })
-	}
+	n.revokeAll()
 	n.agentUp = false
 	n.wdArmed = false
 }

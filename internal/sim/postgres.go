@@ -37,6 +37,7 @@ type Postgres struct {
 	recovery    bool
 	hung        bool // SIGSTOPped postmaster: answers nothing, sends nothing
 	broken      bool // WAL past the last checkpoint unusable: cannot stream until re-cloned
+	walGone     bool // WAL from before a divergence removed: pg_rewind cannot find the common checkpoint
 	wal         []walEntry
 	conninfo    string // primary_conninfo: the member it streams from ("" none)
 	syncValue   string // synchronous_standby_names
@@ -180,7 +181,7 @@ func (p *Postgres) dataRole() engine.DataRole {
 }
 
 func (p *Postgres) wipe() {
-	p.initialized, p.signal, p.wal, p.broken, p.conninfo, p.slots = false, false, nil, false, "", nil
+	p.initialized, p.signal, p.wal, p.broken, p.walGone, p.conninfo, p.slots = false, false, nil, false, false, "", nil
 }
 
 func (p *Postgres) syncNamesList() []string {

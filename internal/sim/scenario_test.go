@@ -2,12 +2,14 @@ package sim
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/cockroachdb/datadriven"
+	"github.com/petrel-db/petrel/internal/engine"
 )
 
 // TestScenarios runs testdata/*.txt. Commands:
@@ -21,6 +23,9 @@ import (
 //	heal                      restore every link
 //	store down|up             stop or restart the store
 //	switchover [to=ID] [any-region]
+//	lose-wal ID               the node's WAL before its divergence is gone (rewind impossible)
+//	restart-request ID [in-place] [force]   petrel config set's (or a rolling) restart request
+//	pending ID [applied=a,b] [foreign=c]  settings waiting for a restart (foreign: not petrel's)
 //	status                    the store's records and every member
 //
 // Commands that advance time print the log of what happened meanwhile:
@@ -195,6 +200,27 @@ func runCommand(cp **Cluster, d *datadriven.TestData) (string, error) {
 		return "ok\n", nil
 	case "status":
 		return c.Status(), nil
+	case "lose-wal":
+		return one(c.LoseWAL)
+	case "restart-request":
+		a := ids(d)
+		if len(a) == 0 {
+			return "", fmt.Errorf("restart-request needs a node")
+		}
+		req := engine.RestartRequest{InPlace: slices.Contains(a[1:], "in-place"), Force: slices.Contains(a[1:], "force")}
+		if err := c.RequestRestart(a[0], req); err != nil {
+			return "", err
+		}
+		return "ok\n", nil
+	case "pending":
+		var applied, foreign []string
+		if v, ok := arg(d, "applied"); ok {
+			applied = strings.Split(v, ",")
+		}
+		if v, ok := arg(d, "foreign"); ok {
+			foreign = strings.Split(v, ",")
+		}
+		return one(func(id string) error { return c.Pending(id, applied, foreign) })
 	}
 	return "", fmt.Errorf("unknown command %q", d.Cmd)
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/petrel-db/petrel/internal/engine"
 	"github.com/petrel-db/petrel/internal/model"
 )
 
@@ -217,6 +218,13 @@ type Snapshot struct {
 	Switchover        *model.Switchover
 	SwitchoverRev     int64
 	Cascade           map[string]bool
+	Restarts          map[string]simRestart
+}
+
+// simRestart is a restart request (store.Restart).
+type simRestart struct {
+	req engine.RestartRequest
+	rev int64
 }
 
 // Key names, as under /petrel/<c>/.
@@ -228,13 +236,14 @@ const (
 	keyCascade    = "cascade"
 	prefixMembers = "members/"
 	prefixNodes   = "nodes/"
+	prefixRestart = "restart/"
 )
 
 func (s *Store) snapshot() *Snapshot {
 	if s.snap != nil {
 		return s.snap
 	}
-	snap := &Snapshot{Rev: s.rev, Members: map[string]model.Member{}, Cascade: map[string]bool{}, RegisteredRegions: map[string]string{}}
+	snap := &Snapshot{Rev: s.rev, Members: map[string]model.Member{}, Cascade: map[string]bool{}, RegisteredRegions: map[string]string{}, Restarts: map[string]simRestart{}}
 	for k, e := range s.kvs {
 		switch {
 		case k == keyInfo:
@@ -254,6 +263,8 @@ func (s *Store) snapshot() *Snapshot {
 		case strings.HasPrefix(k, prefixMembers):
 			m := e.value.(model.Member)
 			snap.Members[m.ID] = m
+		case strings.HasPrefix(k, prefixRestart):
+			snap.Restarts[strings.TrimPrefix(k, prefixRestart)] = simRestart{req: e.value.(engine.RestartRequest), rev: e.modRev}
 		case strings.HasPrefix(k, prefixNodes):
 			id := strings.TrimPrefix(k, prefixNodes)
 			snap.Registered = append(snap.Registered, id)
@@ -327,4 +338,12 @@ func (s *Store) clearSwitchover(rev int64) error {
 
 func (s *Store) requestSwitchover(sw model.Switchover) error {
 	return s.txn([]cmp{{keySwitchover, cmpCreate, 0}}, op{key: keySwitchover, value: sw})
+}
+
+func (s *Store) requestRestart(id string, req engine.RestartRequest) error {
+	return s.txn(nil, op{key: prefixRestart + id, value: req})
+}
+
+func (s *Store) clearRestart(id string, rev int64) error {
+	return s.txn([]cmp{{prefixRestart + id, cmpMod, rev}}, op{key: prefixRestart + id, del: true})
 }

@@ -62,6 +62,14 @@ type Snapshot struct {
 	// Cascade lists the regions whose replicas stream from a replica of
 	// their own region (key cascade: a JSON array of region names).
 	Cascade map[string]bool
+	// Restarts are the pending restart requests by member id.
+	Restarts map[string]Restart
+}
+
+// Restart is a member's pending restart request and its revision.
+type Restart struct {
+	Request RestartRequest
+	Rev     int64
 }
 
 // Store is one node's connection to the cluster state.
@@ -254,7 +262,7 @@ func (s *Store) resync(ctx context.Context) error {
 func (s *Store) Snapshot() Snapshot {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	snap := Snapshot{Rev: s.rev, Members: map[string]model.Member{}, Cascade: map[string]bool{}, RegisteredRegions: map[string]string{}}
+	snap := Snapshot{Rev: s.rev, Members: map[string]model.Member{}, Cascade: map[string]bool{}, RegisteredRegions: map[string]string{}, Restarts: map[string]Restart{}}
 	for k, kv := range s.kvs {
 		rest := strings.TrimPrefix(k, s.prefix)
 		switch {
@@ -286,6 +294,12 @@ func (s *Store) Snapshot() Snapshot {
 			if s.decode(k, kv.Value, &m) {
 				snap.Members[m.ID] = m
 			}
+		case strings.HasPrefix(rest, KeyRestart+"/"):
+			// An undecodable request is an ordinary one (not in place): it
+			// is still answered, and so cleared.
+			var req RestartRequest
+			_ = json.Unmarshal(kv.Value, &req)
+			snap.Restarts[strings.TrimPrefix(rest, KeyRestart+"/")] = Restart{Request: req, Rev: kv.ModRevision}
 		case strings.HasPrefix(rest, "nodes/"):
 			id := strings.TrimPrefix(rest, "nodes/")
 			snap.Registered = append(snap.Registered, id)
