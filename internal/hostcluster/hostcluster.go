@@ -1,0 +1,258 @@
+// Package hostcluster runs a petrel cluster the way separate machines do,
+// for tests and benchmarks: each member in its own network namespace
+// (internal/netns) with its own address and the same ports, an external
+// etcd (Debian's etcd-server) on a host of its own, each `petrel node`
+// started from a TOML config file as a host's service manager would start
+// it. Members can die (kill -9 of everything), reboot (started again from
+// the same file) or go silent (their link taken down). Clients (psql and
+// the petrel CLI) run on the etcd host, which is also the admin network.
+package hostcluster
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/petrel-db/petrel/internal/model"
+	"github.com/petrel-db/petrel/internal/netns"
+)
+
+// EtcdHost is the etcd (and client) host's name.
+const EtcdHost = "etcd"
+
+// Options configure Start.
+type Options struct {
+	Dir    string // configs, data, logs
+	Binary string // petrel
+	Name   string // cluster name (default "hosts")
+}
+
+// Cluster is the network, etcd and the members.
+type Cluster struct {
+	Opts    Options
+	Net     *netns.Net
+	EtcdURL string
+	etcdIP  string
+	etcd    *netns.Proc
+	// Passwords (SU_PASSWORD, ...) in the cluster's secrets file.
+	Passwords map[string]string
+	secrets   string
+
+	mu    sync.Mutex // guards nodes
+	nodes map[string]*Node
+}
+
+// Node is one member host.
+type Node struct {
+	ID, Region, IP string
+	DataDir        string
+	Config         string // its TOML
+	proc           *netns.Proc
+}
+
+// Start makes the network and starts etcd on its host.
+func Start(ctx context.Context, opts Options) (*Cluster, error) {
+	if opts.Name == "" {
+		opts.Name = "hosts"
+	}
+	if _, err := exec.LookPath("etcd"); err != nil {
+		return nil, fmt.Errorf("no `etcd` command: install Debian's etcd-server (scripts/install-deps.sh does)")
+	}
+	if _, err := exec.LookPath("psql"); err != nil {
+		return nil, fmt.Errorf("no `psql` command: install Debian's postgresql-client (scripts/install-deps.sh does)")
+	}
+	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	_ = os.Chmod(opts.Dir, 0o755) // Postgres runs as another user
+	n, err := netns.New()
+	if err != nil {
+		return nil, err
+	}
+	c := &Cluster{Opts: opts, Net: n, nodes: map[string]*Node{}}
+	if c.etcdIP, err = n.Add(EtcdHost, 10); err != nil {
+		n.Close()
+		return nil, err
+	}
+	c.EtcdURL = "http://" + c.etcdIP + ":2379"
+	c.etcd, err = n.Start(EtcdHost, filepath.Join(opts.Dir, "etcd.log"), "etcd",
+		"--name", "e1", "--data-dir", filepath.Join(opts.Dir, "etcd"),
+		"--listen-client-urls", c.EtcdURL, "--advertise-client-urls", c.EtcdURL,
+		"--listen-peer-urls", "http://"+c.etcdIP+":2380", "--initial-advertise-peer-urls", "http://"+c.etcdIP+":2380",
+		"--initial-cluster", "e1=http://"+c.etcdIP+":2380")
+	if err != nil {
+		n.Close()
+		return nil, err
+	}
+	c.Passwords = map[string]string{"SU_PASSWORD": "su-" + strconv.Itoa(os.Getpid()), "REPL_PASSWORD": "repl-" + strconv.Itoa(os.Getpid()), "OPERATOR_PASSWORD": "op-x"}
+	c.secrets = filepath.Join(opts.Dir, "secrets.env")
+	var sb strings.Builder
+	for k, v := range c.Passwords {
+		fmt.Fprintf(&sb, "%s=%s\n", k, v)
+	}
+	if err := os.WriteFile(c.secrets, []byte(sb.String()), 0o600); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// AddNode creates host id (address 10.77.0.<last>), writes its TOML and
+// starts its node.
+func (c *Cluster) AddNode(id, region string, last int) (*Node, error) {
+	ip, err := c.Net.Add(id, last)
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{ID: id, Region: region, IP: ip, DataDir: filepath.Join(c.Opts.Dir, id), Config: filepath.Join(c.Opts.Dir, id+".toml")}
+	cfg := fmt.Sprintf(`cluster        = %q
+id             = %q
+region         = %q
+primary_region = "scl"
+data_dir       = %q
+listen_host    = %q
+advertise_host = %q
+pg_port        = 5433
+api_port       = 8433
+etcd           = [%q]
+secrets_file   = %q
+# psql runs as the superuser on the etcd host: an admin host.
+admin_networks = ["%s/32"]
+`, c.Opts.Name, id, region, n.DataDir, ip, ip, c.EtcdURL, c.secrets, c.etcdIP)
+	if err := os.WriteFile(n.Config, []byte(cfg), 0o600); err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	c.nodes[id] = n
+	c.mu.Unlock()
+	return n, c.StartNode(id)
+}
+
+// Node returns member id.
+func (c *Cluster) Node(id string) *Node {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.nodes[id]
+}
+
+// StartNode starts member id's `petrel node --config` (again), as its
+// service manager does at boot.
+func (c *Cluster) StartNode(id string) error {
+	n := c.Node(id)
+	if n == nil {
+		return fmt.Errorf("no node %s", id)
+	}
+	p, err := c.Net.Start(id, filepath.Join(c.Opts.Dir, id+".log"), c.Opts.Binary, "node", "--config", n.Config)
+	if err != nil {
+		return fmt.Errorf("starting %s: %w", id, err)
+	}
+	c.mu.Lock()
+	n.proc = p
+	c.mu.Unlock()
+	return nil
+}
+
+// KillNode kills everything of member id at once (agent, watchdog,
+// Postgres): the machine died.
+func (c *Cluster) KillNode(id string) {
+	n := c.Node(id)
+	if n == nil || n.proc == nil {
+		return
+	}
+	pm := 0
+	if b, err := os.ReadFile(filepath.Join(n.DataDir, "pgdata", "postmaster.pid")); err == nil {
+		pm, _ = strconv.Atoi(strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]))
+	}
+	n.proc.Kill()
+	if pm > 0 {
+		_ = syscall.Kill(pm, syscall.SIGKILL)
+	}
+}
+
+// Status asks every member through `petrel status --config` run on the
+// etcd host (nil when it fails).
+func (c *Cluster) Status(ctx context.Context) map[string]model.Status {
+	var cfg string
+	c.mu.Lock()
+	for _, n := range c.nodes {
+		cfg = n.Config
+		break
+	}
+	c.mu.Unlock()
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	out, err := c.Net.Run(sctx, EtcdHost, c.Opts.Binary, "status", "--config", cfg, "--json")
+	if err != nil {
+		return nil
+	}
+	var sts []model.Status
+	if json.Unmarshal([]byte(out), &sts) != nil {
+		return nil
+	}
+	m := map[string]model.Status{}
+	for _, s := range sts {
+		m[s.ID] = s
+	}
+	return m
+}
+
+// SQL runs q with psql on the etcd host as the superuser, on member id's
+// Postgres (TLS preferred), within timeout.
+func (c *Cluster) SQL(ctx context.Context, id, q string, timeout time.Duration) (string, error) {
+	n := c.Node(id)
+	if n == nil {
+		return "", fmt.Errorf("no node %s", id)
+	}
+	qctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	dsn := fmt.Sprintf("postgres://postgres:%s@%s:5433/postgres?sslmode=prefer&connect_timeout=%d", c.Passwords["SU_PASSWORD"], n.IP, max(1, int(timeout.Seconds())))
+	return c.Net.Run(qctx, EtcdHost, "psql", dsn, "-Atc", q)
+}
+
+// IDs are the members' ids.
+func (c *Cluster) IDs() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var ids []string
+	for id := range c.nodes {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// Close stops the members (SIGTERM, then kill), etcd, and the network.
+func (c *Cluster) Close() {
+	c.mu.Lock()
+	nodes := make([]*Node, 0, len(c.nodes))
+	for _, n := range c.nodes {
+		nodes = append(nodes, n)
+	}
+	c.mu.Unlock()
+	for _, n := range nodes {
+		if n.proc != nil {
+			_ = syscall.Kill(-n.proc.Cmd.Process.Pid, syscall.SIGTERM)
+		}
+	}
+	for _, n := range nodes {
+		if n.proc == nil {
+			continue
+		}
+		select {
+		case <-n.proc.Done:
+		case <-time.After(5 * time.Second):
+		}
+		c.KillNode(n.ID)
+	}
+	if c.etcd != nil {
+		c.etcd.Kill()
+	}
+	c.Net.Close()
+}
