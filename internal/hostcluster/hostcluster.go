@@ -1,11 +1,13 @@
 // Package hostcluster runs a petrel cluster the way separate machines do,
 // for tests and benchmarks: each member in its own network namespace
 // (internal/netns) with its own address and the same ports, an external
-// etcd (Debian's etcd-server) on a host of its own, each `petrel node`
-// started from a TOML config file as a host's service manager would start
-// it. Members can die (kill -9 of everything), reboot (started again from
-// the same file) or go silent (their link taken down). Clients (psql and
-// the petrel CLI) run on the etcd host, which is also the admin network.
+// three-member etcd cluster (Debian's etcd-server, one member per host,
+// TLS with client certificates and authentication:
+// testcluster.StartEtcdCluster), each `petrel node` started from a TOML
+// config file as a host's service manager would start it. Members can die
+// (kill -9 of everything), reboot (started again from the same file) or go
+// silent (their link taken down). Clients (psql and the petrel CLI) run on
+// an admin host of their own.
 package hostcluster
 
 import (
@@ -23,10 +25,11 @@ import (
 
 	"github.com/petrel-db/petrel/internal/model"
 	"github.com/petrel-db/petrel/internal/netns"
+	"github.com/petrel-db/petrel/internal/testcluster"
 )
 
-// EtcdHost is the etcd (and client) host's name.
-const EtcdHost = "etcd"
+// AdminHost is where clients (psql, the CLI) run.
+const AdminHost = "admin"
 
 // Options configure Start.
 type Options struct {
@@ -39,9 +42,8 @@ type Options struct {
 type Cluster struct {
 	Opts    Options
 	Net     *netns.Net
-	EtcdURL string
-	etcdIP  string
-	etcd    *netns.Proc
+	Etcd    *testcluster.EtcdCluster
+	adminIP string
 	// Passwords (SU_PASSWORD, ...) in the cluster's secrets file.
 	Passwords map[string]string
 	secrets   string
@@ -78,21 +80,36 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		return nil, err
 	}
 	c := &Cluster{Opts: opts, Net: n, nodes: map[string]*Node{}}
-	if c.etcdIP, err = n.Add(EtcdHost, 10); err != nil {
+	if c.adminIP, err = n.Add(AdminHost, 10); err != nil {
 		n.Close()
 		return nil, err
 	}
-	c.EtcdURL = "http://" + c.etcdIP + ":2379"
-	c.etcd, err = n.Start(EtcdHost, filepath.Join(opts.Dir, "etcd.log"), "etcd",
-		"--name", "e1", "--data-dir", filepath.Join(opts.Dir, "etcd"),
-		"--listen-client-urls", c.EtcdURL, "--advertise-client-urls", c.EtcdURL,
-		"--listen-peer-urls", "http://"+c.etcdIP+":2380", "--initial-advertise-peer-urls", "http://"+c.etcdIP+":2380",
-		"--initial-cluster", "e1=http://"+c.etcdIP+":2380")
+	var hosts []string
+	for i := range 3 {
+		ip, err := n.Add(fmt.Sprintf("etcd%d", i+1), 2+i)
+		if err != nil {
+			n.Close()
+			return nil, err
+		}
+		hosts = append(hosts, ip)
+	}
+	c.Etcd, err = testcluster.StartEtcdCluster(ctx, testcluster.EtcdOptions{
+		Dir: filepath.Join(opts.Dir, "etcd"), Members: 3, Auth: true, Hosts: hosts,
+		Start: func(i int, logPath string, args []string) (*exec.Cmd, <-chan struct{}, error) {
+			// A clean environment: Debian's etcd reads ETCD_* variables as flags.
+			p, err := n.Start(fmt.Sprintf("etcd%d", i+1), logPath, append([]string{"env", "-i", "PATH=" + os.Getenv("PATH")}, args...)...)
+			if err != nil {
+				return nil, nil, err
+			}
+			return p.Cmd, p.Done, nil
+		},
+		Dial: n.Dialer(AdminHost),
+	})
 	if err != nil {
 		n.Close()
 		return nil, err
 	}
-	c.Passwords = map[string]string{"SU_PASSWORD": "su-" + strconv.Itoa(os.Getpid()), "REPL_PASSWORD": "repl-" + strconv.Itoa(os.Getpid()), "OPERATOR_PASSWORD": "op-x"}
+	c.Passwords = map[string]string{"SU_PASSWORD": "su-" + strconv.Itoa(os.Getpid()), "REPL_PASSWORD": "repl-" + strconv.Itoa(os.Getpid()), "OPERATOR_PASSWORD": "op-x", "ETCD_PASSWORD": c.Etcd.Password}
 	c.secrets = filepath.Join(opts.Dir, "secrets.env")
 	var sb strings.Builder
 	for k, v := range c.Passwords {
@@ -122,11 +139,15 @@ listen_host    = %q
 advertise_host = %q
 pg_port        = 5433
 api_port       = 8433
-etcd           = [%q]
+etcd           = [%s]
+etcd_ca_file   = %q
+etcd_cert_file = %q
+etcd_key_file  = %q
+etcd_username  = %q
 secrets_file   = %q
-# psql runs as the superuser on the etcd host: an admin host.
+# psql runs as the superuser on the admin host.
 admin_networks = ["%s/32"]
-`, c.Opts.Name, id, region, n.DataDir, ip, ip, c.EtcdURL, c.secrets, c.etcdIP)
+`, c.Opts.Name, id, region, n.DataDir, ip, ip, quoted(c.Etcd.Endpoints()), c.Etcd.CAFile, c.Etcd.CertFile, c.Etcd.KeyFile, testcluster.EtcdUser, c.secrets, c.adminIP)
 	if err := os.WriteFile(n.Config, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
@@ -134,6 +155,14 @@ admin_networks = ["%s/32"]
 	c.nodes[id] = n
 	c.mu.Unlock()
 	return n, c.StartNode(id)
+}
+
+func quoted(ss []string) string {
+	q := make([]string, len(ss))
+	for i, s := range ss {
+		q[i] = strconv.Quote(s)
+	}
+	return strings.Join(q, ", ")
 }
 
 // Node returns member id.
@@ -178,7 +207,7 @@ func (c *Cluster) KillNode(id string) {
 }
 
 // Status asks every member through `petrel status --config` run on the
-// etcd host (nil when it fails).
+// admin host (nil when it fails).
 func (c *Cluster) Status(ctx context.Context) map[string]model.Status {
 	var cfg string
 	c.mu.Lock()
@@ -189,7 +218,7 @@ func (c *Cluster) Status(ctx context.Context) map[string]model.Status {
 	c.mu.Unlock()
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	out, err := c.Net.Run(sctx, EtcdHost, c.Opts.Binary, "status", "--config", cfg, "--json")
+	out, err := c.Net.Run(sctx, AdminHost, c.Opts.Binary, "status", "--config", cfg, "--json")
 	if err != nil {
 		return nil
 	}
@@ -204,7 +233,7 @@ func (c *Cluster) Status(ctx context.Context) map[string]model.Status {
 	return m
 }
 
-// SQL runs q with psql on the etcd host as the superuser, on member id's
+// SQL runs q with psql on the admin host as the superuser, on member id's
 // Postgres (TLS preferred), within timeout.
 func (c *Cluster) SQL(ctx context.Context, id, q string, timeout time.Duration) (string, error) {
 	n := c.Node(id)
@@ -214,7 +243,7 @@ func (c *Cluster) SQL(ctx context.Context, id, q string, timeout time.Duration) 
 	qctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	dsn := fmt.Sprintf("postgres://postgres:%s@%s:5433/postgres?sslmode=prefer&connect_timeout=%d", c.Passwords["SU_PASSWORD"], n.IP, max(1, int(timeout.Seconds())))
-	return c.Net.Run(qctx, EtcdHost, "psql", dsn, "-Atc", q)
+	return c.Net.Run(qctx, AdminHost, "psql", dsn, "-Atc", q)
 }
 
 // IDs are the members' ids.
@@ -251,8 +280,8 @@ func (c *Cluster) Close() {
 		}
 		c.KillNode(n.ID)
 	}
-	if c.etcd != nil {
-		c.etcd.Kill()
+	if c.Etcd != nil {
+		c.Etcd.Close()
 	}
 	c.Net.Close()
 }

@@ -12,11 +12,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // Net is the bridge and its hosts.
@@ -167,6 +171,40 @@ func (n *Net) Start(name, logPath string, args ...string) (*Proc, error) {
 func (n *Net) Run(ctx context.Context, name string, args ...string) (string, error) {
 	out, err := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", n.ns(name)}, args...)...).CombinedOutput()
 	return strings.TrimSpace(string(out)), err
+}
+
+// Dialer opens TCP connections from inside host name's namespace, for a
+// client in this process (the test's own network has no route to the
+// hosts). A socket belongs to the namespace it was created in, so the
+// dial runs on a thread moved into it, which then ends with its
+// goroutine: nothing else ever runs there.
+func (n *Net) Dialer(name string) func(ctx context.Context, addr string) (net.Conn, error) {
+	path := "/run/netns/" + n.ns(name)
+	return func(ctx context.Context, addr string) (net.Conn, error) {
+		type result struct {
+			c   net.Conn
+			err error
+		}
+		ch := make(chan result, 1)
+		go func() {
+			runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
+			f, err := os.Open(path)
+			if err != nil {
+				ch <- result{nil, fmt.Errorf("opening network namespace %s: %w", path, err)}
+				return
+			}
+			defer f.Close()
+			if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+				ch <- result{nil, fmt.Errorf("entering network namespace %s: %w", path, err)}
+				return
+			}
+			var d net.Dialer
+			c, err := d.DialContext(ctx, "tcp", addr)
+			ch <- result{c, err}
+		}()
+		r := <-ch
+		return r.c, r.err
+	}
 }
 
 // Close deletes every namespace of this Net (processes inside were

@@ -35,6 +35,9 @@ type Conn struct {
 	// Username and Password log in to etcd's authentication (both or
 	// neither; the password never comes from a flag).
 	Username, Password string
+	// Dial, when set, opens the TCP connections to etcd (tests reaching
+	// etcd members inside network namespaces); nil: the usual dialer.
+	Dial func(ctx context.Context, addr string) (net.Conn, error)
 }
 
 // String keeps the password out of any %v.
@@ -124,11 +127,19 @@ func (c Conn) ClientConfig() (clientv3.Config, error) {
 		// Reconnect within a second once the store is back: gRPC's default
 		// backoff grows to minutes, and a leader whose keepalives resume
 		// only after its lease ran out in etcd loses the key needlessly.
-		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
-			MinConnectTimeout: time.Second,
-		})},
+		DialOptions: c.dialOptions(),
 	}, nil
+}
+
+func (c Conn) dialOptions() []grpc.DialOption {
+	opts := []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+		Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+		MinConnectTimeout: time.Second,
+	})}
+	if c.Dial != nil {
+		opts = append(opts, grpc.WithContextDialer(c.Dial))
+	}
+	return opts
 }
 
 // connectTimeout bounds Connect: the dial, the login and one read.
@@ -219,7 +230,7 @@ func (c Conn) explain(ctx context.Context, err error) error {
 	var probs []string
 	kind := ErrUnreachable
 	for _, e := range c.Endpoints {
-		k, msg := probeEndpoint(ctx, e, tc)
+		k, msg := probeEndpoint(ctx, e, tc, c.Dial)
 		if k == nil {
 			continue
 		}
@@ -239,15 +250,18 @@ func (c Conn) explain(ctx context.Context, err error) error {
 // waits briefly for the server's verdict on our certificate (with TLS 1.3
 // a refused client certificate arrives as an alert after the handshake).
 // It returns the class of the problem found (nil: none) and what it is.
-func probeEndpoint(ctx context.Context, endpoint string, tc *tls.Config) (error, string) {
+func probeEndpoint(ctx context.Context, endpoint string, tc *tls.Config, dial func(context.Context, string) (net.Conn, error)) (error, string) {
 	u, err := url.Parse(endpoint)
 	if err != nil || u.Host == "" {
 		return ErrConfig, fmt.Sprintf("endpoint %q is not a URL like https://10.0.0.2:2379", endpoint)
 	}
 	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	var d net.Dialer
-	conn, err := d.DialContext(pctx, "tcp", u.Host)
+	if dial == nil {
+		var d net.Dialer
+		dial = func(ctx context.Context, addr string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }
+	}
+	conn, err := dial(pctx, u.Host)
 	if err != nil {
 		return ErrUnreachable, fmt.Sprintf("%s: %v", endpoint, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,6 +28,16 @@ type EtcdOptions struct {
 	// Binary is the etcd server (default: etcd on PATH, Debian's
 	// etcd-server).
 	Binary string
+	// Hosts, when set, are the members' addresses, one each (default: all
+	// on 127.0.0.1, on free ports; with Hosts, ports 2379 and 2380).
+	Hosts []string
+	// Start, when set, starts member i's etcd with args (e.g. inside its
+	// host's network namespace), appending its output to logPath, in a
+	// process group of its own; done is closed when it exits.
+	Start func(i int, logPath string, args []string) (cmd *exec.Cmd, done <-chan struct{}, err error)
+	// Dial, when set, is how this process reaches the members
+	// (store.Conn.Dial).
+	Dial func(ctx context.Context, addr string) (net.Conn, error)
 }
 
 // EtcdUser is the user petrel logs in as when EtcdOptions.Auth is on.
@@ -53,9 +64,10 @@ type EtcdCluster struct {
 type EtcdMember struct {
 	Name               string
 	ClientURL, PeerURL string
+	host               string
 	dir                string
 	cmd                *exec.Cmd
-	exited             chan struct{}
+	exited             <-chan struct{}
 }
 
 // StartEtcdCluster starts the members and returns once the cluster has a
@@ -81,19 +93,26 @@ func StartEtcdCluster(ctx context.Context, opts EtcdOptions) (*EtcdCluster, erro
 		return nil, err
 	}
 	var initial []string
+	if len(opts.Hosts) != 0 && len(opts.Hosts) != opts.Members {
+		return nil, fmt.Errorf("testcluster: %d etcd hosts for %d members", len(opts.Hosts), opts.Members)
+	}
 	for i := range opts.Members {
-		cp, err := FreePort()
-		if err != nil {
-			return nil, err
-		}
-		pp, err := FreePort()
-		if err != nil {
-			return nil, err
+		host, cp, pp := "127.0.0.1", 2379, 2380
+		if len(opts.Hosts) > 0 {
+			host = opts.Hosts[i]
+		} else {
+			if cp, err = FreePort(); err != nil {
+				return nil, err
+			}
+			if pp, err = FreePort(); err != nil {
+				return nil, err
+			}
 		}
 		m := &EtcdMember{
 			Name:      fmt.Sprintf("etcd%d", i+1),
-			ClientURL: fmt.Sprintf("https://127.0.0.1:%d", cp),
-			PeerURL:   fmt.Sprintf("https://127.0.0.1:%d", pp),
+			ClientURL: fmt.Sprintf("https://%s:%d", host, cp),
+			PeerURL:   fmt.Sprintf("https://%s:%d", host, pp),
+			host:      host,
 		}
 		m.dir = filepath.Join(opts.Dir, m.Name)
 		c.members = append(c.members, m)
@@ -142,7 +161,11 @@ func (c *EtcdCluster) writeCerts() error {
 // and client) with the cluster's CA and writes name.pem and name-key.pem
 // into dir.
 func (c *EtcdCluster) IssueFiles(name, dir string) (certFile, keyFile string, err error) {
-	cert, key, err := c.ca.Issue(name, "127.0.0.1")
+	return c.issueFiles(name, dir, "127.0.0.1")
+}
+
+func (c *EtcdCluster) issueFiles(name, dir, host string) (certFile, keyFile string, err error) {
+	cert, key, err := c.ca.Issue(name, host)
 	if err != nil {
 		return "", "", err
 	}
@@ -161,7 +184,7 @@ func (c *EtcdCluster) start(i int, initial, state string) error {
 	certs := filepath.Join(c.Opts.Dir, "certs")
 	cert, key := filepath.Join(certs, m.Name+".pem"), filepath.Join(certs, m.Name+"-key.pem")
 	if _, err := os.Stat(cert); err != nil {
-		if cert, key, err = c.IssueFiles(m.Name, certs); err != nil {
+		if cert, key, err = c.issueFiles(m.Name, certs, m.host); err != nil {
 			return err
 		}
 	}
@@ -175,7 +198,18 @@ func (c *EtcdCluster) start(i int, initial, state string) error {
 		"--peer-cert-file", cert, "--peer-key-file", key, "--peer-client-cert-auth", "--peer-trusted-ca-file", c.CAFile,
 		"--logger", "zap", "--log-level", "warn",
 	}
-	logf, err := os.OpenFile(filepath.Join(c.Opts.Dir, m.Name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	logPath := filepath.Join(c.Opts.Dir, m.Name+".log")
+	if c.Opts.Start != nil {
+		cmd, done, err := c.Opts.Start(i, logPath, append([]string{c.Opts.Binary}, args...))
+		if err != nil {
+			return fmt.Errorf("starting etcd member %s: %w", m.Name, err)
+		}
+		c.mu.Lock()
+		m.cmd, m.exited = cmd, done
+		c.mu.Unlock()
+		return nil
+	}
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
 	}
@@ -211,7 +245,7 @@ func (c *EtcdCluster) Members() []*EtcdMember { return c.members }
 // Conn is how petrel reaches the cluster: TLS with the client
 // certificate, and EtcdUser's login with Auth.
 func (c *EtcdCluster) Conn() store.Conn {
-	conn := store.Conn{Endpoints: c.Endpoints(), CAFile: c.CAFile, CertFile: c.CertFile, KeyFile: c.KeyFile}
+	conn := store.Conn{Endpoints: c.Endpoints(), CAFile: c.CAFile, CertFile: c.CertFile, KeyFile: c.KeyFile, Dial: c.Opts.Dial}
 	if c.Opts.Auth {
 		conn.Username, conn.Password = EtcdUser, c.Password
 	}

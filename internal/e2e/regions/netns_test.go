@@ -18,8 +18,9 @@ import (
 
 // TestSeparateHosts runs a 3-node cluster the way real hosts do
 // (internal/hostcluster: each node in its own network namespace with its
-// own address, the same ports on every host, an external etcd on a host of
-// its own, each `petrel node` started from a TOML config file). Only
+// own address, the same ports on every host, a three-member etcd cluster
+// with TLS and authentication, one member per host, each `petrel node`
+// started from a TOML config file). Only
 // primary-region members lead: after the leader dies, scl2 (not ord1)
 // takes over and ord1 follows it. The dead host reboots (its node started
 // again from the same file, as its service manager would) and rejoins by
@@ -172,7 +173,7 @@ func TestSeparateHosts(t *testing.T) {
 	}
 }
 
-// psqlWriter inserts increasing ids with psql on the etcd host (the test
+// psqlWriter inserts increasing ids with psql on the admin host (the test
 // process has no route into the hosts' network), to whichever of its
 // members accepts, and records the acknowledged ones.
 type psqlWriter struct {
