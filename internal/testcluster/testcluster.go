@@ -74,8 +74,11 @@ type Node struct {
 	// ProxyPort and ProxyROPort are the node's leader and read-only proxy.
 	ProxyPort, ProxyROPort int
 	DataDir                string
-	cmd                    *exec.Cmd
-	exited                 chan struct{}
+	// Binary, when set, is the petrel this node runs instead of
+	// Options.Binary (a rolling upgrade replaces it node by node).
+	Binary string
+	cmd    *exec.Cmd
+	exited chan struct{}
 }
 
 // BuildTags are the build tags of the Makefile's build: static binaries
@@ -86,11 +89,22 @@ const BuildTags = "netgo,osusergo"
 // runs in its place) and petrel-watchdog (which the agent starts) into
 // dir, and returns petrel's path.
 func Build(ctx context.Context, repoRoot, dir string) (string, error) {
+	return BuildVersion(ctx, repoRoot, dir, "")
+}
+
+// BuildVersion is Build with the version the binaries report (linked in
+// like the Makefile does; "" leaves Go's build information).
+func BuildVersion(ctx context.Context, repoRoot, dir, version string) (string, error) {
 	dir, err := filepath.Abs(dir)
 	if err != nil {
 		return "", err
 	}
-	cmd := exec.CommandContext(ctx, "go", "build", "-tags", BuildTags, "-o", dir+"/", "./cmd/petrel", "./cmd/petrel-node", "./cmd/petrel-watchdog")
+	args := []string{"build", "-tags", BuildTags}
+	if version != "" {
+		args = append(args, "-ldflags", "-X github.com/petrel-db/petrel/internal/version.Version="+version)
+	}
+	args = append(args, "-o", dir+"/", "./cmd/petrel", "./cmd/petrel-node", "./cmd/petrel-watchdog")
+	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = repoRoot
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("building petrel: %w: %s", err, b)
@@ -319,7 +333,11 @@ func (c *Cluster) StartNode(id string) error {
 		args = append(args, "--dial-map", c.dialMapPath(id))
 	}
 	args = append(args, c.Opts.ExtraFlags...)
-	cmd := exec.Command(c.Opts.Binary, args...)
+	bin := c.Opts.Binary
+	if n.Binary != "" {
+		bin = n.Binary
+	}
+	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
