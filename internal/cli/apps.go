@@ -26,7 +26,7 @@ func appCommands() []*cobra.Command {
 	return []*cobra.Command{newAttachCmd(), newDetachCmd(), newConnectCmd(), newDBCmd(), newUsersCmd()}
 }
 
-func defaultName(app string) string { return strings.ReplaceAll(strings.ToLower(app), "-", "_") }
+func defaultName(app string) string { return ops.DefaultName(app) }
 
 func newAttachCmd() *cobra.Command {
 	var (
@@ -54,18 +54,6 @@ names the leader, not the proxy host) with sslrootcert=PATH to the URLs.`,
 			if app == "" {
 				return fmt.Errorf("--app is required")
 			}
-			if db == "" {
-				db = defaultName(app)
-			}
-			if user == "" {
-				user = defaultName(app)
-			}
-			if err := apps.CheckName("database", db); err != nil {
-				return err
-			}
-			if err := apps.CheckName("user", user); err != nil {
-				return err
-			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
 			c, err := openCluster(ctx, cf)
@@ -84,43 +72,22 @@ names the leader, not the proxy host) with sslrootcert=PATH to the URLs.`,
 					return fmt.Errorf("writing the CA certificate: %w", err)
 				}
 			}
-			t, err := c.topology(ctx)
+			var fallback string
+			if u, err := url.Parse(c.dbURL); err == nil {
+				fallback = u.Host
+			}
+			res, err := c.ops(cmd.OutOrStdout()).Attach(ctx, ops.AttachRequest{App: app, Database: db, User: user, RootCert: caFile, FallbackProxy: fallback})
 			if err != nil {
 				return err
-			}
-			conn, err := c.connectLeader(ctx, "postgres")
-			if err != nil {
-				return err
-			}
-			defer conn.Close(context.Background())
-			pw, err := apps.RandomPassword()
-			if err != nil {
-				return err
-			}
-			if err := apps.CreateUser(ctx, conn, user, pw); err != nil {
-				return err
-			}
-			if err := apps.CreateDatabase(ctx, conn, db, user); err != nil {
-				return fmt.Errorf("%w (user %s was created; `petrel detach --app %s` removes it)", err, user, app)
 			}
 			out := cmd.OutOrStdout()
-			proxy := proxyAddr(t, c.dbURL)
-			mk := func(host, sslmode string) string {
-				u := url.URL{Scheme: "postgres", User: url.UserPassword(user, pw), Host: host, Path: "/" + db}
-				if caFile != "" {
-					u.RawQuery = "sslmode=" + sslmode + "&sslrootcert=" + url.QueryEscape(caFile)
-				}
-				return u.String()
-			}
-			if proxy == "" {
+			if res.ProxyURL == "" {
 				fmt.Fprintln(os.Stderr, "petrel: no member publishes a leader proxy address (start nodes with --proxy-port); printing direct URLs only")
 			} else {
-				fmt.Fprintf(out, "%s=%s\n", varName, mk(proxy, "verify-ca"))
+				fmt.Fprintf(out, "%s=%s\n", varName, res.ProxyURL)
 			}
-			for _, r := range t.Regions() {
-				if m, ok := t.RegionMember(r); ok {
-					fmt.Fprintf(out, "%s_%s=%s\n", varName, strings.ToUpper(r), mk(m.PostgresAddr, "verify-full"))
-				}
+			for _, r := range res.Regions {
+				fmt.Fprintf(out, "%s_%s=%s\n", varName, strings.ToUpper(r), res.RegionURLs[r])
 			}
 			return nil
 		},
@@ -134,23 +101,6 @@ names the leader, not the proxy host) with sslrootcert=PATH to the URLs.`,
 	f.StringVar(&caFile, "ca-file", "", "write the cluster CA certificate here and ask clients to verify the server")
 	f.DurationVar(&timeout, "timeout", 30*time.Second, "give up after this long")
 	return cmd
-}
-
-// proxyAddr is the leader's proxy address, else any member's, else the
-// host of cluster.json's database_url.
-func proxyAddr(t ops.Topology, dbURL string) string {
-	if m, ok := t.Members[t.Leader]; ok && m.ProxyAddr != "" {
-		return m.ProxyAddr
-	}
-	for _, id := range t.IDs() {
-		if a := t.Members[id].ProxyAddr; a != "" {
-			return a
-		}
-	}
-	if u, err := url.Parse(dbURL); err == nil && u.Host != "" {
-		return u.Host
-	}
-	return ""
 }
 
 func newDetachCmd() *cobra.Command {

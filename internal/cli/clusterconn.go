@@ -2,13 +2,10 @@ package cli
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -16,7 +13,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/petrel-db/petrel/internal/apps"
 	"github.com/petrel-db/petrel/internal/localworld"
 	"github.com/petrel-db/petrel/internal/ops"
 	"github.com/petrel-db/petrel/internal/pki"
@@ -159,47 +155,17 @@ func (c *clusterConn) topology(ctx context.Context) (ops.Topology, error) {
 	return c.ops(nil).Topology(ctx)
 }
 
-// tlsConfig verifies the server against the cluster CA (verify-full).
-func (c *clusterConn) tlsConfig(host string) *tls.Config {
-	if c.caPEM == nil {
-		return nil
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(c.caPEM)
-	return &tls.Config{RootCAs: pool, ServerName: host, MinVersion: tls.VersionTLS12}
+// admin is how the CLI logs in to Postgres.
+func (c *clusterConn) admin() ops.Admin {
+	return ops.Admin{User: c.user, Password: c.pass, CAPEM: c.caPEM}
 }
 
 // connectAddr opens a connection to addr (host:port) as the admin.
 func (c *clusterConn) connectAddr(ctx context.Context, addr, db string) (*pgx.Conn, error) {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return nil, fmt.Errorf("member address %q: %w", addr, err)
-	}
-	cfg, err := pgx.ParseConfig(fmt.Sprintf("host=%s port=%s dbname=%s sslmode=disable application_name=petrel_cli", host, port, db))
-	if err != nil {
-		return nil, fmt.Errorf("connection settings: %w", err)
-	}
-	cfg.User, cfg.Password = c.user, c.pass
-	cfg.ConnectTimeout = 5 * time.Second
-	cfg.TLSConfig = c.tlsConfig(host)
-	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	conn, err := pgx.ConnectConfig(cctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("connecting to %s (database %s) as %s: %w", addr, db, c.user, err)
-	}
-	return conn, nil
+	return c.admin().Connect(ctx, addr, db)
 }
 
 // connectLeader opens an admin connection to db on the leader.
 func (c *clusterConn) connectLeader(ctx context.Context, db string) (*pgx.Conn, error) {
-	t, err := c.topology(ctx)
-	if err != nil {
-		return nil, err
-	}
-	m, ok := t.Members[t.Leader]
-	if t.Leader == "" || !ok {
-		return nil, apps.ErrNoLeader
-	}
-	return c.connectAddr(ctx, m.PostgresAddr, db)
+	return c.ops(nil).ConnectLeaderAs(ctx, c.admin(), db)
 }

@@ -30,6 +30,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/petrel-db/petrel/internal/model"
 	"github.com/petrel-db/petrel/internal/ops"
 	"github.com/petrel-db/petrel/internal/store"
@@ -121,6 +122,8 @@ func (s *Server) Wrap(next http.Handler) http.Handler {
 	api.HandleFunc("POST /api/v1/restart", s.authed(s.postRestart))
 	api.HandleFunc("GET /api/v1/operation", s.authed(s.getOperation))
 	api.HandleFunc("GET /api/v1/config", s.authed(s.getConfig))
+	api.HandleFunc("PUT /api/v1/config", s.authed(s.putConfig))
+	api.HandleFunc("POST /api/v1/apps", s.authed(s.postApps))
 	api.HandleFunc("/api/v1/", s.authed(func(w http.ResponseWriter, r *http.Request, _ string) {
 		writeError(w, http.StatusNotFound, "no such admin API endpoint: "+r.Method+" "+r.URL.Path)
 	}))
@@ -221,7 +224,87 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
 }
 
 func (s *Server) ops(actor string, out io.Writer) *ops.Cluster {
-	return &ops.Cluster{Etcd: s.o.Store.Client(), Name: s.o.Cluster, Out: out, Actor: "api:" + actor}
+	c := &ops.Cluster{Etcd: s.o.Store.Client(), Name: s.o.Cluster, Out: out, Actor: "api:" + actor}
+	// The API acts on Postgres as the operator role (never the superuser),
+	// over TLS verified against the cluster CA.
+	c.ConnectLeader = func(ctx context.Context) (*pgx.Conn, error) {
+		ca, err := ops.LoadCA(ctx, c.Etcd, c.Name)
+		if err != nil {
+			return nil, err
+		}
+		return c.ConnectLeaderAs(ctx, ops.Admin{User: Operator, Password: s.o.OperatorPassword, CAPEM: ca}, "postgres")
+	}
+	return c
+}
+
+// AttachBody is POST /api/v1/apps's body.
+type AttachBody struct {
+	App      string `json:"app"`
+	Database string `json:"database"`
+	User     string `json:"user"`
+}
+
+func (s *Server) postApps(w http.ResponseWriter, r *http.Request, actor string) {
+	var body AttachBody
+	if !decodeBody(w, r, &body) {
+		return
+	}
+	if body.App == "" {
+		writeError(w, http.StatusBadRequest, "app: required")
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+	defer cancel()
+	res, err := s.ops(actor, nil).Attach(ctx, ops.AttachRequest{App: body.App, Database: body.Database, User: body.User})
+	switch {
+	case errors.Is(err, ops.ErrBadRequest):
+		writeError(w, http.StatusBadRequest, err.Error())
+	case err != nil:
+		writeError(w, http.StatusConflict, err.Error())
+	default:
+		writeJSON(w, http.StatusCreated, map[string]any{"database": res.Database, "user": res.User, "proxy_url": res.ProxyURL, "region_urls": res.RegionURLs})
+	}
+}
+
+// ConfigBody is PUT /api/v1/config's body: settings to set (validated
+// against the leader's pg_settings; none stored if any is refused).
+type ConfigBody struct {
+	Settings map[string]string `json:"settings"`
+}
+
+func (s *Server) putConfig(w http.ResponseWriter, r *http.Request, actor string) {
+	var body ConfigBody
+	if !decodeBody(w, r, &body) {
+		return
+	}
+	if len(body.Settings) == 0 {
+		writeError(w, http.StatusBadRequest, "settings: give at least one name: value")
+		return
+	}
+	args := make([]string, 0, len(body.Settings))
+	for k, v := range body.Settings {
+		if strings.ContainsAny(k, "=\n") {
+			writeError(w, http.StatusBadRequest, "settings: bad name "+strconv.Quote(k))
+			return
+		}
+		args = append(args, k+"="+v)
+	}
+	if cur, busy := s.running(); busy {
+		writeJSON(w, http.StatusConflict, map[string]any{"error": "an operation is already running on this node", "operation": cur})
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+	defer cancel()
+	op := newOperation("config", actor)
+	rev, err := s.ops(actor, op).SetSettings(ctx, args)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	// Applying may need a rolling restart: in the background.
+	if st, ok := s.startOperation(w, op, func(ctx context.Context, c *ops.Cluster) error { return c.RollOut(ctx, rev) }); ok {
+		writeJSON(w, http.StatusAccepted, map[string]any{"revision": rev, "operation": st})
+	}
 }
 
 func (s *Server) getView(w http.ResponseWriter, r *http.Request) {

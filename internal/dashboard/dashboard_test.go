@@ -98,7 +98,7 @@ func TestAdminAuth(t *testing.T) {
 	}
 	endpoints := [][2]string{
 		{"POST", "/api/v1/switchover"}, {"POST", "/api/v1/restart"}, {"GET", "/api/v1/events"},
-		{"GET", "/api/v1/status"}, {"GET", "/api/v1/config"}, {"GET", "/api/v1/operation"}, {"POST", "/api/v1/token"},
+		{"GET", "/api/v1/status"}, {"GET", "/api/v1/config"}, {"PUT", "/api/v1/config"}, {"POST", "/api/v1/apps"}, {"GET", "/api/v1/operation"}, {"POST", "/api/v1/token"},
 		{"DELETE", "/api/v1/nothing"},
 	}
 	for name, auth := range bad {
@@ -159,6 +159,12 @@ func TestAdminBadInput(t *testing.T) {
 		{"POST", "/api/v1/switchover", `{"to":"n2"}{"to":"n3"}`},
 		{"POST", "/api/v1/switchover", `{"to":"` + strings.Repeat("x", 5000) + `"}`},
 		{"POST", "/api/v1/restart", `{"now":true}`},
+		{"POST", "/api/v1/apps", `{}`},
+		{"POST", "/api/v1/apps", `{"app":"x","user":"postgres"}`},
+		{"POST", "/api/v1/apps", `{"app":"x","database":"Robert'); DROP TABLE x;--"}`},
+		{"PUT", "/api/v1/config", `{"settings":{}}`},
+		{"PUT", "/api/v1/config", `{"settings":{"a=b":"c"}}`},
+		{"PUT", "/api/v1/config", `{"work_mem":"4MB"}`},
 		{"GET", "/api/v1/events?after=-1", ""},
 		{"GET", "/api/v1/events?after=x", ""},
 		{"GET", "/api/v1/events?limit=0", ""},

@@ -1,10 +1,13 @@
 package dashboard
 
 import (
+	"context"
 	"net/http"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/petrel-db/petrel/internal/ops"
 )
 
 // A long operation (a rolling restart) runs in the background, one at a
@@ -49,36 +52,61 @@ func (o *operation) snapshot() opState {
 	return st
 }
 
-func (s *Server) postRestart(w http.ResponseWriter, r *http.Request, actor string) {
-	var body struct{}
-	if !decodeBody(w, r, &body) {
-		return
+func newOperation(kind, actor string) *operation {
+	return &operation{opState: opState{Kind: kind, Actor: actor, Started: time.Now().UTC(), State: "running", Log: []string{}}}
+}
+
+// running returns the running operation, if any.
+func (s *Server) running() (opState, bool) {
+	s.opMu.Lock()
+	defer s.opMu.Unlock()
+	if s.op == nil {
+		return opState{}, false
+	}
+	st := s.op.snapshot()
+	return st, st.State == "running"
+}
+
+// startOperation runs fn as op in the background unless another operation
+// runs (then it answers 409 itself and returns false).
+func (s *Server) startOperation(w http.ResponseWriter, op *operation, fn func(context.Context, *ops.Cluster) error) (opState, bool) {
+	if cur, busy := s.running(); busy {
+		writeJSON(w, http.StatusConflict, map[string]any{"error": "an operation is already running on this node", "operation": cur})
+		return opState{}, false
 	}
 	s.opMu.Lock()
-	if s.op != nil && s.op.snapshot().State == "running" {
-		cur := s.op.snapshot()
-		s.opMu.Unlock()
-		writeJSON(w, http.StatusConflict, map[string]any{"error": "an operation is already running on this node", "operation": cur})
-		return
-	}
 	s.nextOp++
-	op := &operation{opState: opState{ID: s.nextOp, Kind: "rolling-restart", Actor: actor, Started: time.Now().UTC(), State: "running", Log: []string{}}}
+	op.mu.Lock()
+	op.ID = s.nextOp
+	op.mu.Unlock()
 	s.op = op
 	s.opWG.Add(1)
 	s.opMu.Unlock()
 	go func() {
 		defer s.opWG.Done()
-		err := s.ops(actor, op).RollingRestart(s.opCtx)
+		err := fn(s.opCtx, s.ops(op.Actor, op))
 		now := time.Now().UTC()
 		op.mu.Lock()
 		op.Ended, op.State = &now, "done"
 		if err != nil {
 			op.State, op.Error = "failed", err.Error()
 		}
+		kind, state := op.Kind, op.State
 		op.mu.Unlock()
-		s.o.Log.Info("admin api: rolling restart ended", "actor", actor, "state", op.State, "err", err)
+		s.o.Log.Info("admin api: operation ended", "kind", kind, "actor", op.Actor, "state", state, "err", err)
 	}()
-	writeJSON(w, http.StatusAccepted, op.snapshot())
+	return op.snapshot(), true
+}
+
+func (s *Server) postRestart(w http.ResponseWriter, r *http.Request, actor string) {
+	var body struct{}
+	if !decodeBody(w, r, &body) {
+		return
+	}
+	op := newOperation("rolling-restart", actor)
+	if st, ok := s.startOperation(w, op, func(ctx context.Context, c *ops.Cluster) error { return c.RollingRestart(ctx) }); ok {
+		writeJSON(w, http.StatusAccepted, st)
+	}
 }
 
 func (s *Server) getOperation(w http.ResponseWriter, r *http.Request, _ string) {

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/jackc/pgx/v5"
 	"github.com/petrel-db/petrel/internal/model"
 	"github.com/petrel-db/petrel/internal/store"
 	"github.com/petrel-db/petrel/internal/testcluster"
@@ -130,9 +132,81 @@ func TestDashboard(t *testing.T) {
 	}
 	t.Logf("screenshot: %s (%d bytes)", shotPath, len(shot))
 
-	// A crash failover: the event names the old and new leader and why.
+	cli, err := clientv3.New(clientv3.Config{Endpoints: c.EtcdEndpoints(), DialTimeout: 3 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+
+	// The admin API with a token: attach an app (its URL works), then a
+	// rolling restart, followed until done.
+	var tok struct{ Token string }
+	if code := apiCall(ctx, t, "POST", page+"/api/v1/token", "Basic "+basicAuth("operator", c.Secrets.Operator), "", &tok); code != 200 || tok.Token == "" {
+		t.Fatalf("token: %d", code)
+	}
+	bearer := "Bearer " + tok.Token
+	var att struct {
+		ProxyURL   string            `json:"proxy_url"`
+		RegionURLs map[string]string `json:"region_urls"`
+	}
+	if code := apiCall(ctx, t, "POST", page+"/api/v1/apps", bearer, `{"app":"dash-app"}`, &att); code != http.StatusCreated || att.ProxyURL == "" || att.RegionURLs["ord"] == "" {
+		t.Fatalf("attach through the API: %d %+v", code, att)
+	}
+	conn, err := pgx.Connect(ctx, att.ProxyURL) // through the leader proxy: the leader, where the user was created
+	if err != nil {
+		t.Fatalf("connecting with the attached app's URL: %v", err)
+	}
+	if _, err := conn.Exec(ctx, "CREATE TABLE notes (body text)"); err != nil {
+		t.Fatalf("the attached app creating a table in its database: %v", err)
+	}
+	conn.Close(ctx)
 	if err := c.WaitRole(ctx, leader, model.RoleReplica); err != nil {
 		t.Fatal(err)
+	}
+	waitSync(ctx, t, c, target)
+	restartStart := time.Now()
+	if code := apiCall(ctx, t, "POST", page+"/api/v1/restart", bearer, "", nil); code != http.StatusAccepted {
+		t.Fatalf("rolling restart: %d", code)
+	}
+	var op struct {
+		State, Error string
+		Log          []string
+	}
+	err = testcluster.WaitFor(ctx, "the rolling restart", func() bool {
+		apiCall(ctx, t, "GET", page+"/api/v1/operation", bearer, "", &op)
+		return op.State != "running"
+	})
+	if err != nil || op.State != "done" {
+		t.Fatalf("rolling restart: %v %+v", err, op)
+	}
+	t.Logf("rolling restart through the API: %.1fs", time.Since(restartStart).Seconds())
+	restarted := map[string]bool{}
+	evs, _, err := store.ListEvents(ctx, cli, c.Opts.Name, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range evs {
+		if ev.Kind == model.EventRestart && ev.Reason == "rolling restart" {
+			restarted[ev.Node] = true
+		}
+	}
+	for _, id := range c.IDs() {
+		if id != target && !restarted[id] {
+			t.Errorf("no restart event of replica %s (restarted: %v)", id, restarted)
+		}
+	}
+	target, err = c.WaitLeader(ctx, target) // the restart ended with a switchover
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// A crash failover: the event names the old and new leader and why.
+	for _, id := range c.IDs() {
+		if id != target {
+			if err := c.WaitRole(ctx, id, model.RoleReplica); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 	waitSync(ctx, t, c, target)
 	if err := c.Kill(target); err != nil {
@@ -142,11 +216,6 @@ func TestDashboard(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: c.EtcdEndpoints(), DialTimeout: 3 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
 	var failover *model.Event
 	err = testcluster.WaitFor(ctx, "the failover event", func() bool {
 		evs, _, err := store.ListEvents(ctx, cli, c.Opts.Name, 0, 0)
@@ -171,6 +240,25 @@ func TestDashboard(t *testing.T) {
 	if err := chromedp.Do(bctx, chromedp.WaitVisible(chromedp.CSS(fmt.Sprintf(`tr[data-kind="failover"][data-event="%d"]`, failover.ID)))); err != nil {
 		t.Fatalf("the failover event is not on the page: %v", err)
 	}
+}
+
+// apiCall makes an admin API request and decodes its JSON answer into v.
+func apiCall(ctx context.Context, t *testing.T, method, url, auth, body string, v any) int {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(ctx, method, url, strings.NewReader(body))
+	req.Header.Set("Authorization", auth)
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := (&http.Client{Timeout: time.Minute}).Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	if v != nil {
+		_ = json.NewDecoder(resp.Body).Decode(v)
+	}
+	return resp.StatusCode
 }
 
 func basicAuth(user, pass string) string {
