@@ -10,7 +10,15 @@
 // /metrics on its client URL (grpc_server_msg_received_total), before
 // and after each window. Memory is VmRSS from /proc/<pid>/status.
 //
+// With -clusters (clusters.go) it measures many clusters on one etcd
+// instead: for each count, 3 simulated members per cluster (the real
+// engine and store, Postgres simulated) against one real etcd in its own
+// process, idle and during planned switchovers: etcd's CPU and request
+// rate, lease renewal and leader-key watch delivery latencies.
+//
 // Usage: go run ./bench/store [-window 30s] [-interval 50ms] [-crashes 3]
+//
+//	go run ./bench/store -clusters 100,300,1000 [-clients 16] [-switchovers 20] [-etcd-bin /usr/bin/etcd]
 package main
 
 import (
@@ -40,8 +48,28 @@ func main() {
 	interval := flag.Duration("interval", 50*time.Millisecond, "client insert interval in the loaded window")
 	crashes := flag.Int("crashes", 3, "crash-failover repetitions at the end (0: none)")
 	hold := flag.Duration("hold", 0, "keep the idle cluster up this long after measuring, for a look at its processes")
+	sizes, many := manyFlags()
+	child := flag.String("etcd-child", "", "internal: run an embedded etcd in this data directory (the -clusters store)")
+	childURLs := flag.String("etcd-child-urls", "", "internal: CLIENT,PEER URLs of -etcd-child")
 	flag.Parse()
 	log.SetFlags(log.Ltime)
+	if *child != "" {
+		if err := etcdChild(*child, *childURLs); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
+	if *sizes != "" {
+		var err error
+		if many.sizes, err = parseSizes(*sizes); err != nil {
+			log.Fatal(err)
+		}
+		many.window = *window
+		if err := runMany(*many); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
 	if err := run(*window, *interval, *crashes, *hold); err != nil {
 		log.Fatal(err)
 	}

@@ -114,7 +114,7 @@ func (ks *kaStream) renewOnce(ctx context.Context, id clientv3.LeaseID, timeout 
 // is gone (then it returns errLeaseGone). Each confirmed renewal is
 // reported to ok with its request's send time and the TTL etcd granted;
 // a failed attempt is retried after a short pause.
-func (s *Store) keepAlive(ctx context.Context, id clientv3.LeaseID, first time.Time, every, timeout time.Duration, ok func(sent time.Time, ttl time.Duration)) error {
+func (s *Store) keepAlive(ctx context.Context, id clientv3.LeaseID, leader bool, first time.Time, every, timeout time.Duration, ok func(sent time.Time, ttl time.Duration)) error {
 	const retryPause = 100 * time.Millisecond
 	var ks *kaStream
 	drop := func() {
@@ -147,6 +147,9 @@ func (s *Store) keepAlive(ctx context.Context, id clientv3.LeaseID, first time.T
 		}
 		sent := time.Now()
 		ttl, err := ks.renewOnce(ctx, id, timeout)
+		if r := s.probe.Renewal; r != nil && ctx.Err() == nil {
+			r(leader, time.Since(sent), err)
+		}
 		switch {
 		case errors.Is(err, errLeaseGone):
 			return errLeaseGone
@@ -185,7 +188,7 @@ func (s *Store) runSession(ctx context.Context) {
 		s.session, s.sessionTo, s.lastOK = id, sent.Add(ttl), time.Now()
 		s.mu.Unlock()
 		s.poke()
-		err = s.keepAlive(ctx, id, sent.Add(SessionTTL/2), SessionTTL/2, 2*time.Second, func(sent time.Time, ttl time.Duration) {
+		err = s.keepAlive(ctx, id, false, sent.Add(SessionTTL/2), SessionTTL/2, 2*time.Second, func(sent time.Time, ttl time.Duration) {
 			s.mu.Lock()
 			if s.session == id {
 				s.sessionTo, s.lastOK = sent.Add(ttl), time.Now()
@@ -247,7 +250,7 @@ func (s *Store) holdLeader(id clientv3.LeaseID, sent time.Time, ttl time.Duratio
 		return
 	}
 	go func() {
-		err := s.keepAlive(ctx, id, sent.Add(renewEvery(s.ttl)), renewEvery(s.ttl), renewTimeout(s.ttl), func(sent time.Time, ttl time.Duration) {
+		err := s.keepAlive(ctx, id, true, sent.Add(renewEvery(s.ttl)), renewEvery(s.ttl), renewTimeout(s.ttl), func(sent time.Time, ttl time.Duration) {
 			s.mu.Lock()
 			if s.leader == id {
 				s.leaderTo, s.leaderSent, s.lastOK = sent.Add(ttl), sent, time.Now()

@@ -81,6 +81,8 @@ type Store struct {
 	notify chan struct{}
 	bg     context.Context // ends with Close or Run's context: lease renewals run under it
 	stopBG context.CancelFunc
+	ownCli bool  // Close closes cli (Dial); a shared client (New) stays open
+	probe  Probe // set before Run; read without a lock
 
 	mu         sync.Mutex // guards the following fields
 	session    clientv3.LeaseID
@@ -108,26 +110,56 @@ func Dial(ctx context.Context, conn Conn, cluster string, ttl time.Duration, log
 	if err != nil {
 		return nil, err
 	}
+	s := New(cli, cluster, ttl, log)
+	s.ownCli = true
+	return s, nil
+}
+
+// New is a Store on an existing etcd client, which Close leaves open: many
+// stores (bench/store's thousands of simulated members) can share a few
+// connections. The client should come from OpenClient, as Dial's does.
+func New(cli *clientv3.Client, cluster string, ttl time.Duration, log *slog.Logger) *Store {
 	bg, stop := context.WithCancel(context.Background())
 	return &Store{
 		cli:    cli,
-		prefix: "/petrel/" + cluster + "/",
+		prefix: KeysFor(cluster).Prefix(),
 		ttl:    ttl,
 		log:    log,
 		notify: make(chan struct{}, 1),
 		bg:     bg,
 		stopBG: stop,
 		kvs:    map[string]*mvccpb.KeyValue{},
-	}, nil
+	}
 }
+
+// Probe is told what a Store measures of its own requests (bench/store
+// reads renewal and watch latencies from it). Each func may be nil; they
+// run on the store's goroutines and must return at once.
+type Probe struct {
+	// Renewal: one keepalive attempt, of the leader lease (leader) or the
+	// session lease, answered after took (send to answer), or failed.
+	Renewal func(leader bool, took time.Duration, err error)
+	// Committed: a compare-and-swap write of this store applied at
+	// revision rev; its request was sent at sent.
+	Committed func(sent time.Time, rev int64)
+	// Watched: the cache applied a watch event for key at revision rev
+	// (the put's or the delete's).
+	Watched func(key string, rev int64)
+}
+
+// SetProbe installs p; call it before Run.
+func (s *Store) SetProbe(p Probe) { s.probe = p }
 
 // Client exposes the etcd client (for the CLI and tests).
 func (s *Store) Client() *clientv3.Client { return s.cli }
 
-// Close stops renewals and releases the connection (unrevoked leases then
-// expire by themselves).
+// Close stops renewals and, when Dial made it, releases the connection
+// (unrevoked leases then expire by themselves).
 func (s *Store) Close() error {
 	s.stopBG()
+	if !s.ownCli {
+		return nil
+	}
 	return s.cli.Close()
 }
 
@@ -205,6 +237,11 @@ func (s *Store) watch(ctx context.Context) {
 					delete(s.kvs, k)
 				} else {
 					s.kvs[k] = ev.Kv
+				}
+			}
+			if w := s.probe.Watched; w != nil {
+				for _, ev := range wr.Events {
+					w(string(ev.Kv.Key), ev.Kv.ModRevision)
 				}
 			}
 			if wr.Header.Revision > s.rev {
@@ -340,12 +377,16 @@ func (s *Store) txn(ctx context.Context, what string, cmps []clientv3.Cmp, ops .
 func (s *Store) txnRev(ctx context.Context, what string, cmps []clientv3.Cmp, ops ...clientv3.Op) (int64, error) {
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
+	sent := time.Now()
 	resp, err := s.cli.Txn(cctx).If(cmps...).Then(ops...).Commit()
 	if err != nil {
 		return 0, fmt.Errorf("%s: %w", what, err)
 	}
 	if !resp.Succeeded {
 		return 0, fmt.Errorf("%s: %w", what, ErrLostRace)
+	}
+	if c := s.probe.Committed; c != nil {
+		c(sent, resp.Header.Revision)
 	}
 	s.mu.Lock()
 	if resp.Header.Revision > s.written {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -256,5 +257,91 @@ func TestStoreDown(t *testing.T) {
 	}
 	if !member.Reachable(ctx, time.Second) {
 		t.Fatal("member: store not reachable once back")
+	}
+}
+
+// Stores made with New share one client, which Close leaves open; the
+// probe hears each store's renewals, its own compare-and-swap writes and
+// the watch events its cache applied.
+func TestSharedClientProbe(t *testing.T) {
+	e := startEtcd(t)
+	cli, err := OpenClient(context.Background(), Conn{Endpoints: []string{e.opts.ClientURL}}, "shared", slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	type heard struct {
+		mu        sync.Mutex
+		leaderOK  int
+		committed []int64
+		watched   map[int64]bool
+	}
+	var ha, hb heard
+	probe := func(h *heard, leaderKey string) Probe {
+		h.watched = map[int64]bool{}
+		return Probe{
+			Renewal: func(leader bool, took time.Duration, err error) {
+				h.mu.Lock()
+				defer h.mu.Unlock()
+				if leader && err == nil && took > 0 {
+					h.leaderOK++
+				}
+			},
+			Committed: func(_ time.Time, rev int64) { h.mu.Lock(); h.committed = append(h.committed, rev); h.mu.Unlock() },
+			Watched: func(key string, rev int64) {
+				if key == leaderKey {
+					h.mu.Lock()
+					h.watched[rev] = true
+					h.mu.Unlock()
+				}
+			},
+		}
+	}
+	lk := KeysFor("shared").Leader()
+	a, b := New(cli, "shared", testTTL, slog.New(slog.DiscardHandler)), New(cli, "shared", testTTL, slog.New(slog.DiscardHandler))
+	a.SetProbe(probe(&ha, lk))
+	b.SetProbe(probe(&hb, lk))
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for _, st := range []*Store{a, b} {
+		wg.Add(1)
+		go func() { defer wg.Done(); st.Run(ctx) }()
+	}
+	defer func() { cancel(); wg.Wait() }()
+	waitFor(t, "both stores", func() bool { return a.OK() && b.OK() })
+	if a.Session() == b.Session() {
+		t.Fatal("two stores on one client share a session lease")
+	}
+	if err := a.AcquireLeader(ctx, "a", 0); err != nil {
+		t.Fatal(err)
+	}
+	ha.mu.Lock()
+	if len(ha.committed) != 1 {
+		t.Fatalf("a's commits heard: %v, want the acquisition's", ha.committed)
+	}
+	rev := ha.committed[0]
+	ha.mu.Unlock()
+	waitFor(t, "b's cache applying the leader key's put", func() bool {
+		hb.mu.Lock()
+		defer hb.mu.Unlock()
+		return hb.watched[rev]
+	})
+	waitFor(t, "a confirmed leader-lease renewal", func() bool {
+		ha.mu.Lock()
+		defer ha.mu.Unlock()
+		return ha.leaderOK > 0
+	})
+	hb.mu.Lock()
+	if hb.leaderOK != 0 || len(hb.committed) != 0 {
+		t.Fatalf("b, which leads nothing and wrote nothing: %d leader renewals, commits %v", hb.leaderOK, hb.committed)
+	}
+	hb.mu.Unlock()
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	gctx, gcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer gcancel()
+	if _, err := cli.Get(gctx, lk); err != nil {
+		t.Fatalf("the shared client after one store closed: %v", err)
 	}
 }
