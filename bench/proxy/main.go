@@ -19,7 +19,12 @@
 // then where the proxy's CPU goes: a CPU profile of this process during an
 // extra persistent run through petrel's proxy.
 //
-// Usage: go run ./bench/proxy [-rounds 5] [-T 10] [-c 4] [-j 2] [-mode persistent|connect] [-copy=false]
+// Then the placements (world.go): in the local world `petrel up` runs,
+// through cluster.json's database_url (scl1's proxy) with scl1 leading and
+// with scl2 leading, beside direct and HAProxy (-world=false skips it,
+// -single=false skips the one-node part).
+//
+// Usage: go run ./bench/proxy [-rounds 5] [-T 10] [-c 4] [-j 2] [-mode persistent|connect] [-copy=false] [-world=false] [-single=false]
 package main
 
 import (
@@ -32,6 +37,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -44,6 +50,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/petrel-db/petrel/internal/model"
 	"github.com/petrel-db/petrel/internal/proxy"
 	"github.com/petrel-db/petrel/internal/testcluster"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -59,6 +66,8 @@ var (
 	procs   = flag.Int("procs", 0, "GOMAXPROCS for this process, where the proxy runs (0: petrel's default, proxy.DefaultProcs)")
 	only    = flag.String("mode", "", "run one mode only: persistent or connect (default: both)")
 	copyToo = flag.Bool("copy", true, "also measure petrel's proxy copying in user space (Pipe: copy, in this process), as petrel-copy")
+	world   = flag.Bool("world", true, "measure the local world's placements: database_url (scl1's proxy) with scl1 and with scl2 leading")
+	single  = flag.Bool("single", true, "measure the one-node comparison (kernel pipe, copy, HAProxy) and profile the proxy")
 )
 
 type result struct{ tps, latMS float64 }
@@ -97,6 +106,24 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	if *single {
+		if err := runSingle(ctx, bin, dir); err != nil {
+			return err
+		}
+	}
+	if *world {
+		prs, err := runWorld(ctx, root, bin, dir)
+		if err != nil {
+			return fmt.Errorf("local world: %w", err)
+		}
+		printPlacements(prs)
+	}
+	return nil
+}
+
+// runSingle is the one-node comparison: direct, the agent's proxy, the
+// same proxy copying in user space, HAProxy; then a CPU profile.
+func runSingle(ctx context.Context, bin, dir string) error {
 	c, err := testcluster.Start(ctx, testcluster.Options{Dir: filepath.Join(dir, "cluster"), Binary: bin})
 	if err != nil {
 		return err
@@ -149,7 +176,8 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	stopHAProxy, err := startHAProxy(dir, hport, n.PGPort, n.APIPort)
+	stopHAProxy, err := startHAProxyOver(dir, hport, []model.Member{{ID: "scl1",
+		PostgresAddr: fmt.Sprintf("127.0.0.1:%d", n.PGPort), APIURL: fmt.Sprintf("http://127.0.0.1:%d", n.APIPort)}})
 	if err != nil {
 		return err
 	}
@@ -175,8 +203,8 @@ func run() error {
 		}
 	}
 	fmt.Printf("pgbench -i -s %d\n", *scale)
-	if out, err := exec.CommandContext(ctx, "pgbench", "-i", "-q", "-s", strconv.Itoa(*scale), targets[0].dsn).CombinedOutput(); err != nil {
-		return fmt.Errorf("pgbench -i: %w\n%s", err, out)
+	if err := pgbenchInit(ctx, targets[0].dsn); err != nil {
+		return err
 	}
 
 	modes := []struct {
@@ -279,6 +307,15 @@ var (
 	latRe = regexp.MustCompile(`latency average = ([0-9.]+) ms`)
 )
 
+func pgbenchInit(ctx context.Context, dsn string) error {
+	if out, err := exec.CommandContext(ctx, "pgbench", "-i", "-q", "-s", strconv.Itoa(*scale), dsn).CombinedOutput(); err != nil {
+		return fmt.Errorf("pgbench -i: %w\n%s", err, out)
+	}
+	return nil
+}
+
+func pgxConnect(ctx context.Context, dsn string) (*pgx.Conn, error) { return pgx.Connect(ctx, dsn) }
+
 func pgbench(ctx context.Context, dsn string, extra []string) (result, error) {
 	args := []string{"-n", "-S", "-c", strconv.Itoa(*clients), "-j", strconv.Itoa(*threads), "-T", strconv.Itoa(*seconds)}
 	args = append(args, extra...)
@@ -323,9 +360,18 @@ func waitConnect(ctx context.Context, dsn string) error {
 	}
 }
 
-// startHAProxy runs HAProxy configured like the seed's: TCP mode, the one
-// server checked with GET /role on its API port expecting "primary".
-func startHAProxy(dir string, port, pgPort, apiPort int) (stop func(), err error) {
+// startHAProxyOver runs HAProxy configured like the seed's: TCP mode,
+// each member's Postgres checked with GET /role on its API expecting
+// "primary".
+func startHAProxyOver(dir string, port int, members []model.Member) (stop func(), err error) {
+	var servers strings.Builder
+	for _, m := range members {
+		u, err := url.Parse(m.APIURL)
+		if err != nil {
+			return nil, fmt.Errorf("member %s API URL: %w", m.ID, err)
+		}
+		fmt.Fprintf(&servers, "    server %s %s maxconn 1000 check port %s\n", m.ID, m.PostgresAddr, u.Port())
+	}
 	cfg := fmt.Sprintf(`global
     maxconn 4096
 
@@ -340,9 +386,8 @@ listen primary
     option httpchk GET /role
     http-check expect string primary
     default-server inter 2s fall 3 rise 2 on-marked-down shutdown-sessions
-    server scl1 127.0.0.1:%d maxconn 1000 check port %d
-`, port, pgPort, apiPort)
-	path := filepath.Join(dir, "haproxy.cfg")
+%s`, port, servers.String())
+	path := filepath.Join(dir, fmt.Sprintf("haproxy-%d.cfg", port))
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		return nil, err
 	}

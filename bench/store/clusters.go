@@ -90,6 +90,7 @@ type recorder struct {
 	session   [3][]time.Duration // session-lease renewals
 	failed    [3]int             // renewals that failed or timed out
 	lastFail  [3]string          // the last failure's error
+	slowAt    [3][]time.Time     // send times of renewals slower than slowRenewal (or failed)
 	commits   map[commitKey]commit
 	leaderSaw []seen // leader-key watch events applied by a member's cache
 }
@@ -110,6 +111,25 @@ type seen struct {
 	at              time.Time
 }
 
+// slowRenewal: renewals this slow are listed by when they were sent, to
+// tell one stall that delayed many from scattered slow answers.
+const slowRenewal = 100 * time.Millisecond
+
+// hiccups measures this process's own scheduling stalls: how late a
+// goroutine sleeping 5 ms wakes, at worst, per second of the window. A
+// renewal answer arriving during a stall is timed late by as much.
+func hiccups(ctx context.Context, start time.Time) map[int]time.Duration {
+	worst := map[int]time.Duration{}
+	for ctx.Err() == nil {
+		t := time.Now()
+		time.Sleep(5 * time.Millisecond)
+		if late := time.Since(t) - 5*time.Millisecond; late > worst[int(t.Sub(start)/time.Second)] {
+			worst[int(t.Sub(start)/time.Second)] = late
+		}
+	}
+	return worst
+}
+
 func newRecorder() *recorder { return &recorder{commits: map[commitKey]commit{}} }
 
 func (r *recorder) probe(cluster, member, leaderKey string) store.Probe {
@@ -121,6 +141,9 @@ func (r *recorder) probe(cluster, member, leaderKey string) store.Probe {
 			}
 			r.mu.Lock()
 			defer r.mu.Unlock()
+			if err != nil || took >= slowRenewal {
+				r.slowAt[ph] = append(r.slowAt[ph], time.Now().Add(-took))
+			}
 			switch {
 			case err != nil:
 				r.failed[ph]++
@@ -277,6 +300,9 @@ type windowStats struct {
 	leader, session     []time.Duration
 	failed              int
 	lastFail            string
+	start               time.Time
+	slowAt              []time.Time
+	hiccup              map[int]time.Duration // this process's worst wake-up delay by second
 }
 
 func selfTicks() int64 { return cpuTicks(os.Getpid()) }
@@ -293,10 +319,13 @@ func measure(ctx context.Context, rec *recorder, e *etcdProc, ph int32, d time.D
 	rec.phase.Store(ph)
 	dctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
+	hc := make(chan map[int]time.Duration, 1)
+	go func() { hc <- hiccups(dctx, t0) }()
 	if during != nil {
 		during(dctx)
 	}
 	<-dctx.Done()
+	w.hiccup, w.start = <-hc, t0
 	if ctx.Err() != nil {
 		return w, ctx.Err()
 	}
@@ -317,7 +346,7 @@ func measure(ctx context.Context, rec *recorder, e *etcdProc, ph int32, d time.D
 	}
 	w.reqs = w.byMethod.total()
 	rec.mu.Lock()
-	w.leader, w.session, w.failed, w.lastFail = rec.leader[ph], rec.session[ph], rec.failed[ph], rec.lastFail[ph]
+	w.leader, w.session, w.failed, w.lastFail, w.slowAt = rec.leader[ph], rec.session[ph], rec.failed[ph], rec.lastFail[ph], rec.slowAt[ph]
 	rec.mu.Unlock()
 	return w, nil
 }
@@ -515,10 +544,11 @@ func printMany(o manyOpts, rs []manyResult) {
 			fmt.Printf(" %s %.1f", strings.TrimPrefix(k, "etcdserverpb."), r.idle.byMethod[k])
 		}
 		fmt.Println()
-		for _, w := range []windowStats{r.idle, r.chg} {
+		for i, w := range []windowStats{r.idle, r.chg} {
 			if w.failed > 0 {
 				fmt.Printf("  last failed renewal: %s\n", w.lastFail)
 			}
+			fmt.Printf("  %s window: %s\n", []string{"idle", "switching"}[i], describeSlow(w))
 		}
 		for k, v := range r.errs {
 			fmt.Printf("  failed %s: %d (last: %s)\n", k, v, r.lastErr[k])
@@ -526,6 +556,33 @@ func printMany(o manyOpts, rs []manyResult) {
 	}
 	fmt.Println("failed actions are counted over both windows")
 	fmt.Println("target: 1000 idle clusters, lease renewals p99 < 100 ms")
+}
+
+// describeSlow lists the window's seconds holding renewals slower than
+// slowRenewal, with this process's worst wake-up delay in that second.
+func describeSlow(w windowStats) string {
+	by := map[int]int{}
+	for _, t := range w.slowAt {
+		by[int(t.Sub(w.start)/time.Second)]++
+	}
+	if len(by) == 0 {
+		return fmt.Sprintf("no renewal slower than %v", slowRenewal)
+	}
+	var secs []int
+	for s := range by {
+		secs = append(secs, s)
+	}
+	sort.Ints(secs)
+	var parts []string
+	for _, s := range secs {
+		parts = append(parts, fmt.Sprintf("s%d: %d (bench stall %s ms)", s, by[s], ms(w.hiccup[s])))
+	}
+	worst := time.Duration(0)
+	for _, h := range w.hiccup {
+		worst = max(worst, h)
+	}
+	return fmt.Sprintf("renewals slower than %v or failed, by second sent: %s; bench's worst stall in the window %s ms",
+		slowRenewal, strings.Join(parts, ", "), ms(worst))
 }
 
 // manyFlags registers the -clusters mode's flags.
