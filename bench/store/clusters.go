@@ -2,8 +2,8 @@ package main
 
 // -clusters mode: many clusters on one store. For each N, a fresh etcd in
 // a child process (so its CPU is its own in /proc) serves N clusters of 3
-// simulated members (member.go): each member its own store.Store, the
-// stores sharing -clients etcd connections. Once every cluster is settled
+// simulated members (member.go): each member its own store.Store and, by
+// default, its own etcd client (-clients N shares N among them). Once every cluster is settled
 // (a leader, two streaming replicas, a synchronous standby recorded), two
 // windows are measured: idle, and one with -switchovers planned
 // switchovers spread over it (the leader key deleted by the old leader
@@ -391,7 +391,11 @@ func runClusters(ctx context.Context, o manyOpts, n int) (manyResult, error) {
 	}
 	defer e.stop()
 	res.etcdVersion = e.version
-	clients := make([]*clientv3.Client, o.clients)
+	nc := o.clients
+	if nc <= 0 || nc > 3*n {
+		nc = 3 * n
+	}
+	clients := make([]*clientv3.Client, nc)
 	for i := range clients {
 		if clients[i], err = store.OpenClient(ctx, store.Conn{Endpoints: []string{e.endpoint}}, "c0000", slog.New(slog.DiscardHandler)); err != nil {
 			return res, fmt.Errorf("connecting to etcd: %w", err)
@@ -410,8 +414,8 @@ func runClusters(ctx context.Context, o manyOpts, n int) (manyResult, error) {
 	layout := [][2]string{{"scl1", "scl"}, {"scl2", "scl"}, {"ord1", "ord"}}
 	cls := make([]*simCluster, n)
 	t0 := time.Now()
-	log.Printf("%d clusters (%d members) on one etcd (%s), %d shared clients; starting %d clusters a second",
-		n, 3*n, e.version, o.clients, o.ramp)
+	log.Printf("%d clusters (%d members) on one etcd (%s), %d etcd clients; starting %d clusters a second",
+		n, 3*n, e.version, nc, o.ramp)
 	for i := range cls {
 		c := &simCluster{name: fmt.Sprintf("c%04d", i), primary: "scl"}
 		lk := store.KeysFor(c.name).Leader()
@@ -513,8 +517,12 @@ func ms(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d)/float64(
 func printMany(o manyOpts, rs []manyResult) {
 	fmt.Println()
 	fmt.Printf("many clusters on one etcd (%s): 3 simulated members each (real engine and store, Postgres simulated),\n", rs[0].etcdVersion)
-	fmt.Printf("%d shared etcd clients, leader lease TTL %v, agent tick %v; windows of %v: idle, then %d planned switchovers\n",
-		o.clients, o.ttl, o.tick, o.window, o.switchovers)
+	clients := "one etcd client (connection) per member"
+	if o.clients > 0 {
+		clients = fmt.Sprintf("%d etcd clients shared by the members", o.clients)
+	}
+	fmt.Printf("%s, leader lease TTL %v, agent tick %v; windows of %v: idle, then %d planned switchovers\n",
+		clients, o.ttl, o.tick, o.window, o.switchovers)
 	fmt.Println("etcd CPU: % of one core (its process, /proc); requests: gRPC messages received/s (etcd's grpc_server_msg_received_total);")
 	fmt.Println("renewals: keepalive send to answer, leader and session leases; watch: leader-key write sent to each other member's cache holding it")
 	fmt.Println()
@@ -589,7 +597,7 @@ func describeSlow(w windowStats) string {
 func manyFlags() (sizes *string, o *manyOpts) {
 	o = &manyOpts{}
 	sizes = flag.String("clusters", "", "many-clusters mode: cluster counts to run one after another, e.g. 100,300,1000")
-	flag.IntVar(&o.clients, "clients", 16, "-clusters: etcd clients (connections) shared by all members' stores")
+	flag.IntVar(&o.clients, "clients", 0, "-clusters: etcd clients (connections) shared by the members' stores; 0: one per member, as real agents")
 	flag.IntVar(&o.ramp, "ramp", 50, "-clusters: clusters started per second")
 	flag.IntVar(&o.switchovers, "switchovers", 20, "-clusters: planned switchovers in the second window (leader-key watch delivery)")
 	flag.DurationVar(&o.tick, "agent-tick", time.Second, "-clusters: each simulated agent's idle loop period (the real agent's is 200ms; store changes wake it at once)")

@@ -18,7 +18,7 @@
 //
 // Usage: go run ./bench/store [-window 30s] [-interval 50ms] [-crashes 3]
 //
-//	go run ./bench/store -clusters 100,300,1000 [-clients 16] [-switchovers 20] [-etcd-bin /usr/bin/etcd]
+//	go run ./bench/store -clusters 100,300,1000 [-clients N] [-switchovers 20] [-etcd-bin /usr/bin/etcd]
 package main
 
 import (
