@@ -205,6 +205,7 @@ func (m *member) observe() engine.Observation {
 		Members:           snap.Members,
 		Registered:        snap.Registered,
 		Switchover:        snap.Switchover,
+		SwitchoverRev:     snap.SwitchoverRev,
 		LeaseLeft:         left,
 		CascadeRegions:    snap.Cascade,
 		RegisteredRegions: snap.RegisteredRegions,
@@ -217,6 +218,9 @@ func (m *member) observe() engine.Observation {
 	}
 	if snap.Switchover != nil {
 		o.SwitchoverAge = time.Since(snap.Switchover.RequestedAt)
+	}
+	if r, ok := snap.Restarts[m.id]; ok {
+		o.Restart, o.RestartRev = &engine.RestartRequest{InPlace: r.Request.InPlace, Force: r.Request.Force}, r.Rev
 	}
 	// Streaming: copy the upstream's state first (one member's lock at a
 	// time), then catch up.
@@ -336,7 +340,7 @@ func (m *member) exec(ctx context.Context, o engine.Observation, act engine.Acti
 				return err
 			}
 		}
-		if err := m.st.AcquireLeader(ctx, m.id, o.SyncRev); err != nil {
+		if err := m.st.AcquireLeader(ctx, m.id, act.Revs.Sync); err != nil {
 			return err
 		}
 		m.mu.Lock()
@@ -353,7 +357,7 @@ func (m *member) exec(ctx context.Context, o engine.Observation, act engine.Acti
 		}
 		info := *snap.Info
 		info.SystemID = "sim-" + m.c.name
-		return m.st.RecordBootstrap(ctx, info, act.Rev)
+		return m.st.RecordBootstrap(ctx, info, act.Revs.Info)
 	case engine.Clone, engine.Reclone:
 		m.stopPG(false)
 		return m.startStandby(act.Target, true)
@@ -379,14 +383,32 @@ func (m *member) exec(ctx context.Context, o engine.Observation, act engine.Acti
 		m.pg.upstream, m.following, m.lastStreaming = act.Target, act.Target, time.Now()
 		m.mu.Unlock()
 	case engine.AcquireLeader:
-		return m.st.AcquireLeader(ctx, m.id, act.Rev)
+		if act.Region != "" {
+			snap := m.st.Snapshot()
+			if snap.Info == nil {
+				return errors.New("moving the primary region: no cluster info observed")
+			}
+			info := *snap.Info
+			info.PrimaryRegion = act.Region
+			return m.st.AcquireLeaderMovingRegion(ctx, m.id, act.Revs.Sync, info, act.Revs.Info)
+		}
+		return m.st.AcquireLeader(ctx, m.id, act.Revs.Sync)
 	case engine.Promote:
 		m.mu.Lock()
-		m.pg.syncNames, m.pg.recovery, m.pg.signal, m.pg.upstream = "", false, false, ""
+		m.pg.syncNames, m.pg.recovery, m.pg.signal, m.pg.upstream = act.Value, false, false, ""
 		m.pg.timeline++
 		m.pg.lsn++
 		m.following = ""
 		m.mu.Unlock()
+	case engine.StopPostgres:
+		m.stopPG(true)
+	case engine.RestartPostgres:
+		m.stopPG(true)
+		m.mu.Lock()
+		m.pg.running, m.pg.recovery, m.lastStart = true, m.pg.signal, time.Now()
+		m.mu.Unlock()
+	case engine.ClearRestart:
+		return m.st.DeleteIfRev(ctx, act.Revs.Restart, store.KeyRestart, m.id)
 	case engine.Fence, engine.Kill:
 		m.stopPG(false)
 		m.mu.Lock()
@@ -396,9 +418,9 @@ func (m *member) exec(ctx context.Context, o engine.Observation, act engine.Acti
 	case engine.ReleaseLeader:
 		return m.st.ReleaseLeader(ctx)
 	case engine.RevokeLeader:
-		return m.st.RevokeLeader(ctx, act.Rev)
+		return m.st.RevokeLeader(ctx, act.Revs.Leader)
 	case engine.SetSyncRecord:
-		return m.st.SetSync(ctx, model.Sync{Leader: m.id, Members: act.Members, K: 1}, act.Rev)
+		return m.st.SetSync(ctx, model.Sync{Leader: m.id, Members: act.Members, K: 1}, act.Revs.Sync)
 	case engine.SetSyncNames:
 		m.mu.Lock()
 		m.pg.syncNames, m.syncChangeLSN = act.Value, o.LSN
@@ -418,20 +440,16 @@ func (m *member) exec(ctx context.Context, o engine.Observation, act engine.Acti
 		m.pg.slots = kept
 		m.mu.Unlock()
 	case engine.SwitchoverStop:
-		snap := m.st.Snapshot()
-		if snap.Switchover == nil {
-			return nil
+		// The request as observed (CAS on its revision), or a new record.
+		sw := model.Switchover{From: m.id, RequestedAt: time.Now().UTC()}
+		if o.Switchover != nil {
+			sw = *o.Switchover
 		}
 		lsn := m.stopPG(true)
-		sw := *snap.Switchover
 		sw.Target, sw.StoppedLSN = act.Target, lsn
-		return m.st.CompleteSwitchover(ctx, sw, snap.SwitchoverRev)
+		return m.st.CompleteSwitchover(ctx, sw, act.Revs.Switchover)
 	case engine.ClearSwitchover:
-		snap := m.st.Snapshot()
-		if snap.Switchover == nil {
-			return nil
-		}
-		return m.st.ClearSwitchover(ctx, snap.SwitchoverRev)
+		return m.st.ClearSwitchover(ctx, act.Revs.Switchover)
 	default:
 		return fmt.Errorf("action %q not simulated", act.Kind)
 	}
