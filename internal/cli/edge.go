@@ -52,6 +52,9 @@ the region's replica elsewhere; unset turns read-your-writes off), from the envi
 				return err
 			}
 			cluster, secretsFile = n.Cluster, n.SecretsFile
+			if access.configFile != "" && !cmd.Flags().Changed("region") {
+				cfg.Region = n.Region // the host's own region, from its node file
+			}
 			for _, s := range instances {
 				in, err := parseInstance(s)
 				if err != nil {

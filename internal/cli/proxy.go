@@ -53,6 +53,9 @@ With --ro-listen, a second port spreads connections over --region's caught-up re
 				return err
 			}
 			cluster = n.Cluster
+			if access.configFile != "" && !cmd.Flags().Changed("region") {
+				region = n.Region // the host's own region, from its node file
+			}
 			log := newLogger(logLevel).With("component", "proxy")
 			dm, err := dialmap.NewSource(dialMap)
 			if err != nil {
