@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/petrel-db/petrel/internal/backup"
 	"github.com/petrel-db/petrel/internal/config"
 	"github.com/petrel-db/petrel/internal/dialmap"
 	"github.com/petrel-db/petrel/internal/engine"
@@ -49,6 +50,8 @@ type Agent struct {
 	conf   confState // cluster settings and pending restarts (settings.go)
 	tls    tlsState  // the TLS check of a running server (tls.go)
 	events eventLog  // the cluster history this node writes (events.go)
+	// archiver moves WAL to the backup store (archive.go); nil: none.
+	archiver *backup.Archiver
 
 	mu sync.Mutex // guards the following fields
 	// following is the member whose WAL the local standby is configured
@@ -293,6 +296,7 @@ func (a *Agent) step(ctx context.Context) {
 		a.log.Info("plan", "role", plan.Role, "actions", plan.String())
 	}
 	a.metrics.observe(v.obs, plan)
+	a.archiveStep(v.obs)   // archive.go: who archives, the engine's DecideArchive
 	defer a.afterStep(ctx) // pg_hba.conf, TLS, settings, pending restarts (settings.go)
 	done, err := a.execPlan(ctx, v, plan)
 	a.recordStep(v.obs, plan, done) // events.go: the history

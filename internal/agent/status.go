@@ -158,6 +158,7 @@ func (a *Agent) Status(ctx context.Context) model.Status {
 			why, obs.DiskFree>>20, 2*a.params.DiskLow>>20))
 	}
 	a.settingsStatus(&st) // pending restarts, applied config revision (settings.go)
+	a.archiveStatus(&st)  // WAL archiving (archive.go)
 	return st
 }
 

@@ -301,3 +301,26 @@ func LoadEdgeSecrets(file string) (EdgeSecrets, error) {
 	}
 	return s, nil
 }
+
+// BackupSecrets are the S3 credentials of the backup store (none for a
+// local directory). Like the passwords, they never go to etcd, flags or
+// Postgres' environment.
+type BackupSecrets struct {
+	AccessKeyID     string // AWS_ACCESS_KEY_ID
+	SecretAccessKey string // AWS_SECRET_ACCESS_KEY
+	SessionToken    string // AWS_SESSION_TOKEN (optional)
+}
+
+// String keeps secrets out of any accidental %v.
+func (BackupSecrets) String() string { return "BackupSecrets{redacted}" }
+
+// LoadBackupSecrets reads AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and
+// AWS_SESSION_TOKEN from the environment, falling back to the secrets
+// file; all may be empty (a file store needs none).
+func LoadBackupSecrets(file string) (BackupSecrets, error) {
+	get, err := envThenFile(file, "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+	if err != nil {
+		return BackupSecrets{}, err
+	}
+	return BackupSecrets{AccessKeyID: get("AWS_ACCESS_KEY_ID"), SecretAccessKey: get("AWS_SECRET_ACCESS_KEY"), SessionToken: get("AWS_SESSION_TOKEN")}, nil
+}

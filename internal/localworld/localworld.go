@@ -13,6 +13,7 @@
 //	up.pid          the pid of the running `petrel up` (see Down)
 //	up.sock         control socket of the running `petrel up` (see Scale, Remove)
 //	etcd/           the embedded single-member etcd's data
+//	backups/        the cluster's backups and WAL archive (a file store; see internal/backup)
 //	nodes/<id>/     each node's data dir; agent.log holds its output and
 //	                dialmap.json its link addresses (see below)
 //
@@ -255,6 +256,9 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	defer etcd.Close()
 
+	if err := ensureBackupConfig(ctx, etcd.Endpoints(), w.Cluster, dir); err != nil {
+		return err
+	}
 	cf := clusterFileFor(w, etcd.Endpoints(), suPW)
 	addDatabaseURL(cf, dir) // the operator's URL through the leader proxy (dburl.go)
 	if err := writeJSON(filepath.Join(dir, ClusterFileName), cf, 0o600); err != nil {

@@ -125,6 +125,27 @@ type Status struct {
 	ConfigRev int64 `json:"config_rev,omitempty"`
 	// Version is the member's petrel (version@commit).
 	Version string `json:"version,omitempty"`
+	// Archive is this member's WAL archiving (nil: not set up).
+	Archive *ArchiveStatus `json:"archive,omitempty"`
+}
+
+// ArchiveStatus is one member's WAL archiving, in /status.
+type ArchiveStatus struct {
+	Role         string    `json:"role"` // off, push (the leader), keep (holds its spool until archived)
+	Store        string    `json:"store,omitempty"`
+	Spooled      int       `json:"spooled"` // WAL files waiting in the spool
+	LastArchived string    `json:"last_archived,omitempty"`
+	LastAt       time.Time `json:"last_archived_at,omitzero"`
+	// Uploading is the file being uploaded and for how long: a hung
+	// upload shows here (and in petrel_archive_upload_running_seconds).
+	Uploading    string    `json:"uploading,omitempty"`
+	UploadingFor float64   `json:"uploading_for_s,omitempty"`
+	LastFailure  string    `json:"last_failure,omitempty"`
+	FailureAt    time.Time `json:"last_failure_at,omitzero"`
+	// Chain is the last chain check ("timeline 2: 14 segments ..., no
+	// gap" or the gaps per timeline); ChainOK false when it found a gap.
+	Chain   string `json:"chain,omitempty"`
+	ChainOK bool   `json:"chain_ok,omitempty"`
 }
 
 // FailsafeRequest is a leader's ask, sent while it cannot reach the

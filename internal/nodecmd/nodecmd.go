@@ -23,9 +23,12 @@ import (
 
 	"github.com/petrel-db/petrel/internal/agent"
 	"github.com/petrel-db/petrel/internal/api"
+	"github.com/petrel-db/petrel/internal/backup"
+	"github.com/petrel-db/petrel/internal/backupstore"
 	"github.com/petrel-db/petrel/internal/config"
 	"github.com/petrel-db/petrel/internal/dashboard"
 	"github.com/petrel-db/petrel/internal/dialmap"
+	"github.com/petrel-db/petrel/internal/model"
 	"github.com/petrel-db/petrel/internal/pg"
 	"github.com/petrel-db/petrel/internal/proxy"
 	"github.com/petrel-db/petrel/internal/store"
@@ -259,10 +262,12 @@ func runNode(parent context.Context, cfg config.Node, logLevel string) error {
 		BinDir:  cfg.PGBin,
 		DataDir: filepath.Join(cfg.DataDir, "pgdata"),
 		RunDir:  filepath.Join(cfg.DataDir, "run"),
-		Host:    cfg.ListenHost,
-		Port:    cfg.PGPort,
-		RunAs:   cfg.RunAs,
-		Logger:  log.With("component", "pg"),
+		// The WAL archive spool, outside PGDATA (internal/backup).
+		ArchiveDir: filepath.Join(cfg.DataDir, "wal-spool"),
+		Host:       cfg.ListenHost,
+		Port:       cfg.PGPort,
+		RunAs:      cfg.RunAs,
+		Logger:     log.With("component", "pg"),
 		Access: pg.Access{
 			LoopbackPlaintext: cfg.LoopbackPlaintext, PlaintextNetworks: cfg.PlaintextNetworks,
 			AdminNetworks: cfg.AdminNetworks, ReplicationNetworks: cfg.ReplicationNetworks,
@@ -288,6 +293,11 @@ func runNode(parent context.Context, cfg config.Node, logLevel string) error {
 		return err
 	}
 	a := agent.New(cfg, sec, srv, st, log, agent.NewMetrics(reg), dm)
+	arch, err := newArchiver(cfg, srv, st, reg, log)
+	if err != nil {
+		return err
+	}
+	a.SetArchiver(arch)
 
 	apiAddr := net.JoinHostPort(cfg.ListenHost, strconv.Itoa(cfg.APIPort))
 	apiErr := make(chan error, 1)
@@ -310,6 +320,9 @@ func runNode(parent context.Context, cfg config.Node, logLevel string) error {
 	runCtx, cancelRun := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- a.Run(runCtx) }()
+	archDone := make(chan struct{})
+	go func() { defer close(archDone); arch.Run(runCtx) }()
+	defer func() { <-archDone }()
 	select {
 	case err := <-done:
 		cancelRun()
@@ -348,4 +361,35 @@ func startNodeProxy(cfg config.Node, st *store.Store, dm *dialmap.Source, reg pr
 	}()
 	log.Info("leader proxy listening", "addr", rw.Addr().String(), "readonly", cfg.ProxyROPort, "pipe", p.PipeMode())
 	return func() { cancel(); <-done }, nil
+}
+
+// newArchiver wires the node's WAL archiver: the cluster's backup
+// configuration from the store (acted on only while the store's view is
+// current), S3 credentials from the environment or the secrets file.
+func newArchiver(cfg config.Node, srv *pg.Server, st *store.Store, reg prometheus.Registerer, log *slog.Logger) (*backup.Archiver, error) {
+	bsec, err := config.LoadBackupSecrets(cfg.SecretsFile)
+	if err != nil {
+		// Only an S3 store needs them; opening one then says what is missing.
+		log.Warn("no backup store credentials", "err", err)
+	}
+	m := backup.NewMetrics(reg)
+	arch := backup.NewArchiver(backup.ArchiverConfig{
+		Node: cfg.ID, Cluster: cfg.Cluster, Spool: srv.ArchiveDir(), PG: srv,
+		WALDir: filepath.Join(srv.DataDir(), "pg_wal"),
+		Source: func() (model.BackupConfig, bool, bool, error) {
+			c, ok, err := st.BackupConfig()
+			return c, ok, st.OK(), err
+		},
+		SystemID: func() string {
+			if info := st.Snapshot().Info; info != nil {
+				return info.SystemID
+			}
+			return ""
+		},
+		Creds:   backupstore.Credentials{AccessKeyID: bsec.AccessKeyID, SecretAccessKey: bsec.SecretAccessKey, SessionToken: bsec.SessionToken},
+		Log:     log.With("component", "archive"),
+		Metrics: m,
+	})
+	m.Attach(arch)
+	return arch, nil
 }

@@ -15,11 +15,12 @@ import (
 )
 
 // includeLines end postgresql.conf, in this order: the user's cluster-wide
-// settings, then petrel's own (which win), its read-only switch, then the
-// standby settings.
+// settings, then petrel's own (which win), its archiving settings, its
+// read-only switch, then the standby settings.
 var includeLines = []string{
 	"include_if_exists = '" + userConf + "'",
 	"include_if_exists = '" + petrelConf + "'",
+	"include_if_exists = '" + archiveConf + "'",
 	"include_if_exists = '" + readOnlyConf + "'",
 	"include_if_exists = '" + recoveryConf + "'",
 }
@@ -148,6 +149,14 @@ func (s *Server) writePetrelConf() error {
 	// (see defaultUserSettings) so `petrel config set` can change them.
 	if err := s.ensureUserConf(); err != nil {
 		return err
+	}
+	if s.opts.ArchiveDir != "" {
+		// 'always': a standby spools what it receives too, and keeps it
+		// until the archive holds it (see internal/backup).
+		settings = append(settings, [2]string{"archive_mode", "'always'"})
+		if _, err := s.writeArchiveConf(context.Background(), false); err != nil {
+			return err
+		}
 	}
 	if s.TLSEnabled() {
 		cert, key, ca := s.TLSPaths()

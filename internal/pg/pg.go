@@ -68,11 +68,14 @@ type Options struct {
 	BinDir  string // directory of pg_ctl, initdb, ...; "" → `pg_config --bindir`
 	DataDir string // PGDATA; created 0700 if missing (parent dirs too)
 	RunDir  string // unix socket dir + passfiles; created 0700 owned by RunAs user
-	Host    string // listen_addresses
-	Port    int
-	RunAs   string // OS user when euid==0 (default "postgres"); ignored when not root
-	Logger  *slog.Logger
-	Access  Access // who may connect over TCP (pg_hba.conf)
+	// ArchiveDir is the WAL archive spool (outside PGDATA, so clones do
+	// not copy it), created like RunDir; "" leaves archiving off.
+	ArchiveDir string
+	Host       string // listen_addresses
+	Port       int
+	RunAs      string // OS user when euid==0 (default "postgres"); ignored when not root
+	Logger     *slog.Logger
+	Access     Access // who may connect over TCP (pg_hba.conf)
 }
 
 // ConnInfo says how to reach another member's PostgreSQL over TCP.
@@ -100,6 +103,10 @@ type Server struct {
 
 	hbaMu sync.Mutex // guards peers
 	peers []string   // members' hosts (SetPeers), sorted
+
+	archMu      sync.Mutex    // guards the two below (SetArchive)
+	archOff     bool          // the agent turned spooling off (no backup store)
+	archTimeout time.Duration // archive_timeout (0: DefaultArchiveTimeout)
 
 	libMu     sync.Mutex // guards pkglibdir
 	pkglibdir string     // found once (installedLibraries)
@@ -135,6 +142,11 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.RunDir, err = filepath.Abs(opts.RunDir); err != nil {
 		return nil, fmt.Errorf("pg: resolving run dir: %w", err)
+	}
+	if opts.ArchiveDir != "" {
+		if opts.ArchiveDir, err = filepath.Abs(opts.ArchiveDir); err != nil {
+			return nil, fmt.Errorf("pg: resolving archive dir: %w", err)
+		}
 	}
 	if n := len(opts.RunDir) + len("/.s.PGSQL.") + len(strconv.Itoa(opts.Port)); n > maxSocketPath {
 		return nil, fmt.Errorf("pg: socket path in %s would be %d bytes, more than the %d a unix socket allows", opts.RunDir, n, maxSocketPath)
@@ -185,7 +197,10 @@ func New(opts Options) (*Server, error) {
 			}
 		}
 	}
-	for _, d := range []string{opts.DataDir, opts.RunDir} {
+	for _, d := range []string{opts.DataDir, opts.RunDir, opts.ArchiveDir} {
+		if d == "" {
+			continue
+		}
 		if err := s.mkdir(d); err != nil {
 			return nil, err
 		}

@@ -139,7 +139,7 @@ func TestEnsureIncludesOrder(t *testing.T) {
 		}
 	}
 	b, _ := os.ReadFile(filepath.Join(dir, "postgresql.conf"))
-	want := "shared_buffers = 1MB\n\n# Added by petrel; keep at the end.\ninclude_if_exists = 'petrel-user.conf'\ninclude_if_exists = 'petrel.conf'\ninclude_if_exists = 'petrel-readonly.conf'\ninclude_if_exists = 'petrel-recovery.conf'\n"
+	want := "shared_buffers = 1MB\n\n# Added by petrel; keep at the end.\ninclude_if_exists = 'petrel-user.conf'\ninclude_if_exists = 'petrel.conf'\ninclude_if_exists = 'petrel-archive.conf'\ninclude_if_exists = 'petrel-readonly.conf'\ninclude_if_exists = 'petrel-recovery.conf'\n"
 	if string(b) != want {
 		t.Fatalf("postgresql.conf:\n%s\nwant:\n%s", b, want)
 	}

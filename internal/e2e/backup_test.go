@@ -1,0 +1,223 @@
+package e2e
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/petrel-db/petrel/internal/backup"
+	"github.com/petrel-db/petrel/internal/backupstore"
+	"github.com/petrel-db/petrel/internal/model"
+	"github.com/petrel-db/petrel/internal/store"
+	"github.com/petrel-db/petrel/internal/testcluster"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+)
+
+// TestBackupArchive: WAL archiving on a real cluster follows a crash
+// failover without a gap (the new leader pushes the old timeline's
+// segments the dead leader never archived, and its chain check proves the
+// archive continuous), and a segment that differs from the archived copy
+// is refused loudly, the archived copy left as it was.
+func TestBackupArchive(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	c := newCluster(t, ctx)
+	archive := filepath.Join(c.Opts.Dir, "archive")
+	cfg := model.BackupConfig{Kind: "file", Path: archive, ArchiveTimeoutSec: 2}
+	putBackupConfig(ctx, t, c, cfg)
+	leader := startNodes(ctx, t, c, [2]string{"scl1", "scl"}, [2]string{"scl2", "scl"})
+	other := "scl2"
+	if leader == "scl2" {
+		other = "scl1"
+	}
+	waitSync(ctx, t, c, leader)
+	if err := c.Exec(ctx, leader, "CREATE TABLE acked (id bigint PRIMARY KEY)"); err != nil {
+		t.Fatal(err)
+	}
+	st, err := backupstore.Open(ctx, cfg, backupstore.Credentials{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+
+	// The leader archives; the standby holds nothing it has not seen
+	// archived.
+	for range 3 {
+		if err := c.Exec(ctx, leader, "INSERT INTO acked SELECT g FROM generate_series((SELECT coalesce(max(id),0)+1 FROM acked), (SELECT coalesce(max(id),0)+2000 FROM acked)) g"); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Exec(ctx, leader, "SELECT pg_switch_wal()"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitArchived(ctx, t, c, leader, 3)
+	if s, _ := c.Status(other); s.Archive == nil || s.Archive.Role != "keep" {
+		t.Fatalf("standby's archive status %+v, want role keep", s.Archive)
+	}
+	if m, err := backupstore.ReadMarker(ctx, st); err != nil || m.SystemID == "" {
+		t.Fatalf("marker %+v %v", m, err)
+	}
+
+	// Crash the leader under writes. Its last segments may never have
+	// been pushed: the new leader has them in its spool and pushes them.
+	w, newLeader := writeThrough(ctx, t, c, func() {
+		if err := c.Exec(ctx, leader, "SELECT pg_switch_wal()"); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Kill(leader); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if newLeader != other {
+		t.Fatalf("new leader %s, want %s", newLeader, other)
+	}
+	if w.count() == 0 {
+		t.Fatal("no write acknowledged")
+	}
+	var chain string
+	if err := testcluster.WaitFor(ctx, newLeader+" to check the archive chain on its new timeline", func() bool {
+		s, err := c.Status(newLeader)
+		if err != nil || s.Archive == nil || s.Timeline < 2 || s.Archive.Chain == "" || !strings.HasPrefix(s.Archive.Chain, fmt.Sprintf("timeline %d:", s.Timeline)) {
+			return false
+		}
+		chain = s.Archive.Chain
+		return true
+	}); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := c.Status(newLeader)
+	if !s.Archive.ChainOK {
+		t.Fatalf("chain after the failover: %s", chain)
+	}
+	// Our own check of the whole archive, from its first segment.
+	if err := c.Exec(ctx, newLeader, "SELECT pg_switch_wal()"); err != nil {
+		t.Fatal(err)
+	}
+	waitArchived(ctx, t, c, newLeader, 1)
+	ch, err := backup.CheckChain(ctx, st, s.Timeline, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ch.OK() || ch.Segments < 4 || !strings.HasPrefix(ch.From, "00000001") {
+		t.Fatalf("archive chain across the failover: %+v", ch)
+	}
+	t.Logf("after the failover: %s (the new leader said: %s)", ch.Summary(), chain)
+
+	// A differing copy already in the archive under the name of the
+	// segment being written now: the leader must refuse to overwrite it.
+	var seg string
+	conn, err := pgx.Connect(ctx, c.DSN(newLeader))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	// A write first: right after a switch the current position is the
+	// boundary, which pg_walfile_name names as the previous segment.
+	if _, err := conn.Exec(ctx, "INSERT INTO acked VALUES (-1)"); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.QueryRow(ctx, "SELECT pg_walfile_name(pg_current_wal_lsn())").Scan(&seg); err != nil {
+		t.Fatal(err)
+	}
+	bogus := filepath.Join(t.TempDir(), seg)
+	junk := make([]byte, backup.SegmentSize)
+	_, _ = rand.Read(junk[:4096])
+	if err := os.WriteFile(bogus, junk, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := backup.Push(ctx, st, seg, bogus, "intruder"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, "SELECT pg_switch_wal()"); err != nil {
+		t.Fatal(err)
+	}
+	if err := testcluster.WaitFor(ctx, "the leader to refuse the differing segment", func() bool {
+		s, err := c.Status(newLeader)
+		return err == nil && s.Archive != nil && strings.Contains(s.Archive.LastFailure, "differs") && strings.Contains(s.Archive.LastFailure, seg)
+	}); err != nil {
+		s, _ := c.Status(newLeader)
+		t.Fatalf("%v: %+v", err, s.Archive)
+	}
+	if same, err := backup.Archived(ctx, st, seg, bogus); err != nil || !same {
+		t.Fatalf("the archived copy was changed: %v %v", same, err)
+	}
+	if v := metric(t, c, newLeader, "petrel_archive_diverged_total"); v < 1 {
+		t.Fatalf("petrel_archive_diverged_total %v", v)
+	}
+	if s, _ := c.Status(newLeader); !hasProblem(s, "archiving") {
+		t.Fatalf("no archiving problem in /status: %v", s.Problems)
+	}
+}
+
+func hasProblem(s model.Status, sub string) bool {
+	for _, p := range s.Problems {
+		if strings.Contains(p, sub) {
+			return true
+		}
+	}
+	return false
+}
+
+func putBackupConfig(ctx context.Context, t *testing.T, c *testcluster.Cluster, cfg model.BackupConfig) {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: c.EtcdEndpoints(), DialTimeout: 3 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	name := c.Opts.Name
+	if name == "" {
+		name = "petrel"
+	}
+	b, _ := json.Marshal(cfg)
+	if _, err := cli.Put(ctx, store.KeysFor(name).Backup(), string(b)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitArchived waits until id has pushed at least n more files than when
+// called, and its spool is empty.
+func waitArchived(ctx context.Context, t *testing.T, c *testcluster.Cluster, id string, n float64) {
+	t.Helper()
+	start := metric(t, c, id, "petrel_archive_pushed_total")
+	if err := testcluster.WaitFor(ctx, id+" to archive", func() bool {
+		s, err := c.Status(id)
+		return err == nil && s.Archive != nil && s.Archive.Spooled == 0 && metric(t, c, id, "petrel_archive_pushed_total") >= start+n
+	}); err != nil {
+		s, _ := c.Status(id)
+		t.Fatalf("%v: %+v", err, s.Archive)
+	}
+}
+
+// metric reads one unlabelled series from id's /metrics (0 if absent).
+func metric(t *testing.T, c *testcluster.Cluster, id, name string) float64 {
+	t.Helper()
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", c.Node(id).APIPort))
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0
+	}
+	for l := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, name+" "); ok {
+			var f float64
+			if _, err := fmt.Sscan(v, &f); err == nil {
+				return f
+			}
+		}
+	}
+	return 0
+}
