@@ -67,6 +67,7 @@ var (
 	only    = flag.String("mode", "", "run one mode only: persistent or connect (default: both)")
 	copyToo = flag.Bool("copy", true, "also measure petrel's proxy copying in user space (Pipe: copy, in this process), as petrel-copy")
 	world   = flag.Bool("world", true, "measure the local world's placements: database_url (scl1's proxy) with scl1 and with scl2 leading")
+	perfOn  = flag.Bool("perf", false, "local world: also profile the whole machine (perf record -a) during one more run through database_url and through HAProxy per placement")
 	single  = flag.Bool("single", true, "measure the one-node comparison (kernel pipe, copy, HAProxy) and profile the proxy")
 )
 

@@ -10,6 +10,7 @@ package main
 // copying in user space in this process, in interleaved rounds.
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -20,7 +21,9 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -260,9 +263,52 @@ func runWorld(ctx context.Context, root, bin, dir string) ([]placementResult, er
 				pr.res[t.name] = append(pr.res[t.name], got)
 			}
 		}
+		if *perfOn {
+			for _, t := range pr.targets {
+				if t.name == "database_url" || t.name == "haproxy" {
+					if err := perfRun(ctx, dir, leader, t); err != nil {
+						return nil, err
+					}
+				}
+			}
+		}
 		out = append(out, pr)
 	}
 	return out, nil
+}
+
+// perfRun profiles the whole machine (perf record -a) during one more
+// pgbench run through t and prints where the CPU went: by command, and
+// the busiest symbols (the kernel's included: the kernel pipe's work is
+// done there, in softirqs and kworkers).
+func perfRun(ctx context.Context, dir, leader string, t worldTarget) error {
+	data := filepath.Join(dir, fmt.Sprintf("perf-%s-%s.data", leader, t.name))
+	rec := exec.CommandContext(ctx, "perf", "record", "-a", "-g", "-o", data, "--", "sleep", strconv.Itoa(*seconds))
+	var recOut bytes.Buffer
+	rec.Stdout, rec.Stderr = &recOut, &recOut
+	if err := rec.Start(); err != nil {
+		return fmt.Errorf("perf record: %w", err)
+	}
+	got, err := pgbench(ctx, t.dsn, nil)
+	if werr := rec.Wait(); werr != nil {
+		return fmt.Errorf("perf record: %w\n%s", werr, recOut.String())
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Printf("\nperf, leader %s, %s: %.0f tps; CPU by command, then by symbol (whole machine, %d s)\n", leader, t.name, got.tps, *seconds)
+	for _, sortKey := range []string{"comm", "sym"} {
+		out, err := exec.CommandContext(ctx, "perf", "report", "-i", data, "--stdio", "--no-children", "--sort", sortKey, "-g", "none", "--percent-limit", "1.5").Output()
+		if err != nil {
+			return fmt.Errorf("perf report: %w", err)
+		}
+		for _, l := range strings.Split(string(out), "\n") {
+			if l = strings.TrimRight(l, " "); l != "" && !strings.HasPrefix(l, "#") {
+				fmt.Println("  " + strings.TrimSpace(l))
+			}
+		}
+	}
+	return os.Remove(data)
 }
 
 func printPlacements(prs []placementResult) {
