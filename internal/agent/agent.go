@@ -187,16 +187,13 @@ func (a *Agent) fenceWatchdog(ctx context.Context, ext *extWatchdog) {
 		primary := a.lastPG.Running && !a.lastPG.InRecovery
 		a.mu.Unlock()
 		lease, _ := a.st.Lease()
-		left := a.safeLeft()
-		if pid := a.pg.PID(); primary && lease != 0 && pid > 0 && left > a.params.FenceMargin/2 {
-			ext.arm(left-a.params.FenceMargin/2, pid)
+		w := engine.DecideWatchdog(primary, lease != 0, a.safeLeft(), a.params)
+		if pid := a.pg.PID(); w.Arm > 0 && pid > 0 {
+			ext.arm(w.Arm, pid)
 		} else if ext != nil {
 			ext.disarm()
 		}
-		if !primary {
-			continue
-		}
-		if left > a.params.FenceMargin/2 {
+		if !w.Kill {
 			continue
 		}
 		if pid := a.pg.PID(); pid > 0 {

@@ -283,3 +283,27 @@ func TestDecidePromise(t *testing.T) {
 		t.Fatal("RoundDue")
 	}
 }
+
+func TestDecideWatchdog(t *testing.T) {
+	p := DefaultParams()
+	at := p.FenceMargin / 2
+	tests := []struct {
+		name           string
+		writable, held bool
+		left           time.Duration
+		want           Watch
+	}{
+		{"a replica: nothing armed", false, true, time.Second, Watch{}},
+		{"a writable leader: armed for when half the margin is left", true, true, 3 * time.Second, Watch{Arm: 3*time.Second - at}},
+		{"time nearly out: kill now", true, true, at, Watch{Kill: true}},
+		{"writable without a lease, time out: kill", true, false, 0, Watch{Kill: true}},
+		{"writable without a lease but a window left: the engine fences, nothing armed", true, false, time.Second, Watch{}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := DecideWatchdog(tc.writable, tc.held, tc.left, p); got != tc.want {
+				t.Fatalf("%+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}

@@ -25,7 +25,8 @@
 //     directory only as a Plan's action: a shutdown is observations with
 //     ShuttingDown set, decided and executed until the plan only waits
 //     (CauseStopped); a restart request is an Observation field. Failsafe
-//     promises are DecidePromise's and a leader's rounds DecideRound's.
+//     promises are DecidePromise's, a leader's rounds DecideRound's, and
+//     the fence watchdogs' kill and arm DecideWatchdog's.
 //  8. Record how each rewind ended (Observation.LastRewind), classified
 //     by behaviour: the source unavailable (retry, keep the data) or the
 //     rewind impossible (re-clone).

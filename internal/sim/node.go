@@ -405,13 +405,13 @@ func (n *Node) failsafeRound() {
 func (n *Node) fenceWatchdog() {
 	c := n.c
 	primary := n.lastPG.Running && !n.lastPG.InRecovery
-	left := n.safeLeft()
-	if primary && n.lease != 0 && n.pg.running && left > c.params.FenceMargin/2 {
-		n.wdArmed, n.wdDeadline = true, c.now+left-c.params.FenceMargin/2
+	w := engine.DecideWatchdog(primary, n.lease != 0, n.safeLeft(), c.params)
+	if w.Arm > 0 && n.pg.running {
+		n.wdArmed, n.wdDeadline = true, c.now+w.Arm
 	} else {
 		n.wdArmed = false
 	}
-	if !primary || left > c.params.FenceMargin/2 {
+	if !w.Kill {
 		return
 	}
 	if n.pg.running {
