@@ -85,6 +85,8 @@ type rewindRecord struct {
 	result engine.RewindResult
 	cause  engine.Cause
 	at     time.Time
+	// failures: rewinds in a row that found the source unavailable
+	failures int
 }
 
 // New builds an agent; Run starts it.
@@ -450,7 +452,7 @@ func (a *Agent) observeSnap(ctx context.Context, snap store.Snapshot) (engine.Ob
 	o.SinceStart = now.Sub(a.lastStart)
 	o.NotStreamingFor = now.Sub(a.lastStreaming)
 	if lr := a.lastRewind; lr.result != engine.RewindNone && lr.leader == snap.Leader {
-		o.LastRewind = engine.RewindOutcome{Result: lr.result, Cause: lr.cause, Ago: now.Sub(lr.at)}
+		o.LastRewind = engine.RewindOutcome{Result: lr.result, Cause: lr.cause, Ago: now.Sub(lr.at), Failures: lr.failures}
 	}
 	o.SyncChangeLSN = a.syncChangeLSN
 	a.mu.Unlock()

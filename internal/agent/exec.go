@@ -348,8 +348,15 @@ func (a *Agent) rewind(ctx context.Context, v view, act engine.Action) error {
 
 func (a *Agent) noteRewind(act engine.Action, res engine.RewindResult) {
 	a.mu.Lock()
-	a.lastRewind = rewindRecord{leader: act.Target, result: res, cause: act.Cause, at: time.Now()}
-	a.mu.Unlock()
+	defer a.mu.Unlock()
+	failures := 0
+	if res == engine.RewindUnavailable {
+		failures = 1
+		if lr := a.lastRewind; lr.result == engine.RewindUnavailable && lr.leader == act.Target {
+			failures = lr.failures + 1
+		}
+	}
+	a.lastRewind = rewindRecord{leader: act.Target, result: res, cause: act.Cause, at: time.Now(), failures: failures}
 }
 
 func (a *Agent) reclone(ctx context.Context, v view, act engine.Action) error {

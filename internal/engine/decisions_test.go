@@ -42,6 +42,8 @@ func TestRewindOrReclone(t *testing.T) {
 		{"a stuck standby rewinds", stuckStandby, "rewind:scl1", CauseNotStreaming},
 		{"a stuck standby whose rewind found the leader unreachable keeps its data and waits", with(stuckStandby, RewindOutcome{Result: RewindUnavailable, Cause: CauseNotStreaming, Ago: time.Second}), "wait", CauseRewindRetry},
 		{"... and rewinds again later", with(stuckStandby, RewindOutcome{Result: RewindUnavailable, Cause: CauseNotStreaming, Ago: 2 * p.RewindRetry}), "rewind:scl1", CauseNotStreaming},
+		{"the retry backs off after failures in a row", with(stuckStandby, RewindOutcome{Result: RewindUnavailable, Cause: CauseNotStreaming, Ago: 3 * p.RewindRetry, Failures: 3}), "wait", CauseRewindRetry},
+		{"... at most 16 times RewindRetry", with(stuckStandby, RewindOutcome{Result: RewindUnavailable, Cause: CauseNotStreaming, Ago: 16 * p.RewindRetry, Failures: 40}), "rewind:scl1", CauseNotStreaming},
 		{"a stuck standby whose rewind is impossible re-clones", with(stuckStandby, RewindOutcome{Result: RewindImpossible, Cause: CauseNotStreaming}), "reclone:scl1", CauseRewindImpossible},
 		{"a rewind for not streaming that did not help: re-clone", with(stuckStandby, RewindOutcome{Result: RewindDone, Cause: CauseNotStreaming}), "reclone:scl1", CauseRewindDidNotHelp},
 		{"a former primary's successful rewind, then stuck: rewind for not streaming first", with(stuckStandby, RewindOutcome{Result: RewindDone, Cause: CauseFormerPrimary}), "rewind:scl1", CauseNotStreaming},

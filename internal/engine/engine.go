@@ -118,11 +118,20 @@ const (
 )
 
 // RewindOutcome is the last rewind's result, why it was planned (its
-// Cause) and how long ago it ended.
+// Cause) and how long ago it ended. Failures counts the rewinds in a row
+// that found the source unavailable: the retry backs off (RewindRetry,
+// doubling, at most 16 times), since each attempt stops Postgres first.
 type RewindOutcome struct {
-	Result RewindResult
-	Cause  Cause
-	Ago    time.Duration
+	Result   RewindResult
+	Cause    Cause
+	Ago      time.Duration
+	Failures int
+}
+
+// retryLater says whether a rewind whose source was unavailable should
+// wait longer before the next attempt.
+func (lr RewindOutcome) retryLater(p Params) bool {
+	return lr.Result == RewindUnavailable && lr.Ago < p.RewindRetry<<min(max(lr.Failures-1, 0), 4)
 }
 
 // RestartRequest asks this node to restart its Postgres to apply settings
@@ -675,7 +684,7 @@ func decideFollower(o Observation, p Params, localRole string) Plan {
 		switch lr := o.LastRewind; {
 		case lr.Result == RewindImpossible:
 			return Plan{Role: model.RoleOffline, Actions: []Action{{Kind: Reclone, Target: leader, Cause: CauseRewindImpossible}}}
-		case lr.Result == RewindUnavailable && lr.Ago < p.RewindRetry:
+		case lr.retryLater(p):
 			return wait(model.RoleOffline, CauseRewindRetry, "")
 		}
 		return Plan{Role: model.RoleOffline, Actions: []Action{{Kind: Rewind, Target: leader, Cause: CauseFormerPrimary}}}
@@ -709,7 +718,7 @@ func decideFollower(o Observation, p Params, localRole string) Plan {
 			// pg_rewind may find nothing to do while the local WAL past
 			// the last checkpoint is unusable: only a clone helps then.
 			return Plan{Role: model.RoleReplica, Actions: []Action{{Kind: Reclone, Target: leader, Cause: CauseRewindDidNotHelp}}}
-		case lr.Result == RewindUnavailable && lr.Ago < p.RewindRetry:
+		case lr.retryLater(p):
 			// The leader could not be reached for the rewind: keep the
 			// data directory and keep trying to stream meanwhile.
 			return wait(model.RoleReplica, CauseRewindRetry, "")

@@ -67,7 +67,7 @@ func drawObservation(r *rand.Rand, p engine.Params) engine.Observation {
 		Cascade: maybe(3), CascadeRegions: map[string]bool{}, RegisteredRegions: map[string]string{},
 	}
 	if maybe(4) {
-		o.LastRewind = engine.RewindOutcome{Result: engine.RewindResult(1 + r.IntN(3)), Cause: []engine.Cause{engine.CauseFormerPrimary, engine.CauseNotStreaming}[r.IntN(2)], Ago: dur(2 * p.RewindRetry)}
+		o.LastRewind = engine.RewindOutcome{Result: engine.RewindResult(1 + r.IntN(3)), Cause: []engine.Cause{engine.CauseFormerPrimary, engine.CauseNotStreaming}[r.IntN(2)], Ago: dur(2 * p.RewindRetry), Failures: r.IntN(3)}
 	}
 	if maybe(4) {
 		o.Restart, o.RestartRev = &engine.RestartRequest{InPlace: maybe(2), Force: maybe(2)}, int64(1+r.IntN(20))

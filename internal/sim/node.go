@@ -104,10 +104,11 @@ func (n *Node) boot() {
 
 // rewindRecord is agent.rewindRecord.
 type rewindRecord struct {
-	leader string
-	result engine.RewindResult
-	cause  engine.Cause
-	at     time.Duration
+	leader   string
+	result   engine.RewindResult
+	cause    engine.Cause
+	at       time.Duration
+	failures int
 }
 
 func (n *Node) logf(format string, args ...any) {
@@ -535,7 +536,7 @@ func (n *Node) observe() (engine.Observation, error) {
 	o.SinceStart = now - n.lastStart
 	o.NotStreamingFor = now - n.lastStreaming
 	if lr := n.lastRewind; lr.result != engine.RewindNone && lr.leader == snap.Leader {
-		o.LastRewind = engine.RewindOutcome{Result: lr.result, Cause: lr.cause, Ago: now - lr.at}
+		o.LastRewind = engine.RewindOutcome{Result: lr.result, Cause: lr.cause, Ago: now - lr.at, Failures: lr.failures}
 	}
 	o.SyncChangeLSN = n.syncChangeLSN
 
@@ -915,7 +916,14 @@ func (n *Node) rewind(snap *Snapshot, act engine.Action) error {
 		n.stopPG()
 	}
 	note := func(res engine.RewindResult) {
-		n.lastRewind = rewindRecord{leader: act.Target, result: res, cause: act.Cause, at: c.now}
+		failures := 0
+		if res == engine.RewindUnavailable {
+			failures = 1
+			if lr := n.lastRewind; lr.result == engine.RewindUnavailable && lr.leader == act.Target {
+				failures = lr.failures + 1
+			}
+		}
+		n.lastRewind = rewindRecord{leader: act.Target, result: res, cause: act.Cause, at: c.now, failures: failures}
 	}
 	src, err := n.source(snap, act.Target)
 	if err != nil {
