@@ -684,6 +684,20 @@ func (a *Agent) shutdown() error {
 	return nil
 }
 
+// answers says whether something listens at addr and does not hang up at
+// once on a silent new client, as a relay in front of a dead port does
+// (Postgres never speaks first nor hangs up).
+func answers(addr string, timeout time.Duration) bool {
+	c, err := net.DialTimeout("tcp", addr, timeout)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	_, err = c.Read(make([]byte, 1))
+	return !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, io.EOF)
+}
+
 // probeRefused says whether nothing listens at addr: the connection is
 // refused, or it is accepted and then reset before the peer says a word
 // (what a relay in front of a dead port does, such as the local world's

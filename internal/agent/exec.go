@@ -9,6 +9,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"strconv"
 	"time"
 
 	"github.com/petrel-db/petrel/internal/engine"
@@ -359,7 +361,17 @@ func (a *Agent) noteRewind(act engine.Action, res engine.RewindResult) {
 	a.lastRewind = rewindRecord{leader: act.Target, result: res, cause: act.Cause, at: time.Now(), failures: failures}
 }
 
+// reclone wipes the data directory and clones it again, but only once the
+// source's Postgres accepts connections: a wipe with nothing to clone from
+// would leave the member without data until the source is back.
 func (a *Agent) reclone(ctx context.Context, v view, act engine.Action) error {
+	src, err := a.connInfo(v.snap, act.Target, "replicator", a.sec.Replication)
+	if err != nil {
+		return err
+	}
+	if addr := net.JoinHostPort(src.Host, strconv.Itoa(src.Port)); !answers(addr, 2*time.Second) {
+		return fmt.Errorf("re-cloning from %s: its postgres at %s does not answer: keeping the data directory", act.Target, addr)
+	}
 	a.setState("recloning")
 	a.log.Warn("re-cloning", "reason", act.String())
 	if err := a.stopPG(ctx, "immediate"); err != nil {

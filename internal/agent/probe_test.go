@@ -53,5 +53,9 @@ func TestProbeRefused(t *testing.T) {
 		if got := probeRefused(c.addr, 300*time.Millisecond); got != c.want {
 			t.Errorf("%s: probeRefused = %v, want %v", c.name, got, c.want)
 		}
+		// A re-clone wipes only once its source answers.
+		if got := answers(c.addr, 300*time.Millisecond); got != !c.want {
+			t.Errorf("%s: answers = %v, want %v", c.name, got, !c.want)
+		}
 	}
 }

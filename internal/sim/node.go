@@ -839,6 +839,10 @@ func (n *Node) exec(snap *Snapshot, o engine.Observation, act engine.Action) err
 	case engine.Rewind:
 		return n.rewind(snap, act)
 	case engine.Reclone:
+		// As agent.reclone: never wipe before the source answers.
+		if _, err := n.source(snap, act.Target); err != nil {
+			return fmt.Errorf("re-cloning: keeping the data directory: %w", err)
+		}
 		n.stopPG()
 		p.wipe()
 		n.lastRewind, n.restarts = rewindRecord{}, 0
