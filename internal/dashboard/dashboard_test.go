@@ -3,10 +3,12 @@ package dashboard
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -204,5 +206,35 @@ func TestScrape(t *testing.T) {
 	}
 	if got["petrel_proxy_connections_accepted_total"] != 10 || got["petrel_proxy_connections_active"] != 2 {
 		t.Fatalf("scraped %v", got)
+	}
+}
+
+// edgeStore is noStore with one edge record.
+type edgeStore struct {
+	noStore
+	edges []store.Edge
+}
+
+func (s edgeStore) Edges() []store.Edge { return s.edges }
+
+// TestEdgeRates: an edge that publishes its admin URL gets request and
+// replay rates from its counters; one without shows as unknown.
+func TestEdgeRates(t *testing.T) {
+	var n atomic.Int64
+	ms := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		k := n.Add(1)
+		fmt.Fprintf(w, "petrel_edge_requests_total{code=\"2xx\",served=\"local\"} %d\npetrel_edge_replays_total{reason=\"app\"} %d\n", 100*k, 10*k)
+	}))
+	defer ms.Close()
+	st := edgeStore{edges: []store.Edge{{ID: "edge-ord", Region: "ord", AdminURL: ms.URL}, {ID: "edge-scl", Region: "scl"}}}
+	c := &collector{st: st, client: ms.Client(), samples: map[string]proxySample{}}
+	c.edges(context.Background())
+	time.Sleep(50 * time.Millisecond)
+	evs := c.edges(context.Background())
+	if len(evs) != 2 || !evs[0].Known || evs[0].ReqPerSec <= 0 || evs[0].ReplayPerSec <= 0 || evs[0].ReqPerSec <= evs[0].ReplayPerSec {
+		t.Fatalf("edge with metrics: %+v", evs)
+	}
+	if evs[1].Known || evs[1].ReqPerSec != 0 {
+		t.Fatalf("edge without an admin URL: %+v", evs[1])
 	}
 }

@@ -40,13 +40,15 @@ type ProxyView struct {
 	Known  bool    `json:"known"`   // the metrics were read
 }
 
-// EdgeView is an edge router's record (request and replay rates are the
-// edge's own /metrics, which the store does not locate).
+// EdgeView is an edge router's record and, from its /metrics, its rates.
 type EdgeView struct {
-	ID        string `json:"id"`
-	Region    string `json:"region"`
-	URL       string `json:"url"`
-	Instances int    `json:"instances"`
+	ID           string  `json:"id"`
+	Region       string  `json:"region"`
+	URL          string  `json:"url"`
+	Instances    int     `json:"instances"`
+	Known        bool    `json:"known"` // the metrics were read
+	ReqPerSec    float64 `json:"requests_per_sec"`
+	ReplayPerSec float64 `json:"replays_per_sec"`
 }
 
 // collector builds Views from the node's store cache and the members'
@@ -58,9 +60,10 @@ type collector struct {
 	client  *http.Client
 
 	mu        sync.Mutex
-	samples   map[string]proxySample // member -> last proxy sample
+	samples   map[string]proxySample // counter ("proxy/<id>", "edge/<id>/<what>") -> last sample
 	lastProxy []ProxyView            // the last proxies' view
-	proxiesAt time.Time              // when it was gathered
+	lastEdges []EdgeView             // the last edges' view
+	proxiesAt time.Time              // when they were gathered
 }
 
 // proxiesEvery spaces the /metrics scrapes (the heavier request) out more
@@ -112,18 +115,60 @@ func (c *collector) view(ctx context.Context) View {
 	})
 	c.mu.Lock()
 	stale := time.Since(c.proxiesAt) >= proxiesEvery
-	v.Proxies = c.lastProxy
+	v.Proxies, v.Edges = c.lastProxy, c.lastEdges
 	c.mu.Unlock()
 	if stale {
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() { defer wg.Done(); v.Edges = c.edges(ctx) }()
 		v.Proxies = c.proxies(ctx, snap)
+		wg.Wait()
 		c.mu.Lock()
-		c.lastProxy, c.proxiesAt = v.Proxies, time.Now()
+		c.lastProxy, c.lastEdges, c.proxiesAt = v.Proxies, v.Edges, time.Now()
 		c.mu.Unlock()
 	}
-	for _, e := range c.st.Edges() {
-		v.Edges = append(v.Edges, EdgeView{ID: e.ID, Region: e.Region, URL: e.URL, Instances: len(e.Instances)})
-	}
 	return v
+}
+
+// rate turns a counter sample into a per-second rate since the last one
+// of the same key (0 for the first, or after a reset).
+func (c *collector) rate(key string, now time.Time, value float64) float64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r := 0.0
+	if prev, ok := c.samples[key]; ok && now.After(prev.at) && value >= prev.accepted {
+		r = (value - prev.accepted) / now.Sub(prev.at).Seconds()
+	}
+	c.samples[key] = proxySample{at: now, accepted: value}
+	return r
+}
+
+// edges lists the edges' records and samples their request and replay
+// counters.
+func (c *collector) edges(ctx context.Context) []EdgeView {
+	recs := c.st.Edges()
+	out := make([]EdgeView, len(recs))
+	var wg sync.WaitGroup
+	for i, e := range recs {
+		out[i] = EdgeView{ID: e.ID, Region: e.Region, URL: e.URL, Instances: len(e.Instances)}
+		if e.AdminURL == "" {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			vals, err := c.scrape(ctx, e.AdminURL, "petrel_edge_requests_total", "petrel_edge_replays_total")
+			if err != nil {
+				return
+			}
+			now := time.Now()
+			out[i].Known = true
+			out[i].ReqPerSec = c.rate("edge/"+e.ID+"/requests", now, vals["petrel_edge_requests_total"])
+			out[i].ReplayPerSec = c.rate("edge/"+e.ID+"/replays", now, vals["petrel_edge_replays_total"])
+		}()
+	}
+	wg.Wait()
+	return out
 }
 
 // proxies samples the leader proxies' connection counters.
@@ -147,16 +192,9 @@ func (c *collector) proxies(ctx context.Context, snap store.Snapshot) []ProxyVie
 			if err != nil {
 				return
 			}
-			now := time.Now()
 			p := &out[i]
 			p.Known, p.Active = true, vals["petrel_proxy_connections_active"]
-			acc := vals["petrel_proxy_connections_accepted_total"]
-			c.mu.Lock()
-			if prev, ok := c.samples[id]; ok && now.After(prev.at) && acc >= prev.accepted {
-				p.PerSec = (acc - prev.accepted) / now.Sub(prev.at).Seconds()
-			}
-			c.samples[id] = proxySample{at: now, accepted: acc}
-			c.mu.Unlock()
+			p.PerSec = c.rate("proxy/"+id, time.Now(), vals["petrel_proxy_connections_accepted_total"])
 		}()
 	}
 	wg.Wait()

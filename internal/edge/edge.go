@@ -148,8 +148,9 @@ type Edge struct {
 	minter  *minter         // nil without a DatabaseURL
 	session *store.EdgeSession
 
-	primary atomic.Pointer[string]
-	pub     chan struct{}
+	primary  atomic.Pointer[string]
+	pub      chan struct{}
+	adminURL atomic.Pointer[string] // where the admin API (metrics) is served, "" none
 }
 
 // New makes an edge; Run starts it.
@@ -199,7 +200,28 @@ func (e *Edge) instancesChanged() {
 }
 
 func (e *Edge) record() store.Edge {
-	return store.Edge{ID: e.cfg.ID, Region: e.cfg.Region, URL: e.cfg.AdvertiseURL, Instances: e.inst.healthyIDs()}
+	rec := store.Edge{ID: e.cfg.ID, Region: e.cfg.Region, URL: e.cfg.AdvertiseURL, Instances: e.inst.healthyIDs()}
+	if u := e.adminURL.Load(); u != nil {
+		rec.AdminURL = *u
+	}
+	return rec
+}
+
+// adminURLFor is where others reach the admin listener: its own address,
+// or the advertised host with its port when it listens on every address.
+func adminURLFor(advertise string, admin net.Addr) string {
+	host, port, err := net.SplitHostPort(admin.String())
+	if err != nil {
+		return ""
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		u, err := url.Parse(advertise)
+		if err != nil || u.Hostname() == "" {
+			return ""
+		}
+		host = u.Hostname()
+	}
+	return "http://" + net.JoinHostPort(host, port)
 }
 
 // SetPeers replaces the other edges (what the store session does; tests
@@ -229,6 +251,10 @@ func (e *Edge) Run(ctx context.Context, ln, admin net.Listener, session *store.E
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	goRun := func(f func()) { wg.Add(1); go func() { defer wg.Done(); f() }() }
+	if admin != nil {
+		u := adminURLFor(e.cfg.AdvertiseURL, admin.Addr())
+		e.adminURL.Store(&u)
+	}
 	if session != nil {
 		e.session = session
 		goRun(func() { session.Run(ctx, e.SetPeers) })

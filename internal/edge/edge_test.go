@@ -561,3 +561,22 @@ func TestStickyToken(t *testing.T) {
 		t.Errorf("sticky token still valid after %v", stickyFor)
 	}
 }
+
+// TestAdminURLFor: the admin listener's own address, or the advertised
+// host when it listens on every address.
+func TestAdminURLFor(t *testing.T) {
+	for _, c := range []struct{ advertise, listen, want string }{
+		{"http://10.0.0.5:8080", "127.0.0.1:9090", "http://127.0.0.1:9090"},
+		{"http://10.0.0.5:8080", "0.0.0.0:9090", "http://10.0.0.5:9090"},
+		{"http://edge.example:8080", "[::]:9090", "http://edge.example:9090"},
+		{"", "0.0.0.0:9090", ""},
+	} {
+		addr, err := net.ResolveTCPAddr("tcp", c.listen)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := adminURLFor(c.advertise, addr); got != c.want {
+			t.Errorf("adminURLFor(%q, %s) = %q, want %q", c.advertise, c.listen, got, c.want)
+		}
+	}
+}

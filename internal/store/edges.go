@@ -24,6 +24,9 @@ type Edge struct {
 	Region    string   `json:"region"`
 	URL       string   `json:"url"`       // where other edges send replays
 	Instances []string `json:"instances"` // healthy instance ids, sorted
+	// AdminURL serves the edge's /metrics and /health (the dashboard
+	// reads its request and replay rates there); "" when it has none.
+	AdminURL string `json:"admin_url,omitempty"`
 }
 
 // EdgeView is what an edge learns from the store: the other edges and the

@@ -74,9 +74,11 @@ function render(v) {
   proxies.replaceChildren(...(v.proxies || []).map((p) => el("tr", {},
     el("td", {}, p.member), el("td", {}, p.addr), el("td", {}, p.known ? p.active : "?"), el("td", {}, p.known ? p.per_sec.toFixed(1) : "?"))));
   const edges = $("edges").tBodies[0];
-  edges.replaceChildren(...(v.edges || []).map((e) => el("tr", {},
-    el("td", {}, e.id), el("td", {}, e.region), el("td", {}, e.instances), el("td", {}, e.url))));
-  if (!(v.edges || []).length) edges.append(el("tr", {}, el("td", { colspan: 4 }, "no edge routers registered")));
+  edges.replaceChildren(...(v.edges || []).map((e) => el("tr", { "data-edge": e.id },
+    el("td", {}, e.id), el("td", {}, e.region), el("td", {}, e.instances),
+    el("td", {}, e.known ? e.requests_per_sec.toFixed(1) : "?"), el("td", {}, e.known ? e.replays_per_sec.toFixed(1) : "?"),
+    el("td", {}, e.url))));
+  if (!(v.edges || []).length) edges.append(el("tr", {}, el("td", { colspan: 6 }, "no edge routers registered")));
   drawCharts();
 }
 
