@@ -208,22 +208,29 @@ func run(fromV, toV string, keep bool) error {
 		if id == old {
 			continue
 		}
+		sync := false
+		if st, err := c.Status(id); err == nil {
+			sync = st.Sync
+		}
+		t0 := time.Now()
 		if err := restartWith(id, newBin); err != nil {
 			return err
 		}
 		mixed = versions()
-		log.Printf("replica %s upgraded: %s", id, mixed)
+		log.Printf("replica %s (synchronous: %v) upgraded, longest write pause %.2fs: %s", id, sync, cl.longestGap(t0, time.Now()).Seconds(), mixed)
 	}
+	t0 := time.Now()
 	if err := switchover(); err != nil {
 		return err
 	}
-	log.Printf("switchover %s -> %s", old, leader)
+	log.Printf("switchover %s -> %s, longest write pause %.2fs", old, leader, cl.longestGap(t0, time.Now()).Seconds())
+	t0 = time.Now()
 	if err := restartWith(old, newBin); err != nil {
 		return err
 	}
 	end := time.Now()
 	final := versions()
-	log.Printf("old leader %s upgraded: %s", old, final)
+	log.Printf("old leader %s upgraded, longest write pause %.2fs: %s", old, cl.longestGap(t0, end).Seconds(), final)
 	upgradeGap := cl.longestGap(start, end)
 
 	// A plain switchover, for comparison.
