@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"sort"
 	"strconv"
 	"strings"
 
@@ -209,4 +210,13 @@ func segmentFor(no uint64, hist []HistoryEntry, tli uint32) Segment {
 		}
 	}
 	return Segment{TLI: tli, No: no}
+}
+
+func sortedNames(l Listing) []string {
+	out := make([]string, 0, len(l))
+	for n := range l {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
 }
