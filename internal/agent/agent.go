@@ -390,8 +390,13 @@ func (a *Agent) observeSnap(ctx context.Context, snap store.Snapshot) (engine.Ob
 	}
 	if r, ok := snap.Restarts[a.cfg.ID]; ok {
 		o.Restart, o.RestartRev = &engine.RestartRequest{InPlace: r.Request.InPlace, Force: r.Request.Force}, r.Rev
+		o.PendingRestart = a.conf.pendingRestart()
+		// Read only while a restart is asked for: what a restart applies.
+		var err error
+		if o.PetrelSettings, err = a.pg.OwnSettings(); err != nil {
+			a.log.Warn("reading petrel's settings files", "err", err)
+		}
 	}
-	o.PendingRestart, o.UserSettings = a.conf.restartFacts()
 
 	sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()

@@ -36,7 +36,6 @@ type confState struct {
 	lastErr     string   // last logged settings error (logged once)
 	appliedLive bool     // the applied settings were checked against the running server's pg_settings
 	refused     []string // stored settings left out of petrel-user.conf, and why (shown in /status)
-	applNames   []string // the settings petrel-user.conf sets (what a restart may apply)
 }
 
 // beforeStart prepares TLS files and petrel-user.conf before an action
@@ -136,7 +135,7 @@ func (a *Agent) applySettings(ctx context.Context, force bool) {
 	}
 	a.logSettingsErr(nil)
 	a.conf.mu.Lock()
-	a.conf.applied, a.conf.appliedRev, a.conf.appliedLive, a.conf.applNames = true, rev, res.Live, res.Applied
+	a.conf.applied, a.conf.appliedRev, a.conf.appliedLive = true, rev, res.Live
 	if res.Changed {
 		a.conf.reloadAt = time.Now()
 	}
@@ -192,12 +191,11 @@ func (a *Agent) checkPending(ctx context.Context) {
 	}
 }
 
-// restartFacts are the settings waiting for a restart and those
-// petrel-user.conf sets (engine.Observation.PendingRestart, UserSettings).
-func (s *confState) restartFacts() (pending, applied []string) {
+// pendingRestart is the settings last seen waiting for a restart.
+func (s *confState) pendingRestart() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return slices.Clone(s.pending), slices.Clone(s.applNames)
+	return slices.Clone(s.pending)
 }
 
 // settingsStatus adds the hooks' facts to /status.

@@ -169,7 +169,7 @@ func TestRestartRequests(t *testing.T) {
 		return func() Observation {
 			o := f()
 			o.Restart, o.RestartRev = &RestartRequest{InPlace: inPlace}, 21
-			o.PendingRestart, o.UserSettings = pending, []string{"max_connections", "shared_buffers", "work_mem"}
+			o.PendingRestart, o.PetrelSettings = pending, []string{"max_connections", "shared_buffers", "work_mem"}
 			return o
 		}
 	}

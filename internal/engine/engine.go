@@ -231,11 +231,12 @@ type Observation struct {
 	// leader ended (zero: none since it last streamed for a while).
 	LastRewind RewindOutcome
 	// PendingRestart lists the settings whose new value waits for a
-	// restart (pg_settings.pending_restart); UserSettings those
-	// petrel-user.conf sets, having passed petrel's checks: a restart
-	// request applies only these.
+	// restart (pg_settings.pending_restart); PetrelSettings those petrel's
+	// own files set (petrel-user.conf with what passed petrel's checks,
+	// petrel.conf, ...): a restart request applies only these. The agent
+	// reads both only while a restart request is there.
 	PendingRestart []string
-	UserSettings   []string
+	PetrelSettings []string
 	DiskKnown      bool  // DiskFree was measured
 	DiskFree       int64 // bytes free for the data directory
 	ReadOnly       bool  // petrel's read-only switch is on

@@ -19,8 +19,8 @@ import (
 //     lease and no switchover; a plain request to the leader is refused
 //     (cleared): the CLI switches over first;
 //   - a restart never applies what petrel did not write: if a setting
-//     petrel-user.conf does not set is pending (ALTER SYSTEM, a file edited
-//     by hand, a stored setting petrel refused), the request is refused,
+//     petrel's files do not set is pending (ALTER SYSTEM, a file edited by
+//     hand, a stored setting petrel refused), the request is refused,
 //     forced or not; with nothing pending it is simply cleared, unless it
 //     is forced (a rolling restart).
 //
@@ -51,7 +51,7 @@ func restartActions(o Observation, p Params, plan Plan) []Action {
 	}
 	var foreign []string
 	for _, n := range o.PendingRestart {
-		if !slices.Contains(o.UserSettings, n) {
+		if !slices.Contains(o.PetrelSettings, n) {
 			foreign = append(foreign, n)
 		}
 	}

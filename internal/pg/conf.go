@@ -25,6 +25,50 @@ var includeLines = []string{
 	"include_if_exists = '" + recoveryConf + "'",
 }
 
+// OwnSettings lists the settings petrel's own files set (the includes
+// above: the checked cluster settings, petrel.conf, archiving, the
+// read-only switch, the standby's), lower case and sorted: what a restart
+// may apply. A setting pending a restart that is not among them came from
+// elsewhere (ALTER SYSTEM, an edited postgresql.conf).
+func (s *Server) OwnSettings() ([]string, error) {
+	names := map[string]bool{}
+	for _, f := range []string{userConf, petrelConf, archiveConf, readOnlyConf, recoveryConf} {
+		data, err := os.ReadFile(filepath.Join(s.opts.DataDir, f))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading %s: %w", f, err)
+		}
+		for _, n := range confNames(data) {
+			names[n] = true
+		}
+	}
+	out := make([]string, 0, len(names))
+	for n := range names {
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// confNames are the setting names of a postgresql.conf-style file's
+// `name = value` lines (comments and blank lines skipped), lower case.
+func confNames(data []byte) []string {
+	var out []string
+	for l := range strings.SplitSeq(string(data), "\n") {
+		l = strings.TrimSpace(l)
+		if l == "" || l[0] == '#' {
+			continue
+		}
+		name, _, ok := strings.Cut(l, "=")
+		if name = strings.ToLower(strings.TrimSpace(name)); ok && name != "" && !strings.ContainsAny(name, " \t") {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
 // quoteConf quotes a value for postgresql.conf.
 func quoteConf(v string) string {
 	return "'" + strings.ReplaceAll(strings.ReplaceAll(v, `\`, `\\`), "'", "''") + "'"

@@ -121,8 +121,8 @@ func TestRenderUserConf(t *testing.T) {
 	if strings.Index(got, "max_connections") > strings.Index(got, "work_mem") {
 		t.Error("settings not sorted")
 	}
-	if names := appliedNames(map[string]string{"Work_Mem": "8MB", "max_connections": "150"}); !slices.Equal(names, []string{"max_connections", "shared_buffers", "work_mem"}) {
-		t.Errorf("applied names %v: want the file's names, defaults included, lower case", names)
+	if names := confNames(append(renderUserConf(map[string]string{"Work_Mem": "8MB"}), "# c\n\nprimary_conninfo='a = b'\n"...)); !slices.Equal(names, []string{"max_connections", "shared_buffers", "work_mem", "primary_conninfo"}) {
+		t.Errorf("setting names %v: want every name = value line's name, lower case", names)
 	}
 }
 

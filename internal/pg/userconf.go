@@ -53,23 +53,6 @@ func renderUserConf(settings map[string]string) []byte {
 	return b.Bytes()
 }
 
-// appliedNames are the names petrel-user.conf sets for settings.
-func appliedNames(settings map[string]string) []string {
-	names := map[string]bool{}
-	for k := range defaultUserSettings {
-		names[k] = true
-	}
-	for k := range settings {
-		names[strings.ToLower(k)] = true
-	}
-	out := make([]string, 0, len(names))
-	for k := range names {
-		out = append(out, k)
-	}
-	slices.Sort(out)
-	return out
-}
-
 // catalogFile keeps the last pg_settings rows this server reported, so an
 // agent can validate the stored settings before its Postgres runs. It lives
 // in PGDATA so a clone (pg_basebackup, pg_rewind) brings its source's copy.
@@ -79,9 +62,6 @@ const catalogFile = "petrel-settings.json"
 type UserConf struct {
 	Changed bool    // petrel-user.conf's content changed
 	Refused []error // stored settings left out of the file, each saying why
-	// Applied lists the settings the file sets (petrel's defaults
-	// included), lower case and sorted: what a restart may apply.
-	Applied []string
 	// Live: checked against the running server's own pg_settings. When
 	// false they were checked against the saved copy, or (none yet)
 	// every setting was left out: call again once the server runs.
@@ -122,7 +102,6 @@ func (s *Server) WriteUserConf(ctx context.Context, settings map[string]string) 
 		}
 		keep[k] = v
 	}
-	res.Applied = appliedNames(keep)
 	path := filepath.Join(s.opts.DataDir, userConf)
 	data := renderUserConf(keep)
 	old, err := os.ReadFile(path)

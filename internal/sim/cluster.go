@@ -694,7 +694,7 @@ func (c *Cluster) Pending(id string, applied, foreign []string) error {
 		return err
 	}
 	n.pendingRestart = append(slices.Clone(applied), foreign...)
-	n.userSettings = append([]string{"max_connections", "shared_buffers"}, applied...)
+	n.petrelSettings = append([]string{"max_connections", "shared_buffers"}, applied...)
 	return nil
 }
 

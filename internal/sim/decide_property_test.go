@@ -78,7 +78,7 @@ func drawObservation(r *rand.Rand, p engine.Params) engine.Observation {
 			o.PendingRestart = append(o.PendingRestart, n)
 		}
 		if !maybe(3) && n != "shared_preload_libraries" {
-			o.UserSettings = append(o.UserSettings, n)
+			o.PetrelSettings = append(o.PetrelSettings, n)
 		}
 	}
 	o.ShuttingDown = maybe(8)
@@ -230,7 +230,7 @@ func TestDecideAllFields(t *testing.T) {
 					fail("restarts postgres outside a state where a restart is safe")
 				}
 				for _, n := range o.PendingRestart {
-					if !slices.Contains(o.UserSettings, n) {
+					if !slices.Contains(o.PetrelSettings, n) {
 						fail("a restart applies a setting petrel did not write: " + n)
 					}
 				}

@@ -62,7 +62,7 @@ type Node struct {
 	streamingSince  time.Duration
 	lastRewind      rewindRecord
 	pendingRestart  []string // pg_settings.pending_restart
-	userSettings    []string // what petrel-user.conf sets
+	petrelSettings  []string // what petrel's own files set
 	unansweredSince time.Duration
 	failsafeUntil   time.Duration
 	failsafeLease   int64
@@ -490,7 +490,7 @@ func (n *Node) observe() (engine.Observation, error) {
 		req := r.req
 		o.Restart, o.RestartRev = &req, r.rev
 	}
-	o.PendingRestart, o.UserSettings = slices.Clone(n.pendingRestart), slices.Clone(n.userSettings)
+	o.PendingRestart, o.PetrelSettings = slices.Clone(n.pendingRestart), slices.Clone(n.petrelSettings)
 	var ps pgStatus
 	if n.pg.running {
 		var err error
