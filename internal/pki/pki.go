@@ -5,10 +5,17 @@
 //
 // The CA's private key is never stored in clear: it is sealed with
 // AES-256-GCM under a key derived from the cluster's superuser password
-// with scrypt (N=2^15, r=8, p=1) and a random 16-byte salt; the salt and
-// the 12-byte nonce are stored beside the ciphertext. Anyone with etcd
-// access but without the superuser password can read the CA certificate
-// (which is public anyway) but cannot sign certificates.
+// with argon2id (RFC 9106's second recommended setting: t=3, 64 MiB, 4
+// lanes) and a random 16-byte salt; the salt and the 12-byte nonce are
+// stored beside the ciphertext. The cluster secret (32 random bytes, from
+// which the members' message keys are derived, see internal/peerauth) is
+// sealed under the same derived key. Anyone with etcd access but without
+// the superuser password can read the CA certificate (which is public
+// anyway) but can neither sign certificates nor learn the secret.
+//
+// The store is not trusted with the key derivation's cost: stored
+// parameters outside fixed bounds are refused before any derivation runs,
+// so a forged record cannot make a node allocate gigabytes.
 package pki
 
 import (
@@ -26,10 +33,11 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"net/url"
 	"slices"
 	"time"
 
-	"golang.org/x/crypto/scrypt"
+	"golang.org/x/crypto/argon2"
 )
 
 // Validity periods.
@@ -40,37 +48,74 @@ const (
 	RenewBefore = 30 * 24 * time.Hour
 )
 
-// scrypt parameters (recorded in StoredCA so they can change later).
+// The key derivation petrel writes: argon2id, RFC 9106 section 4's
+// second recommended option (for when 2 GiB cannot be spared).
 const (
-	scryptN = 1 << 15
-	scryptR = 8
-	scryptP = 1
+	kdfName    = "argon2id"
+	kdfTime    = 3
+	kdfMemKiB  = 64 << 10
+	kdfThreads = 4
+	kdfKeyLen  = 32
 )
+
+// Bounds on stored derivation parameters. Below them a sealed key is too
+// cheap to guess at; above them, unsealing would exhaust a node's memory
+// or CPU. A record outside them is refused before deriving anything.
+const (
+	minKDFTime, maxKDFTime       = 1, 10
+	minKDFMemKiB, maxKDFMemKiB   = 19 << 10, 256 << 10
+	minKDFThreads, maxKDFThreads = 1, 16
+	minSaltLen, maxSaltLen       = 16, 64
+)
+
+// ErrKDFParams means a stored sealed key names a key derivation, or
+// parameters, petrel does not accept.
+var ErrKDFParams = errors.New("stored key derivation parameters refused")
 
 // SealedKey is a private key encrypted with a password-derived key.
 type SealedKey struct {
-	KDF        string `json:"kdf"` // "scrypt"
-	N          int    `json:"n"`
-	R          int    `json:"r"`
-	P          int    `json:"p"`
+	KDF string `json:"kdf"` // "argon2id"
+	// argon2id parameters.
+	Time    uint32 `json:"time,omitempty"`
+	MemKiB  uint32 `json:"mem_kib,omitempty"`
+	Threads uint8  `json:"threads,omitempty"`
+	// scrypt parameters of records written before argon2id: read only to
+	// be refused with a clear reason.
+	N          int    `json:"n,omitempty"`
+	R          int    `json:"r,omitempty"`
+	P          int    `json:"p,omitempty"`
 	Salt       []byte `json:"salt"`
 	Cipher     string `json:"cipher"` // "aes-256-gcm"
 	Nonce      []byte `json:"nonce"`
 	Ciphertext []byte `json:"ciphertext"` // sealed PKCS#8 DER
 }
 
-// StoredCA is the JSON value of /petrel/<cluster>/ca.
-type StoredCA struct {
-	CertPEM   string    `json:"cert_pem"`
-	Key       SealedKey `json:"key"`
-	CreatedAt time.Time `json:"created_at"`
+// SealedSecret is the cluster secret, sealed under the same derived key
+// as the CA key (one derivation unseals both), with its own nonce.
+type SealedSecret struct {
+	Nonce      []byte `json:"nonce"`
+	Ciphertext []byte `json:"ciphertext"`
 }
 
-// CA is an unsealed CA, able to sign.
+// StoredCA is the JSON value of /petrel/<cluster>/ca.
+type StoredCA struct {
+	CertPEM   string       `json:"cert_pem"`
+	Key       SealedKey    `json:"key"`
+	Secret    SealedSecret `json:"secret"`
+	CreatedAt time.Time    `json:"created_at"`
+}
+
+// SecretLen is the cluster secret's length in bytes.
+const SecretLen = 32
+
+// CA is an unsealed CA, able to sign, with the cluster secret.
 type CA struct {
 	Cert    *x509.Certificate
 	CertPEM []byte
-	key     *ecdsa.PrivateKey
+	// Secret is the cluster secret: members derive their message keys
+	// from it (internal/peerauth). Never stored or sent in clear.
+	Secret []byte
+	key    *ecdsa.PrivateKey
 }
 
 func serial() (*big.Int, error) {
@@ -117,45 +162,75 @@ func NewCA(cluster, password string) (*CA, *StoredCA, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("encoding CA key: %w", err)
 	}
-	sealed, err := seal(pkcs8, password)
+	secret := make([]byte, SecretLen)
+	if _, err := rand.Read(secret); err != nil {
+		return nil, nil, fmt.Errorf("generating the cluster secret: %w", err)
+	}
+	sealed, sealedSecret, err := seal(pkcs8, secret, password)
 	if err != nil {
 		return nil, nil, err
 	}
 	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	return &CA{Cert: cert, CertPEM: certPEM, key: key},
-		&StoredCA{CertPEM: string(certPEM), Key: sealed, CreatedAt: now.UTC()}, nil
+	return &CA{Cert: cert, CertPEM: certPEM, Secret: secret, key: key},
+		&StoredCA{CertPEM: string(certPEM), Key: sealed, Secret: sealedSecret, CreatedAt: now.UTC()}, nil
+}
+
+// checkKDF refuses parameters petrel would not write itself, before
+// anything is derived with them (they come from the store).
+func checkKDF(k SealedKey) error {
+	switch k.KDF {
+	case kdfName:
+	case "scrypt":
+		return fmt.Errorf("%w: the CA key is sealed with scrypt (N=%d), which this version no longer accepts; create the cluster's CA again with this version", ErrKDFParams, k.N)
+	default:
+		return fmt.Errorf("%w: unknown key derivation %q", ErrKDFParams, k.KDF)
+	}
+	switch {
+	case k.Time < minKDFTime || k.Time > maxKDFTime:
+		return fmt.Errorf("%w: argon2id time %d outside [%d, %d]", ErrKDFParams, k.Time, minKDFTime, maxKDFTime)
+	case k.MemKiB < minKDFMemKiB || k.MemKiB > maxKDFMemKiB:
+		return fmt.Errorf("%w: argon2id memory %d KiB outside [%d, %d]", ErrKDFParams, k.MemKiB, minKDFMemKiB, maxKDFMemKiB)
+	case k.Threads < minKDFThreads || k.Threads > maxKDFThreads:
+		return fmt.Errorf("%w: argon2id threads %d outside [%d, %d]", ErrKDFParams, k.Threads, minKDFThreads, maxKDFThreads)
+	case len(k.Salt) < minSaltLen || len(k.Salt) > maxSaltLen:
+		return fmt.Errorf("%w: salt of %d bytes outside [%d, %d]", ErrKDFParams, len(k.Salt), minSaltLen, maxSaltLen)
+	}
+	return nil
 }
 
 func deriveKey(password string, k SealedKey) ([]byte, error) {
-	if k.KDF != "scrypt" {
-		return nil, fmt.Errorf("unsupported key derivation %q", k.KDF)
+	if err := checkKDF(k); err != nil {
+		return nil, err
 	}
-	key, err := scrypt.Key([]byte(password), k.Salt, k.N, k.R, k.P, 32)
-	if err != nil {
-		return nil, fmt.Errorf("deriving the CA key-encryption key: %w", err)
-	}
-	return key, nil
+	return argon2.IDKey([]byte(password), k.Salt, k.Time, k.MemKiB, k.Threads, kdfKeyLen), nil
 }
 
-func seal(plain []byte, password string) (SealedKey, error) {
-	k := SealedKey{KDF: "scrypt", N: scryptN, R: scryptR, P: scryptP, Cipher: "aes-256-gcm",
+// Additional data binding each ciphertext to what it holds.
+var (
+	adKey    = []byte("petrel-ca-key")
+	adSecret = []byte("petrel-cluster-secret")
+)
+
+func seal(keyDER, secret []byte, password string) (SealedKey, SealedSecret, error) {
+	k := SealedKey{KDF: kdfName, Time: kdfTime, MemKiB: kdfMemKiB, Threads: kdfThreads, Cipher: "aes-256-gcm",
 		Salt: make([]byte, 16), Nonce: make([]byte, 12)}
-	if _, err := rand.Read(k.Salt); err != nil {
-		return k, fmt.Errorf("generating salt: %w", err)
-	}
-	if _, err := rand.Read(k.Nonce); err != nil {
-		return k, fmt.Errorf("generating nonce: %w", err)
+	ss := SealedSecret{Nonce: make([]byte, 12)}
+	for _, b := range [][]byte{k.Salt, k.Nonce, ss.Nonce} {
+		if _, err := rand.Read(b); err != nil {
+			return k, ss, fmt.Errorf("generating salt and nonces: %w", err)
+		}
 	}
 	kek, err := deriveKey(password, k)
 	if err != nil {
-		return k, err
+		return k, ss, err
 	}
 	gcm, err := newGCM(kek)
 	if err != nil {
-		return k, err
+		return k, ss, err
 	}
-	k.Ciphertext = gcm.Seal(nil, k.Nonce, plain, []byte("petrel-ca-key"))
-	return k, nil
+	k.Ciphertext = gcm.Seal(nil, k.Nonce, keyDER, adKey)
+	ss.Ciphertext = gcm.Seal(nil, ss.Nonce, secret, adSecret)
+	return k, ss, nil
 }
 
 func newGCM(key []byte) (cipher.AEAD, error) {
@@ -212,9 +287,16 @@ func (s *StoredCA) Unseal(password string) (*CA, error) {
 	if err != nil {
 		return nil, err
 	}
-	plain, err := gcm.Open(nil, s.Key.Nonce, s.Key.Ciphertext, []byte("petrel-ca-key"))
+	if len(s.Key.Nonce) != gcm.NonceSize() || len(s.Secret.Nonce) != gcm.NonceSize() {
+		return nil, errors.New("the stored CA has a malformed nonce")
+	}
+	plain, err := gcm.Open(nil, s.Key.Nonce, s.Key.Ciphertext, adKey)
 	if err != nil {
 		return nil, ErrWrongPassword
+	}
+	secret, err := gcm.Open(nil, s.Secret.Nonce, s.Secret.Ciphertext, adSecret)
+	if err != nil || len(secret) != SecretLen {
+		return nil, errors.New("the stored cluster secret does not open under the CA's key: the record was altered")
 	}
 	k, err := x509.ParsePKCS8PrivateKey(plain)
 	if err != nil {
@@ -224,7 +306,7 @@ func (s *StoredCA) Unseal(password string) (*CA, error) {
 	if !ok || !ek.PublicKey.Equal(cert.PublicKey) {
 		return nil, errors.New("the stored CA key does not match its certificate")
 	}
-	return &CA{Cert: cert, CertPEM: []byte(s.CertPEM), key: ek}, nil
+	return &CA{Cert: cert, CertPEM: []byte(s.CertPEM), Secret: secret, key: ek}, nil
 }
 
 // ParseCert parses the first PEM certificate in b.
@@ -269,6 +351,10 @@ func ServerNames(hosts ...string) (ips []net.IP, dns []string) {
 // Issue signs a server certificate for hosts (see ServerNames) and returns
 // the certificate and its private key, PEM-encoded.
 func (ca *CA) Issue(commonName string, hosts ...string) (certPEM, keyPEM []byte, err error) {
+	return ca.issue(commonName, nil, hosts...)
+}
+
+func (ca *CA) issue(commonName string, uris []*url.URL, hosts ...string) (certPEM, keyPEM []byte, err error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, fmt.Errorf("generating server key: %w", err)
@@ -288,6 +374,7 @@ func (ca *CA) Issue(commonName string, hosts ...string) (certPEM, keyPEM []byte,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		IPAddresses:  ips,
 		DNSNames:     dns,
+		URIs:         uris,
 	}
 	if tmpl.NotAfter.After(ca.Cert.NotAfter) {
 		tmpl.NotAfter = ca.Cert.NotAfter
