@@ -77,9 +77,9 @@ type page struct {
 	leaderSeen   map[string]time.Time
 }
 
-func (p *page) read(ctx context.Context, url string) {
+func (p *page) read(ctx context.Context, client *http.Client, url string) {
 	req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return
 	}
@@ -140,7 +140,9 @@ func run(window time.Duration, streams int) error {
 	// peer for its /status.
 	server := "ord1"
 	pid := c.AgentPID(server)
-	url := fmt.Sprintf("http://127.0.0.1:%d/api/v1/stream", c.Node(server).APIPort)
+	url := c.Node(server).APIURL() + "/api/v1/stream"
+	client := c.HTTPClient()
+	client.Timeout = 0          // a stream
 	time.Sleep(5 * time.Second) // settle
 	idle, err := measure(pid, window)
 	if err != nil {
@@ -152,7 +154,7 @@ func run(window time.Duration, streams int) error {
 	for i := range pages {
 		pages[i] = &page{leaderSeen: map[string]time.Time{}}
 		wg.Add(1)
-		go func() { defer wg.Done(); pages[i].read(sctx, url) }()
+		go func() { defer wg.Done(); pages[i].read(sctx, client, url) }()
 	}
 	time.Sleep(2 * time.Second)
 	for _, p := range pages {

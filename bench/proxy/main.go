@@ -156,7 +156,7 @@ func runSingle(ctx context.Context, bin, dir string) error {
 		*procs = proxy.DefaultProcs()
 	}
 	runtime.GOMAXPROCS(*procs)
-	p := proxy.New(proxy.Config{Cluster: c.Opts.Name, Region: "scl"}, proxy.Options{Etcd: etcd})
+	p := proxy.New(proxy.Config{Cluster: c.Opts.Name, Region: "scl"}, proxy.Options{Etcd: etcd, API: c.API})
 	pctx, pstop := context.WithCancel(ctx)
 	pdone := make(chan error, 1)
 	go func() { pdone <- p.Run(pctx, pln, nil) }()
@@ -166,7 +166,7 @@ func runSingle(ctx context.Context, bin, dir string) error {
 		if bln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
 			return err
 		}
-		pb := proxy.New(proxy.Config{Cluster: c.Opts.Name, Region: "scl", Pipe: proxy.PipeCopy}, proxy.Options{Etcd: etcd})
+		pb := proxy.New(proxy.Config{Cluster: c.Opts.Name, Region: "scl", Pipe: proxy.PipeCopy}, proxy.Options{Etcd: etcd, API: c.API})
 		bdone := make(chan error, 1)
 		go func() { bdone <- pb.Run(pctx, bln, nil) }()
 		defer func() { pstop(); <-bdone }()
@@ -178,7 +178,7 @@ func runSingle(ctx context.Context, bin, dir string) error {
 		return err
 	}
 	stopHAProxy, err := startHAProxyOver(dir, hport, []model.Member{{ID: "scl1",
-		PostgresAddr: fmt.Sprintf("127.0.0.1:%d", n.PGPort), APIURL: fmt.Sprintf("http://127.0.0.1:%d", n.APIPort)}})
+		PostgresAddr: fmt.Sprintf("127.0.0.1:%d", n.PGPort), APIURL: n.APIURL()}})
 	if err != nil {
 		return err
 	}
@@ -197,7 +197,7 @@ func runSingle(ctx context.Context, bin, dir string) error {
 		targets = append(targets, struct{ name, dsn string }{"petrel-copy", dsn(bln.Addr().(*net.TCPAddr).Port)})
 	}
 	fmt.Printf("petrel: the agent's proxy, pipe=%s; petrel-copy: in this process, pipe=copy; GOMAXPROCS=%d here\n",
-		agentPipe(ctx, n.APIPort), runtime.GOMAXPROCS(0))
+		agentPipe(ctx, c, n), runtime.GOMAXPROCS(0))
 	for _, t := range targets {
 		if err := waitConnect(ctx, t.dsn); err != nil {
 			return fmt.Errorf("%s: %w", t.name, err)
@@ -284,12 +284,12 @@ func runSingle(ctx context.Context, bin, dir string) error {
 }
 
 // agentPipe reads the agent's proxy data path from its metrics.
-func agentPipe(ctx context.Context, apiPort int) string {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/metrics", apiPort), nil)
+func agentPipe(ctx context.Context, c *testcluster.Cluster, n *testcluster.Node) string {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, n.APIURL()+"/metrics", nil)
 	if err != nil {
 		return "unknown"
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := c.HTTPClient().Do(req)
 	if err != nil {
 		return "unknown (" + err.Error() + ")"
 	}
@@ -362,8 +362,8 @@ func waitConnect(ctx context.Context, dsn string) error {
 }
 
 // startHAProxyOver runs HAProxy configured like the seed's: TCP mode,
-// each member's Postgres checked with GET /role on its API expecting
-// "primary".
+// each member's Postgres checked with GET /role on its API (over TLS, as
+// Patroni's REST API with TLS is checked) expecting "primary".
 func startHAProxyOver(dir string, port int, members []model.Member) (stop func(), err error) {
 	var servers strings.Builder
 	for _, m := range members {
@@ -371,7 +371,7 @@ func startHAProxyOver(dir string, port int, members []model.Member) (stop func()
 		if err != nil {
 			return nil, fmt.Errorf("member %s API URL: %w", m.ID, err)
 		}
-		fmt.Fprintf(&servers, "    server %s %s maxconn 1000 check port %s\n", m.ID, m.PostgresAddr, u.Port())
+		fmt.Fprintf(&servers, "    server %s %s maxconn 1000 check port %s check-ssl verify none\n", m.ID, m.PostgresAddr, u.Port())
 	}
 	cfg := fmt.Sprintf(`global
     maxconn 4096

@@ -203,7 +203,7 @@ func run(requests, rate int, duration time.Duration) error {
 	}
 	defer se.Close()
 	oe, err := c.StartEdge(ctx, testcluster.EdgeOptions{Region: "ord", Instances: []edge.Instance{{ID: "ord-1", Addr: ordAddr}}, DatabaseURL: c.DSN("ord1"),
-		NodeAPI: "http://127.0.0.1:" + strconv.Itoa(c.Node("ord1").APIPort), Logger: quiet})
+		NodeAPI: c.Node("ord1").APIURL(), Logger: quiet})
 	if err != nil {
 		return err
 	}

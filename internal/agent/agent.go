@@ -12,20 +12,22 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/petrel-db/petrel/internal/api"
 	"github.com/petrel-db/petrel/internal/backup"
 	"github.com/petrel-db/petrel/internal/config"
 	"github.com/petrel-db/petrel/internal/dialmap"
 	"github.com/petrel-db/petrel/internal/engine"
 	"github.com/petrel-db/petrel/internal/model"
+	"github.com/petrel-db/petrel/internal/peerauth"
 	"github.com/petrel-db/petrel/internal/pg"
 	"github.com/petrel-db/petrel/internal/store"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -44,8 +46,14 @@ type Agent struct {
 	params  engine.Params
 	self    model.Member
 	metrics *Metrics
-	http    *http.Client
-	dialSrc *dialmap.Source // rewrites addresses of other members (local world links); nil on real hosts
+	ident   *api.Identity // the API certificate (identity.go)
+	http    *api.Client   // peers' /status during elections
+	lagHTTP *api.Client   // the leader's /status for lag (see measureLag)
+	// failsafeKeyV is the failsafe message key, derived from the cluster
+	// secret once it is known (identity.go).
+	failsafeKeyV atomic.Pointer[[]byte]
+	fsVerifier   *peerauth.Verifier // failsafe requests: MAC, target, nonce, time
+	dialSrc      *dialmap.Source    // rewrites addresses of other members (local world links); nil on real hosts
 
 	conf   confState // cluster settings and pending restarts (settings.go)
 	tls    tlsState  // the TLS check of a running server (tls.go)
@@ -101,11 +109,12 @@ func New(cfg config.Node, sec config.Secrets, srv *pg.Server, st *store.Store, l
 	}
 	a := &Agent{
 		cfg: cfg, sec: sec, pg: srv, st: st, log: log, params: p, metrics: m, dialSrc: dial,
-		http: &http.Client{Timeout: 500 * time.Millisecond},
+		ident:      api.NewIdentity(cfg.Cluster, cfg.ID),
+		fsVerifier: peerauth.NewVerifier(cfg.ID, failsafeMaxSkew),
 		self: model.Member{
 			ID:           cfg.ID,
 			Region:       cfg.Region,
-			APIURL:       fmt.Sprintf("http://%s", net.JoinHostPort(cfg.AdvertiseHost, strconv.Itoa(cfg.APIPort))),
+			APIURL:       fmt.Sprintf("https://%s", net.JoinHostPort(cfg.AdvertiseHost, strconv.Itoa(cfg.APIPort))),
 			PostgresAddr: net.JoinHostPort(cfg.AdvertiseHost, strconv.Itoa(cfg.PGPort)),
 		},
 		state: "starting",
@@ -117,6 +126,11 @@ func New(cfg config.Node, sec config.Secrets, srv *pg.Server, st *store.Store, l
 		// lease TTL from the start.
 		promisedUntil: time.Now().Add(cfg.LeaseTTL),
 	}
+	a.http = a.ident.Client(api.ClientOptions{Timeout: 500 * time.Millisecond})
+	// Across a far region's link a request takes a round trip or two, more
+	// than the election's 500 ms budget allows under load.
+	a.lagHTTP = a.ident.Client(api.ClientOptions{Timeout: 2 * time.Second})
+	a.loadIdentity()
 	if cfg.ProxyPort > 0 {
 		a.self.ProxyAddr = net.JoinHostPort(cfg.AdvertiseHost, strconv.Itoa(cfg.ProxyPort))
 	}
@@ -546,8 +560,8 @@ func (a *Agent) leaderDead(snap store.Snapshot) bool {
 	refused := func(addr string) bool { return probeRefused(addr, 300*time.Millisecond) }
 	dead := false
 	if ok {
-		api := strings.TrimPrefix(a.dialSrc.Map().URL(m.APIURL), "http://")
-		dead = refused(a.dialSrc.Map().Addr(m.PostgresAddr)) && refused(api)
+		apiAddr := strings.TrimPrefix(a.dialSrc.Map().URL(m.APIURL), "https://")
+		dead = refused(a.dialSrc.Map().Addr(m.PostgresAddr)) && refused(apiAddr)
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -571,7 +585,7 @@ func (a *Agent) fetchPeers(ctx context.Context, snap store.Snapshot) map[string]
 		wg.Add(1)
 		go func(m model.Member) {
 			defer wg.Done()
-			st, err := fetchStatus(ctx, a.http, a.dialSrc.Map().URL(m.APIURL))
+			st, err := fetchStatus(ctx, a.http, a.dialSrc.Map().URL(m.APIURL), m.ID)
 			p := engine.Peer{ID: m.ID, Region: m.Region}
 			if err == nil {
 				p.Reachable = true

@@ -3,9 +3,7 @@ package agent
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,48 +13,65 @@ import (
 	"sync"
 	"time"
 
+	"github.com/petrel-db/petrel/internal/api"
 	"github.com/petrel-db/petrel/internal/engine"
 	"github.com/petrel-db/petrel/internal/model"
+	"github.com/petrel-db/petrel/internal/peerauth"
+	"github.com/petrel-db/petrel/internal/pki"
 )
 
 // Failsafe mode (after Patroni's): the transport. The rules, who promises
 // what and when a leader's round counts, are the engine's
 // (engine/failsafe.go: DecidePromise, FailsafeTargets, DecideRound,
-// RoundDue); here requests are signed with a key only members hold (from
-// the replication password) and must be fresh, and the clocks are kept:
-// the leader counts its window from before it asked, each member its
-// promise from when it answered, so the leader's window always ends first.
+// RoundDue); here the clocks are kept (the leader counts its window from
+// before it asked, each member its promise from when it answered, so the
+// leader's window always ends first) and requests are authenticated:
+// they come over TLS with the leader's own node certificate and carry a
+// MAC (internal/peerauth, a key derived from the cluster secret) over the
+// leader, the member asked, a nonce, the send time and the TTL, so a
+// forged, altered, redirected or replayed request, or one outside the
+// clock window, is refused.
 
 // failsafeMaxSkew bounds how old (or how far ahead, clocks differ) a
 // request may be.
 const failsafeMaxSkew = 5 * time.Second
 
-func failsafeKey(replPassword string) []byte {
-	k := sha256.Sum256([]byte("petrel-failsafe|" + replPassword))
-	return k[:]
+// failsafeFields are the request's own fields under its MAC.
+func failsafeFields(req *model.FailsafeRequest) []string {
+	return []string{strconv.FormatInt(req.TTLMs, 10)}
 }
 
-func failsafeMAC(key []byte, leader string, sentMs, ttlMs int64) string {
-	m := hmac.New(sha256.New, key)
-	m.Write([]byte(leader + "|" + strconv.FormatInt(sentMs, 10) + "|" + strconv.FormatInt(ttlMs, 10)))
-	return hex.EncodeToString(m.Sum(nil))
+func failsafeHeader(req *model.FailsafeRequest) peerauth.Header {
+	return peerauth.Header{Sender: req.Leader, Target: req.Target, Nonce: req.Nonce, SentUnixMs: req.SentUnixMs, MAC: req.MAC}
 }
 
-// SignFailsafe signs a FailsafeRequest as a leader of the cluster whose
-// replication password is replPassword would (tools and tests).
-func SignFailsafe(replPassword string, req *model.FailsafeRequest) {
-	req.MAC = failsafeMAC(failsafeKey(replPassword), req.Leader, req.SentUnixMs, req.TTLMs)
+// SignFailsafe signs req (Leader, Target and TTLMs set) as a leader
+// holding key (FailsafeKey) would, with a fresh nonce and the time now.
+func SignFailsafe(key []byte, req *model.FailsafeRequest, now time.Time) {
+	h := peerauth.Sign(key, req.Leader, req.Target, now, failsafeFields(req)...)
+	req.Nonce, req.SentUnixMs, req.MAC = h.Nonce, h.SentUnixMs, h.MAC
 }
 
-// Failsafe answers a leader's request (POST /failsafe).
-func (a *Agent) Failsafe(ctx context.Context, req model.FailsafeRequest) model.FailsafeReply {
+// FailsafeKey is the failsafe message key of cluster (tools and tests:
+// the secret is the unsealed CA's, pki.CA.Secret).
+func FailsafeKey(secret []byte, cluster string) ([]byte, error) {
+	return peerauth.Key(secret, cluster, peerauth.PurposeFailsafe)
+}
+
+// Failsafe answers a leader's request (POST /failsafe) that came over
+// peer (nil: not over TLS).
+func (a *Agent) Failsafe(ctx context.Context, req model.FailsafeRequest, peer *tls.ConnectionState) model.FailsafeReply {
 	no := func(why string) model.FailsafeReply { return model.FailsafeReply{Reason: why} }
-	key := failsafeKey(a.sec.Replication)
-	if !hmac.Equal([]byte(req.MAC), []byte(failsafeMAC(key, req.Leader, req.SentUnixMs, req.TTLMs))) {
-		return no("bad signature")
+	if got := pki.PeerNode(peer, a.cfg.Cluster); got == "" || got != req.Leader {
+		return no(fmt.Sprintf("not authenticated: the request must come with leader %q's node certificate (got %q)", req.Leader, got))
 	}
-	if skew := time.Since(time.UnixMilli(req.SentUnixMs)); skew > failsafeMaxSkew || skew < -failsafeMaxSkew {
-		return no("stale request")
+	key := a.failsafeKey()
+	if key == nil {
+		return no("this member does not know the cluster secret yet")
+	}
+	// MAC, target (this member), clock window and nonce (never seen).
+	if err := a.fsVerifier.Verify(key, failsafeHeader(&req), time.Now(), failsafeFields(&req)...); err != nil {
+		return no(err.Error())
 	}
 	ask := engine.FailsafeAsk{
 		Self: a.cfg.ID, Leader: req.Leader, TTL: time.Duration(req.TTLMs) * time.Millisecond, OwnTTL: a.cfg.LeaseTTL,
@@ -121,7 +136,7 @@ func (a *Agent) failsafeLoop(ctx context.Context) {
 	every := max(a.cfg.LeaseTTL/10, 50*time.Millisecond)
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
-	client := &http.Client{Timeout: a.cfg.LeaseTTL / 5}
+	client := a.ident.Client(api.ClientOptions{Timeout: a.cfg.LeaseTTL / 5})
 	var last time.Time
 	for {
 		select {
@@ -160,9 +175,12 @@ func (a *Agent) failsafeLoop(ctx context.Context) {
 
 // failsafeRound asks the members engine.FailsafeTargets names and lets
 // engine.DecideRound say what their answers mean.
-func (a *Agent) failsafeRound(ctx context.Context, client *http.Client) engine.RoundResult {
+func (a *Agent) failsafeRound(ctx context.Context, client *api.Client) engine.RoundResult {
 	snap := a.st.Snapshot()
-	key := failsafeKey(a.sec.Replication)
+	key := a.failsafeKey()
+	if key == nil {
+		return engine.RoundResult{Why: "this node does not know the cluster secret"}
+	}
 	type result struct {
 		id  string
 		err error
@@ -205,15 +223,16 @@ type refusal struct {
 
 func (r refusal) Error() string { return "refused: " + r.reason }
 
-func (a *Agent) askFailsafe(ctx context.Context, client *http.Client, key []byte, m model.Member) error {
-	sent, ttl := time.Now().UnixMilli(), a.cfg.LeaseTTL.Milliseconds()
-	body, _ := json.Marshal(model.FailsafeRequest{Leader: a.cfg.ID, SentUnixMs: sent, TTLMs: ttl, MAC: failsafeMAC(key, a.cfg.ID, sent, ttl)})
+func (a *Agent) askFailsafe(ctx context.Context, client *api.Client, key []byte, m model.Member) error {
+	fr := model.FailsafeRequest{Leader: a.cfg.ID, Target: m.ID, TTLMs: a.cfg.LeaseTTL.Milliseconds()}
+	SignFailsafe(key, &fr, time.Now())
+	body, _ := json.Marshal(fr)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.dialSrc.Map().URL(m.APIURL)+"/failsafe", bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := client.Do(req)
+	resp, err := client.Do(req, m.ID)
 	if err != nil {
 		return err
 	}

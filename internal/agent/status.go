@@ -4,15 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/petrel-db/petrel/internal/version"
-	"io"
-	"net/http"
 	"sync"
 	"time"
 
+	"github.com/petrel-db/petrel/internal/api"
 	"github.com/petrel-db/petrel/internal/engine"
 	"github.com/petrel-db/petrel/internal/model"
 	"github.com/petrel-db/petrel/internal/pg"
+	"github.com/petrel-db/petrel/internal/version"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -159,13 +158,9 @@ func (a *Agent) Status(ctx context.Context) model.Status {
 	}
 	a.settingsStatus(&st) // pending restarts, applied config revision (settings.go)
 	a.archiveStatus(&st)  // WAL archiving (archive.go)
+	a.tlsStatus(&st)      // a refused CA, a failed certificate (tls.go)
 	return st
 }
-
-// lagHTTP fetches the leader's /status for lag: across a far region's
-// link a request takes a round trip or two, more than the election's
-// 500 ms budget allows under load.
-var lagHTTP = &http.Client{Timeout: 2 * time.Second}
 
 // caughtUpAt remembers, per agent, when a lag measurement last found the
 // replica caught up (see measureLag).
@@ -194,7 +189,7 @@ func (a *Agent) measureLag(ctx context.Context, st *model.Status, obs engine.Obs
 	if err == nil && fresh.Running && fresh.InRecovery {
 		ps = fresh // else ps is from the last loop round, at most a round old
 	}
-	ls, err := fetchStatus(ctx, lagHTTP, a.dialSrc.Map().URL(m.APIURL))
+	ls, err := fetchStatus(ctx, a.lagHTTP, a.dialSrc.Map().URL(m.APIURL), m.ID)
 	if err != nil {
 		st.Problems = append(st.Problems, "replication lag unknown: "+err.Error())
 		return
@@ -244,21 +239,14 @@ func (a *Agent) Health() []string {
 	return fails
 }
 
-func fetchStatus(ctx context.Context, c *http.Client, apiURL string) (model.Status, error) {
+// fetchStatus reads member id's /status (its certificate must name it).
+func fetchStatus(ctx context.Context, c *api.Client, apiURL, id string) (model.Status, error) {
 	var st model.Status
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, apiURL+"/status", nil)
+	b, err := c.Get(ctx, apiURL, id, "/status", 1<<20)
 	if err != nil {
-		return st, err
+		return st, fmt.Errorf("fetching %s's status: %w", id, err)
 	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return st, fmt.Errorf("fetching %s/status: %w", apiURL, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return st, fmt.Errorf("fetching %s/status: %s", apiURL, resp.Status)
-	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&st); err != nil {
+	if err := json.Unmarshal(b, &st); err != nil {
 		return st, fmt.Errorf("decoding %s/status: %w", apiURL, err)
 	}
 	return st, nil

@@ -1,21 +1,27 @@
 package agent
 
-// TLS for Postgres: before it is bootstrapped, cloned, rewound or started,
-// the node makes sure RunDir holds the cluster CA certificate and a server
-// certificate for its advertise and listen hosts signed by it. The CA
-// lives in etcd (/petrel/<c>/ca, key sealed with the superuser password);
-// the first node that needs it creates it (create-only).
+// TLS for Postgres and the API: before Postgres is bootstrapped, cloned,
+// rewound or started, the node makes sure RunDir holds the cluster CA
+// certificate and a server certificate for its advertise and listen hosts
+// signed by it, and its API directory the node's own certificate and the
+// cluster secret (identity.go). The CA lives in etcd (/petrel/<c>/ca, key
+// and secret sealed with the superuser password) and must be the pinned
+// one; the first node that needs it creates it (create-only) unless one
+// is pinned.
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/petrel-db/petrel/internal/api"
+	"github.com/petrel-db/petrel/internal/model"
 	"github.com/petrel-db/petrel/internal/pki"
 	"github.com/petrel-db/petrel/internal/store"
 )
@@ -25,16 +31,26 @@ type tlsState struct {
 	mu   sync.Mutex
 	at   time.Time // when TLS of a running server was last checked (see checkTLS)
 	done bool
+	// problem is why the last ensureTLS failed or refused the store's CA
+	// ("" none; shown in /status).
+	problem string
 }
 
-// ensureTLS makes sure RunDir holds a valid server certificate signed by
-// the cluster CA; installed says whether it wrote new files.
+// ensureTLS makes sure RunDir holds a valid Postgres server certificate
+// signed by the cluster CA, and the API directory the node's API
+// certificate and the cluster secret; installed says whether it wrote new
+// Postgres files. The store's CA must be the pinned one (identity.go).
 func (a *Agent) ensureTLS(ctx context.Context) (installed bool, err error) {
-	derived := false // a key derivation ran (scrypt: 32 MiB of scratch)
+	defer func() {
+		if err != nil {
+			a.noteTLSProblem(err.Error())
+		}
+	}()
+	derived := false // a key derivation ran (argon2id: 64 MiB of scratch)
 	defer func() {
 		if derived {
-			// That scratch is garbage once scrypt returns, but the heap
-			// would keep it resident until it grew that large again.
+			// That scratch is garbage once the derivation returns, but the
+			// heap would keep it resident until it grew that large again.
 			debug.FreeOSMemory()
 		}
 	}()
@@ -43,7 +59,14 @@ func (a *Agent) ensureTLS(ctx context.Context) (installed bool, err error) {
 	certPEM, _ := os.ReadFile(certP)
 	keyPEM, _ := os.ReadFile(keyP)
 	caPEM, _ := os.ReadFile(caP)
-	localOK := pki.CheckServerCert(certPEM, keyPEM, caPEM, hosts...) == nil
+	pgOK := pki.CheckServerCert(certPEM, keyPEM, caPEM, hosts...) == nil
+	dir := APIDir(a.cfg.DataDir)
+	apiCert, _ := os.ReadFile(filepath.Join(dir, api.CertFile))
+	apiKey, _ := os.ReadFile(filepath.Join(dir, api.KeyFile))
+	apiCA, _ := os.ReadFile(filepath.Join(dir, api.CAFile))
+	apiOK := pki.CheckNodeCert(apiCert, apiKey, apiCA, a.cfg.Cluster, a.cfg.ID, hosts...) == nil &&
+		a.failsafeKey() != nil && a.ident.CAPEM() != nil
+	localOK := pgOK && apiOK && pki.SameCert(caPEM, apiCA)
 
 	raw, _, ok := a.st.Raw(store.KeyCA)
 	if !ok {
@@ -51,25 +74,30 @@ func (a *Agent) ensureTLS(ctx context.Context) (installed bool, err error) {
 		raw, ok, err = a.st.Get(ctx, store.KeyCA)
 		if err != nil {
 			if localOK {
-				a.log.Warn("cannot read the cluster CA from the store; keeping the local certificate", "err", err)
+				a.log.Warn("cannot read the cluster CA from the store; keeping the local certificates", "err", err)
 				return false, nil
 			}
 			return false, err
 		}
 	}
+	var ca *pki.CA // unsealed, when this node created it
 	if !ok {
+		if a.cfg.CAFingerprint != "" || a.caPin() != "" {
+			return false, errors.New("the store holds no cluster CA, but one is pinned: refusing to create another (restore the store's /ca, or point this node at its own cluster)")
+		}
 		derived = true
-		_, stored, err := pki.NewCA(a.cfg.Cluster, a.sec.Superuser)
+		created, stored, err := pki.NewCA(a.cfg.Cluster, a.sec.Superuser)
 		if err != nil {
 			return false, err
 		}
-		created, err := a.st.CreateIfAbsent(ctx, stored.Encode(), store.KeyCA)
+		won, err := a.st.CreateIfAbsent(ctx, stored.Encode(), store.KeyCA)
 		if err != nil {
 			return false, err
 		}
-		if created {
-			a.log.Info("created the cluster CA")
-			raw = stored.Encode()
+		if won {
+			fp, _ := pki.Fingerprint(created.CertPEM)
+			a.log.Info("created the cluster CA", "ca_fingerprint", fp)
+			raw, ca = stored.Encode(), created
 		} else if raw, ok, err = a.st.Get(ctx, store.KeyCA); err != nil || !ok {
 			return false, fmt.Errorf("reading the cluster CA another member created: %w", errors.Join(err, errors.New("not found")))
 		}
@@ -78,23 +106,65 @@ func (a *Agent) ensureTLS(ctx context.Context) (installed bool, err error) {
 	if err != nil {
 		return false, err
 	}
+	if err := a.checkCA([]byte(stored.CertPEM)); err != nil {
+		if localOK {
+			// Keep serving with the pinned CA's certificates; never
+			// install the store's.
+			a.log.Error("keeping the local certificates", "err", err)
+			a.noteTLSProblem(err.Error())
+			return false, nil
+		}
+		return false, err
+	}
 	if localOK && pki.SameCert(caPEM, []byte(stored.CertPEM)) {
+		a.noteTLSProblem("")
 		return false, nil
 	}
-	derived = true
-	ca, err := stored.Unseal(a.sec.Superuser)
-	if err != nil {
-		return false, err
+	if ca == nil {
+		derived = true
+		if ca, err = stored.Unseal(a.sec.Superuser); err != nil {
+			return false, err
+		}
 	}
-	cert, key, err := ca.Issue(a.cfg.ID, hosts...)
-	if err != nil {
-		return false, err
+	if !pgOK || !pki.SameCert(caPEM, []byte(stored.CertPEM)) {
+		cert, key, err := ca.Issue(a.cfg.ID, hosts...)
+		if err != nil {
+			return false, err
+		}
+		if err := a.pg.InstallTLS(cert, key, []byte(stored.CertPEM)); err != nil {
+			return false, err
+		}
+		installed = true
+		a.log.Info("installed a server certificate signed by the cluster CA", "hosts", strings.Join(hosts, ","))
 	}
-	if err := a.pg.InstallTLS(cert, key, []byte(stored.CertPEM)); err != nil {
-		return false, err
+	if !apiOK || !pki.SameCert(apiCA, []byte(stored.CertPEM)) {
+		cert, key, err := ca.IssueNode(a.cfg.Cluster, a.cfg.ID, hosts...)
+		if err != nil {
+			return installed, err
+		}
+		if err := a.saveIdentity(cert, key, []byte(stored.CertPEM), ca.Secret); err != nil {
+			return installed, err
+		}
+		a.log.Info("installed the API certificate", "node", pki.NodeURI(a.cfg.Cluster, a.cfg.ID).String())
 	}
-	a.log.Info("installed a server certificate signed by the cluster CA", "hosts", strings.Join(hosts, ","))
-	return true, nil
+	a.noteTLSProblem("")
+	return installed, nil
+}
+
+func (a *Agent) noteTLSProblem(p string) {
+	a.tls.mu.Lock()
+	defer a.tls.mu.Unlock()
+	a.tls.problem = p
+}
+
+// tlsStatus adds why TLS failed, or the store's CA was refused, to
+// /status.
+func (a *Agent) tlsStatus(st *model.Status) {
+	a.tls.mu.Lock()
+	defer a.tls.mu.Unlock()
+	if a.tls.problem != "" {
+		st.Problems = append(st.Problems, "TLS: "+a.tls.problem)
+	}
 }
 
 // checkTLS, once per agent run, gives a Postgres that is already running

@@ -1,11 +1,18 @@
-// Package api serves a node's HTTP endpoints: GET /health, /role, /primary,
-// /replica, /status and /metrics, which only read from its Source, and POST /failsafe, a
-// leader's signed ask (while the store is unreachable) that this member
-// not take over for a lease TTL.
+// Package api is a node's HTTP API, served over TLS with a certificate
+// from the cluster CA that names the node (Identity), and its client
+// (Client), which checks that name: GET /health, /role, /primary,
+// /replica, /status and /metrics, which only read from its Source and need no client
+// certificate, and POST /failsafe, a leader's ask (while the store is
+// unreachable) that this member not take over for a lease TTL, which
+// must come with the leader's own node certificate and a MAC. /health,
+// /role, /primary, /replica and /metrics may also be served over plain
+// HTTP on a port of their own (PlainHandler) for load balancers and
+// Prometheus.
 package api
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -25,14 +32,22 @@ type Source interface {
 	Health() []string
 }
 
-// FailsafeSource answers POST /failsafe (the agent).
+// FailsafeSource answers POST /failsafe (the agent). peer is the TLS
+// connection the request came on (nil over plain HTTP): the agent checks
+// the client certificate names the asking leader.
 type FailsafeSource interface {
-	Failsafe(ctx context.Context, req model.FailsafeRequest) model.FailsafeReply
+	Failsafe(ctx context.Context, req model.FailsafeRequest, peer *tls.ConnectionState) model.FailsafeReply
 }
 
-// Handler returns the API's routes.
-func Handler(src Source, reg prometheus.Gatherer) http.Handler {
+// PlainHandler is what may be served over plain HTTP: /health, /role,
+// /primary, /replica and /metrics, for load balancers and Prometheus.
+func PlainHandler(src Source, reg prometheus.Gatherer) http.Handler {
 	mux := http.NewServeMux()
+	readRoutes(mux, src, reg)
+	return mux
+}
+
+func readRoutes(mux *http.ServeMux, src Source, reg prometheus.Gatherer) {
 	mux.HandleFunc("GET /role", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte(src.Role()))
@@ -51,11 +66,6 @@ func Handler(src Source, reg prometheus.Gatherer) http.Handler {
 			_, _ = w.Write([]byte(role))
 		})
 	}
-	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
-		writeJSON(w, http.StatusOK, src.Status(ctx))
-	})
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
 		fails := src.Health()
 		code := http.StatusOK
@@ -65,6 +75,17 @@ func Handler(src Source, reg prometheus.Gatherer) http.Handler {
 		writeJSON(w, code, map[string]any{"ok": len(fails) == 0, "role": src.Role(), "failing": fails})
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+}
+
+// Handler returns the API's routes (served over TLS).
+func Handler(src Source, reg prometheus.Gatherer) http.Handler {
+	mux := http.NewServeMux()
+	readRoutes(mux, src, reg)
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		writeJSON(w, http.StatusOK, src.Status(ctx))
+	})
 	if fs, ok := src.(FailsafeSource); ok {
 		mux.HandleFunc("POST /failsafe", func(w http.ResponseWriter, r *http.Request) {
 			var req model.FailsafeRequest
@@ -74,7 +95,7 @@ func Handler(src Source, reg prometheus.Gatherer) http.Handler {
 				writeJSON(w, http.StatusBadRequest, model.FailsafeReply{Reason: "bad request body: " + err.Error()})
 				return
 			}
-			rep := fs.Failsafe(r.Context(), req)
+			rep := fs.Failsafe(r.Context(), req, r.TLS)
 			code := http.StatusOK
 			if !rep.OK {
 				code = http.StatusConflict
@@ -91,13 +112,24 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-// Serve runs the API on addr until ctx ends.
-func Serve(ctx context.Context, addr string, h http.Handler, log *slog.Logger) error {
+// Serve runs the API on addr until ctx ends, over TLS with tlsCfg (nil:
+// plain HTTP, for PlainHandler only).
+func Serve(ctx context.Context, addr string, h http.Handler, tlsCfg *tls.Config, log *slog.Logger) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
 	}
+	if tlsCfg != nil {
+		ln = tls.NewListener(ln, tlsCfg)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	srv := &http.Server{
+		// Failed handshakes (scanners, clients that do not trust the CA)
+		// are the client's problem: debug, not stderr.
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		TLSConfig:         tlsCfg,
 		Handler:           h,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,

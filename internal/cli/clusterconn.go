@@ -10,12 +10,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/petrel-db/petrel/internal/api"
 	"github.com/petrel-db/petrel/internal/localworld"
 	"github.com/petrel-db/petrel/internal/ops"
-	"github.com/petrel-db/petrel/internal/pki"
 	"github.com/petrel-db/petrel/internal/store"
 	"github.com/spf13/pflag"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -45,8 +44,9 @@ type clusterConn struct {
 	cf    *localworld.ClusterFile // nil with --etcd or --config
 	user  string                  // postgres, or operator when only its password is known
 	pass  string
-	caPEM []byte // nil when the cluster has no CA yet
-	dbURL string // cluster.json's database_url (the operator's URL through the proxy), if any
+	caPEM []byte      // the cluster CA, checked against the pinned fingerprint
+	api   *api.Client // members' APIs, verified against caPEM
+	dbURL string      // cluster.json's database_url (the operator's URL through the proxy), if any
 }
 
 func (c *clusterConn) Close() { c.etcd.Close() }
@@ -72,20 +72,9 @@ func openCluster(ctx context.Context, f clusterFlags) (*clusterConn, error) {
 	if c.etcd, err = store.Connect(ctx, t.conn, c.name); err != nil {
 		return nil, err
 	}
-	gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	resp, err := c.etcd.Get(gctx, store.ClusterKey(c.name, store.KeyCA))
-	if err != nil {
+	if c.api, c.caPEM, err = t.apiClient(ctx, c.etcd); err != nil {
 		c.Close()
-		return nil, fmt.Errorf("reading the cluster CA from etcd %v: %w", t.conn.Endpoints, err)
-	}
-	if len(resp.Kvs) > 0 {
-		st, err := pki.Decode(resp.Kvs[0].Value)
-		if err != nil {
-			c.Close()
-			return nil, err
-		}
-		c.caPEM = []byte(st.CertPEM)
+		return nil, err
 	}
 	return c, nil
 }
@@ -146,7 +135,7 @@ func readSecretsFile(file string) (map[string]string, error) {
 
 // ops is the orchestration handle on this cluster, printing progress on out.
 func (c *clusterConn) ops(out io.Writer) *ops.Cluster {
-	return &ops.Cluster{Etcd: c.etcd, Name: c.name, Out: out, Actor: c.user,
+	return &ops.Cluster{Etcd: c.etcd, Name: c.name, Out: out, Actor: c.user, API: c.api,
 		ConnectLeader: func(ctx context.Context) (*pgx.Conn, error) { return c.connectLeader(ctx, "postgres") }}
 }
 

@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/petrel-db/petrel/internal/api"
 	"github.com/petrel-db/petrel/internal/config"
 	"github.com/petrel-db/petrel/internal/dialmap"
 	"github.com/petrel-db/petrel/internal/edge"
@@ -88,10 +89,6 @@ the region's replica elsewhere; unset turns read-your-writes off), from the envi
 				advertise = "http://" + ln.Addr().String()
 			}
 			cfg.AdvertiseURL = advertise
-			e, err := edge.New(cfg, log)
-			if err != nil {
-				return err
-			}
 			conn, err := nodecmd.EtcdConn(n)
 			if err != nil {
 				return err
@@ -106,6 +103,19 @@ the region's replica elsewhere; unset turns read-your-writes off), from the envi
 				return err
 			}
 			defer cli.Close()
+			if cfg.NodeAPI != "" {
+				caPEM, err := api.PinnedCA(ctx, cli, cluster, access.caPin(&n, nil))
+				if err != nil {
+					return fmt.Errorf("--node-api: cluster %q: %w", cluster, err)
+				}
+				if cfg.NodeAPIClient, err = api.NewClient(caPEM, cluster, api.ClientOptions{Timeout: time.Second, Dial: cfg.Dial}); err != nil {
+					return err
+				}
+			}
+			e, err := edge.New(cfg, log)
+			if err != nil {
+				return err
+			}
 			session := store.NewEdgeSession(cli, cluster, store.Edge{ID: cfg.ID, Region: cfg.Region, URL: advertise}, log)
 			log.Info("petrel edge listening", "addr", ln.Addr().String(), "admin", adminListen, "advertise", advertise,
 				"instances", len(cfg.Instances), "read_your_writes", cfg.DatabaseURL != "")
@@ -124,7 +134,7 @@ the region's replica elsewhere; unset turns read-your-writes off), from the envi
 	f.StringVar(&advertise, "advertise", "", "URL other edges use to reach this one (default http://<listen>)")
 	f.StringArrayVar(&instances, "instance", nil, "app instance id=ID,addr=HOST:PORT[,capacity=N] (repeat)")
 	f.StringVar(&cfg.HealthPath, "health-path", "", "GET this path on instances to check them (empty: TCP connect)")
-	f.StringVar(&cfg.NodeAPI, "node-api", "", "API URL of the member EDGE_DATABASE_URL points at (its timeline, for read-your-writes)")
+	f.StringVar(&cfg.NodeAPI, "node-api", "", "API URL (https) of the member EDGE_DATABASE_URL points at (its timeline, for read-your-writes; its CA pinned with --ca-fingerprint)")
 	f.Int64Var(&cfg.MemoryBody, "memory-body", 1<<20, "request bytes buffered in memory; more is spooled to a temporary file")
 	f.Int64Var(&cfg.MaxReplayBody, "max-replay-body", 64<<20, "largest request body that can be replayed")
 	f.DurationVar(&cfg.ReplayTimeout, "replay-timeout", 5*time.Second, "how long a replay looks for a target without timeout=")

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"strings"
 
+	"github.com/petrel-db/petrel/internal/api"
 	"github.com/petrel-db/petrel/internal/config"
 	"github.com/petrel-db/petrel/internal/localworld"
 	"github.com/petrel-db/petrel/internal/nodecmd"
@@ -23,6 +25,7 @@ import (
 // ETCD_PASSWORD in the environment or the secrets file, never a flag.
 type etcdAccess struct {
 	configFile, caFile, certFile, keyFile, username string
+	caFingerprint                                   string
 }
 
 func (a *etcdAccess) bind(fs *pflag.FlagSet) {
@@ -31,6 +34,24 @@ func (a *etcdAccess) bind(fs *pflag.FlagSet) {
 	fs.StringVar(&a.certFile, "etcd-cert-file", "", "client certificate (PEM) for etcd")
 	fs.StringVar(&a.keyFile, "etcd-key-file", "", "client certificate's key (PEM) for etcd")
 	fs.StringVar(&a.username, "etcd-username", "", "etcd user (password: ETCD_PASSWORD in the environment or the secrets file)")
+	fs.StringVar(&a.caFingerprint, "ca-fingerprint", "", "SHA-256 of the cluster CA certificate: the CA in etcd must match it (default: PETREL_CA_FINGERPRINT, --config's ca_fingerprint, --dir's cluster.json)")
+}
+
+// caPin is the fingerprint the store's CA is checked against: the flag,
+// PETREL_CA_FINGERPRINT, the node config's ca_fingerprint (n), then a
+// `petrel up` directory's cluster.json (cf); "" when none.
+func (a *etcdAccess) caPin(n *config.Node, cf *localworld.ClusterFile) string {
+	switch {
+	case a.caFingerprint != "":
+		return a.caFingerprint
+	case os.Getenv("PETREL_CA_FINGERPRINT") != "":
+		return os.Getenv("PETREL_CA_FINGERPRINT")
+	case n != nil && n.CAFingerprint != "":
+		return n.CAFingerprint
+	case cf != nil:
+		return cf.CAFingerprint
+	}
+	return ""
 }
 
 // node is config.Defaults, overlaid with --config, then with the flags
@@ -72,6 +93,7 @@ type clusterTarget struct {
 	secrets string                  // the file with the admin (and etcd) passwords, if any
 	cf      *localworld.ClusterFile // with --dir (a `petrel up` directory), else nil
 	dir     string
+	caPin   string // the CA fingerprint to check the store's CA against (see caPin)
 }
 
 // target resolves --etcd or --config (real hosts), else --dir's
@@ -90,7 +112,7 @@ func (f *clusterFlags) target() (clusterTarget, error) {
 		if err != nil {
 			return clusterTarget{}, err
 		}
-		return clusterTarget{conn: conn, cluster: n.Cluster, secrets: n.SecretsFile}, nil
+		return clusterTarget{conn: conn, cluster: n.Cluster, secrets: n.SecretsFile, caPin: f.caPin(&n, nil)}, nil
 	}
 	cf, err := localworld.LoadClusterFile(f.dir)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -106,7 +128,7 @@ func (f *clusterFlags) target() (clusterTarget, error) {
 	if secrets == "" {
 		secrets = filepath.Join(f.dir, localworld.SecretsFileName)
 	}
-	return clusterTarget{conn: store.Conn{Endpoints: cf.Etcd}, cluster: cf.Cluster, secrets: secrets, cf: cf, dir: f.dir}, nil
+	return clusterTarget{conn: store.Conn{Endpoints: cf.Etcd}, cluster: cf.Cluster, secrets: secrets, cf: cf, dir: f.dir, caPin: f.caPin(nil, cf)}, nil
 }
 
 // etcdClient connects to the cluster's etcd (checked with one read:
@@ -122,4 +144,15 @@ func (f *clusterFlags) etcdClient(ctx context.Context) (*clientv3.Client, cluste
 		return nil, t, err
 	}
 	return cli, t, nil
+}
+
+// apiClient reads the store's CA, checks it against the pinned
+// fingerprint, and returns a client of the members' APIs trusting it.
+func (t clusterTarget) apiClient(ctx context.Context, cli *clientv3.Client) (*api.Client, []byte, error) {
+	caPEM, err := api.PinnedCA(ctx, cli, t.cluster, t.caPin)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cluster %q in etcd %s: %w", t.cluster, strings.Join(t.conn.Endpoints, ","), err)
+	}
+	c, err := api.NewClient(caPEM, t.cluster, api.ClientOptions{})
+	return c, caPEM, err
 }

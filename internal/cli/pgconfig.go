@@ -9,7 +9,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/petrel-db/petrel/internal/ops"
 	"github.com/spf13/cobra"
 )
 
@@ -57,7 +56,7 @@ switchover, then the old leader.`,
 				return err
 			}
 			for _, id := range t.IDs() {
-				st, err := ops.MemberStatus(ctx, t.Members[id])
+				st, err := c.ops(nil).MemberStatus(ctx, t.Members[id])
 				switch {
 				case err != nil:
 					fmt.Fprintf(out, "%s: unreachable (%v)\n", id, err)

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/petrel-db/petrel/internal/api"
 	"github.com/petrel-db/petrel/internal/config"
 	"github.com/petrel-db/petrel/internal/dialmap"
 	"github.com/petrel-db/petrel/internal/nodecmd"
@@ -39,7 +40,9 @@ func newProxyCmd() *cobra.Command {
 against the member's own GET /role, and pipes PostgreSQL connections to it. Connections to
 an old leader are closed as soon as it stops being the leader; while there is none, new
 connections wait up to --no-leader-wait and then get an error (SQLSTATE 57P03).
-With --ro-listen, a second port spreads connections over --region's caught-up replicas.`,
+With --ro-listen, a second port spreads connections over --region's caught-up replicas.
+Members are confirmed over TLS: the cluster CA is read from etcd and must match
+--ca-fingerprint, and a member's API must present that CA's certificate naming it.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			n, err := access.node(cmd.Flags(), etcd, cluster, "")
 			if err != nil {
@@ -68,6 +71,14 @@ With --ro-listen, a second port spreads connections over --region's caught-up re
 				return err
 			}
 			defer cli.Close()
+			caPEM, err := api.PinnedCA(ctx, cli, cluster, access.caPin(&n, nil))
+			if err != nil {
+				return fmt.Errorf("cluster %q: %w", cluster, err)
+			}
+			apiClient, err := api.NewClient(caPEM, cluster, api.ClientOptions{Timeout: time.Second, MaxIdlePerHost: 4})
+			if err != nil {
+				return err
+			}
 			rw, err := net.Listen("tcp", listen)
 			if err != nil {
 				return fmt.Errorf("leader proxy: %w", err)
@@ -85,7 +96,7 @@ With --ro-listen, a second port spreads connections over --region's caught-up re
 				return err
 			}
 			pcfg.Cluster, pcfg.Region, pcfg.DialMap = cluster, region, dm
-			p := proxy.New(pcfg, proxy.Options{Etcd: cli, Logger: log, Registerer: reg})
+			p := proxy.New(pcfg, proxy.Options{Etcd: cli, Logger: log, Registerer: reg, API: apiClient})
 			if metricsListen != "" {
 				stopMetrics, err := serveMetrics(metricsListen, reg, log)
 				if err != nil {

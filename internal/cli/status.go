@@ -37,12 +37,16 @@ there).`,
 			if err != nil {
 				return err
 			}
+			cli, err := store.Connect(ctx, t.conn, t.cluster)
+			if err != nil {
+				return err
+			}
+			defer cli.Close()
+			client, _, err := t.apiClient(ctx, cli)
+			if err != nil {
+				return err
+			}
 			if t.cf == nil {
-				cli, err := store.Connect(ctx, t.conn, t.cluster)
-				if err != nil {
-					return err
-				}
-				defer cli.Close()
 				ms, err := statusview.MembersFromEtcd(ctx, cli, t.cluster)
 				if err != nil {
 					return err
@@ -57,7 +61,7 @@ there).`,
 				}
 				targets = statusview.TargetsFromMembers(t.cf.Nodes)
 			}
-			sts := statusview.Collect(ctx, targets)
+			sts := statusview.Collect(ctx, client, targets)
 			out := cmd.OutOrStdout()
 			if asJSON {
 				enc := json.NewEncoder(out)

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/petrel-db/petrel/internal/pki"
 )
 
 // Node is one member's configuration. Field comments double as user docs;
@@ -43,8 +44,19 @@ type Node struct {
 	AdvertiseHost string `toml:"advertise_host"`
 	// PGPort is this member's own PostgreSQL port (the direct port).
 	PGPort int `toml:"pg_port"`
-	// APIPort serves /health, /role, /status and /metrics.
+	// APIPort serves /health, /role, /status, /metrics and the members'
+	// requests over TLS, with a certificate from the cluster CA that names
+	// this member.
 	APIPort int `toml:"api_port"`
+	// APIPlainPort, when not 0, also serves /health, /role and /metrics
+	// over plain HTTP (load balancers, Prometheus); nothing else.
+	APIPlainPort int `toml:"api_plain_port"`
+	// CAFingerprint pins the cluster CA: the SHA-256 of its certificate
+	// (hex; colons and a "sha256:" prefix are fine), as `petrel up`'s
+	// cluster.json and the first node's log show it. A CA in etcd with
+	// another fingerprint is refused. Empty: the first CA this member
+	// sees is pinned (its data directory keeps it).
+	CAFingerprint string `toml:"ca_fingerprint"`
 	// ProxyPort is the leader proxy's port (0 disables it).
 	ProxyPort int `toml:"proxy_port"`
 	// ProxyROPort is the read-only proxy's port (0 disables it): it spreads
@@ -173,6 +185,11 @@ func (n *Node) Validate() error {
 	case "on", "off", "strict":
 	default:
 		errs = append(errs, fmt.Errorf("sync_mode %q: want on, off or strict", n.SyncMode))
+	}
+	if n.CAFingerprint != "" {
+		if _, err := pki.NormalizeFingerprint(n.CAFingerprint); err != nil {
+			errs = append(errs, fmt.Errorf("ca_fingerprint: %w", err))
+		}
 	}
 	if n.AdvertiseHost == "" {
 		n.AdvertiseHost = n.ListenHost

@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/petrel-db/petrel/internal/api"
 	"github.com/petrel-db/petrel/internal/model"
 	"github.com/petrel-db/petrel/internal/ops"
 	"github.com/petrel-db/petrel/internal/store"
@@ -48,8 +49,12 @@ type Options struct {
 	// OperatorPassword authenticates the admin API ("" closes it).
 	OperatorPassword string
 	Log              *slog.Logger
-	// Client asks the peers for /status and /metrics (nil: 1 s timeout).
-	Client *http.Client
+	// API asks the peers for /status and /metrics (the node's own client:
+	// TLS, each answer from the member asked). Nil: no member answers.
+	API *api.Client
+	// CA is the node's pinned cluster CA certificate (nil before it has
+	// one): the admin connections to the leader's Postgres verify it.
+	CA func() []byte
 }
 
 // Store is what the dashboard reads of the node's store (*store.Store).
@@ -76,13 +81,10 @@ type Server struct {
 
 // New builds the server; Close stops what it started.
 func New(o Options) *Server {
-	if o.Client == nil {
-		o.Client = &http.Client{Timeout: time.Second}
-	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	col := &collector{cluster: o.Cluster, self: o.Self, st: o.Store, client: o.Client, samples: map[string]proxySample{}}
+	col := &collector{cluster: o.Cluster, self: o.Self, st: o.Store, api: o.API, samples: map[string]proxySample{}}
 	s := &Server{o: o, auth: newAuthenticator(o.OperatorPassword),
 		hub: &hub{col: col, etcd: o.Store.Client(), cluster: o.Cluster, log: o.Log, subs: map[chan struct{}]bool{}}}
 	s.opCtx, s.opStop = context.WithCancel(context.Background())
@@ -224,13 +226,17 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
 }
 
 func (s *Server) ops(actor string, out io.Writer) *ops.Cluster {
-	c := &ops.Cluster{Etcd: s.o.Store.Client(), Name: s.o.Cluster, Out: out, Actor: "api:" + actor}
+	c := &ops.Cluster{Etcd: s.o.Store.Client(), Name: s.o.Cluster, Out: out, Actor: "api:" + actor, API: s.o.API}
 	// The API acts on Postgres as the operator role (never the superuser),
 	// over TLS verified against the cluster CA.
 	c.ConnectLeader = func(ctx context.Context) (*pgx.Conn, error) {
-		ca, err := ops.LoadCA(ctx, c.Etcd, c.Name)
-		if err != nil {
-			return nil, err
+		// The node's pinned CA, never the store's word for it.
+		var ca []byte
+		if s.o.CA != nil {
+			ca = s.o.CA()
+		}
+		if ca == nil {
+			return nil, errors.New("this node holds no cluster CA yet")
 		}
 		return c.ConnectLeaderAs(ctx, ops.Admin{User: Operator, Password: s.o.OperatorPassword, CAPEM: ca}, "postgres")
 	}

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/petrel-db/petrel/internal/api/apitest"
+	"github.com/petrel-db/petrel/internal/model"
 	"github.com/petrel-db/petrel/internal/store"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
@@ -192,15 +194,18 @@ func TestAdminBadInput(t *testing.T) {
 
 // TestScrape sums a metric's label sets from the text exposition.
 func TestScrape(t *testing.T) {
-	ms := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	ca := apitest.NewCA(t, "test")
+	ms := ca.Server(t, "n2", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "# HELP x\n# TYPE petrel_proxy_connections_accepted_total counter\n"+
 			`petrel_proxy_connections_accepted_total{listener="leader"} 7`+"\n"+
 			`petrel_proxy_connections_accepted_total{listener="readonly"} 3`+"\n"+
 			"petrel_proxy_connections_active 2\npetrel_proxy_connections_active_other 100\n")
 	}))
-	defer ms.Close()
-	c := &collector{client: ms.Client()}
-	got, err := c.scrape(context.Background(), ms.URL, "petrel_proxy_connections_accepted_total", "petrel_proxy_connections_active")
+	c := &collector{api: ca.Client(t)}
+	if _, err := c.scrape(context.Background(), model.Member{ID: "n3", APIURL: ms.URL}, "petrel_proxy_connections_active"); err == nil {
+		t.Fatal("scraped n2's metrics as n3's")
+	}
+	got, err := c.scrape(context.Background(), model.Member{ID: "n2", APIURL: ms.URL}, "petrel_proxy_connections_accepted_total", "petrel_proxy_connections_active")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,7 +232,7 @@ func TestEdgeRates(t *testing.T) {
 	}))
 	defer ms.Close()
 	st := edgeStore{edges: []store.Edge{{ID: "edge-ord", Region: "ord", AdminURL: ms.URL}, {ID: "edge-scl", Region: "scl"}}}
-	c := &collector{st: st, client: ms.Client(), samples: map[string]proxySample{}}
+	c := &collector{st: st, edgeHTTP: ms.Client(), samples: map[string]proxySample{}}
 	c.edges(context.Background())
 	time.Sleep(50 * time.Millisecond)
 	evs := c.edges(context.Background())

@@ -3,6 +3,7 @@ package dashboard
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"sort"
@@ -11,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/petrel-db/petrel/internal/api"
 	"github.com/petrel-db/petrel/internal/model"
 	"github.com/petrel-db/petrel/internal/statusview"
 	"github.com/petrel-db/petrel/internal/store"
@@ -54,10 +56,11 @@ type EdgeView struct {
 // collector builds Views from the node's store cache and the members'
 // /status and /metrics.
 type collector struct {
-	cluster string
-	self    string
-	st      Store
-	client  *http.Client
+	cluster  string
+	self     string
+	st       Store
+	api      *api.Client  // nil: no member answers
+	edgeHTTP *http.Client // edges' admin URLs (nil: a 1 s client)
 
 	mu        sync.Mutex
 	samples   map[string]proxySample // counter ("proxy/<id>", "edge/<id>/<what>") -> last sample
@@ -99,7 +102,7 @@ func (c *collector) view(ctx context.Context) View {
 		}
 	}
 	sort.Slice(targets, func(i, j int) bool { return targets[i].ID < targets[j].ID })
-	v.Members = statusview.Collect(ctx, targets)
+	v.Members = statusview.Collect(ctx, c.api, targets)
 	regions := map[string]bool{}
 	for _, m := range v.Members {
 		if m.Region != "" && !regions[m.Region] {
@@ -157,7 +160,7 @@ func (c *collector) edges(ctx context.Context) []EdgeView {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			vals, err := c.scrape(ctx, e.AdminURL, "petrel_edge_requests_total", "petrel_edge_replays_total")
+			vals, err := c.scrapeEdge(ctx, e.AdminURL, "petrel_edge_requests_total", "petrel_edge_replays_total")
 			if err != nil {
 				return
 			}
@@ -188,7 +191,7 @@ func (c *collector) proxies(ctx context.Context, snap store.Snapshot) []ProxyVie
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			vals, err := c.scrape(ctx, m.APIURL, "petrel_proxy_connections_accepted_total", "petrel_proxy_connections_active")
+			vals, err := c.scrape(ctx, m, "petrel_proxy_connections_accepted_total", "petrel_proxy_connections_active")
 			if err != nil {
 				return
 			}
@@ -203,14 +206,31 @@ func (c *collector) proxies(ctx context.Context, snap store.Snapshot) []ProxyVie
 
 // scrape sums the samples of the named metrics (all label sets) in a
 // member's /metrics text exposition.
-func (c *collector) scrape(ctx context.Context, apiURL string, names ...string) (map[string]float64, error) {
+func (c *collector) scrape(ctx context.Context, m model.Member, names ...string) (map[string]float64, error) {
+	if c.api == nil {
+		return nil, errors.New("no API client")
+	}
+	return scrapeWith(ctx, m.APIURL, func(req *http.Request) (*http.Response, error) { return c.api.Do(req, m.ID) }, names...)
+}
+
+// scrapeEdge is scrape for an edge's admin URL (plain HTTP: an edge has
+// no node certificate).
+func (c *collector) scrapeEdge(ctx context.Context, adminURL string, names ...string) (map[string]float64, error) {
+	hc := c.edgeHTTP
+	if hc == nil {
+		hc = &http.Client{Timeout: time.Second}
+	}
+	return scrapeWith(ctx, adminURL, hc.Do, names...)
+}
+
+func scrapeWith(ctx context.Context, base string, do func(*http.Request) (*http.Response, error), names ...string) (map[string]float64, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(apiURL, "/")+"/metrics", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(base, "/")+"/metrics", nil)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := c.client.Do(req)
+	resp, err := do(req)
 	if err != nil {
 		return nil, err
 	}

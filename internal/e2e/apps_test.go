@@ -32,7 +32,7 @@ func petrelCLI(ctx context.Context, t *testing.T, c *testcluster.Cluster, args .
 // (SU_PASSWORD=... or OPERATOR_PASSWORD=...).
 func petrelCLIEnv(ctx context.Context, t *testing.T, c *testcluster.Cluster, env string, args ...string) (string, string, error) {
 	t.Helper()
-	flags := []string{"--etcd", strings.Join(c.EtcdEndpoints(), ","), "--cluster", c.Opts.Name}
+	flags := []string{"--etcd", strings.Join(c.EtcdEndpoints(), ","), "--cluster", c.Opts.Name, "--ca-fingerprint", c.CAFingerprint}
 	i := len(args)
 	for j, a := range args {
 		if a == "--" {

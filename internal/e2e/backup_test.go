@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -208,7 +207,7 @@ func waitArchived(ctx context.Context, t *testing.T, c *testcluster.Cluster, id 
 // metric reads one unlabelled series from id's /metrics (0 if absent).
 func metric(t *testing.T, c *testcluster.Cluster, id, name string) float64 {
 	t.Helper()
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", c.Node(id).APIPort))
+	resp, err := c.HTTPClient().Get(c.Node(id).APIURL() + "/metrics")
 	if err != nil {
 		return 0
 	}

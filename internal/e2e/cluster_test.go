@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -562,14 +561,30 @@ func TestStoreLossFailsafe(t *testing.T) {
 
 	// POST /failsafe is a network input: garbage and forgeries are refused,
 	// and so is a genuine request while the member reaches the store.
-	member := ""
+	var member, third string
 	for _, id := range c.IDs() {
 		if id != leader {
-			member = id
+			member, third = id, member
 		}
 	}
-	post := func(body string) (int, string) {
-		resp, err := http.Post(fmt.Sprintf("http://127.0.0.1:%d/failsafe", c.Node(member).APIPort), "application/json", strings.NewReader(body))
+	ca, err := c.UnsealCA(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	asLeader, err := c.HTTPClientAs(ca, leader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	asNobody, err := c.HTTPClientAs(ca, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	asThird, err := c.HTTPClientAs(ca, third)
+	if err != nil {
+		t.Fatal(err)
+	}
+	post := func(client *http.Client, body string) (int, string) {
+		resp, err := client.Post(c.Node(member).APIURL()+"/failsafe", "application/json", strings.NewReader(body))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -577,25 +592,36 @@ func TestStoreLossFailsafe(t *testing.T) {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		return resp.StatusCode, string(b)
 	}
-	signed := func(secret string) string {
-		req := model.FailsafeRequest{Leader: leader, SentUnixMs: time.Now().UnixMilli(), TTLMs: 3000}
-		agent.SignFailsafe(secret, &req)
+	key, err := agent.FailsafeKey(ca.Secret, c.Opts.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherKey, _ := agent.FailsafeKey([]byte("not the cluster secret, 32 bytes"), c.Opts.Name)
+	signed := func(key []byte, target string) string {
+		req := model.FailsafeRequest{Leader: leader, Target: target, TTLMs: 3000}
+		agent.SignFailsafe(key, &req, time.Now())
 		b, _ := json.Marshal(req)
 		return string(b)
 	}
+	genuine := signed(key, member)
 	for _, tc := range []struct {
-		body string
-		code int
-		want string
+		client *http.Client
+		body   string
+		code   int
+		want   string
 	}{
-		{"\x00\xffnot json", 400, "bad request body"},
-		{`{"leader":"` + leader + `","sent_unix_ms":1,"ttl_ms":3000,"mac":"00"}`, 409, "bad signature"},
-		{`{"leader":"x","extra":1}`, 400, "unknown field"},
-		{strings.Repeat("A", 10000), 400, "bad request body"},
-		{signed("not-the-password"), 409, "bad signature"},
-		{signed(c.Secrets.Replication), 409, "reaches the store"},
+		{asLeader, "\x00\xffnot json", 400, "bad request body"},
+		{asLeader, `{"leader":"` + leader + `","target":"` + member + `","nonce":"00000000000000000000000000000000","sent_unix_ms":1,"ttl_ms":3000,"mac":"00"}`, 409, "bad signature"},
+		{asLeader, `{"leader":"x","extra":1}`, 400, "unknown field"},
+		{asLeader, strings.Repeat("A", 10000), 400, "bad request body"},
+		{asLeader, signed(otherKey, member), 409, "bad signature"},
+		{asLeader, signed(key, third), 409, "for another member"}, // redirected
+		{asNobody, genuine, 409, "not authenticated"},
+		{asThird, genuine, 409, "not authenticated"},
+		{asLeader, genuine, 409, "reaches the store"},
+		{asLeader, genuine, 409, "replayed"},
 	} {
-		if code, body := post(tc.body); code != tc.code || !strings.Contains(body, tc.want) {
+		if code, body := post(tc.client, tc.body); code != tc.code || !strings.Contains(body, tc.want) {
 			t.Fatalf("POST /failsafe %.40q: %d %s, want %d %q", tc.body, code, body, tc.code, tc.want)
 		}
 	}

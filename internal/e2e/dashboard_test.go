@@ -41,7 +41,7 @@ func TestDashboard(t *testing.T) {
 	if leader == "scl2" {
 		target = "scl1"
 	}
-	page := fmt.Sprintf("http://127.0.0.1:%d", c.Node("ord1").APIPort) // a replica's page shows the whole cluster
+	page := c.Node("ord1").APIURL() // a replica's page shows the whole cluster
 
 	// The admin API: no credentials, forged ones: 401, and no switchover.
 	forged := []string{"", "Basic " + basicAuth("operator", "not-the-password"), "Bearer v1.9999999999.0123456789abcdef", "Bearer " + c.Secrets.Operator}
@@ -51,7 +51,7 @@ func TestDashboard(t *testing.T) {
 		if auth != "" {
 			req.Header.Set("Authorization", auth)
 		}
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := c.HTTPClient().Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -72,6 +72,9 @@ func TestDashboard(t *testing.T) {
 		chromedp.Flag("disable-quic", true), chromedp.Flag("no-first-run", true),
 		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-sync", true), chromedp.WindowSize(1400, 1000),
+		// The page is served with the cluster CA's certificate, which this
+		// throwaway browser profile does not hold.
+		chromedp.Flag("ignore-certificate-errors", true),
 	)
 	actx, acancel := chromedp.NewExecAllocator(ctx, opts...)
 	defer acancel()

@@ -2,9 +2,7 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"strings"
 	"testing"
@@ -107,8 +105,7 @@ func TestDiskFullReadOnly(t *testing.T) {
 // httpGet fetches path from node id's API.
 func httpGet(t *testing.T, c *testcluster.Cluster, id, path string) (int, string) {
 	t.Helper()
-	client := &http.Client{Timeout: 5 * time.Second}
-	resp, err := client.Get(fmt.Sprintf("http://127.0.0.1:%d%s", c.Node(id).APIPort, path))
+	resp, err := c.HTTPClient().Get(c.Node(id).APIURL() + path)
 	if err != nil {
 		t.Fatalf("GET %s: %v", path, err)
 	}

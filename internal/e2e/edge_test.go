@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -53,7 +55,7 @@ func startEdges(t *testing.T, ctx context.Context, c *testcluster.Cluster, scl, 
 		t.Fatal(err)
 	}
 	oe, err := c.StartEdge(ctx, testcluster.EdgeOptions{Region: "ord", Instances: []edge.Instance{ord}, DatabaseURL: c.DSN("ord1"),
-		NodeAPI: "http://127.0.0.1:" + strconv.Itoa(c.Node("ord1").APIPort), RYWWait: 2 * time.Second, HealthPath: "/healthz"})
+		NodeAPI: c.Node("ord1").APIURL(), RYWWait: 2 * time.Second, HealthPath: "/healthz"})
 	if err != nil {
 		se.Close()
 		t.Fatal(err)
@@ -97,6 +99,14 @@ type browser struct {
 func newBrowser(t *testing.T) *browser {
 	jar, _ := cookiejar.New(nil)
 	return &browser{t: t, c: &http.Client{Jar: jar, Timeout: 20 * time.Second}}
+}
+
+// trusting makes b trust caPEM for https (the members' API and dashboard).
+func (b *browser) trusting(caPEM []byte) *browser {
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	b.c.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
+	return b
 }
 
 func (b *browser) do(method, url, body string, hdr ...string) (*http.Response, string) {

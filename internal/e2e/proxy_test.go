@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -33,7 +32,7 @@ func startStandaloneProxy(t *testing.T, ctx context.Context, c *testcluster.Clus
 		t.Fatal(err)
 	}
 	cmd := exec.Command(binary(t), "proxy", "--etcd", strings.Join(c.EtcdEndpoints(), ","), "--cluster", c.Opts.Name,
-		"--listen", fmt.Sprintf("127.0.0.1:%d", port), "--no-leader-wait", noLeaderWait.String(), "--log-level", "debug")
+		"--ca-fingerprint", c.CAFingerprint, "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--no-leader-wait", noLeaderWait.String(), "--log-level", "debug")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -317,7 +316,7 @@ func TestLeaderProxy(t *testing.T) {
 			s.Close()
 		}
 		// The agent still serves its API and its proxy still routes.
-		resp, err := (&http.Client{Timeout: 5 * time.Second}).Get(fmt.Sprintf("http://127.0.0.1:%d/role", c.Node(leader).APIPort))
+		resp, err := c.HTTPClient().Get(c.Node(leader).APIURL() + "/role")
 		if err != nil {
 			t.Fatalf("agent API after the flood: %v", err)
 		}

@@ -117,7 +117,11 @@ func TestUpServesDemo(t *testing.T) {
 	if cf.DashboardURL == "" || !strings.Contains(out.String(), "Dashboard: "+cf.DashboardURL) {
 		t.Fatalf("dashboard_url %q in cluster.json, printed: %v", cf.DashboardURL, strings.Contains(out.String(), "Dashboard: "))
 	}
-	b := newBrowser(t)
+	caPEM, err := os.ReadFile(filepath.Join(dir, localworld.CAFileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := newBrowser(t).trusting(caPEM)
 	if resp, body := b.do("GET", cf.DashboardURL, ""); resp.StatusCode != 200 || !strings.Contains(body, "app.js") {
 		t.Fatalf("GET %s: %d %.100q", cf.DashboardURL, resp.StatusCode, body)
 	}

@@ -31,6 +31,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/petrel-db/petrel/internal/api"
 	"github.com/petrel-db/petrel/internal/store"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -77,8 +78,10 @@ type Config struct {
 	// Empty turns read-your-writes off.
 	DatabaseURL string
 	// NodeAPI is the API URL of the member DatabaseURL points at (its
-	// /status gives the replica's timeline).
-	NodeAPI string
+	// /status gives the replica's timeline), reached with NodeAPIClient
+	// (over TLS, against the cluster CA).
+	NodeAPI       string
+	NodeAPIClient *api.Client
 	// Secret authenticates edges to each other and signs tokens; every
 	// edge of a cluster has the same one (EDGE_SECRET).
 	Secret string
@@ -171,7 +174,10 @@ func New(cfg Config, log *slog.Logger) (*Edge, error) {
 	e.remote = &http.Transport{DialContext: dial, MaxIdleConnsPerHost: 256, IdleConnTimeout: 5 * time.Minute, DisableCompression: true}
 	e.client = &http.Client{Transport: e.remote, Timeout: 5 * time.Second}
 	if cfg.DatabaseURL != "" {
-		e.replica = newReplica(cfg.DatabaseURL, cfg.NodeAPI, e.client, log)
+		if cfg.NodeAPI != "" && cfg.NodeAPIClient == nil {
+			return nil, errors.New("edge: NodeAPI needs NodeAPIClient (the cluster CA)")
+		}
+		e.replica = newReplica(cfg.DatabaseURL, cfg.NodeAPI, cfg.NodeAPIClient, log)
 		m, err := newMinter(cfg.DatabaseURL)
 		if err != nil {
 			return nil, err

@@ -6,13 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/petrel-db/petrel/internal/api"
 	"github.com/petrel-db/petrel/pkg/flyreplay"
 )
 
@@ -23,7 +23,7 @@ import (
 // member's agent every second.
 type replica struct {
 	dsn, api string
-	client   *http.Client
+	client   *api.Client // the agent's API, over TLS against the cluster CA
 	log      *slog.Logger
 	poll     time.Duration
 
@@ -45,8 +45,8 @@ type waiter struct {
 // waits for it.
 const PollInterval = time.Millisecond
 
-func newReplica(dsn, api string, client *http.Client, log *slog.Logger) *replica {
-	return &replica{dsn: dsn, api: api, client: client, log: log, poll: PollInterval, kick: make(chan struct{}, 1)}
+func newReplica(dsn, apiURL string, client *api.Client, log *slog.Logger) *replica {
+	return &replica{dsn: dsn, api: apiURL, client: client, log: log, poll: PollInterval, kick: make(chan struct{}, 1)}
 }
 
 // covers says, without waiting, whether the replica holds pos.
@@ -182,24 +182,21 @@ func (rp *replica) closeConn() {
 }
 
 func (rp *replica) refreshTimeline(ctx context.Context) {
-	if rp.api == "" {
+	if rp.api == "" || rp.client == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rp.api+"/status", nil)
+	// Any node of the cluster (the edge is told a URL, not an id); the
+	// client checks the certificate is one.
+	b, err := rp.client.Get(ctx, rp.api, "", "/status", 1<<20)
 	if err != nil {
 		return
 	}
-	resp, err := rp.client.Do(req)
-	if err != nil {
-		return
-	}
-	defer resp.Body.Close()
 	var st struct {
 		Timeline uint32 `json:"timeline"`
 	}
-	if resp.StatusCode == http.StatusOK && json.NewDecoder(http.MaxBytesReader(nil, resp.Body, 1<<20)).Decode(&st) == nil && st.Timeline > 0 {
+	if json.Unmarshal(b, &st) == nil && st.Timeline > 0 {
 		// Timelines only grow; a member that was re-cloned reports its
 		// new one, and an older answer (a restarting agent) is ignored.
 		for {

@@ -23,8 +23,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/petrel-db/petrel/internal/api"
 	"github.com/petrel-db/petrel/internal/model"
 	"github.com/petrel-db/petrel/internal/netns"
+	"github.com/petrel-db/petrel/internal/store"
 	"github.com/petrel-db/petrel/internal/testcluster"
 )
 
@@ -47,6 +49,8 @@ type Cluster struct {
 	// Passwords (SU_PASSWORD, ...) in the cluster's secrets file.
 	Passwords map[string]string
 	secrets   string
+	// CAFingerprint is the cluster CA's, pinned in every node's TOML.
+	CAFingerprint string
 
 	mu    sync.Mutex // guards nodes
 	nodes map[string]*Node
@@ -119,6 +123,20 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		c.Close()
 		return nil, err
 	}
+	// The cluster CA, created before any node as an operator would have
+	// the first node create it, and pinned in every node's TOML (and so
+	// for `petrel status --config`).
+	cli, err := store.Connect(ctx, c.Etcd.Conn(), opts.Name)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	c.CAFingerprint, err = api.EnsureCA(ctx, cli, opts.Name, c.Passwords["SU_PASSWORD"])
+	cli.Close()
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("creating the cluster CA: %w", err)
+	}
 	return c, nil
 }
 
@@ -145,9 +163,10 @@ etcd_cert_file = %q
 etcd_key_file  = %q
 etcd_username  = %q
 secrets_file   = %q
+ca_fingerprint = %q
 # psql runs as the superuser on the admin host.
 admin_networks = ["%s/32"]
-`, c.Opts.Name, id, region, n.DataDir, ip, ip, quoted(c.Etcd.Endpoints()), c.Etcd.CAFile, c.Etcd.CertFile, c.Etcd.KeyFile, testcluster.EtcdUser, c.secrets, c.adminIP)
+`, c.Opts.Name, id, region, n.DataDir, ip, ip, quoted(c.Etcd.Endpoints()), c.Etcd.CAFile, c.Etcd.CertFile, c.Etcd.KeyFile, testcluster.EtcdUser, c.secrets, c.CAFingerprint, c.adminIP)
 	if err := os.WriteFile(n.Config, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}

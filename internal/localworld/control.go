@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/petrel-db/petrel/internal/api"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
@@ -40,6 +41,8 @@ type live struct {
 	dir, shownDir string
 	bin, secrets  string
 	suPW          string
+	caFP          string      // the cluster CA's fingerprint, pinned on every node
+	api           *api.Client // reads the members' /status
 	etcdURL       string
 	etcdEndpoints []string
 	env           []string
@@ -75,6 +78,7 @@ func (l *live) nodeArgs(n worldNode) []string {
 		"--loopback-plaintext",
 		"--pg-port", strconv.Itoa(n.PGPort),
 		"--api-port", strconv.Itoa(n.APIPort),
+		"--ca-fingerprint", l.caFP,
 		"--proxy-port", strconv.Itoa(n.ProxyPort),
 		"--etcd", strings.Join(etcd, ","),
 		"--secrets-file", l.secrets,
@@ -124,7 +128,7 @@ func (l *live) persistLocked() (*ClusterFile, error) {
 	if err := writeJSON(filepath.Join(l.dir, WorldFileName), l.w, 0o600); err != nil {
 		return nil, fmt.Errorf("writing world.json: %w", err)
 	}
-	cf := clusterFileFor(l.w, l.etcdEndpoints, l.suPW)
+	cf := clusterFileFor(l.w, l.etcdEndpoints, l.suPW, l.caFP)
 	addDatabaseURL(cf, l.dir) // the operator's URL through the leader proxy (dburl.go)
 	if err := writeJSON(filepath.Join(l.dir, ClusterFileName), cf, 0o600); err != nil {
 		return nil, fmt.Errorf("writing cluster.json: %w", err)

@@ -237,7 +237,7 @@ func (l *live) startEdgesLocked(edgeSecret string) error {
 			"--dial-map", filepath.Join(dir, DialMapName),
 		}
 		if n, ok := firstInRegion(l.w, e.Region); ok && e.Region != l.w.PrimaryRegion {
-			args = append(args, "--node-api", "http://"+apiAddr(n))
+			args = append(args, "--node-api", "https://"+apiAddr(n), "--ca-fingerprint", l.caFP)
 		}
 		env := append(envWithout(l.env, "EDGE_SECRET", "EDGE_DATABASE_URL"),
 			"EDGE_DATABASE_URL="+regionDB(l.w, e.Region, "operator", sec.Operator, "postgres"))

@@ -18,6 +18,9 @@ import (
 // File names inside a world's directory.
 const (
 	SecretsFileName = "secrets.env"
+	// CAFileName holds the cluster CA's certificate: the members' API
+	// (and the dashboard) present certificates it signed.
+	CAFileName      = "ca.crt"
 	ClusterFileName = "cluster.json"
 	WorldFileName   = "world.json"
 	PIDFileName     = "up.pid"
@@ -31,6 +34,9 @@ type ClusterFile struct {
 	Etcd          []string `json:"etcd"`
 	PrimaryRegion string   `json:"primary_region"`
 	SuperuserDSN  string   `json:"superuser_dsn"`
+	// CAFingerprint is the cluster CA's SHA-256 (pki.Fingerprint): the CLI
+	// checks the CA it reads from etcd against it.
+	CAFingerprint string `json:"ca_fingerprint"`
 	// DatabaseURL is the operator role's URL through the leader proxy
 	// (see addDatabaseURL); it holds the operator password.
 	DatabaseURL string `json:"database_url,omitempty"`

@@ -65,6 +65,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/petrel-db/petrel/internal/api"
 	"github.com/petrel-db/petrel/internal/etcdembed"
 	"github.com/petrel-db/petrel/internal/model"
 	"github.com/petrel-db/petrel/internal/netsim"
@@ -259,7 +260,11 @@ func Run(ctx context.Context, opts Options) error {
 	if err := ensureBackupConfig(ctx, etcd.Endpoints(), w.Cluster, dir); err != nil {
 		return err
 	}
-	cf := clusterFileFor(w, etcd.Endpoints(), suPW)
+	caFP, apiClient, err := clusterCA(ctx, etcd.Endpoints(), w.Cluster, suPW, dir)
+	if err != nil {
+		return fmt.Errorf("creating the cluster CA: %w", err)
+	}
+	cf := clusterFileFor(w, etcd.Endpoints(), suPW, caFP)
 	addDatabaseURL(cf, dir) // the operator's URL through the leader proxy (dburl.go)
 	if err := writeJSON(filepath.Join(dir, ClusterFileName), cf, 0o600); err != nil {
 		return fmt.Errorf("writing cluster.json: %w", err)
@@ -290,7 +295,7 @@ func Run(ctx context.Context, opts Options) error {
 		lg.Info("regions are linked with one-way delays (--no-links for none)", "latency", describeMatrix(m, w.Nodes))
 	}
 	lv := &live{
-		dir: dir, shownDir: shownDir, bin: bin, secrets: secretsPath, suPW: suPW,
+		dir: dir, shownDir: shownDir, bin: bin, secrets: secretsPath, suPW: suPW, caFP: caFP, api: apiClient,
 		etcdURL: etcdURL, etcdEndpoints: etcd.Endpoints(), env: childEnv(), lg: lg, net: nw,
 		w: w, children: map[string]*child{}, appCmd: opts.App,
 	}
@@ -327,7 +332,7 @@ func Run(ctx context.Context, opts Options) error {
 	lg.Info("started nodes", "cluster", w.Cluster, "nodes", len(w.Nodes), "logs", filepath.Join(shownDir, "nodes", "<id>", "agent.log"))
 
 	targets := statusview.TargetsFromMembers(cf.Nodes)
-	ready := waitForPrimary(ctx, targets, lg)
+	ready := waitForPrimary(ctx, apiClient, targets, lg)
 	appsDone := make(chan struct{})
 	if ready && len(edgesFor(w)) > 0 {
 		// The app gets its own role and database, like `petrel attach`;
@@ -353,7 +358,7 @@ func Run(ctx context.Context, opts Options) error {
 		close(appsDone)
 	}
 	if ctx.Err() == nil {
-		sts := statusview.Collect(ctx, targets)
+		sts := statusview.Collect(ctx, apiClient, targets)
 		printReady(opts.Stdout, shownDir, cf, sts, ready)
 		if opts.OnReady != nil {
 			opts.OnReady(cf, ready)
@@ -381,7 +386,7 @@ func Run(ctx context.Context, opts Options) error {
 		}
 	}
 	stctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	sts := statusview.Collect(stctx, statusview.TargetsFromMembers(clusterFileFor(lv.w, etcd.Endpoints(), suPW).Nodes))
+	sts := statusview.Collect(stctx, apiClient, statusview.TargetsFromMembers(clusterFileFor(lv.w, etcd.Endpoints(), suPW, caFP).Nodes))
 	cancel()
 	stopAll(cs, sts, lg)
 	etcd.Close()
@@ -542,14 +547,14 @@ func checkFree(ps []portUse) error {
 	return nil
 }
 
-func clusterFileFor(w *world, endpoints []string, suPW string) *ClusterFile {
-	cf := &ClusterFile{Cluster: w.Cluster, Etcd: endpoints, PrimaryRegion: w.PrimaryRegion}
+func clusterFileFor(w *world, endpoints []string, suPW, caFP string) *ClusterFile {
+	cf := &ClusterFile{Cluster: w.Cluster, Etcd: endpoints, PrimaryRegion: w.PrimaryRegion, CAFingerprint: caFP}
 	hosts := make([]string, 0, len(w.Nodes))
 	for _, n := range w.Nodes {
 		m := model.Member{
 			ID:           n.ID,
 			Region:       n.Region,
-			APIURL:       fmt.Sprintf("http://127.0.0.1:%d", n.APIPort),
+			APIURL:       fmt.Sprintf("https://127.0.0.1:%d", n.APIPort),
 			PostgresAddr: fmt.Sprintf("127.0.0.1:%d", n.PGPort),
 		}
 		if n.ProxyPort > 0 {
@@ -588,7 +593,7 @@ func childEnv() []string {
 	return env
 }
 
-func waitForPrimary(ctx context.Context, targets []statusview.Target, lg *slog.Logger) bool {
+func waitForPrimary(ctx context.Context, client *api.Client, targets []statusview.Target, lg *slog.Logger) bool {
 	lg.Info("waiting for a primary and streaming replicas", "timeout", ReadyTimeout)
 	deadline := time.NewTimer(ReadyTimeout)
 	defer deadline.Stop()
@@ -599,7 +604,7 @@ func waitForPrimary(ctx context.Context, targets []statusview.Target, lg *slog.L
 		// Ready: a primary and every other member a streaming replica.
 		// Once a primary exists, a member still cloning after a minute
 		// does not hold the table back.
-		sts := statusview.Collect(ctx, targets)
+		sts := statusview.Collect(ctx, client, targets)
 		if _, ok := statusview.Primary(sts); ok {
 			if primarySince.IsZero() {
 				primarySince = time.Now()
@@ -637,8 +642,8 @@ func printReady(out io.Writer, dir string, cf *ClusterFile, sts []model.Status, 
 	statusview.RegionTable(out, sts)
 	cfPath := filepath.Join(dir, ClusterFileName)
 	if cf.DashboardURL != "" {
-		fmt.Fprintf(out, "\nDashboard: %s\n  (every member serves one for the whole cluster; its buttons ask for OPERATOR_PASSWORD from %s)\n",
-			cf.DashboardURL, filepath.Join(dir, SecretsFileName))
+		fmt.Fprintf(out, "\nDashboard: %s\n  (every member serves one for the whole cluster; its buttons ask for OPERATOR_PASSWORD from %s;\n  over TLS with the cluster CA, %s: trust it in the browser, or curl --cacert it)\n",
+			cf.DashboardURL, filepath.Join(dir, SecretsFileName), filepath.Join(dir, CAFileName))
 	}
 	fmt.Fprintf(out, "\nConnect (superuser; libpq picks the writable member):\n  %s\n", RedactDSN(cf.SuperuserDSN))
 	fmt.Fprintf(out, "  The full connection string is in %s (\"superuser_dsn\"), e.g.\n", cfPath)

@@ -3,6 +3,7 @@ package localworld
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -20,8 +21,10 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/petrel-db/petrel/internal/api"
 	"github.com/petrel-db/petrel/internal/config"
 	"github.com/petrel-db/petrel/internal/model"
+	"github.com/petrel-db/petrel/internal/pki"
 	"github.com/petrel-db/petrel/internal/statusview"
 	"github.com/petrel-db/petrel/internal/store"
 )
@@ -61,8 +64,10 @@ func fakeNode(args []string) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
+	caFP := fs.String("ca-fingerprint", "", "")
 	fmt.Println("fake node etcd", *etcd, "dial-map", *dialMap)
-	if _, err := config.LoadSecrets(*secrets); err != nil {
+	sec, err := config.LoadSecrets(*secrets)
+	if err != nil {
 		fmt.Println("secrets:", err)
 		return 3
 	}
@@ -82,9 +87,17 @@ func fakeNode(args []string) int {
 		return 4
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	// Like a real node: the pinned CA from the store, a node certificate
+	// from it for the API.
+	tlsCfg, err := fakeNodeTLS(ctx, cli, *cluster, *id, *caFP, sec.Superuser)
+	if err != nil {
+		cancel()
+		fmt.Println("tls:", err)
+		return 5
+	}
 	lease, err := cli.Grant(ctx, 5)
 	if err == nil {
-		m := model.Member{ID: *id, Region: *region, APIURL: fmt.Sprintf("http://%s:%d", *host, *apiPort), PostgresAddr: fmt.Sprintf("%s:%d", *host, *pgPort)}
+		m := model.Member{ID: *id, Region: *region, APIURL: fmt.Sprintf("https://%s:%d", *host, *apiPort), PostgresAddr: fmt.Sprintf("%s:%d", *host, *pgPort)}
 		b, _ := json.Marshal(m)
 		_, err = cli.Put(ctx, "/petrel/"+*cluster+"/members/"+*id, string(b), clientv3.WithLease(lease.ID))
 	}
@@ -106,14 +119,64 @@ func fakeNode(args []string) int {
 	mux.HandleFunc("/status", func(w http.ResponseWriter, r *http.Request) {
 		json.NewEncoder(w).Encode(model.Status{ID: *id, Region: *region, Role: role, State: "running", Timeline: 1, Streaming: role == model.RoleReplica})
 	})
-	srv := &http.Server{Addr: fmt.Sprintf("%s:%d", *host, *apiPort), Handler: mux}
-	go srv.ListenAndServe()
+	srv := &http.Server{Addr: fmt.Sprintf("%s:%d", *host, *apiPort), Handler: mux, TLSConfig: tlsCfg}
+	go srv.ListenAndServeTLS("", "")
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	<-sig
 	fmt.Println("fake node stopping")
 	srv.Close()
 	return 0
+}
+
+func fakeNodeTLS(ctx context.Context, cli *clientv3.Client, cluster, id, pin, suPW string) (*tls.Config, error) {
+	caPEM, err := api.PinnedCA(ctx, cli, cluster, pin)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := cli.Get(ctx, "/petrel/"+cluster+"/ca")
+	if err != nil || len(resp.Kvs) == 0 {
+		return nil, fmt.Errorf("reading the CA: %v", err)
+	}
+	st, err := pki.Decode(resp.Kvs[0].Value)
+	if err != nil {
+		return nil, err
+	}
+	ca, err := st.Unseal(suPW)
+	if err != nil {
+		return nil, err
+	}
+	if !pki.SameCert(ca.CertPEM, caPEM) {
+		return nil, fmt.Errorf("CA changed")
+	}
+	certPEM, keyPEM, err := ca.IssueNode(cluster, id, "127.0.0.1")
+	if err != nil {
+		return nil, err
+	}
+	kp, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Config{Certificates: []tls.Certificate{kp}}, nil
+}
+
+// apiClient reads the members' APIs of the world in cf (its pinned CA).
+func apiClient(t *testing.T, cf *ClusterFile) *api.Client {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: cf.Etcd, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	caPEM, err := api.PinnedCA(context.Background(), cli, cf.Cluster, cf.CAFingerprint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := api.NewClient(caPEM, cf.Cluster, api.ClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 // basePort stays below the ephemeral range (32768+) and the ports
@@ -252,7 +315,7 @@ func TestRunFakeWorld(t *testing.T) {
 	// scl2 crashed once and must have been restarted.
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		sts := statusview.Collect(context.Background(), statusview.TargetsFromMembers(cf.Nodes))
+		sts := statusview.Collect(context.Background(), apiClient(t, cf), statusview.TargetsFromMembers(cf.Nodes))
 		if sts[1].Role == model.RoleReplica {
 			break
 		}

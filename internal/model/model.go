@@ -152,10 +152,14 @@ type ArchiveStatus struct {
 // store, that a member promise not to take over for one lease TTL
 // (POST /failsafe). TTLMs is the leader's lease TTL: the promise lasts at
 // least that long, whatever the member's own setting. MAC is hex
-// HMAC-SHA256 over "leader|sent_unix_ms|ttl_ms", keyed from the
-// replication password, so only a member of the cluster can ask.
+// HMAC-SHA256 (internal/peerauth, a key derived from the cluster secret)
+// over the leader, the target member, the nonce, the send time and the
+// TTL, so only a member of the cluster can ask, only the member asked
+// accepts it, and only once.
 type FailsafeRequest struct {
 	Leader     string `json:"leader"`
+	Target     string `json:"target"`
+	Nonce      string `json:"nonce"`
 	SentUnixMs int64  `json:"sent_unix_ms"`
 	TTLMs      int64  `json:"ttl_ms"`
 	MAC        string `json:"mac"`

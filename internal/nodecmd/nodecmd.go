@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/petrel-db/petrel/internal/agent"
 	"github.com/petrel-db/petrel/internal/api"
@@ -109,7 +110,9 @@ with --etcd-username) or --secrets-file.`,
 	f.StringVar(&cfg.ListenHost, "listen-host", cfg.ListenHost, "address Postgres and the API listen on")
 	f.StringVar(&cfg.AdvertiseHost, "advertise-host", "", "address others use to reach this member (default: --listen-host)")
 	f.IntVar(&cfg.PGPort, "pg-port", cfg.PGPort, "this member's own PostgreSQL port")
-	f.IntVar(&cfg.APIPort, "api-port", cfg.APIPort, "HTTP API port (/health, /role, /status, /metrics)")
+	f.IntVar(&cfg.APIPort, "api-port", cfg.APIPort, "HTTPS API port (/health, /role, /status, /metrics, members' requests)")
+	f.IntVar(&cfg.APIPlainPort, "api-plain-port", 0, "plain HTTP port for /health, /role and /metrics only (0: off)")
+	f.StringVar(&cfg.CAFingerprint, "ca-fingerprint", "", "SHA-256 of the cluster CA certificate to pin (default: the first one seen)")
 	f.IntVar(&cfg.ProxyPort, "proxy-port", 0, "leader proxy port (0: off)")
 	f.IntVar(&cfg.ProxyROPort, "proxy-ro-port", 0, "read-only proxy port: this region's replicas, falling back to the leader (0: off)")
 	f.StringVar(&cfg.ProxyPipe, "proxy-pipe", "auto", "how the proxies move bytes: auto, kernel (BPF sockmap, needs root), copy or splice")
@@ -147,6 +150,8 @@ func applyFlags(fs *pflag.FlagSet, from, to *config.Node) {
 	set("advertise-host", func() { to.AdvertiseHost = from.AdvertiseHost })
 	set("pg-port", func() { to.PGPort = from.PGPort })
 	set("api-port", func() { to.APIPort = from.APIPort })
+	set("api-plain-port", func() { to.APIPlainPort = from.APIPlainPort })
+	set("ca-fingerprint", func() { to.CAFingerprint = from.CAFingerprint })
 	set("proxy-port", func() { to.ProxyPort = from.ProxyPort })
 	set("proxy-ro-port", func() { to.ProxyROPort = from.ProxyROPort })
 	set("proxy-pipe", func() { to.ProxyPipe = from.ProxyPipe })
@@ -199,6 +204,8 @@ func bindScratch(f *pflag.FlagSet, c *config.Node) {
 	f.StringVar(&c.AdvertiseHost, "advertise-host", "", "")
 	f.IntVar(&c.PGPort, "pg-port", c.PGPort, "")
 	f.IntVar(&c.APIPort, "api-port", c.APIPort, "")
+	f.IntVar(&c.APIPlainPort, "api-plain-port", 0, "")
+	f.StringVar(&c.CAFingerprint, "ca-fingerprint", "", "")
 	f.IntVar(&c.ProxyPort, "proxy-port", 0, "")
 	f.IntVar(&c.ProxyROPort, "proxy-ro-port", 0, "")
 	f.StringVar(&c.ProxyPipe, "proxy-pipe", "auto", "")
@@ -300,16 +307,24 @@ func runNode(parent context.Context, cfg config.Node, logLevel string) error {
 	a.SetArchiver(arch)
 
 	apiAddr := net.JoinHostPort(cfg.ListenHost, strconv.Itoa(cfg.APIPort))
-	apiErr := make(chan error, 1)
+	apiErr := make(chan error, 2)
 	apiCtx, stopAPI := context.WithCancel(context.Background())
 	defer stopAPI()
 	// The dashboard and the admin API share the API's port (and its TLS).
-	dash := dashboard.New(dashboard.Options{Cluster: cfg.Cluster, Self: cfg.ID, Store: st, OperatorPassword: sec.Operator, Log: log.With("component", "dashboard")})
+	dash := dashboard.New(dashboard.Options{Cluster: cfg.Cluster, Self: cfg.ID, Store: st, OperatorPassword: sec.Operator,
+		Log: log.With("component", "dashboard"), API: a.Identity().Client(api.ClientOptions{Timeout: time.Second}),
+		CA: a.Identity().CAPEM})
 	defer dash.Close()
-	go func() { apiErr <- api.Serve(apiCtx, apiAddr, dash.Wrap(api.Handler(a, reg)), log) }()
+	go func() {
+		apiErr <- api.Serve(apiCtx, apiAddr, dash.Wrap(api.Handler(a, reg)), a.Identity().ServerTLS(), log)
+	}()
+	if cfg.APIPlainPort > 0 {
+		plainAddr := net.JoinHostPort(cfg.ListenHost, strconv.Itoa(cfg.APIPlainPort))
+		go func() { apiErr <- api.Serve(apiCtx, plainAddr, api.PlainHandler(a, reg), nil, log) }()
+	}
 
 	if cfg.ProxyPort > 0 {
-		stopProxy, err := startNodeProxy(cfg, st, dm, reg, log)
+		stopProxy, err := startNodeProxy(cfg, st, dm, reg, a.Identity(), log)
 		if err != nil {
 			return err
 		}
@@ -337,7 +352,7 @@ func runNode(parent context.Context, cfg config.Node, logLevel string) error {
 // startNodeProxy starts the node's leader proxy (and read-only proxy) on
 // ListenHost. It runs on its own context so that it keeps serving while
 // the agent hands leadership over on SIGTERM; stop ends it.
-func startNodeProxy(cfg config.Node, st *store.Store, dm *dialmap.Source, reg prometheus.Registerer, log *slog.Logger) (stop func(), err error) {
+func startNodeProxy(cfg config.Node, st *store.Store, dm *dialmap.Source, reg prometheus.Registerer, ident *api.Identity, log *slog.Logger) (stop func(), err error) {
 	rw, err := net.Listen("tcp", net.JoinHostPort(cfg.ListenHost, strconv.Itoa(cfg.ProxyPort)))
 	if err != nil {
 		return nil, fmt.Errorf("leader proxy: %w", err)
@@ -349,8 +364,10 @@ func startNodeProxy(cfg config.Node, st *store.Store, dm *dialmap.Source, reg pr
 			return nil, fmt.Errorf("read-only proxy: %w", err)
 		}
 	}
+	// Members are verified against this node's own pinned CA.
 	p := proxy.New(proxy.Config{Cluster: cfg.Cluster, Region: cfg.Region, DialMap: dm, Pipe: cfg.ProxyPipe},
-		proxy.Options{Etcd: st.Client(), Logger: log.With("component", "proxy"), Registerer: reg})
+		proxy.Options{Etcd: st.Client(), Logger: log.With("component", "proxy"), Registerer: reg,
+			API: ident.Client(api.ClientOptions{Timeout: time.Second, MaxIdlePerHost: 4})})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {

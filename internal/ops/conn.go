@@ -10,9 +10,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/petrel-db/petrel/internal/apps"
-	"github.com/petrel-db/petrel/internal/pki"
-	"github.com/petrel-db/petrel/internal/store"
-	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // Admin is how an operation logs in to a member's Postgres: the superuser
@@ -21,25 +18,6 @@ import (
 type Admin struct {
 	User, Password string
 	CAPEM          []byte // nil: no CA yet (plaintext, loopback only)
-}
-
-// LoadCA reads the cluster CA's certificate from etcd (nil when the
-// cluster has none yet).
-func LoadCA(ctx context.Context, cli *clientv3.Client, cluster string) ([]byte, error) {
-	gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	resp, err := cli.Get(gctx, store.ClusterKey(cluster, store.KeyCA))
-	if err != nil {
-		return nil, fmt.Errorf("reading the cluster CA from etcd: %w", err)
-	}
-	if len(resp.Kvs) == 0 {
-		return nil, nil
-	}
-	st, err := pki.Decode(resp.Kvs[0].Value)
-	if err != nil {
-		return nil, err
-	}
-	return []byte(st.CertPEM), nil
 }
 
 // TLSConfig verifies the server against the cluster CA (verify-full).

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/petrel-db/petrel/internal/api"
 	"github.com/petrel-db/petrel/internal/model"
 	"github.com/petrel-db/petrel/internal/store"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -37,6 +38,9 @@ type Cluster struct {
 	// ConnectLeader opens an admin connection to the leader's postgres
 	// database; the settings checks need it (nil: they fail).
 	ConnectLeader func(ctx context.Context) (*pgx.Conn, error)
+	// API asks members for their /status (over TLS, against the pinned
+	// cluster CA; nil: no member answers).
+	API *api.Client
 }
 
 func (c *Cluster) out() io.Writer {

@@ -7,8 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"sort"
 	"strconv"
 	"strings"
@@ -181,21 +179,20 @@ func (m multiErr) Error() string {
 
 func joinErrs(errs []error) error { return multiErr(errs) }
 
-var statusHTTP = &http.Client{Timeout: 2 * time.Second}
-
-// MemberStatus asks member m for its GET /status.
-func MemberStatus(ctx context.Context, m model.Member) (model.Status, error) {
+// MemberStatus asks member m for its GET /status (over TLS, from m
+// itself).
+func (c *Cluster) MemberStatus(ctx context.Context, m model.Member) (model.Status, error) {
 	var st model.Status
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, m.APIURL+"/status", nil)
-	if err != nil {
-		return st, err
+	if c.API == nil {
+		return st, errors.New("no API client (cluster CA) to ask members with")
 	}
-	resp, err := statusHTTP.Do(req)
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	b, err := c.API.Get(ctx, m.APIURL, m.ID, "/status", 1<<20)
 	if err != nil {
 		return st, fmt.Errorf("asking %s for its status: %w", m.ID, err)
 	}
-	defer resp.Body.Close()
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&st); err != nil {
+	if err := json.Unmarshal(b, &st); err != nil {
 		return st, fmt.Errorf("decoding %s's status: %w", m.ID, err)
 	}
 	return st, nil
@@ -209,7 +206,7 @@ func (c *Cluster) Statuses(ctx context.Context) (Topology, map[string]model.Stat
 	}
 	sts := map[string]model.Status{}
 	for id, m := range t.Members {
-		if st, err := MemberStatus(ctx, m); err == nil {
+		if st, err := c.MemberStatus(ctx, m); err == nil {
 			sts[id] = st
 		}
 	}
@@ -369,7 +366,7 @@ func (c *Cluster) restartMember(ctx context.Context, id string, req store.Restar
 		if !ok {
 			return false, nil
 		}
-		st, err := MemberStatus(ctx, m)
+		st, err := c.MemberStatus(ctx, m)
 		return err == nil && done(st), nil
 	})
 }
@@ -506,7 +503,7 @@ func (c *Cluster) switchoverForRestart(ctx context.Context, leader string) error
 		if !ok {
 			return false, nil
 		}
-		st, err := MemberStatus(ctx, m)
+		st, err := c.MemberStatus(ctx, m)
 		return err == nil && st.Role == model.RoleReplica && st.Streaming, nil
 	})
 }

@@ -3,15 +3,15 @@ package proxy
 import (
 	"context"
 	"encoding/json"
-	"fmt"
-	"io"
-	"net/http"
+	"errors"
 	"sort"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/petrel-db/petrel/internal/api"
 	"github.com/petrel-db/petrel/internal/model"
+	"github.com/petrel-db/petrel/internal/pki"
 )
 
 // maxLeaderFails is how many consecutive failed /role requests (no answer
@@ -59,7 +59,7 @@ func (p *Proxy) checkLeader(ctx context.Context) {
 		return
 	}
 	t := p.targetOf(m)
-	role, err := p.getRole(ctx, t.api)
+	role, err := p.getRole(ctx, t)
 	if ctx.Err() != nil {
 		return
 	}
@@ -90,34 +90,28 @@ func (p *Proxy) checkLeader(ctx context.Context) {
 	}
 }
 
-func (p *Proxy) getRole(ctx context.Context, api string) (string, error) {
-	b, err := p.get(ctx, api+"/role", 64)
+func (p *Proxy) getRole(ctx context.Context, t target) (string, error) {
+	b, err := p.get(ctx, t, "/role", 64)
 	if err != nil {
 		return "", err
 	}
 	return strings.TrimSpace(string(b)), nil
 }
 
-func (p *Proxy) get(ctx context.Context, url string, limit int64) ([]byte, error) {
+// get asks member t's API; the answer must come from t itself (a
+// certificate of the cluster CA naming t.id), else it is an error like no
+// answer at all.
+func (p *Proxy) get(ctx context.Context, t target, path string, limit int64) ([]byte, error) {
+	if p.api == nil {
+		return nil, errors.New("no API client: cannot verify members")
+	}
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.CheckTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return nil, fmt.Errorf("building request: %w", err)
+	b, err := p.api.Get(ctx, t.api, t.id, path, limit)
+	if errors.Is(err, api.ErrWrongNode) || errors.Is(err, pki.ErrNotNode) {
+		p.log.Warn("proxy: a member record leads to a server that is not that member; refusing it", "member", t.id, "api", t.api, "err", err)
 	}
-	resp, err := p.http.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("GET %s: %w", url, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, limit))
-	if err != nil {
-		return nil, fmt.Errorf("GET %s: %w", url, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	return b, nil
+	return b, err
 }
 
 // checkReplicas polls /status of every other member of the proxy's region
@@ -138,7 +132,7 @@ func (p *Proxy) checkReplicas(ctx context.Context) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			b, err := p.get(ctx, t.api+"/status", 1<<20)
+			b, err := p.get(ctx, t, "/status", 1<<20)
 			if err != nil {
 				return
 			}

@@ -22,12 +22,12 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/petrel-db/petrel/internal/api"
 	"github.com/petrel-db/petrel/internal/dialmap"
 	"github.com/petrel-db/petrel/internal/model"
 	"github.com/prometheus/client_golang/prometheus"
@@ -160,6 +160,11 @@ type Options struct {
 	Registerer prometheus.Registerer
 	// Clock; nil is the real clock.
 	Clock Clock
+	// API reaches members' APIs over TLS, checking each answer comes from
+	// a certificate of the cluster CA naming the member asked (so a forged
+	// member record cannot send clients to an impostor). Nil: no member is
+	// ever confirmed, and nothing is routed.
+	API *api.Client
 }
 
 // target is a member a connection can be routed to.
@@ -176,7 +181,7 @@ type Proxy struct {
 	log      *slog.Logger
 	clock    Clock
 	metrics  *metrics
-	http     *http.Client
+	api      *api.Client
 	poke     chan struct{}
 	active   atomic.Int64
 	kpipe    *kernelPipe // nil: bytes are copied in user space
@@ -203,6 +208,7 @@ func New(cfg Config, opts Options) *Proxy {
 		log:     opts.Logger,
 		clock:   opts.Clock,
 		metrics: newMetrics(opts.Registerer),
+		api:     opts.API,
 		poke:    make(chan struct{}, 1),
 		members: map[string]model.Member{},
 		changed: make(chan struct{}),
@@ -229,10 +235,9 @@ func New(cfg Config, opts Options) *Proxy {
 		}
 	}
 	p.metrics.pipeInfo.WithLabelValues(p.pipeMode).Set(1)
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConnsPerHost = 4
-	tr.DialContext = (&net.Dialer{Timeout: cfg.CheckTimeout}).DialContext
-	p.http = &http.Client{Timeout: cfg.CheckTimeout, Transport: tr}
+	if p.api == nil {
+		p.log.Warn("proxy: no API client (cluster CA): no member can be confirmed, nothing will be routed")
+	}
 	return p
 }
 
@@ -282,7 +287,9 @@ func (p *Proxy) Run(ctx context.Context, rw, ro net.Listener) error {
 	}
 	p.mu.Unlock()
 	wg.Wait()
-	p.http.CloseIdleConnections()
+	if p.api != nil {
+		p.api.CloseIdle()
+	}
 	p.kpipe.close()
 	return err
 }

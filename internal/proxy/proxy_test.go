@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/petrel-db/petrel/internal/api/apitest"
 	"github.com/petrel-db/petrel/internal/model"
 )
 
@@ -30,11 +31,36 @@ type fakeMember struct {
 	first [][]byte // first packet of each connection
 }
 
+// testCA is the cluster CA of every test here (cluster "c"): members
+// serve their API with a node certificate from it.
+var (
+	testCAOnce sync.Once
+	testCAv    *apitest.CA
+)
+
+func testCA(t *testing.T) *apitest.CA {
+	testCAOnce.Do(func() { testCAv = apitest.NewCA(t, testCluster) })
+	return testCAv
+}
+
+const testCluster = "c"
+
 func newFakeMember(t *testing.T, id, role string) *fakeMember {
+	t.Helper()
+	certPEM, keyPEM, err := testCA(t).IssueNode(testCluster, id, "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return newFakeMemberCert(t, id, role, certPEM, keyPEM)
+}
+
+// newFakeMemberCert is a fake member whose API serves the given
+// certificate (impostors).
+func newFakeMemberCert(t *testing.T, id, role string, certPEM, keyPEM []byte) *fakeMember {
 	t.Helper()
 	f := &fakeMember{id: id}
 	f.role.Store(role)
-	f.api = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	f.api = apitest.ServeCert(t, certPEM, keyPEM, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/role":
 			_, _ = io.WriteString(w, f.role.Load().(string))
@@ -101,7 +127,8 @@ func startProxy(t *testing.T, cfg Config) *harness {
 	if cfg.Region == "" {
 		cfg.Region = "scl"
 	}
-	p := New(cfg, Options{})
+	cfg.Cluster = testCluster
+	p := New(cfg, Options{API: testCA(t).Client(t)})
 	rw, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -230,6 +257,61 @@ func TestRoutesToConfirmedLeaderAndSwitches(t *testing.T) {
 	if _, who := connect(t, h.rw); who != "b" {
 		t.Fatalf("routed to %s, want b", who)
 	}
+}
+
+// TestImpostorsNeverConfirmed: the store's member records are not
+// trusted. A record for "a" pointing at a server that answers "primary"
+// is never routed to unless that server proves to be a with a certificate
+// of the cluster CA naming it.
+func TestImpostorsNeverConfirmed(t *testing.T) {
+	ca := testCA(t)
+	otherCA := apitest.NewCA(t, testCluster)
+	otherCert, otherKey, err := otherCA.IssueNode(testCluster, "a", "127.0.0.1") // right name, wrong CA
+	if err != nil {
+		t.Fatal(err)
+	}
+	bCert, bKey, err := ca.IssueNode(testCluster, "b", "127.0.0.1") // right CA, another node
+	if err != nil {
+		t.Fatal(err)
+	}
+	pgCert, pgKey, err := ca.Issue("a", "127.0.0.1") // a Postgres certificate: names no node
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, f := range map[string]*fakeMember{
+		"another CA's certificate": newFakeMemberCert(t, "a", "primary", otherCert, otherKey),
+		"another node's":           newFakeMemberCert(t, "a", "primary", bCert, bKey),
+		"a Postgres certificate":   newFakeMemberCert(t, "a", "primary", pgCert, pgKey),
+	} {
+		t.Run(name, func(t *testing.T) {
+			h := startProxy(t, Config{})
+			h.p.SetView("a", view(f))
+			time.Sleep(300 * time.Millisecond) // several check rounds (50 ms)
+			if l := h.p.Leader(); l != "" {
+				t.Fatalf("the proxy confirmed %q behind %s", l, name)
+			}
+		})
+	}
+	t.Run("plain http", func(t *testing.T) {
+		f := newFakeMember(t, "a", "primary")
+		plain := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.WriteString(w, "primary")
+		}))
+		defer plain.Close()
+		h := startProxy(t, Config{})
+		m := f.record("scl")
+		m.APIURL = plain.URL
+		h.p.SetView("a", map[string]model.Member{"a": m})
+		time.Sleep(300 * time.Millisecond)
+		if l := h.p.Leader(); l != "" {
+			t.Fatalf("the proxy confirmed %q over plain http", l)
+		}
+	})
+	// The genuine member is confirmed: the refusals above are about the
+	// certificates, not the harness.
+	h := startProxy(t, Config{})
+	h.p.SetView("a", view(newFakeMember(t, "a", "primary")))
+	waitUntil(t, "leader a", func() bool { return h.p.Leader() == "a" })
 }
 
 func TestLeaderThatStopsSayingPrimaryIsDropped(t *testing.T) {

@@ -14,15 +14,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/petrel-db/petrel/internal/store"
 	"io"
-	"net/http"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"text/tabwriter"
 	"time"
+
+	"github.com/petrel-db/petrel/internal/api"
+	"github.com/petrel-db/petrel/internal/store"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -33,7 +34,7 @@ import (
 type Target struct {
 	ID     string
 	Region string
-	APIURL string // http://host:port
+	APIURL string // https://host:port
 }
 
 // TargetsFromMembers converts member records to targets, keeping order.
@@ -48,20 +49,20 @@ func TargetsFromMembers(ms []model.Member) []Target {
 // RequestTimeout bounds each member's GET /status.
 const RequestTimeout = time.Second
 
-var httpClient = &http.Client{Timeout: RequestTimeout}
-
-// Collect GETs every target's /status concurrently and returns one Status
-// per target, in the targets' order. An unreachable member (or one that
-// answers with an error) becomes Role "offline", State "unreachable", with
-// the reason in Problems.
-func Collect(ctx context.Context, targets []Target) []model.Status {
+// Collect GETs every target's /status concurrently through c (which
+// checks each answer comes from that member, over TLS) and returns one
+// Status per target, in the targets' order. An unreachable member (or
+// one that answers with an error, or with another node's certificate)
+// becomes Role "offline", State "unreachable", with the reason in
+// Problems.
+func Collect(ctx context.Context, c *api.Client, targets []Target) []model.Status {
 	out := make([]model.Status, len(targets))
 	var wg sync.WaitGroup
 	for i, t := range targets {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			st, err := fetch(ctx, t)
+			st, err := fetch(ctx, c, t)
 			if err != nil {
 				st = model.Status{
 					ID:       t.ID,
@@ -88,28 +89,19 @@ func Collect(ctx context.Context, targets []Target) []model.Status {
 	return out
 }
 
-func fetch(ctx context.Context, t Target) (model.Status, error) {
+func fetch(ctx context.Context, c *api.Client, t Target) (model.Status, error) {
 	var st model.Status
 	if t.APIURL == "" {
 		return st, errors.New("no API URL known")
 	}
+	if c == nil {
+		return st, errors.New("no API client (cluster CA) to ask with")
+	}
 	ctx, cancel := context.WithTimeout(ctx, RequestTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(t.APIURL, "/")+"/status", nil)
+	body, err := c.Get(ctx, t.APIURL, t.ID, "/status", 1<<20)
 	if err != nil {
 		return st, err
-	}
-	resp, err := httpClient.Do(req)
-	if err != nil {
-		return st, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return st, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return st, fmt.Errorf("GET /status: %s", resp.Status)
 	}
 	if err := json.Unmarshal(body, &st); err != nil {
 		return st, fmt.Errorf("GET /status: bad JSON: %w", err)

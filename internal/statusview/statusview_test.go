@@ -5,31 +5,35 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 
+	"github.com/petrel-db/petrel/internal/api/apitest"
 	"github.com/petrel-db/petrel/internal/model"
 )
 
 func TestCollectAndTable(t *testing.T) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	ca := apitest.NewCA(t, "c1")
+	srv := ca.Server(t, "scl2", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/status" {
 			http.NotFound(w, r)
 			return
 		}
 		json.NewEncoder(w).Encode(model.Status{ID: "scl2", Region: "scl", Role: model.RoleReplica, State: "running", Timeline: 3, LagBytes: 1536, LagSeconds: 0.25})
 	}))
-	defer srv.Close()
-	bad := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	bad := ca.Server(t, "fra1", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "boom", 500)
 	}))
-	defer bad.Close()
+	// An impostor: a genuine node certificate, but another node's.
+	impostor := ca.Server(t, "scl2", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(model.Status{ID: "iad1", Role: model.RolePrimary})
+	}))
 
-	sts := Collect(context.Background(), []Target{
+	sts := Collect(context.Background(), ca.Client(t), []Target{
 		{ID: "scl2", Region: "scl", APIURL: srv.URL},
-		{ID: "ord1", Region: "ord", APIURL: "http://127.0.0.1:1"},
+		{ID: "ord1", Region: "ord", APIURL: "https://127.0.0.1:1"},
 		{ID: "fra1", Region: "fra", APIURL: bad.URL},
+		{ID: "iad1", Region: "iad", APIURL: impostor.URL},
 	})
 	if sts[0].Role != model.RoleReplica || sts[0].APIURL != srv.URL {
 		t.Fatalf("reachable: %+v", sts[0])
@@ -39,6 +43,10 @@ func TestCollectAndTable(t *testing.T) {
 			t.Fatalf("unreachable: %+v", s)
 		}
 	}
+	if !strings.Contains(sts[3].Problems[0], "another node's certificate") {
+		t.Fatalf("impostor: %+v", sts[3])
+	}
+	sts = sts[:3]
 	if sts[1].ID != "ord1" || sts[1].Region != "ord" {
 		t.Fatalf("target fields not kept: %+v", sts[1])
 	}

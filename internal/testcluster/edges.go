@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/petrel-db/petrel/internal/api"
 	"github.com/petrel-db/petrel/internal/edge"
 	"github.com/petrel-db/petrel/internal/store"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -18,7 +19,8 @@ import (
 type EdgeOptions struct {
 	Region    string
 	Instances []edge.Instance
-	// DatabaseURL and NodeAPI: see edge.Config (read-your-writes).
+	// DatabaseURL and NodeAPI (https, a node's APIURL): see edge.Config
+	// (read-your-writes).
 	DatabaseURL, NodeAPI string
 	RYWWait              time.Duration
 	HealthPath           string
@@ -72,9 +74,15 @@ func (c *Cluster) StartEdge(ctx context.Context, o EdgeOptions) (*Edge, error) {
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
 	}
+	nodeAPI, err := api.NewClient(c.CAPEM, c.Opts.Name, api.ClientOptions{Timeout: time.Second, Dial: dial})
+	if err != nil {
+		ln.Close()
+		admin.Close()
+		return nil, err
+	}
 	cfg := edge.Config{
 		Region: o.Region, PrimaryRegion: "scl", AdvertiseURL: "http://" + ln.Addr().String(),
-		Instances: o.Instances, HealthPath: o.HealthPath, DatabaseURL: o.DatabaseURL, NodeAPI: o.NodeAPI,
+		Instances: o.Instances, HealthPath: o.HealthPath, DatabaseURL: o.DatabaseURL, NodeAPI: o.NodeAPI, NodeAPIClient: nodeAPI,
 		RYWWait: o.RYWWait, ReplayTimeout: o.ReplayTimeout, Secret: edgeSecret, Dial: dial,
 	}
 	e, err := edge.New(cfg, lg)

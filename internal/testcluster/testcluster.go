@@ -15,7 +15,6 @@ import (
 	"fmt"
 	mrand "math/rand"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,6 +25,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/petrel-db/petrel/internal/api"
 	"github.com/petrel-db/petrel/internal/config"
 	"github.com/petrel-db/petrel/internal/etcdembed"
 	"github.com/petrel-db/petrel/internal/model"
@@ -56,6 +56,14 @@ type Cluster struct {
 	Opts    Options
 	Etcd    *etcdembed.Server
 	Secrets config.Secrets
+	// CAFingerprint is the cluster CA's, created before any node starts
+	// and pinned on every node (--ca-fingerprint, and ca_fingerprint in
+	// ConfigFile) and for the CLI.
+	CAFingerprint string
+	// CAPEM is that CA's certificate; API reaches the members' APIs
+	// verified against it.
+	CAPEM []byte
+	API   *api.Client
 
 	mu    sync.Mutex // guards nodes
 	nodes map[string]*Node
@@ -215,8 +223,33 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		closeEtcd()
 		return nil, err
 	}
+	if err := c.createCA(ctx); err != nil {
+		closeEtcd()
+		return nil, fmt.Errorf("creating the cluster CA: %w", err)
+	}
 	return c, nil
 }
+
+// createCA creates the cluster CA the way `petrel up` does, so that
+// nodes and tools pin it.
+func (c *Cluster) createCA(ctx context.Context) error {
+	cli, err := c.EtcdClient(ctx)
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	if c.CAFingerprint, err = api.EnsureCA(ctx, cli, c.Opts.Name, c.Secrets.Superuser); err != nil {
+		return err
+	}
+	if c.CAPEM, err = api.PinnedCA(ctx, cli, c.Opts.Name, c.CAFingerprint); err != nil {
+		return err
+	}
+	c.API, err = api.NewClient(c.CAPEM, c.Opts.Name, api.ClientOptions{Timeout: time.Second})
+	return err
+}
+
+// APIURL is the node's API base URL.
+func (n *Node) APIURL() string { return fmt.Sprintf("https://127.0.0.1:%d", n.APIPort) }
 
 func (c *Cluster) secretsFile() string { return filepath.Join(c.Opts.Dir, "secrets.env") }
 
@@ -237,7 +270,7 @@ func (c *Cluster) SecretsFile() string { return c.secretsFile() }
 // the node and for CLI commands given --config.
 func (c *Cluster) ConfigFile(id string) (string, error) {
 	var b strings.Builder
-	fmt.Fprintf(&b, "cluster = %q\nsecrets_file = %q\netcd = [", c.Opts.Name, c.secretsFile())
+	fmt.Fprintf(&b, "cluster = %q\nsecrets_file = %q\nca_fingerprint = %q\netcd = [", c.Opts.Name, c.secretsFile(), c.CAFingerprint)
 	for i, e := range c.nodeEtcd(id) {
 		if i > 0 {
 			b.WriteString(", ")
@@ -318,6 +351,7 @@ func (c *Cluster) StartNode(id string) error {
 		"--loopback-plaintext",
 		"--pg-port", strconv.Itoa(n.PGPort), "--api-port", strconv.Itoa(n.APIPort),
 		"--proxy-port", strconv.Itoa(n.ProxyPort), "--proxy-ro-port", strconv.Itoa(n.ProxyROPort),
+		"--ca-fingerprint", c.CAFingerprint,
 	}
 	if c.Opts.EtcdCluster != nil {
 		cfg, err := c.ConfigFile(id)
@@ -439,21 +473,20 @@ func (c *Cluster) Close() {
 	}
 }
 
-var httpc = &http.Client{Timeout: time.Second}
-
-// Status fetches a node's /status.
+// Status fetches a node's /status (over TLS, from that node).
 func (c *Cluster) Status(id string) (model.Status, error) {
 	var st model.Status
 	n := c.Node(id)
 	if n == nil {
 		return st, fmt.Errorf("no node %s", id)
 	}
-	resp, err := httpc.Get(fmt.Sprintf("http://127.0.0.1:%d/status", n.APIPort))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	b, err := c.API.Get(ctx, n.APIURL(), id, "/status", 1<<20)
 	if err != nil {
 		return st, err
 	}
-	defer resp.Body.Close()
-	return st, json.NewDecoder(resp.Body).Decode(&st)
+	return st, json.Unmarshal(b, &st)
 }
 
 // Role fetches a node's /role.
