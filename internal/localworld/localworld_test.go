@@ -61,10 +61,10 @@ func fakeNode(args []string) int {
 	etcd := fs.String("etcd", "", "")
 	secrets := fs.String("secrets-file", "", "")
 	dialMap := fs.String("dial-map", "", "")
+	caFP := fs.String("ca-fingerprint", "", "")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	caFP := fs.String("ca-fingerprint", "", "")
 	fmt.Println("fake node etcd", *etcd, "dial-map", *dialMap)
 	sec, err := config.LoadSecrets(*secrets)
 	if err != nil {
