@@ -144,7 +144,7 @@ func TestDashboard(t *testing.T) {
 	// The admin API with a token: attach an app (its URL works), then a
 	// rolling restart, followed until done.
 	var tok struct{ Token string }
-	if code := apiCall(ctx, t, "POST", page+"/api/v1/token", "Basic "+basicAuth("operator", c.Secrets.Operator), "", &tok); code != 200 || tok.Token == "" {
+	if code := apiCall(ctx, t, c, "POST", page+"/api/v1/token", "Basic "+basicAuth("operator", c.Secrets.Operator), "", &tok); code != 200 || tok.Token == "" {
 		t.Fatalf("token: %d", code)
 	}
 	bearer := "Bearer " + tok.Token
@@ -152,7 +152,7 @@ func TestDashboard(t *testing.T) {
 		ProxyURL   string            `json:"proxy_url"`
 		RegionURLs map[string]string `json:"region_urls"`
 	}
-	if code := apiCall(ctx, t, "POST", page+"/api/v1/apps", bearer, `{"app":"dash-app"}`, &att); code != http.StatusCreated || att.ProxyURL == "" || att.RegionURLs["ord"] == "" {
+	if code := apiCall(ctx, t, c, "POST", page+"/api/v1/apps", bearer, `{"app":"dash-app"}`, &att); code != http.StatusCreated || att.ProxyURL == "" || att.RegionURLs["ord"] == "" {
 		t.Fatalf("attach through the API: %d %+v", code, att)
 	}
 	conn, err := pgx.Connect(ctx, att.ProxyURL) // through the leader proxy: the leader, where the user was created
@@ -168,7 +168,7 @@ func TestDashboard(t *testing.T) {
 	}
 	waitSync(ctx, t, c, target)
 	restartStart := time.Now()
-	if code := apiCall(ctx, t, "POST", page+"/api/v1/restart", bearer, "", nil); code != http.StatusAccepted {
+	if code := apiCall(ctx, t, c, "POST", page+"/api/v1/restart", bearer, "", nil); code != http.StatusAccepted {
 		t.Fatalf("rolling restart: %d", code)
 	}
 	var op struct {
@@ -176,7 +176,7 @@ func TestDashboard(t *testing.T) {
 		Log          []string
 	}
 	err = testcluster.WaitFor(ctx, "the rolling restart", func() bool {
-		apiCall(ctx, t, "GET", page+"/api/v1/operation", bearer, "", &op)
+		apiCall(ctx, t, c, "GET", page+"/api/v1/operation", bearer, "", &op)
 		return op.State != "running"
 	})
 	if err != nil || op.State != "done" {
@@ -246,14 +246,16 @@ func TestDashboard(t *testing.T) {
 }
 
 // apiCall makes an admin API request and decodes its JSON answer into v.
-func apiCall(ctx context.Context, t *testing.T, method, url, auth, body string, v any) int {
+func apiCall(ctx context.Context, t *testing.T, c *testcluster.Cluster, method, url, auth, body string, v any) int {
 	t.Helper()
 	req, _ := http.NewRequestWithContext(ctx, method, url, strings.NewReader(body))
 	req.Header.Set("Authorization", auth)
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := (&http.Client{Timeout: time.Minute}).Do(req)
+	client := c.HTTPClient() // the API's TLS, against the cluster CA
+	client.Timeout = time.Minute
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, url, err)
 	}
