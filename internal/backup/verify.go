@@ -64,6 +64,14 @@ func Verify(ctx context.Context, st backupstore.Store) (Report, error) {
 	if r.Backups, err = ListBackups(ctx, st); err != nil {
 		return r, err
 	}
+	for _, b := range r.Backups {
+		if err := CheckBackup(ctx, st, b); err != nil {
+			if !errors.Is(err, ErrCorrupt) {
+				return r, err
+			}
+			r.Corrupt = append(r.Corrupt, err.Error())
+		}
+	}
 	froms := []uint64{0}
 	if len(r.Backups) > 0 {
 		froms = froms[:0]

@@ -234,13 +234,17 @@ func fileSHA256(path string) (string, int64, error) {
 }
 
 type countingReader struct {
-	r io.Reader
-	n int64
+	r      io.Reader
+	n      int64
+	report func(int64) // told the running count, if set
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += int64(n)
+	if c.report != nil && n > 0 {
+		c.report(c.n)
+	}
 	return n, err
 }
 

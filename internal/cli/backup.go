@@ -1,22 +1,32 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
+	"os"
+	"strconv"
 	"text/tabwriter"
+	"time"
 
 	"github.com/petrel-db/petrel/internal/backup"
+	"github.com/petrel-db/petrel/internal/config"
 	"github.com/petrel-db/petrel/internal/model"
+	"github.com/petrel-db/petrel/internal/pki"
+	"github.com/petrel-db/petrel/internal/statusview"
+	"github.com/petrel-db/petrel/internal/store"
 	"github.com/spf13/cobra"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 func newBackupCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "backup",
-		Short: "The cluster's backup store and WAL archive: configure, list, verify",
+		Short: "The cluster's backup store and WAL archive: configure, create, list, verify",
 	}
-	cmd.AddCommand(newBackupConfigureCmd(), newBackupListCmd(), newBackupVerifyCmd())
+	cmd.AddCommand(newBackupConfigureCmd(), newBackupCreateCmd(), newBackupListCmd(), newBackupVerifyCmd())
 	return cmd
 }
 
@@ -168,4 +178,106 @@ is corrupt or missing.`,
 	cf.bind(f)
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	return cmd
+}
+
+func newBackupCreateCmd() *cobra.Command {
+	var cf clusterFlags
+	cmd := &cobra.Command{
+		Use:   "create",
+		Short: "Take a base backup into the cluster's backup store (from a streaming replica when there is one)",
+		Long: `Runs pg_basebackup (tar, without WAL: the archive holds it) against the most
+caught-up streaming replica, else the primary, as the replication role
+(REPL_PASSWORD from the environment or the secrets file), over TLS checked
+against the cluster CA, and stores it zstd-compressed with its manifest.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			cli, t, err := cf.etcdClient(ctx)
+			if err != nil {
+				return err
+			}
+			defer cli.Close()
+			sec, err := config.LoadSecrets(t.secrets)
+			if err != nil {
+				return err
+			}
+			st, _, err := backup.OpenCluster(ctx, cli, t.cluster, t.secrets)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			ms, err := statusview.MembersFromEtcd(ctx, cli, t.cluster)
+			if err != nil {
+				return err
+			}
+			src, err := backup.ChooseSource(statusview.Collect(ctx, statusview.TargetsFromMembers(ms)))
+			if err != nil {
+				return err
+			}
+			host, port, err := net.SplitHostPort(src.PostgresAddr)
+			if err != nil {
+				return fmt.Errorf("member %s's address %q: %w", src.ID, src.PostgresAddr, err)
+			}
+			pn, _ := strconv.Atoi(port)
+			s := backup.Source{Member: src.ID, Host: host, Port: pn, User: "replicator", Password: sec.Replication}
+			if info, ok, err := readClusterInfo(ctx, cli, t.cluster); err == nil && ok {
+				s.SystemID = info.SystemID
+			}
+			if ca, ok, err := readCA(ctx, cli, t.cluster); err != nil {
+				return err
+			} else if ok {
+				f, err := os.CreateTemp("", "petrel-ca")
+				if err != nil {
+					return err
+				}
+				defer os.Remove(f.Name())
+				if _, err := f.Write(ca); err != nil {
+					return err
+				}
+				f.Close()
+				s.SSLRootCert = f.Name()
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "backing up from %s (%s)\n", src.ID, src.Role)
+			last := time.Now()
+			b, err := backup.Create(ctx, st, s, func(n int64) {
+				if time.Since(last) >= time.Second {
+					last = time.Now()
+					fmt.Fprintf(cmd.ErrOrStderr(), "\r%d MiB read", n>>20)
+				}
+			})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(out, "backup %s: timeline %d, %s..%s, %d MiB (%d MiB stored)\n", b.ID, b.Timeline, b.StartLSN, b.EndLSN, b.Size>>20, b.Stored>>20)
+			return nil
+		},
+	}
+	cf.bind(cmd.Flags())
+	return cmd
+}
+
+func readClusterInfo(ctx context.Context, cli *clientv3.Client, cluster string) (model.ClusterInfo, bool, error) {
+	var info model.ClusterInfo
+	resp, err := cli.Get(ctx, store.KeysFor(cluster).Info())
+	if err != nil || len(resp.Kvs) == 0 {
+		return info, false, err
+	}
+	return info, true, json.Unmarshal(resp.Kvs[0].Value, &info)
+}
+
+// readCA is the cluster CA's certificate (PEM), if the cluster has one.
+func readCA(ctx context.Context, cli *clientv3.Client, cluster string) ([]byte, bool, error) {
+	resp, err := cli.Get(ctx, store.ClusterKey(cluster, store.KeyCA))
+	if err != nil {
+		return nil, false, fmt.Errorf("reading the cluster CA: %w", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, false, nil
+	}
+	ca, err := pki.Decode(resp.Kvs[0].Value)
+	if err != nil {
+		return nil, false, err
+	}
+	return []byte(ca.CertPEM), true, nil
 }

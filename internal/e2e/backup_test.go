@@ -118,6 +118,21 @@ func TestBackupArchive(t *testing.T) {
 		t.Fatalf("petrel backup verify: %v\n%s", err, out)
 	}
 
+	// A base backup, from the only streaming replica there is: none (the
+	// old leader is dead), so from the leader; listed, and verified.
+	etcdFlags := []string{"--etcd", strings.Join(c.EtcdEndpoints(), ","), "--cluster", "petrel", "--secrets-file", c.SecretsFile()}
+	if out, err := exec.CommandContext(ctx, binary(t), append([]string{"backup", "create"}, etcdFlags...)...).CombinedOutput(); err != nil {
+		t.Fatalf("petrel backup create: %v\n%s", err, out)
+	}
+	out, err = exec.CommandContext(ctx, binary(t), append([]string{"backup", "list", "--json"}, etcdFlags...)...).Output()
+	var listed []backup.Backup
+	if err != nil || json.Unmarshal(out, &listed) != nil || len(listed) != 1 || listed[0].Status != "complete" || listed[0].Source != newLeader || listed[0].Timeline != s.Timeline {
+		t.Fatalf("petrel backup list: %v\n%s", err, out)
+	}
+	if out, err := exec.CommandContext(ctx, binary(t), append([]string{"backup", "verify"}, etcdFlags...)...).CombinedOutput(); err != nil || !strings.Contains(string(out), " 0 corrupt") {
+		t.Fatalf("petrel backup verify with a backup: %v\n%s", err, out)
+	}
+
 	// A differing copy already in the archive under the name of the
 	// segment being written now: the leader must refuse to overwrite it.
 	var seg string

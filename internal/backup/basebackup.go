@@ -1,0 +1,224 @@
+package backup
+
+import (
+	"archive/tar"
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/petrel-db/petrel/internal/backupstore"
+	"github.com/petrel-db/petrel/internal/model"
+	"github.com/petrel-db/petrel/internal/pg"
+)
+
+// Source is the server a base backup is taken from (a streaming replica
+// when there is one, so the leader is not loaded).
+type Source struct {
+	Member   string
+	Host     string
+	Port     int
+	User     string // a role with REPLICATION (petrel's replicator)
+	Password string
+	// SSLRootCert is the cluster CA file (verify-full); "" connects with
+	// sslmode=prefer (a loopback `petrel up` member).
+	SSLRootCert string
+	PGBin       string // directory of pg_basebackup ("" = PATH)
+	SystemID    string
+}
+
+// walRange is a backup's WAL range, from its backup_manifest.
+type walRange struct {
+	StartTLI   uint32 // the timeline of Start (a standby's backup may span a switch)
+	Timeline   uint32
+	Start, End string
+	err        error
+}
+
+// readWALRange reads a base backup's tar stream to its end and returns
+// the last WAL range of the backup_manifest in it.
+func readWALRange(r io.Reader) walRange {
+	defer io.Copy(io.Discard, r) //nolint:errcheck // drain: the writer must never block
+	t := tar.NewReader(r)
+	for {
+		h, err := t.Next()
+		if err == io.EOF {
+			return walRange{err: fmt.Errorf("no backup_manifest in the backup")}
+		}
+		if err != nil {
+			return walRange{err: err}
+		}
+		if h.Name != "backup_manifest" {
+			continue
+		}
+		var m struct {
+			WALRanges []struct {
+				Timeline uint32 `json:"Timeline"`
+				Start    string `json:"Start-LSN"`
+				End      string `json:"End-LSN"`
+			} `json:"WAL-Ranges"`
+		}
+		if err := json.NewDecoder(io.LimitReader(t, 256<<20)).Decode(&m); err != nil {
+			return walRange{err: fmt.Errorf("decoding backup_manifest: %w", err)}
+		}
+		if len(m.WALRanges) == 0 {
+			return walRange{err: fmt.Errorf("backup_manifest has no WAL range")}
+		}
+		w := m.WALRanges[len(m.WALRanges)-1]
+		return walRange{StartTLI: m.WALRanges[0].Timeline, Timeline: w.Timeline, Start: m.WALRanges[0].Start, End: w.End}
+	}
+}
+
+// Create takes a base backup of src with pg_basebackup (tar format, to
+// stdout, without WAL: the archive holds it) and stores it compressed
+// with its manifest. progress, if set, is told the bytes read so far.
+func Create(ctx context.Context, st backupstore.Store, src Source, progress func(int64)) (Backup, error) {
+	b := Backup{ID: time.Now().UTC().Format("20060102T150405Z") + "-" + randHex(3), Source: src.Member, StartTime: time.Now().UTC(), SystemID: src.SystemID}
+	dir, err := os.MkdirTemp("", "petrel-backup")
+	if err != nil {
+		return b, err
+	}
+	defer os.RemoveAll(dir)
+	pass := filepath.Join(dir, "pgpass")
+	esc := func(v string) string { return strings.ReplaceAll(strings.ReplaceAll(v, `\`, `\\`), ":", `\:`) }
+	if err := os.WriteFile(pass, []byte(fmt.Sprintf("*:*:*:%s:%s\n", esc(src.User), esc(src.Password))), 0o600); err != nil {
+		return b, err
+	}
+	bin := "pg_basebackup"
+	if src.PGBin != "" {
+		bin = filepath.Join(src.PGBin, bin)
+	}
+	cmd := exec.CommandContext(ctx, bin, "-D", "-", "-F", "t", "-X", "none", "-c", "fast", "-v", "--no-password",
+		"-h", src.Host, "-p", strconv.Itoa(src.Port), "-U", src.User)
+	env := []string{"PATH=" + os.Getenv("PATH"), "LC_ALL=C", "PGPASSFILE=" + pass, "PGCONNECT_TIMEOUT=10", "PGAPPNAME=petrel_backup"}
+	if src.SSLRootCert != "" {
+		env = append(env, "PGSSLMODE=verify-full", "PGSSLROOTCERT="+src.SSLRootCert)
+	} else {
+		env = append(env, "PGSSLMODE=prefer")
+	}
+	cmd.Env = env
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return b, err
+	}
+	if err := cmd.Start(); err != nil {
+		return b, fmt.Errorf("starting pg_basebackup: %w", err)
+	}
+	// tar → count → zstd → sha256 + store; a copy of the tar stream goes
+	// to a reader that picks backup_manifest's WAL range out of it.
+	tr, tw := io.Pipe()
+	raw := &countingReader{r: io.TeeReader(out, tw), report: progress}
+	rangeCh := make(chan walRange, 1)
+	go func() { rangeCh <- readWALRange(tr) }()
+	pr, pw := io.Pipe()
+	h := sha256.New()
+	go func() {
+		enc, err := zstd.NewWriter(io.MultiWriter(pw, h), zstd.WithEncoderConcurrency(2))
+		if err == nil {
+			_, err = io.Copy(enc, raw)
+			if cerr := enc.Close(); err == nil {
+				err = cerr
+			}
+		}
+		pw.CloseWithError(err)
+	}()
+	stored := &countingReader{r: pr}
+	putErr := st.Put(ctx, dataKey(b.ID), stored, nil)
+	pr.CloseWithError(io.ErrClosedPipe)
+	_, _ = io.Copy(io.Discard, raw) // let pg_basebackup finish if the upload stopped early
+	tw.Close()
+	wr := <-rangeCh
+	waitErr := cmd.Wait()
+	if waitErr != nil {
+		return b, fmt.Errorf("pg_basebackup from %s: %w: %s", src.Member, waitErr, tail(stderr.String()))
+	}
+	if putErr != nil {
+		return b, fmt.Errorf("storing backup %s: %w", b.ID, putErr)
+	}
+	if wr.err != nil {
+		return b, fmt.Errorf("reading the backup's WAL range from its manifest: %w", wr.err)
+	}
+	start, err := pg.ParseLSN(wr.Start)
+	if err != nil {
+		return b, err
+	}
+	b.Timeline, b.StartLSN, b.EndLSN = wr.Timeline, wr.Start, wr.End
+	b.StartSeg = Segment{TLI: wr.StartTLI, No: SegmentOf(start)}.Name()
+	b.EndTime = time.Now().UTC()
+	b.Size, b.Stored, b.SHA256 = raw.n, stored.n, hex.EncodeToString(h.Sum(nil))
+	b.Status = "complete"
+	data, _ := json.MarshalIndent(b, "", "  ")
+	if err := st.Put(ctx, manifestKey(b.ID), bytes.NewReader(data), nil); err != nil {
+		return b, fmt.Errorf("storing backup %s's manifest: %w", b.ID, err)
+	}
+	return b, nil
+}
+
+// CheckBackup reads backup b's data back and compares its checksum.
+func CheckBackup(ctx context.Context, st backupstore.Store, b Backup) error {
+	r, err := st.Get(ctx, dataKey(b.ID))
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, bufio.NewReaderSize(r, 1<<20))
+	if err != nil {
+		return fmt.Errorf("reading backup %s: %w", b.ID, err)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != b.SHA256 || n != b.Stored {
+		return fmt.Errorf("backup %s: sha256 %s (%d bytes), manifest %s (%d bytes): %w", b.ID, got, n, b.SHA256, b.Stored, ErrCorrupt)
+	}
+	return nil
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func tail(s string) string {
+	if len(s) > 600 {
+		return "..." + s[len(s)-600:]
+	}
+	return s
+}
+
+// ChooseSource picks the member a base backup is taken from: a streaming
+// replica of the primary's timeline (the freshest, so the backup ends
+// close to now) so the leader is not loaded, else the primary.
+func ChooseSource(sts []model.Status) (model.Status, error) {
+	var primary *model.Status
+	var best *model.Status
+	for i := range sts {
+		s := &sts[i]
+		switch {
+		case s.Role == model.RolePrimary:
+			primary = s
+		case s.Role == model.RoleReplica && s.Streaming && (best == nil || s.LSNNum > best.LSNNum):
+			best = s
+		}
+	}
+	if best != nil && (primary == nil || best.Timeline == primary.Timeline) {
+		return *best, nil
+	}
+	if primary != nil {
+		return *primary, nil
+	}
+	return model.Status{}, fmt.Errorf("no member to back up from: no primary and no streaming replica answered")
+}
