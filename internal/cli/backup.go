@@ -14,7 +14,6 @@ import (
 	"github.com/petrel-db/petrel/internal/backup"
 	"github.com/petrel-db/petrel/internal/config"
 	"github.com/petrel-db/petrel/internal/model"
-	"github.com/petrel-db/petrel/internal/pki"
 	"github.com/petrel-db/petrel/internal/statusview"
 	"github.com/petrel-db/petrel/internal/store"
 	"github.com/spf13/cobra"
@@ -210,7 +209,11 @@ against the cluster CA, and stores it zstd-compressed with its manifest.`,
 			if err != nil {
 				return err
 			}
-			src, err := backup.ChooseSource(statusview.Collect(ctx, statusview.TargetsFromMembers(ms)))
+			client, caPEM, err := t.apiClient(ctx, cli)
+			if err != nil {
+				return err
+			}
+			src, err := backup.ChooseSource(statusview.Collect(ctx, client, statusview.TargetsFromMembers(ms)))
 			if err != nil {
 				return err
 			}
@@ -223,15 +226,13 @@ against the cluster CA, and stores it zstd-compressed with its manifest.`,
 			if info, ok, err := readClusterInfo(ctx, cli, t.cluster); err == nil && ok {
 				s.SystemID = info.SystemID
 			}
-			if ca, ok, err := readCA(ctx, cli, t.cluster); err != nil {
-				return err
-			} else if ok {
+			if len(caPEM) > 0 {
 				f, err := os.CreateTemp("", "petrel-ca")
 				if err != nil {
 					return err
 				}
 				defer os.Remove(f.Name())
-				if _, err := f.Write(ca); err != nil {
+				if _, err := f.Write(caPEM); err != nil {
 					return err
 				}
 				f.Close()
@@ -264,20 +265,4 @@ func readClusterInfo(ctx context.Context, cli *clientv3.Client, cluster string) 
 		return info, false, err
 	}
 	return info, true, json.Unmarshal(resp.Kvs[0].Value, &info)
-}
-
-// readCA is the cluster CA's certificate (PEM), if the cluster has one.
-func readCA(ctx context.Context, cli *clientv3.Client, cluster string) ([]byte, bool, error) {
-	resp, err := cli.Get(ctx, store.ClusterKey(cluster, store.KeyCA))
-	if err != nil {
-		return nil, false, fmt.Errorf("reading the cluster CA: %w", err)
-	}
-	if len(resp.Kvs) == 0 {
-		return nil, false, nil
-	}
-	ca, err := pki.Decode(resp.Kvs[0].Value)
-	if err != nil {
-		return nil, false, err
-	}
-	return []byte(ca.CertPEM), true, nil
 }

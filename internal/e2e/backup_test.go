@@ -120,7 +120,7 @@ func TestBackupArchive(t *testing.T) {
 
 	// A base backup, from the only streaming replica there is: none (the
 	// old leader is dead), so from the leader; listed, and verified.
-	etcdFlags := []string{"--etcd", strings.Join(c.EtcdEndpoints(), ","), "--cluster", "petrel", "--secrets-file", c.SecretsFile()}
+	etcdFlags := []string{"--etcd", strings.Join(c.EtcdEndpoints(), ","), "--cluster", "petrel", "--secrets-file", c.SecretsFile(), "--ca-fingerprint", c.CAFingerprint}
 	if out, err := exec.CommandContext(ctx, binary(t), append([]string{"backup", "create"}, etcdFlags...)...).CombinedOutput(); err != nil {
 		t.Fatalf("petrel backup create: %v\n%s", err, out)
 	}
