@@ -13,6 +13,7 @@ import (
 	"github.com/petrel-db/petrel/internal/pg"
 	"github.com/petrel-db/petrel/internal/version"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/singleflight"
 )
 
 // Metrics are the agent's Prometheus series.
@@ -134,7 +135,9 @@ func (a *Agent) Status(ctx context.Context) model.Status {
 		}
 	}
 	if role == model.RoleReplica && obs.Leader != "" {
-		a.measureLag(ctx, &st, obs, ps)
+		lag := a.lag(ctx, obs, ps)
+		st.LagBytes, st.LagSeconds = lag.bytes, lag.seconds
+		st.Problems = append(st.Problems, lag.problems...)
 		if !ps.Streaming {
 			st.Problems = append(st.Problems, "not streaming from the leader")
 		}
@@ -166,21 +169,79 @@ func (a *Agent) Status(ctx context.Context) model.Status {
 // replica caught up (see measureLag).
 var caughtUpAt sync.Map // *Agent -> time.Time
 
-// measureLag sets a replica's lag from measurements, never a guess. This
-// server's replay LSN R and last replayed commit time are queried at tR,
-// then the leader's current LSN L (its /status, which crosses the link).
-// lag_bytes = L - R (0 when R >= L): an upper bound, as L is read a
-// little after tR. lag_seconds = tR - max(last replayed commit, last time
-// a measurement found R >= L): both are upper bounds, since every byte
-// still to replay was written after each of them; 0 when caught up. When
-// the leader cannot be asked both are -1 (unknown), with the reason in
-// Problems.
-func (a *Agent) measureLag(ctx context.Context, st *model.Status, obs engine.Observation, ps pg.Status) {
-	st.LagBytes, st.LagSeconds = -1, -1
+// lagReuse is how long one lag measurement answers GET /status, and
+// lagTimeout bounds one measurement.
+const (
+	lagReuse   = 300 * time.Millisecond
+	lagTimeout = 2 * time.Second
+)
+
+// lagCache makes GET /status on a replica cost at most one lag measurement
+// at a time (a query on the agent's own Postgres connection, which its
+// loop shares, and a request to the leader), each reused for lagReuse:
+// however many requests arrive, the agent's loop and the leader see about
+// three measurements a second. The rest of /status is read fresh from the
+// agent's last observation on every request (no Postgres, no network), so
+// what elections read of a peer (role, upstream, position) is never stale.
+type lagCache struct {
+	flight singleflight.Group
+	mu     sync.Mutex // guards the following fields
+	leader string     // the leader the last measurement asked
+	at     time.Time  // when it finished
+	last   lagResult
+}
+
+type lagResult struct {
+	bytes    int64
+	seconds  float64
+	problems []string // shared by every caller: append, never modify
+}
+
+// lag is the replica's lag behind obs.Leader: the last measurement when it
+// is recent enough, else the one in flight, else a new one.
+func (a *Agent) lag(ctx context.Context, obs engine.Observation, ps pg.Status) lagResult {
+	c := &a.lagCache
+	c.mu.Lock()
+	if c.leader == obs.Leader && !c.at.IsZero() && time.Since(c.at) < lagReuse {
+		r := c.last
+		c.mu.Unlock()
+		return r
+	}
+	c.mu.Unlock()
+	ch := c.flight.DoChan(obs.Leader, func() (any, error) {
+		// Not the caller's context: the measurement answers every caller
+		// waiting on it, and goes on when the first one gives up.
+		mctx, cancel := context.WithTimeout(context.Background(), lagTimeout)
+		defer cancel()
+		r := a.measureLag(mctx, obs, ps)
+		c.mu.Lock()
+		c.leader, c.at, c.last = obs.Leader, time.Now(), r
+		c.mu.Unlock()
+		return r, nil
+	})
+	select {
+	case res := <-ch:
+		return res.Val.(lagResult)
+	case <-ctx.Done():
+		return lagResult{bytes: -1, seconds: -1, problems: []string{"replication lag unknown: " + ctx.Err().Error()}}
+	}
+}
+
+// measureLag measures a replica's lag, never a guess. This server's replay
+// LSN R and last replayed commit time are queried at tR, then the leader's
+// current LSN L (its /status, which crosses the link). lag_bytes = L - R
+// (0 when R >= L): an upper bound, as L is read a little after tR.
+// lag_seconds = tR - max(last replayed commit, last time a measurement
+// found R >= L): both are upper bounds, since every byte still to replay
+// was written after each of them; 0 when caught up. When the leader
+// cannot be asked both are -1 (unknown), with the reason in problems.
+func (a *Agent) measureLag(ctx context.Context, obs engine.Observation, ps pg.Status) lagResult {
+	unknown := func(why string) lagResult {
+		return lagResult{bytes: -1, seconds: -1, problems: []string{"replication lag unknown: " + why}}
+	}
 	m, ok := obs.Members[obs.Leader]
 	if !ok {
-		st.Problems = append(st.Problems, "replication lag unknown: the leader has not published its address")
-		return
+		return unknown("the leader has not published its address")
 	}
 	qctx, cancel := context.WithTimeout(ctx, time.Second)
 	fresh, err := a.pg.Status(qctx)
@@ -191,23 +252,21 @@ func (a *Agent) measureLag(ctx context.Context, st *model.Status, obs engine.Obs
 	}
 	ls, err := fetchStatus(ctx, a.lagHTTP, a.dialSrc.Map().URL(m.APIURL), m.ID)
 	if err != nil {
-		st.Problems = append(st.Problems, "replication lag unknown: "+err.Error())
-		return
+		return unknown(err.Error())
 	}
 	if ls.LSNNum <= ps.ReplayLSN {
 		caughtUpAt.Store(a, tR)
-		st.LagBytes, st.LagSeconds = 0, 0
-		return
+		return lagResult{}
 	}
-	st.LagBytes = int64(ls.LSNNum - ps.ReplayLSN)
+	r := lagResult{bytes: int64(ls.LSNNum - ps.ReplayLSN)}
 	since := ps.ReplayTime
 	if v, ok := caughtUpAt.Load(a); ok && v.(time.Time).After(since) {
 		since = v.(time.Time)
 	}
-	st.LagSeconds = 0
 	if !since.IsZero() {
-		st.LagSeconds = max(0, tR.Sub(since).Seconds())
+		r.seconds = max(0, tR.Sub(since).Seconds())
 	}
+	return r
 }
 
 // Health lists failing checks; none means healthy.

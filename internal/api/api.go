@@ -15,11 +15,13 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"time"
 
+	"github.com/petrel-db/petrel/internal/connlimit"
 	"github.com/petrel-db/petrel/internal/model"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -112,18 +114,63 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-// Serve runs the API on addr until ctx ends, over TLS with tlsCfg (nil:
-// plain HTTP, for PlainHandler only).
-func Serve(ctx context.Context, addr string, h http.Handler, tlsCfg *tls.Config, log *slog.Logger) error {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return err
-	}
-	if tlsCfg != nil {
-		ln = tls.NewListener(ln, tlsCfg)
-	}
+// Limits bound the API's connections, so that a flood of connections
+// (slow ones above all) from one host cannot keep the members, proxies,
+// edges and operators out of /health, /role and /status.
+type Limits struct {
+	// MaxConns bounds the connections open at once; further ones wait in
+	// the kernel's backlog until one closes. 0: 512.
+	MaxConns int
+	// MaxConnsPerSource bounds the connections from one source (an IPv4
+	// address or an IPv6 /64); further ones are closed at once, before
+	// they take one of MaxConns. 0: 128 (the processes of `petrel up` all
+	// share loopback). Negative: no bound.
+	MaxConnsPerSource int
+}
+
+// The server's timeouts: a connection that sends its headers slowly is
+// closed after apiReadHeaderTimeout, one idle between requests after
+// apiIdleTimeout, so a slow client holds a connection slot only so long.
+const (
+	apiReadHeaderTimeout = 5 * time.Second
+	apiReadTimeout       = 10 * time.Second
+	apiWriteTimeout      = 10 * time.Second
+	apiIdleTimeout       = 30 * time.Second
+)
+
+// Serve runs the API on ln until ctx ends, and closes ln; over TLS with
+// tlsCfg (nil: plain HTTP, for PlainHandler only). reg (optional) receives
+// the count of connections refused by lim.
+func Serve(ctx context.Context, ln net.Listener, h http.Handler, tlsCfg *tls.Config, lim Limits, reg prometheus.Registerer, log *slog.Logger) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	if lim.MaxConns <= 0 {
+		lim.MaxConns = 512
+	}
+	if lim.MaxConnsPerSource == 0 {
+		lim.MaxConnsPerSource = 128
+	}
+	refused := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "petrel_api_connections_refused_total",
+		Help: "HTTP API connections closed at once because their source already held its share (api_max_conns_per_source).",
+	})
+	if reg != nil {
+		if err := reg.Register(refused); err != nil {
+			// A node's TLS and plain listeners share the series.
+			var are prometheus.AlreadyRegisteredError
+			if !errors.As(err, &are) {
+				_ = ln.Close()
+				return fmt.Errorf("registering the API's metrics: %w", err)
+			}
+			refused = are.ExistingCollector.(prometheus.Counter)
+		}
+	}
+	// Counted before TLS: a client slow to finish its handshake holds a
+	// slot of its source's like any other.
+	ln = connlimit.Listen(ln, lim.MaxConns, lim.MaxConnsPerSource, refused.Inc)
+	if tlsCfg != nil {
+		ln = tls.NewListener(ln, tlsCfg)
 	}
 	srv := &http.Server{
 		// Failed handshakes (scanners, clients that do not trust the CA)
@@ -131,9 +178,10 @@ func Serve(ctx context.Context, addr string, h http.Handler, tlsCfg *tls.Config,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		TLSConfig:         tlsCfg,
 		Handler:           h,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       10 * time.Second,
-		WriteTimeout:      10 * time.Second,
+		ReadHeaderTimeout: apiReadHeaderTimeout,
+		ReadTimeout:       apiReadTimeout,
+		WriteTimeout:      apiWriteTimeout,
+		IdleTimeout:       apiIdleTimeout,
 		MaxHeaderBytes:    16 << 10,
 	}
 	go func() {

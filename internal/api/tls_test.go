@@ -32,10 +32,9 @@ func serve(t *testing.T, h http.Handler, tc *tls.Config) string {
 		t.Fatal(err)
 	}
 	addr := ln.Addr().String()
-	ln.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- Serve(ctx, addr, h, tc, nil) }()
+	go func() { done <- Serve(ctx, ln, h, tc, Limits{}, nil, nil) }()
 	t.Cleanup(func() { cancel(); <-done })
 	for i := 0; i < 100; i++ {
 		if c, err := net.Dial("tcp", addr); err == nil {
