@@ -67,6 +67,41 @@ type Node struct {
 	// a BPF sockmap, when the agent may load BPF programs, i.e. as root;
 	// else "copy"), "kernel", "copy" or "splice".
 	ProxyPipe string `toml:"proxy_pipe"`
+	// ProxyMaxConns bounds the proxy's client connections at once (both
+	// listeners); further ones get SQLSTATE 53300. 0: 2000.
+	ProxyMaxConns int `toml:"proxy_max_conns"`
+	// ProxyMaxConnsPerSource bounds the connections from one source (an
+	// IPv4 address or an IPv6 /64), authenticated ones included. 0: no
+	// bound besides proxy_max_conns, since one app host may rightly hold
+	// most connections; set it when many hosts share the proxy.
+	ProxyMaxConnsPerSource int `toml:"proxy_max_conns_per_source"`
+	// ProxyMaxPendingPerSource bounds the connections from one source not
+	// authenticated yet; further ones are refused (53300). 0: 256, above
+	// any pool's burst of new connections, so silent connections from one
+	// host never keep another out. Negative: no bound.
+	ProxyMaxPendingPerSource int `toml:"proxy_max_pending_per_source"`
+	// ProxyMaxAuthPerSource bounds the connections from one source that
+	// hold a Postgres backend (a max_connections slot) while they
+	// authenticate; further ones wait their turn for up to
+	// proxy_auth_timeout. 0: 16. Negative: no bound.
+	ProxyMaxAuthPerSource int `toml:"proxy_max_auth_per_source"`
+	// ProxyAuthTimeout bounds how long a client may take to send its
+	// startup packet, and then to authenticate (until Postgres' answer); a
+	// client silent longer is disconnected and its backend freed. TLS
+	// sessions are opaque to the proxy once TLS starts (Postgres'
+	// authentication_timeout bounds them). 0: 5s.
+	ProxyAuthTimeout time.Duration `toml:"proxy_auth_timeout"`
+	// ProxyIdleTimeout closes authenticated proxy connections idle this
+	// long. 0 (default): never; pools keep idle connections on purpose.
+	ProxyIdleTimeout time.Duration `toml:"proxy_idle_timeout"`
+	// APIMaxConns bounds the HTTP API's connections at once; further ones
+	// wait in the kernel's backlog. 0: 512.
+	APIMaxConns int `toml:"api_max_conns"`
+	// APIMaxConnsPerSource bounds the API connections from one source;
+	// further ones are closed at once, so one host's flood leaves room for
+	// the others (members, proxies, edges, the CLI). 0: 128 (every process
+	// of `petrel up` shares loopback). Negative: no bound.
+	APIMaxConnsPerSource int `toml:"api_max_conns_per_source"`
 	// Etcd lists the store's client endpoints (https:// for TLS).
 	Etcd []string `toml:"etcd"`
 	// EtcdCAFile verifies the etcd members' certificates (PEM); empty:
@@ -175,6 +210,17 @@ func (n *Node) Validate() error {
 	}
 	if n.LeaseTTL < 2*time.Second {
 		errs = append(errs, fmt.Errorf("lease_ttl %v is below the 2s minimum", n.LeaseTTL))
+	}
+	for _, v := range []struct {
+		what string
+		n    int
+	}{{"proxy_max_conns", n.ProxyMaxConns}, {"proxy_max_conns_per_source", n.ProxyMaxConnsPerSource}, {"api_max_conns", n.APIMaxConns}} {
+		if v.n < 0 {
+			errs = append(errs, fmt.Errorf("%s %d: want 0 (the default) or more", v.what, v.n))
+		}
+	}
+	if n.ProxyAuthTimeout < 0 || n.ProxyIdleTimeout < 0 {
+		errs = append(errs, errors.New("proxy_auth_timeout and proxy_idle_timeout must not be negative"))
 	}
 	switch n.ProxyPipe {
 	case "", "auto", "kernel", "copy", "splice":

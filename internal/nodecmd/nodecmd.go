@@ -116,6 +116,14 @@ with --etcd-username) or --secrets-file.`,
 	f.IntVar(&cfg.ProxyPort, "proxy-port", 0, "leader proxy port (0: off)")
 	f.IntVar(&cfg.ProxyROPort, "proxy-ro-port", 0, "read-only proxy port: this region's replicas, falling back to the leader (0: off)")
 	f.StringVar(&cfg.ProxyPipe, "proxy-pipe", "auto", "how the proxies move bytes: auto, kernel (BPF sockmap, needs root), copy or splice")
+	f.IntVar(&cfg.ProxyMaxConns, "proxy-max-conns", 0, "proxy: client connections at once (0: 2000)")
+	f.IntVar(&cfg.ProxyMaxConnsPerSource, "proxy-max-conns-per-source", 0, "proxy: connections from one IPv4 address or IPv6 /64 (0: no bound)")
+	f.IntVar(&cfg.ProxyMaxPendingPerSource, "proxy-max-pending-per-source", 0, "proxy: unauthenticated connections from one source (0: 256, negative: no bound)")
+	f.IntVar(&cfg.ProxyMaxAuthPerSource, "proxy-max-auth-per-source", 0, "proxy: connections from one source holding a backend while authenticating; more wait (0: 16, negative: no bound)")
+	f.DurationVar(&cfg.ProxyAuthTimeout, "proxy-auth-timeout", 0, "proxy: time to send the startup packet, then to authenticate (0: 5s)")
+	f.DurationVar(&cfg.ProxyIdleTimeout, "proxy-idle-timeout", 0, "proxy: close authenticated connections idle this long (0: never)")
+	f.IntVar(&cfg.APIMaxConns, "api-max-conns", 0, "HTTP API: connections at once (0: 512)")
+	f.IntVar(&cfg.APIMaxConnsPerSource, "api-max-conns-per-source", 0, "HTTP API: connections from one source; more are closed (0: 128, negative: no bound)")
 	f.StringSliceVar(&cfg.Etcd, "etcd", cfg.Etcd, "etcd endpoints")
 	f.StringVar(&cfg.EtcdCAFile, "etcd-ca-file", "", "CA certificate (PEM) that signed the etcd members' certificates")
 	f.StringVar(&cfg.EtcdCertFile, "etcd-cert-file", "", "client certificate (PEM) for etcd")
@@ -155,6 +163,14 @@ func applyFlags(fs *pflag.FlagSet, from, to *config.Node) {
 	set("proxy-port", func() { to.ProxyPort = from.ProxyPort })
 	set("proxy-ro-port", func() { to.ProxyROPort = from.ProxyROPort })
 	set("proxy-pipe", func() { to.ProxyPipe = from.ProxyPipe })
+	set("proxy-max-conns", func() { to.ProxyMaxConns = from.ProxyMaxConns })
+	set("proxy-max-conns-per-source", func() { to.ProxyMaxConnsPerSource = from.ProxyMaxConnsPerSource })
+	set("proxy-max-pending-per-source", func() { to.ProxyMaxPendingPerSource = from.ProxyMaxPendingPerSource })
+	set("proxy-max-auth-per-source", func() { to.ProxyMaxAuthPerSource = from.ProxyMaxAuthPerSource })
+	set("proxy-auth-timeout", func() { to.ProxyAuthTimeout = from.ProxyAuthTimeout })
+	set("proxy-idle-timeout", func() { to.ProxyIdleTimeout = from.ProxyIdleTimeout })
+	set("api-max-conns", func() { to.APIMaxConns = from.APIMaxConns })
+	set("api-max-conns-per-source", func() { to.APIMaxConnsPerSource = from.APIMaxConnsPerSource })
 	set("etcd", func() { to.Etcd = from.Etcd })
 	set("etcd-ca-file", func() { to.EtcdCAFile = from.EtcdCAFile })
 	set("etcd-cert-file", func() { to.EtcdCertFile = from.EtcdCertFile })
@@ -209,6 +225,14 @@ func bindScratch(f *pflag.FlagSet, c *config.Node) {
 	f.IntVar(&c.ProxyPort, "proxy-port", 0, "")
 	f.IntVar(&c.ProxyROPort, "proxy-ro-port", 0, "")
 	f.StringVar(&c.ProxyPipe, "proxy-pipe", "auto", "")
+	f.IntVar(&c.ProxyMaxConns, "proxy-max-conns", 0, "")
+	f.IntVar(&c.ProxyMaxConnsPerSource, "proxy-max-conns-per-source", 0, "")
+	f.IntVar(&c.ProxyMaxPendingPerSource, "proxy-max-pending-per-source", 0, "")
+	f.IntVar(&c.ProxyMaxAuthPerSource, "proxy-max-auth-per-source", 0, "")
+	f.DurationVar(&c.ProxyAuthTimeout, "proxy-auth-timeout", 0, "")
+	f.DurationVar(&c.ProxyIdleTimeout, "proxy-idle-timeout", 0, "")
+	f.IntVar(&c.APIMaxConns, "api-max-conns", 0, "")
+	f.IntVar(&c.APIMaxConnsPerSource, "api-max-conns-per-source", 0, "")
 	f.StringSliceVar(&c.Etcd, "etcd", c.Etcd, "")
 	f.StringVar(&c.EtcdCAFile, "etcd-ca-file", "", "")
 	f.StringVar(&c.EtcdCertFile, "etcd-cert-file", "", "")
@@ -315,12 +339,21 @@ func runNode(parent context.Context, cfg config.Node, logLevel string) error {
 		Log: log.With("component", "dashboard"), API: a.Identity().Client(api.ClientOptions{Timeout: time.Second}),
 		CA: a.Identity().CAPEM})
 	defer dash.Close()
+	apiLn, err := net.Listen("tcp", apiAddr)
+	if err != nil {
+		return fmt.Errorf("serving the API on %s: %w", apiAddr, err)
+	}
+	apiLimits := api.Limits{MaxConns: cfg.APIMaxConns, MaxConnsPerSource: cfg.APIMaxConnsPerSource}
 	go func() {
-		apiErr <- api.Serve(apiCtx, apiAddr, dash.Wrap(api.Handler(a, reg)), a.Identity().ServerTLS(), log)
+		apiErr <- api.Serve(apiCtx, apiLn, dash.Wrap(api.Handler(a, reg)), a.Identity().ServerTLS(), apiLimits, reg, log)
 	}()
 	if cfg.APIPlainPort > 0 {
 		plainAddr := net.JoinHostPort(cfg.ListenHost, strconv.Itoa(cfg.APIPlainPort))
-		go func() { apiErr <- api.Serve(apiCtx, plainAddr, api.PlainHandler(a, reg), nil, log) }()
+		plainLn, err := net.Listen("tcp", plainAddr)
+		if err != nil {
+			return fmt.Errorf("serving the plain API on %s: %w", plainAddr, err)
+		}
+		go func() { apiErr <- api.Serve(apiCtx, plainLn, api.PlainHandler(a, reg), nil, apiLimits, reg, log) }()
 	}
 
 	if cfg.ProxyPort > 0 {
@@ -365,7 +398,12 @@ func startNodeProxy(cfg config.Node, st *store.Store, dm *dialmap.Source, reg pr
 		}
 	}
 	// Members are verified against this node's own pinned CA.
-	p := proxy.New(proxy.Config{Cluster: cfg.Cluster, Region: cfg.Region, DialMap: dm, Pipe: cfg.ProxyPipe},
+	p := proxy.New(proxy.Config{
+		Cluster: cfg.Cluster, Region: cfg.Region, DialMap: dm, Pipe: cfg.ProxyPipe,
+		MaxConns: cfg.ProxyMaxConns, MaxConnsPerSource: cfg.ProxyMaxConnsPerSource,
+		MaxPendingPerSource: cfg.ProxyMaxPendingPerSource, MaxAuthPerSource: cfg.ProxyMaxAuthPerSource,
+		AuthTimeout: cfg.ProxyAuthTimeout, IdleTimeout: cfg.ProxyIdleTimeout,
+	},
 		proxy.Options{Etcd: st.Client(), Logger: log.With("component", "proxy"), Registerer: reg,
 			API: ident.Client(api.ClientOptions{Timeout: time.Second, MaxIdlePerHost: 4})})
 	ctx, cancel := context.WithCancel(context.Background())

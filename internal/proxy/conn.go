@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -31,8 +32,10 @@ func (c *pconn) close() {
 // maxGSSRetries bounds GSSENCRequest answers before the real startup.
 const maxGSSRetries = 2
 
-// handle runs one client connection: startup, routing, then the pipe.
-func (p *Proxy) handle(ctx context.Context, c net.Conn, kind string) {
+// handle runs one client connection: startup, routing, authentication,
+// then the pipe. authenticated ends the connection's pending count (at
+// most once); it is called as soon as the client is authenticated.
+func (p *Proxy) handle(ctx context.Context, c net.Conn, kind string, src netip.Addr, authenticated func()) {
 	defer func() {
 		if r := recover(); r != nil {
 			// Never let one connection take the process down.
@@ -41,7 +44,7 @@ func (p *Proxy) handle(ctx context.Context, c net.Conn, kind string) {
 		}
 	}()
 	setKeepAlive(c, p.cfg.KeepAlive)
-	_ = c.SetDeadline(p.clock.Now().Add(p.cfg.StartupTimeout))
+	_ = c.SetDeadline(p.clock.Now().Add(p.cfg.AuthTimeout))
 	var (
 		msg pgproto3.FrontendMessage
 		raw []byte
@@ -50,9 +53,13 @@ func (p *Proxy) handle(ctx context.Context, c net.Conn, kind string) {
 	for i := 0; ; i++ {
 		msg, raw, err = readStartup(c)
 		if err != nil {
-			p.metrics.rejected.WithLabelValues(kind, "bad_startup").Inc()
-			p.log.Debug("proxy: bad startup", "remote", c.RemoteAddr(), "err", err)
 			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				p.metrics.rejected.WithLabelValues(kind, "startup_timeout").Inc()
+			} else {
+				p.metrics.rejected.WithLabelValues(kind, "bad_startup").Inc()
+			}
+			p.log.Debug("proxy: bad startup", "remote", c.RemoteAddr(), "err", err)
 			if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) && !(errors.As(err, &ne) && ne.Timeout()) {
 				p.refuse(c, "08P01", "petrel: invalid startup packet")
 			}
@@ -79,8 +86,12 @@ func (p *Proxy) handle(ctx context.Context, c net.Conn, kind string) {
 		return
 	}
 
-	pc, err := p.connect(ctx, c, kind)
+	pc, release, err := p.connect(ctx, c, kind, src)
 	switch {
+	case errors.Is(err, errAuthBusy):
+		p.metrics.rejected.WithLabelValues(kind, "source_auth").Inc()
+		p.refuseStartup(c, msg, "53300", "petrel: too many connections from your address are authenticating; try again")
+		return
 	case errors.Is(err, errNoTarget) || errors.Is(err, context.Canceled):
 		p.metrics.rejected.WithLabelValues(kind, "no_leader").Inc()
 		p.refuseStartup(c, msg, "57P03", "petrel: no writable leader available; try again shortly")
@@ -92,47 +103,74 @@ func (p *Proxy) handle(ctx context.Context, c net.Conn, kind string) {
 		return
 	}
 	defer p.unregister(pc)
-	// The kernel pipe takes the pair before the startup packet goes on
-	// (kernelPipe rule 1); when it cannot, the copy loop carries it all.
-	if p.kpipe != nil {
-		if err := p.kpipe.add(c, pc.server); err != nil {
-			p.metrics.pipeFallbacks.Inc()
-			p.log.Debug("proxy: kernel pipe refused a connection; copying it", "err", err)
+	err = p.authenticate(pc, msg, raw)
+	release()
+	authenticated()
+	if err != nil {
+		if errors.Is(err, errAuthTimeout) {
+			p.metrics.rejected.WithLabelValues(kind, "auth_timeout").Inc()
 		}
-	}
-	_ = pc.server.SetWriteDeadline(p.clock.Now().Add(p.cfg.DialTimeout))
-	if _, err := pc.server.Write(raw); err != nil {
+		p.log.Debug("proxy: connection ended before it was authenticated", "remote", c.RemoteAddr(), "err", err)
 		pc.close()
 		return
 	}
-	_ = pc.server.SetWriteDeadline(time.Time{})
-	_ = c.SetDeadline(time.Time{})
 	p.pipe(pc)
 }
 
-// connect picks a member, dials it and registers the connection. If the
-// routing changed while it dialed, it tries again (nothing has been sent
-// to the server yet).
-func (p *Proxy) connect(ctx context.Context, c net.Conn, kind string) (*pconn, error) {
+// errAuthBusy: the client's source holds MaxAuthPerSource backends that
+// are authenticating and none was freed within AuthTimeout.
+var errAuthBusy = errors.New("too many connections from this source authenticating")
+
+// connect picks a member, takes one of the source's authentication slots
+// (before dialing: the postmaster forks a backend for every connection it
+// accepts), dials the member and registers the connection. If the routing
+// changed while it dialed, it tries again (nothing has been sent to the
+// server yet). release gives the slot back; call it once the client is
+// authenticated or gone.
+func (p *Proxy) connect(ctx context.Context, c net.Conn, kind string, src netip.Addr) (pc *pconn, release func(), err error) {
+	held := false
+	release = func() {
+		if held {
+			held = false
+			p.authing.Done(src)
+		}
+	}
+	defer func() {
+		if err != nil {
+			release()
+		}
+	}()
 	for attempt := 0; ; attempt++ {
 		t, toLeader, err := p.pick(ctx, kind)
 		if err != nil {
-			return nil, err
+			return nil, release, err
+		}
+		if !held {
+			wctx, cancel := context.WithTimeout(ctx, p.cfg.AuthTimeout)
+			err := p.authing.Add(wctx, src, p.cfg.MaxAuthPerSource)
+			cancel()
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil, release, ctx.Err()
+				}
+				return nil, release, errAuthBusy
+			}
+			held = true
 		}
 		d := net.Dialer{Timeout: p.cfg.DialTimeout, KeepAlive: p.cfg.KeepAlive}
 		dctx, cancel := context.WithTimeout(ctx, p.cfg.DialTimeout)
 		s, err := d.DialContext(dctx, "tcp", t.addr)
 		cancel()
 		if err != nil {
-			return nil, fmt.Errorf("dialing %s at %s: %w", t.id, t.addr, err)
+			return nil, release, fmt.Errorf("dialing %s at %s: %w", t.id, t.addr, err)
 		}
 		pc := &pconn{client: c, server: s, member: t.id, kind: kind, toLeader: toLeader}
 		if p.register(pc) {
-			return pc, nil
+			return pc, release, nil
 		}
 		_ = s.Close()
 		if attempt >= 2 {
-			return nil, errNoTarget
+			return nil, release, errNoTarget
 		}
 	}
 }
@@ -143,7 +181,7 @@ func (p *Proxy) connect(ctx context.Context, c net.Conn, kind string) (*pconn, e
 // then disconnects by itself).
 func (p *Proxy) refuseStartup(c net.Conn, msg pgproto3.FrontendMessage, code, text string) {
 	if _, ok := msg.(*pgproto3.SSLRequest); ok {
-		_ = c.SetDeadline(p.clock.Now().Add(p.cfg.StartupTimeout))
+		_ = c.SetDeadline(p.clock.Now().Add(p.cfg.AuthTimeout))
 		if _, err := c.Write([]byte{'N'}); err != nil {
 			_ = c.Close()
 			return

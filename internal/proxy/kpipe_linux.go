@@ -19,16 +19,18 @@ import (
 // under the other's socket cookie. An sk_skb verdict program attached to
 // the map looks up the cookie of the socket a segment arrived on and
 // redirects the segment to the send queue of the socket stored there: its
-// peer. After the startup packet, no byte of the conversation enters the
+// peer. Once the client is authenticated, no byte of the conversation enters the
 // proxy process and no goroutine wakes per query; the proxy only waits for
 // either side to close.
 //
 // Rules for callers:
 //  1. add a pair only while neither socket can receive data the other
-//     side has not yet been given: before the startup packet is forwarded
-//     (the server speaks only after it, the client only after the
-//     server's answer). Data already queued on a socket when it is added
-//     stays in its receive queue for the user-space copy loop.
+//     side has not yet been given: once the proxy holds the server's last
+//     answer of the startup phase (ReadyForQuery, or the 'S' that starts
+//     TLS) and before it passes it on (the client speaks only after it,
+//     the server only after the client). Data already queued on a socket
+//     when it is added stays in its receive queue for the user-space copy
+//     loop.
 //  2. keep reading both sockets in user space (the copy loop): reads
 //     return EOF when a peer closes, and return any byte the kernel did
 //     not redirect, which must still be forwarded.
@@ -128,9 +130,9 @@ func (k *kernelPipe) add(client, server net.Conn) error {
 				opErr = fmt.Errorf("reading the server socket cookie: %w", err)
 				return
 			}
-			// The server first: it has nothing to send until it gets the
-			// startup packet, so none of its segments can meet a missing
-			// peer in between.
+			// The server first: it has nothing to send until the client
+			// speaks again (rule 1), so none of its segments can meet a
+			// missing peer in between.
 			if err := k.hash.Update(ccookie, uint32(sfd), ebpf.UpdateNoExist); err != nil {
 				opErr = fmt.Errorf("adding the server socket: %w", err)
 				return

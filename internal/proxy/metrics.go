@@ -5,7 +5,9 @@ import "github.com/prometheus/client_golang/prometheus"
 type metrics struct {
 	accepted      *prometheus.CounterVec
 	active        *prometheus.GaugeVec
+	pending       *prometheus.GaugeVec
 	rejected      *prometheus.CounterVec
+	unanswered    prometheus.Counter
 	routing       prometheus.Counter
 	cancels       prometheus.Counter
 	idleClosed    prometheus.Counter
@@ -21,9 +23,17 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		active: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "petrel_proxy_connections_active", Help: "Client connections open (including those still starting up), by listener.",
 		}, []string{"listener"}),
+		pending: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "petrel_proxy_connections_pending", Help: "Client connections not authenticated yet, by listener.",
+		}, []string{"listener"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "petrel_proxy_connections_rejected_total", Help: "Client connections refused, by listener and reason (max_conns, bad_startup, no_leader, dial).",
+			Name: "petrel_proxy_connections_rejected_total", Help: "Client connections refused or cut before they were authenticated, by listener and reason: " +
+				"max_conns, source_conns, source_pending (over a limit at accept), source_auth (no authentication slot of its source freed in time), " +
+				"startup_timeout, bad_startup, auth_timeout (not authenticated in time), no_leader, dial.",
 		}, []string{"listener", "reason"}),
+		unanswered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "petrel_proxy_refusals_unanswered_total", Help: "Refused connections closed without an ErrorResponse because the refusal workers were busy.",
+		}),
 		routing: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "petrel_proxy_routing_changes_total", Help: "Changes of the confirmed writable leader (including to and from none).",
 		}),
@@ -41,7 +51,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"mode"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.accepted, m.active, m.rejected, m.routing, m.cancels, m.idleClosed, m.pipeFallbacks, m.pipeInfo)
+		reg.MustRegister(m.accepted, m.active, m.pending, m.rejected, m.unanswered, m.routing, m.cancels, m.idleClosed, m.pipeFallbacks, m.pipeInfo)
 	}
 	return m
 }

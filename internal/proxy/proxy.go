@@ -9,10 +9,17 @@
 // it is closed at once. While there is no leader a new connection waits a
 // bounded time and then gets a PostgreSQL ErrorResponse (SQLSTATE 57P03).
 //
-// Only the startup packet is parsed (SSLRequest, GSSENCRequest,
-// CancelRequest, StartupMessage); after that the proxy is a plain byte
-// pipe between two TCP connections (splice(2) on Linux), so TLS between
-// the client and Postgres passes through untouched.
+// The proxy parses the startup packet (SSLRequest, GSSENCRequest,
+// CancelRequest, StartupMessage) and then follows the server's side of the
+// authentication, message by message (type and length only), until its
+// ReadyForQuery or ErrorResponse: until then the client is under a deadline
+// and counted against its source's limits. After that the proxy is a plain
+// byte pipe between two TCP connections (a BPF sockmap, or copies), so TLS
+// between the client and Postgres passes through untouched.
+//
+// Hostile clients: every limit is per source (an IPv4 address or an IPv6
+// /64, internal/connlimit) besides the proxy's total, and refusals are
+// answered by a small pool of workers, never a goroutine each.
 package proxy
 
 import (
@@ -28,6 +35,7 @@ import (
 	"time"
 
 	"github.com/petrel-db/petrel/internal/api"
+	"github.com/petrel-db/petrel/internal/connlimit"
 	"github.com/petrel-db/petrel/internal/dialmap"
 	"github.com/petrel-db/petrel/internal/model"
 	"github.com/prometheus/client_golang/prometheus"
@@ -51,23 +59,57 @@ type Config struct {
 	// phase. Further connections get a "too many connections" error
 	// (SQLSTATE 53300). Default 2000.
 	MaxConns int
+	// MaxConnsPerSource bounds all the connections from one source (an
+	// IPv4 address, or an IPv6 /64) at once, authenticated ones included;
+	// further ones are refused (53300). Default 0, no bound besides
+	// MaxConns: one app host may rightly hold most of a proxy's
+	// connections (with `petrel proxy` on the app host, every client comes
+	// from loopback). Set it when many hosts share one proxy and none may
+	// take more than its share.
+	MaxConnsPerSource int
+	// MaxPendingPerSource bounds the connections from one source that are
+	// not authenticated yet: before their startup packet, waiting for a
+	// leader or an authentication slot, authenticating. Further ones are
+	// refused (53300). Default 256, above any pool's burst of new
+	// connections and far below MaxConns, so connections that open and
+	// stay silent from one host never keep another host out. Negative: no
+	// bound.
+	MaxPendingPerSource int
+	// MaxAuthPerSource bounds the connections from one source that hold a
+	// Postgres backend while they authenticate (each backend takes one of
+	// the server's max_connections). Further ones wait their turn before
+	// the proxy dials, for up to AuthTimeout: a pool that opens 100
+	// connections at once gets them all, a few milliseconds later, while
+	// a host whose clients send a startup packet and stay silent holds at
+	// most this many backends, each for at most AuthTimeout. Default 16.
+	// Negative: no bound.
+	MaxAuthPerSource int
 	// NoLeaderWait is how long a new connection waits for a confirmed
 	// writable leader (or, on the read-only listener, for any usable
 	// member) before it gets an error (SQLSTATE 57P03). Default 5s.
 	NoLeaderWait time.Duration
-	// StartupTimeout bounds how long a client may take to send its startup
-	// packet(s); slower clients are disconnected. Default 10s.
-	StartupTimeout time.Duration
+	// AuthTimeout bounds each of a client's two steps before it is
+	// authenticated: sending its startup packet (from accept), and
+	// authenticating with the member's Postgres (from the forwarded startup
+	// packet until the server's ReadyForQuery or ErrorResponse comes back).
+	// A client still silent then is disconnected, which frees its backend
+	// at once instead of after Postgres' authentication_timeout (60s).
+	// Waiting for a leader (NoLeaderWait) is not counted. A TLS session is
+	// opaque to the proxy: its deadline ends when the server accepts TLS,
+	// and Postgres' own authentication_timeout bounds the rest. Default 5s.
+	AuthTimeout time.Duration
 	// DialTimeout bounds connecting to a member's Postgres. Default 3s.
 	DialTimeout time.Duration
 	// KeepAlive is the TCP keepalive period on both sides of every proxied
 	// connection: it is how idle connections to a vanished peer are found
 	// and closed. Default 15s; negative disables keepalives.
 	KeepAlive time.Duration
-	// IdleTimeout closes a proxied connection after no data has moved in
-	// either direction for this long (checked from the kernel's TCP
-	// counters, so the data path stays zero-copy; Linux only). Default 0:
-	// idle connections are kept as long as both peers are alive.
+	// IdleTimeout closes an authenticated connection after no data has
+	// moved in either direction for this long (checked from the kernel's
+	// TCP counters, so the data path stays zero-copy; Linux only). Default
+	// 0: idle sessions are kept as long as both peers are alive (pools
+	// keep idle connections on purpose; TCP keepalives find dead peers).
+	// Unauthenticated connections are bounded by AuthTimeout instead.
 	IdleTimeout time.Duration
 	// Pipe is how bytes move once a connection is routed:
 	//   "auto" (default): "kernel" where the process may load BPF programs
@@ -98,8 +140,14 @@ func (c *Config) defaults() {
 	if c.NoLeaderWait <= 0 {
 		c.NoLeaderWait = 5 * time.Second
 	}
-	if c.StartupTimeout <= 0 {
-		c.StartupTimeout = 10 * time.Second
+	if c.MaxPendingPerSource == 0 {
+		c.MaxPendingPerSource = 256
+	}
+	if c.MaxAuthPerSource == 0 {
+		c.MaxAuthPerSource = 16
+	}
+	if c.AuthTimeout <= 0 {
+		c.AuthTimeout = 5 * time.Second
 	}
 	if c.DialTimeout <= 0 {
 		c.DialTimeout = 3 * time.Second
@@ -187,6 +235,11 @@ type Proxy struct {
 	kpipe    *kernelPipe // nil: bytes are copied in user space
 	pipeMode string      // the data path in use: kernel, copy or splice
 
+	// Per source: every connection, those not authenticated yet, and
+	// those holding a backend while they authenticate.
+	bySource, pending, authing connlimit.Counter
+	refusals                   chan refusal // answered by refusalWorkers
+
 	mu          sync.Mutex              // guards the following fields
 	viewLeader  string                  // leader id from the store ("" when none)
 	members     map[string]model.Member // member records from the store
@@ -213,6 +266,8 @@ func New(cfg Config, opts Options) *Proxy {
 		members: map[string]model.Member{},
 		changed: make(chan struct{}),
 		conns:   map[*pconn]struct{}{},
+
+		refusals: make(chan refusal, refusalQueue),
 	}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
@@ -265,6 +320,9 @@ func (p *Proxy) Run(ctx context.Context, rw, ro net.Listener) error {
 		run(func() { p.watch(ctx) })
 	}
 	run(func() { p.checkLoop(ctx, ro != nil) })
+	for range refusalWorkers {
+		run(func() { p.answerRefusals(ctx) })
+	}
 	errs := make(chan error, 2)
 	run(func() { errs <- p.serve(ctx, rw, kindLeader) })
 	if ro != nil {
@@ -287,6 +345,7 @@ func (p *Proxy) Run(ctx context.Context, rw, ro net.Listener) error {
 	}
 	p.mu.Unlock()
 	wg.Wait()
+	p.dropRefusals()
 	if p.api != nil {
 		p.api.CloseIdle()
 	}
@@ -324,23 +383,25 @@ func (p *Proxy) serve(ctx context.Context, ln net.Listener, kind string) error {
 		}
 		backoff = 5 * time.Millisecond
 		p.metrics.accepted.WithLabelValues(kind).Inc()
-		if n := p.active.Add(1); n > int64(p.cfg.MaxConns) {
-			p.active.Add(-1)
-			p.metrics.rejected.WithLabelValues(kind, "max_conns").Inc()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				p.refuse(c, "53300", "petrel: too many connections to the proxy")
-			}()
+		src := connlimit.Source(c.RemoteAddr())
+		if reason, msg := p.admit(src); reason != "" {
+			p.metrics.rejected.WithLabelValues(kind, reason).Inc()
+			p.refuseLater(c, "53300", msg)
 			continue
 		}
 		p.metrics.active.WithLabelValues(kind).Inc()
+		p.metrics.pending.WithLabelValues(kind).Inc()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer p.metrics.active.WithLabelValues(kind).Dec()
-			defer p.active.Add(-1)
-			p.handle(ctx, c, kind)
+			defer p.release(src)
+			authenticated := sync.OnceFunc(func() {
+				p.pending.Done(src)
+				p.metrics.pending.WithLabelValues(kind).Dec()
+			})
+			defer authenticated()
+			p.handle(ctx, c, kind, src, authenticated)
 		}()
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -20,15 +21,20 @@ import (
 )
 
 // fakeMember is a member with an API (GET /role, /status) and a "Postgres"
-// that records the first packet of each connection and then echoes.
+// that records the startup-phase packets of each connection, authenticates
+// every StartupMessage at once (AuthenticationOk, a ParameterStatus
+// petrel_member naming it, ReadyForQuery), then echoes. An SSLRequest is
+// declined ('N'), or accepted when tls is set: then it sends 'S' and
+// echoes, opaque to the proxy as TLS would be.
 type fakeMember struct {
 	id   string
 	role atomic.Value // string
+	tls  atomic.Bool
 	api  *httptest.Server
 	ln   net.Listener
 
 	mu    sync.Mutex
-	first [][]byte // first packet of each connection
+	first [][]byte // startup-phase packets of each connection
 }
 
 // testCA is the cluster CA of every test here (cluster "c"): members
@@ -86,22 +92,48 @@ func newFakeMemberCert(t *testing.T, id, role string, certPEM, keyPEM []byte) *f
 	return f
 }
 
+// authenticated is what the fake member answers a StartupMessage.
+func authenticated(id string) []byte {
+	b, _ := (&pgproto3.AuthenticationOk{}).Encode(nil)
+	b, _ = (&pgproto3.ParameterStatus{Name: "petrel_member", Value: id}).Encode(b)
+	b, _ = (&pgproto3.ReadyForQuery{TxStatus: 'I'}).Encode(b)
+	return b
+}
+
 func (f *fakeMember) serve(c net.Conn) {
 	defer c.Close()
-	var hdr [4]byte
-	if _, err := io.ReadFull(c, hdr[:]); err != nil {
+	for {
+		var hdr [4]byte
+		if _, err := io.ReadFull(c, hdr[:]); err != nil {
+			return
+		}
+		body := make([]byte, binary.BigEndian.Uint32(hdr[:])-4)
+		if _, err := io.ReadFull(c, body); err != nil {
+			return
+		}
+		pkt := append(hdr[:], body...)
+		f.mu.Lock()
+		f.first = append(f.first, pkt)
+		f.mu.Unlock()
+		msg, err := decodeStartup(pkt)
+		if err != nil {
+			return
+		}
+		switch msg.(type) {
+		case *pgproto3.SSLRequest:
+			if !f.tls.Load() {
+				_, _ = c.Write([]byte{'N'})
+				continue
+			}
+			_, _ = c.Write([]byte{'S'})
+		case *pgproto3.StartupMessage:
+			_, _ = c.Write(authenticated(f.id))
+		default:
+			return
+		}
+		_, _ = io.Copy(c, c)
 		return
 	}
-	body := make([]byte, binary.BigEndian.Uint32(hdr[:])-4)
-	if _, err := io.ReadFull(c, body); err != nil {
-		return
-	}
-	f.mu.Lock()
-	f.first = append(f.first, append(hdr[:], body...))
-	f.mu.Unlock()
-	// Say who we are, then echo.
-	_, _ = c.Write([]byte(f.id + "\n"))
-	_, _ = io.Copy(c, c)
 }
 
 func (f *fakeMember) firsts() [][]byte {
@@ -192,11 +224,40 @@ func connect(t *testing.T, addr string) (net.Conn, string) {
 	if _, err := c.Write(startupPacket("app")); err != nil {
 		t.Fatal(err)
 	}
-	line, err := bufio.NewReader(c).ReadString('\n')
+	who, err := readReady(c)
 	if err != nil {
 		t.Fatalf("reading through the proxy: %v", err)
 	}
-	return c, line[:len(line)-1]
+	return c, who
+}
+
+// readReady reads backend messages up to ReadyForQuery, byte by byte from
+// c (nothing past it), and returns the member named in petrel_member.
+func readReady(c net.Conn) (string, error) {
+	who := ""
+	for {
+		var hdr [5]byte
+		if _, err := io.ReadFull(c, hdr[:]); err != nil {
+			return "", err
+		}
+		body := make([]byte, binary.BigEndian.Uint32(hdr[1:])-4)
+		if _, err := io.ReadFull(c, body); err != nil {
+			return "", err
+		}
+		switch hdr[0] {
+		case 'S':
+			var ps pgproto3.ParameterStatus
+			if err := ps.Decode(body); err == nil && ps.Name == "petrel_member" {
+				who = ps.Value
+			}
+		case 'E':
+			var er pgproto3.ErrorResponse
+			_ = er.Decode(body)
+			return "", fmt.Errorf("error %s: %s", er.Code, er.Message)
+		case 'Z':
+			return who, nil
+		}
+	}
 }
 
 // readError reads one backend message and expects an ErrorResponse.
@@ -385,16 +446,16 @@ func TestWaitsForLeaderWithinBound(t *testing.T) {
 		defer c.Close()
 		_ = c.SetDeadline(time.Now().Add(30 * time.Second))
 		_, _ = c.Write(startupPacket("app"))
-		l, err := bufio.NewReader(c).ReadString('\n')
+		who, err := readReady(c)
 		if err != nil {
 			got <- err.Error()
 			return
 		}
-		got <- l
+		got <- who
 	}()
 	time.Sleep(100 * time.Millisecond)
 	a.role.Store("primary")
-	if l := <-got; l != "a\n" {
+	if l := <-got; l != "a" {
 		t.Fatalf("waiting connection got %q", l)
 	}
 }
@@ -419,20 +480,43 @@ func TestGSSEncAndSSLRequest(t *testing.T) {
 		t.Fatalf("GSSENCRequest: %q %v", n, err)
 	}
 	_, _ = c.Write(startupPacket("app"))
-	if l, err := bufio.NewReader(c).ReadString('\n'); err != nil || l != "a\n" {
-		t.Fatalf("after GSSENC: %q %v", l, err)
+	if who, err := readReady(c); err != nil || who != "a" {
+		t.Fatalf("after GSSENC: %q %v", who, err)
 	}
 
-	// SSLRequest: forwarded to the server as is.
+	// SSLRequest declined by the server: the proxy passes the 'N' on and
+	// follows the plaintext startup that comes next.
+	ssl, _ := (&pgproto3.SSLRequest{}).Encode(nil)
+	c1, err := net.Dial("tcp", h.rw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c1.Close()
+	_ = c1.SetDeadline(time.Now().Add(10 * time.Second))
+	_, _ = c1.Write(ssl)
+	if _, err := io.ReadFull(c1, n[:]); err != nil || n[0] != 'N' {
+		t.Fatalf("declined SSLRequest: %q %v", n, err)
+	}
+	_, _ = c1.Write(startupPacket("app"))
+	if who, err := readReady(c1); err != nil || who != "a" {
+		t.Fatalf("after a declined SSLRequest: %q %v", who, err)
+	}
+
+	// SSLRequest accepted: forwarded to the server as is, and what follows
+	// passes through untouched.
+	a.tls.Store(true)
 	c2, err := net.Dial("tcp", h.rw)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c2.Close()
 	_ = c2.SetDeadline(time.Now().Add(10 * time.Second))
-	ssl, _ := (&pgproto3.SSLRequest{}).Encode(nil)
 	_, _ = c2.Write(ssl)
-	if l, err := bufio.NewReader(c2).ReadString('\n'); err != nil || l != "a\n" {
+	if _, err := io.ReadFull(c2, n[:]); err != nil || n[0] != 'S' {
+		t.Fatalf("accepted SSLRequest: %q %v", n, err)
+	}
+	_, _ = c2.Write([]byte("hello\n"))
+	if l, err := bufio.NewReader(c2).ReadString('\n'); err != nil || l != "hello\n" {
 		t.Fatalf("after SSLRequest: %q %v", l, err)
 	}
 	waitUntil(t, "SSLRequest at the server", func() bool {
@@ -473,7 +557,7 @@ func TestCancelGoesToEveryMember(t *testing.T) {
 
 func TestMalformedStartup(t *testing.T) {
 	a := newFakeMember(t, "a", "primary")
-	h := startProxy(t, Config{StartupTimeout: 300 * time.Millisecond})
+	h := startProxy(t, Config{AuthTimeout: 300 * time.Millisecond})
 	h.p.SetView("a", view(a))
 	waitUntil(t, "leader a", func() bool { return h.p.Leader() == "a" })
 	cases := map[string][]byte{
