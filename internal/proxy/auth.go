@@ -186,4 +186,3 @@ func (p *Proxy) startPipe(pc *pconn, last []byte) error {
 	_ = pc.client.SetWriteDeadline(time.Time{})
 	return nil
 }
-
