@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"runtime"
 	"strconv"
@@ -39,12 +38,11 @@ const (
 func startRealLeader(t *testing.T, cfg Config) (*harness, *pgtest.Server) {
 	t.Helper()
 	srv := pgtest.Start(t)
-	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	api := testCA(t).Server(t, "pg", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/role" {
 			_, _ = io.WriteString(w, model.RolePrimary)
 		}
 	}))
-	t.Cleanup(api.Close)
 	h := startProxy(t, cfg)
 	h.p.SetView("pg", map[string]model.Member{"pg": {
 		ID: "pg", Region: "scl", APIURL: api.URL, PostgresAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(srv.Port)),
