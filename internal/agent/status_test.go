@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/petrel-db/petrel/internal/api"
+	"github.com/petrel-db/petrel/internal/api/apitest"
 	"github.com/petrel-db/petrel/internal/config"
 	"github.com/petrel-db/petrel/internal/engine"
 	"github.com/petrel-db/petrel/internal/model"
@@ -28,7 +29,8 @@ func TestStatusFloodMeasuresLagOnce(t *testing.T) {
 	const leaderLSN = 1 << 30
 	var hits, inFlight, maxInFlight atomic.Int64
 	release := make(chan struct{})
-	leader := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	ca := apitest.NewCA(t, "petrel")
+	leader := ca.Server(t, "l1", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hits.Add(1)
 		n := inFlight.Add(1)
 		defer inFlight.Add(-1)
@@ -37,7 +39,6 @@ func TestStatusFloodMeasuresLagOnce(t *testing.T) {
 		<-release
 		_ = json.NewEncoder(w).Encode(model.Status{ID: "l1", Role: model.RolePrimary, LSNNum: leaderLSN})
 	}))
-	defer leader.Close()
 	defer func() {
 		select {
 		case <-release:
@@ -48,7 +49,7 @@ func TestStatusFloodMeasuresLagOnce(t *testing.T) {
 
 	// A replica as the API sees it: its Postgres runs, and its last
 	// observation names a leader.
-	a := &Agent{cfg: config.Node{ID: "r1", Region: "scl"}, pg: srv.Server, params: engine.DefaultParams()}
+	a := &Agent{cfg: config.Node{ID: "r1", Region: "scl"}, pg: srv.Server, params: engine.DefaultParams(), lagHTTP: ca.Client(t)}
 	a.lastPG = pg.Status{Running: true, InRecovery: true, Streaming: true}
 	a.lastObs = engine.Observation{StoreOK: true, Leader: "l1", Members: map[string]model.Member{"l1": {ID: "l1", APIURL: leader.URL}}}
 	var waiting atomic.Int64
