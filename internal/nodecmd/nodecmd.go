@@ -210,6 +210,9 @@ func applyEnv(fs *pflag.FlagSet, to *config.Node) error {
 	return err
 }
 
+// bindScratch binds every node flag that applyEnv may meet (all but
+// --config and --log-level); TestEveryFlagFromEnv keeps it in step with
+// Command.
 func bindScratch(f *pflag.FlagSet, c *config.Node) {
 	f.StringVar(&c.Cluster, "cluster", c.Cluster, "")
 	f.StringVar(&c.ID, "id", "", "")
@@ -244,6 +247,10 @@ func bindScratch(f *pflag.FlagSet, c *config.Node) {
 	f.DurationVar(&c.LeaseTTL, "lease-ttl", c.LeaseTTL, "")
 	f.StringVar(&c.SyncMode, "sync-mode", c.SyncMode, "")
 	f.StringVar(&c.DialMap, "dial-map", "", "")
+	f.BoolVar(&c.LoopbackPlaintext, "loopback-plaintext", false, "")
+	f.StringSliceVar(&c.PlaintextNetworks, "plaintext-networks", nil, "")
+	f.StringSliceVar(&c.AdminNetworks, "admin-networks", nil, "")
+	f.StringSliceVar(&c.ReplicationNetworks, "replication-networks", nil, "")
 }
 
 // EtcdConn is how cfg reaches etcd, with ETCD_PASSWORD from the
