@@ -63,9 +63,10 @@ type Node struct {
 	// connections over this region's healthy, caught-up replicas and falls
 	// back to the leader.
 	ProxyROPort int `toml:"proxy_ro_port"`
-	// ProxyPipe is how the proxies move bytes: "auto" (the kernel pipe,
-	// a BPF sockmap, when the agent may load BPF programs, i.e. as root;
-	// else "copy"), "kernel", "copy" or "splice".
+	// ProxyPipe is how the proxies move bytes: "auto" (= "copy", through
+	// a buffer in user space), "kernel" (opt-in: a BPF sockmap, root
+	// only; it has been seen to deliver a segment twice under bulk
+	// traffic both ways, see internal/proxy's Config.Pipe) or "splice".
 	ProxyPipe string `toml:"proxy_pipe"`
 	// ProxyMaxConns bounds the proxy's client connections at once (both
 	// listeners); further ones get SQLSTATE 53300. 0: 2000.

@@ -112,13 +112,16 @@ type Config struct {
 	// Unauthenticated connections are bounded by AuthTimeout instead.
 	IdleTimeout time.Duration
 	// Pipe is how bytes move once a connection is routed:
-	//   "auto" (default): "kernel" where the process may load BPF programs
-	//     (root, or CAP_BPF and CAP_NET_ADMIN, on Linux), else "copy";
-	//   "kernel": a BPF sockmap redirects each side's segments to the
-	//     other inside the kernel, so no byte enters the proxy process and
-	//     nothing wakes per query (bench/proxy, 2 cores: 1.15-1.25x HAProxy's TPS with
-	//     persistent connections); falls back to "copy" with a
-	//     warning when it cannot be loaded;
+	//   "auto" (default): "copy". The kernel pipe is not chosen by
+	//     itself: under bulk traffic both ways at once it has delivered
+	//     a segment twice (TestPipeModes/kernel, an 8 MiB echo: about 1
+	//     run in 400 on Linux 6.18), and a duplicated byte range in a
+	//     Postgres stream can repeat a statement;
+	//   "kernel" (opt-in): a BPF sockmap redirects each side's segments
+	//     to the other inside the kernel, so no byte enters the proxy
+	//     process and nothing wakes per query (root, or CAP_BPF and
+	//     CAP_NET_ADMIN); falls back to "copy" with a warning when it
+	//     cannot be loaded;
 	//   "copy": read(2)/write(2) through a 32 KiB buffer;
 	//   "splice": splice(2); wins for bulk transfers, but for short
 	//     request/response traffic measured ~10-15% slower than "copy".
@@ -276,17 +279,16 @@ func New(cfg Config, opts Options) *Proxy {
 		p.clock = realClock{}
 	}
 	p.pipeMode = cfg.Pipe
-	if p.pipeMode == PipeAuto || p.pipeMode == PipeKernel {
+	switch p.pipeMode {
+	case "", PipeAuto:
+		p.pipeMode = PipeCopy
+	case PipeKernel:
 		k, err := newKernelPipe(cfg.MaxConns)
-		switch {
-		case err == nil:
-			p.kpipe, p.pipeMode = k, PipeKernel
-		case cfg.Pipe == PipeKernel:
+		if err != nil {
 			p.log.Warn("proxy: kernel pipe unavailable; copying in user space", "err", err)
 			p.pipeMode = PipeCopy
-		default:
-			p.log.Debug("proxy: kernel pipe unavailable; copying in user space", "err", err)
-			p.pipeMode = PipeCopy
+		} else {
+			p.kpipe = k
 		}
 	}
 	p.metrics.pipeInfo.WithLabelValues(p.pipeMode).Set(1)
