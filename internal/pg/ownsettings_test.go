@@ -49,6 +49,21 @@ func TestOwnSettings(t *testing.T) {
 		}
 		return nil
 	})
+	// A client silent after TLS is cut by Postgres within 10 s, not 60 s.
+	rows, done, err := s.Query(ctx, "SELECT setting FROM pg_settings WHERE name = 'authentication_timeout'")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var authTimeout string
+	for rows.Next() {
+		if err := rows.Scan(&authTimeout); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done()
+	if authTimeout != "10" {
+		t.Errorf("authentication_timeout = %q s, want 10", authTimeout)
+	}
 	if slices.Contains(own, "max_worker_processes") {
 		t.Fatalf("an ALTER SYSTEM setting counted as petrel's: %v", own)
 	}

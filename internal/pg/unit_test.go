@@ -121,7 +121,7 @@ func TestRenderUserConf(t *testing.T) {
 	if strings.Index(got, "max_connections") > strings.Index(got, "work_mem") {
 		t.Error("settings not sorted")
 	}
-	if names := confNames(append(renderUserConf(map[string]string{"Work_Mem": "8MB"}), "# c\n\nprimary_conninfo='a = b'\n"...)); !slices.Equal(names, []string{"max_connections", "shared_buffers", "work_mem", "primary_conninfo"}) {
+	if names := confNames(append(renderUserConf(map[string]string{"Work_Mem": "8MB"}), "# c\n\nprimary_conninfo='a = b'\n"...)); !slices.Equal(names, []string{"authentication_timeout", "max_connections", "shared_buffers", "work_mem", "primary_conninfo"}) {
 		t.Errorf("setting names %v: want every name = value line's name, lower case", names)
 	}
 }

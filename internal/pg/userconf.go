@@ -25,9 +25,15 @@ const userConf = "petrel-user.conf"
 // defaultUserSettings are petrel's defaults for settings users may change;
 // they live in petrel-user.conf (not petrel.conf) so a user value replaces
 // them.
+//
+// authentication_timeout: a TLS session is opaque to the leader proxy
+// once the server accepts TLS, so Postgres' own timer is what frees the
+// backend of a client that goes silent before authenticating (its
+// default, 60 s, lets a few hundred such clients hold every slot).
 var defaultUserSettings = map[string]string{
-	"max_connections": "100",
-	"shared_buffers":  "64MB",
+	"authentication_timeout": "10s",
+	"max_connections":        "100",
+	"shared_buffers":         "64MB",
 }
 
 // renderUserConf is petrel-user.conf's content for settings over the

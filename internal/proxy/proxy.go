@@ -96,7 +96,8 @@ type Config struct {
 	// at once instead of after Postgres' authentication_timeout (60s).
 	// Waiting for a leader (NoLeaderWait) is not counted. A TLS session is
 	// opaque to the proxy: its deadline ends when the server accepts TLS,
-	// and Postgres' own authentication_timeout bounds the rest. Default 5s.
+	// and Postgres' own authentication_timeout bounds the rest (petrel's
+	// default for it: 10s, internal/pg). Default 5s.
 	AuthTimeout time.Duration
 	// DialTimeout bounds connecting to a member's Postgres. Default 3s.
 	DialTimeout time.Duration
