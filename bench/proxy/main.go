@@ -4,8 +4,8 @@
 //
 //   - direct: pgbench to the member's own Postgres port;
 //   - petrel: pgbench to the node agent's own leader proxy (the product
-//     path; its data path, normally the kernel pipe when run as root, is
-//     printed from the agent's petrel_proxy_pipe_info metric);
+//     path; its data path, copy by default, is printed from the agent's
+//     petrel_proxy_pipe_info metric);
 //   - petrel-copy: the same proxy code in this process with Pipe "copy"
 //     (bytes through user space), for comparison (-copy=false skips it);
 //   - haproxy: pgbench to HAProxy in TCP mode, configured as the seed
@@ -68,7 +68,7 @@ var (
 	copyToo = flag.Bool("copy", true, "also measure petrel's proxy copying in user space (Pipe: copy, in this process), as petrel-copy")
 	world   = flag.Bool("world", true, "measure the local world's placements: database_url (scl1's proxy) with scl1 and with scl2 leading")
 	perfOn  = flag.Bool("perf", false, "local world: also profile the whole machine (perf record -a) during one more run through database_url and through HAProxy per placement")
-	single  = flag.Bool("single", true, "measure the one-node comparison (kernel pipe, copy, HAProxy) and profile the proxy")
+	single  = flag.Bool("single", true, "measure the one-node comparison (the agent's proxy, copy, HAProxy) and profile the proxy")
 )
 
 type result struct{ tps, latMS float64 }
