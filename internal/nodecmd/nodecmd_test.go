@@ -10,7 +10,7 @@ import (
 )
 
 // Every flag of the node command can be given as PETREL_<FLAG>: applyEnv
-// parses it through bindScratch's flag set, which must know it.
+// parses it through a scratch flag set (bindNodeFlags), which must know it.
 func TestEveryFlagFromEnv(t *testing.T) {
 	cmd := Command()
 	cmd.Flags().VisitAll(func(f *pflag.Flag) {
