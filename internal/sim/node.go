@@ -138,7 +138,7 @@ func (n *Node) call(f func(s *Store) error) error {
 // The lease timings of internal/store/lease.go.
 const (
 	sessionTTL    = 60 * time.Second // store.SessionTTL
-	connLostAfter = 4 * time.Second  // a silent network shows once the gRPC keepalive gives up
+	connLostAfter = 12 * time.Second // a silent network shows once the gRPC keepalive gives up: a ping every 10 s (gRPC's floor), 2 s for its answer
 )
 
 func renewEvery(ttl time.Duration) time.Duration     { return ttl * 2 / 5 }

@@ -114,12 +114,14 @@ func (c Conn) ClientConfig() (clientv3.Config, error) {
 		return clientv3.Config{}, err
 	}
 	return clientv3.Config{
-		Endpoints:            c.Endpoints,
-		TLS:                  tc,
-		Username:             c.Username,
-		Password:             c.Password,
-		DialTimeout:          2 * time.Second,
-		DialKeepAliveTime:    2 * time.Second,
+		Endpoints:   c.Endpoints,
+		TLS:         tc,
+		Username:    c.Username,
+		Password:    c.Password,
+		DialTimeout: 2 * time.Second,
+		// gRPC raises any shorter ping interval to 10 s, so a silent
+		// network shows after about 12 s (internal/sim assumes the same).
+		DialKeepAliveTime:    10 * time.Second,
 		DialKeepAliveTimeout: 2 * time.Second,
 		// Not nil: the client would build its own sampling zap logger
 		// (about 1 MiB resident) to log what petrel logs itself.
