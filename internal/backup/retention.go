@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/petrel-db/petrel/internal/backupstore"
+	"github.com/petrel-db/petrel/internal/model"
 )
 
 // Retention is how long and how many base backups the store keeps.
@@ -25,6 +26,28 @@ const (
 	DefaultRetentionWindow = 7 * 24 * time.Hour
 	DefaultRetentionMin    = 2
 )
+
+// RetentionOf is the retention prune applies: window and min when set
+// (flags), else the configuration's, else the defaults.
+func RetentionOf(c model.BackupConfig, window *time.Duration, min *int) (Retention, error) {
+	r := Retention{Window: DefaultRetentionWindow, Min: DefaultRetentionMin}
+	if c.RetentionWindowSec > 0 {
+		r.Window = time.Duration(c.RetentionWindowSec) * time.Second
+	}
+	if c.RetentionMin > 0 {
+		r.Min = c.RetentionMin
+	}
+	if window != nil {
+		r.Window = *window
+	}
+	if min != nil {
+		r.Min = *min
+	}
+	if r.Window < 0 || r.Min < 1 {
+		return r, fmt.Errorf("retention window %s and minimum %d: want a window >= 0 and a minimum >= 1", r.Window, r.Min)
+	}
+	return r, nil
+}
 
 // PrunePlan is what retention deletes and keeps.
 type PrunePlan struct {

@@ -219,3 +219,26 @@ func TestPruneS3(t *testing.T) {
 	}
 	pruneScenario(t, st)
 }
+
+func TestRetentionOf(t *testing.T) {
+	h, one, zero := time.Hour, 1, 0
+	cfg := model.BackupConfig{RetentionWindowSec: 3600 * 24, RetentionMin: 3}
+	cases := []struct {
+		c      model.BackupConfig
+		w      *time.Duration
+		m      *int
+		want   Retention
+		wantOK bool
+	}{
+		{model.BackupConfig{}, nil, nil, Retention{DefaultRetentionWindow, DefaultRetentionMin}, true},
+		{cfg, nil, nil, Retention{24 * time.Hour, 3}, true},
+		{cfg, &h, &one, Retention{time.Hour, 1}, true},
+		{cfg, nil, &zero, Retention{24 * time.Hour, 0}, false},
+	}
+	for i, c := range cases {
+		r, err := RetentionOf(c.c, c.w, c.m)
+		if r != c.want || (err == nil) != c.wantOK {
+			t.Errorf("case %d: %+v %v, want %+v ok=%v", i, r, err, c.want, c.wantOK)
+		}
+	}
+}

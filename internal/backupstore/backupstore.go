@@ -101,6 +101,9 @@ func Validate(c model.BackupConfig) error {
 	if c.ArchiveTimeoutSec < 0 {
 		return fmt.Errorf("backup store: archive_timeout %ds is negative", c.ArchiveTimeoutSec)
 	}
+	if c.RetentionWindowSec < 0 || c.RetentionMin < 0 {
+		return fmt.Errorf("backup store: retention window %ds and minimum %d may not be negative", c.RetentionWindowSec, c.RetentionMin)
+	}
 	return nil
 }
 

@@ -23,17 +23,18 @@ import (
 func newBackupCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "backup",
-		Short: "The cluster's backup store and WAL archive: configure, create, list, verify",
+		Short: "The cluster's backup store and WAL archive: configure, create, list, verify, prune",
 	}
-	cmd.AddCommand(newBackupConfigureCmd(), newBackupCreateCmd(), newBackupListCmd(), newBackupVerifyCmd())
+	cmd.AddCommand(newBackupConfigureCmd(), newBackupCreateCmd(), newBackupListCmd(), newBackupVerifyCmd(), newBackupPruneCmd())
 	return cmd
 }
 
 func newBackupConfigureCmd() *cobra.Command {
 	var (
-		cf  clusterFlags
-		c   model.BackupConfig
-		sec int
+		cf     clusterFlags
+		c      model.BackupConfig
+		sec    int
+		window time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "configure",
@@ -51,6 +52,7 @@ A store holding another cluster's archive is refused.`,
 				c.Kind = "s3"
 			}
 			c.ArchiveTimeoutSec = sec
+			c.RetentionWindowSec = int64(window / time.Second)
 			cli, t, err := cf.etcdClient(cmd.Context())
 			if err != nil {
 				return err
@@ -71,6 +73,85 @@ A store holding another cluster's archive is refused.`,
 	f.StringVar(&c.Prefix, "prefix", "", "key prefix inside the store")
 	f.StringVar(&c.Region, "region", "", "S3 region")
 	f.IntVar(&sec, "archive-timeout", 60, "seconds after which a partly filled WAL segment is archived")
+	f.DurationVar(&window, "retention-window", backup.DefaultRetentionWindow, "backup prune's default recovery window")
+	f.IntVar(&c.RetentionMin, "retention-min", backup.DefaultRetentionMin, "backup prune's default minimum number of backups kept")
+	return cmd
+}
+
+func newBackupPruneCmd() *cobra.Command {
+	var (
+		cf     clusterFlags
+		dryRun bool
+		asJSON bool
+		window time.Duration
+		keep   int
+	)
+	cmd := &cobra.Command{
+		Use:   "prune",
+		Short: "Delete the backups and WAL the retention policy no longer needs",
+		Long: `Keeps every backup needed to restore any point of the recovery window (the
+newest backup ending before the window's start and everything newer), and at
+least --min complete backups; deletes older backups, failed backups older
+than the newest complete one, and the WAL before the oldest kept backup's
+start segment (history files are always kept). --window and --min default to
+the backup configuration's retention (backup configure), else 168h and 2.
+--dry-run lists without deleting.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			cli, t, err := cf.etcdClient(ctx)
+			if err != nil {
+				return err
+			}
+			defer cli.Close()
+			st, c, err := backup.OpenCluster(ctx, cli, t.cluster, t.secrets)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			var w *time.Duration
+			var m *int
+			if cmd.Flags().Changed("window") {
+				w = &window
+			}
+			if cmd.Flags().Changed("min") {
+				m = &keep
+			}
+			r, err := backup.RetentionOf(c, w, m)
+			if err != nil {
+				return err
+			}
+			p, err := backup.Prune(ctx, st, time.Now(), r, dryRun)
+			out := cmd.OutOrStdout()
+			if asJSON {
+				enc := json.NewEncoder(out)
+				enc.SetIndent("", "  ")
+				if eerr := enc.Encode(p); eerr != nil && err == nil {
+					err = eerr
+				}
+				return err
+			}
+			verb := "deleted"
+			if dryRun {
+				verb = "would delete"
+			}
+			fmt.Fprintf(out, "%s: window %s, minimum %d: keeping %d backups %v, WAL from %s on\n", st, r.Window, r.Min, len(p.Keep), p.Keep, p.KeepFrom)
+			for _, id := range p.DeleteBackups {
+				fmt.Fprintf(out, "%s backup %s\n", verb, id)
+			}
+			for _, n := range p.DeleteWAL {
+				fmt.Fprintf(out, "%s WAL %s\n", verb, n)
+			}
+			fmt.Fprintf(out, "%s %d backups and %d WAL files\n", verb, len(p.DeleteBackups), len(p.DeleteWAL))
+			return err
+		},
+	}
+	f := cmd.Flags()
+	cf.bind(f)
+	f.BoolVar(&dryRun, "dry-run", false, "list what would be deleted, delete nothing")
+	f.BoolVar(&asJSON, "json", false, "print the plan as JSON")
+	f.DurationVar(&window, "window", backup.DefaultRetentionWindow, "recovery window (default: the backup configuration's, else 168h)")
+	f.IntVar(&keep, "min", backup.DefaultRetentionMin, "minimum complete backups kept (default: the backup configuration's, else 2)")
 	return cmd
 }
 

@@ -132,6 +132,16 @@ func TestBackupArchive(t *testing.T) {
 	if out, err := exec.CommandContext(ctx, binary(t), append([]string{"backup", "verify"}, etcdFlags...)...).CombinedOutput(); err != nil || !strings.Contains(string(out), " 0 corrupt") {
 		t.Fatalf("petrel backup verify with a backup: %v\n%s", err, out)
 	}
+	// Retention down to that one backup: the WAL before its start goes,
+	// the backup stays, and verify still passes on what remains.
+	out, err = exec.CommandContext(ctx, binary(t), append([]string{"backup", "prune", "--window", "0s", "--min", "1", "--json"}, etcdFlags...)...).Output()
+	var plan backup.PrunePlan
+	if err != nil || json.Unmarshal(out, &plan) != nil || len(plan.Keep) != 1 || plan.Keep[0] != listed[0].ID || len(plan.DeleteBackups) != 0 || plan.KeepFrom != listed[0].StartSeg {
+		t.Fatalf("petrel backup prune: %v\n%s", err, out)
+	}
+	if out, err := exec.CommandContext(ctx, binary(t), append([]string{"backup", "verify"}, etcdFlags...)...).CombinedOutput(); err != nil || !strings.Contains(string(out), " 0 corrupt") {
+		t.Fatalf("petrel backup verify after prune: %v\n%s", err, out)
+	}
 
 	// A differing copy already in the archive under the name of the
 	// segment being written now: the leader must refuse to overwrite it.

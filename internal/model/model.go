@@ -232,4 +232,9 @@ type BackupConfig struct {
 	// ArchiveTimeoutSec is Postgres' archive_timeout: a partly filled
 	// segment is switched and archived after this many seconds (0: 60).
 	ArchiveTimeoutSec int `json:"archive_timeout_s,omitempty"`
+	// RetentionWindowSec and RetentionMin are `petrel backup prune`'s
+	// defaults: keep what restores any point of the last this many
+	// seconds, and at least this many backups (0: 7 days, 2).
+	RetentionWindowSec int64 `json:"retention_window_s,omitempty"`
+	RetentionMin       int   `json:"retention_min,omitempty"`
 }
