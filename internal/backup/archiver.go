@@ -459,9 +459,14 @@ func (a *Archiver) checkChain(ctx context.Context, tli uint32) {
 		}
 	}
 	a.historyWait = time.Time{}
+	var restoreFrom time.Time
+	if bs, err := ListBackups(cctx, a.st); err == nil && len(bs) > 0 {
+		restoreFrom = bs[0].StartTime.UTC()
+	}
 	a.mu.Lock()
 	a.checked = tli
 	a.status.Chain, a.status.ChainOK = c.Summary(), c.OK()
+	a.status.RestoreFrom = restoreFrom
 	a.mu.Unlock()
 	if a.c.Metrics != nil {
 		a.c.Metrics.gaps.Set(float64(len(c.Gaps) + len(c.MissingHistory)))

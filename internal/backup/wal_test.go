@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -151,10 +152,21 @@ func TestArchiverRoles(t *testing.T) {
 	if n := standby.Facts().Spooled; n != 4 {
 		t.Fatalf("standby dropped WAL the archive does not hold: %d left", n)
 	}
+	// A base backup in the store: the start of the recoverability window.
+	bstart := time.Date(2026, 12, 2, 11, 0, 0, 0, time.UTC)
+	bst, err := backupstore.Open(ctx, cfg, backupstore.Credentials{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	man, _ := json.Marshal(Backup{ID: "b1", StartTime: bstart, StartSeg: segs[0], Status: "complete"})
+	if err := bst.Put(ctx, manifestKey("b1"), bytes.NewReader(man), nil); err != nil {
+		t.Fatal(err)
+	}
+	bst.Close()
 	leader.Update(enginePush(), 1)
 	leader.round(ctx)
 	st := leader.Status()
-	if st.Spooled != 0 || st.LastArchived != segs[2] || !st.ChainOK {
+	if st.Spooled != 0 || st.LastArchived != segs[2] || !st.ChainOK || !st.RestoreFrom.Equal(bstart) || st.LastAt.IsZero() {
 		t.Fatalf("leader status %+v", st)
 	}
 	standby.keepSeen = map[string]time.Time{}

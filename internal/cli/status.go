@@ -71,6 +71,7 @@ there).`,
 			statusview.Table(out, sts)
 			fmt.Fprintln(out)
 			statusview.RegionTable(out, sts)
+			statusview.Archive(out, sts, time.Now())
 			return nil
 		},
 	}

@@ -146,6 +146,10 @@ type ArchiveStatus struct {
 	// gap" or the gaps per timeline); ChainOK false when it found a gap.
 	Chain   string `json:"chain,omitempty"`
 	ChainOK bool   `json:"chain_ok,omitempty"`
+	// RestoreFrom is the earliest point a restore can reach: the start of
+	// the oldest complete base backup in the store (as of the last chain
+	// check; zero: no backup). The latest is LastAt.
+	RestoreFrom time.Time `json:"restore_from,omitzero"`
 }
 
 // FailsafeRequest is a leader's ask, sent while it cannot reach the

@@ -161,6 +161,38 @@ func Table(w io.Writer, sts []model.Status) {
 	tw.Flush()
 }
 
+// Archive prints one line per member that archives WAL: its role, the
+// last archived segment and its age, the spool, the last failure, and the
+// recoverability window (oldest base backup's start .. last archived).
+func Archive(w io.Writer, sts []model.Status, now time.Time) {
+	first := true
+	for _, s := range sts {
+		a := s.Archive
+		if a == nil || a.Role == "" || a.Role == "off" {
+			continue
+		}
+		if first {
+			fmt.Fprintln(w, "Archive:")
+			first = false
+		}
+		last := "none yet"
+		if a.LastArchived != "" {
+			last = fmt.Sprintf("%s (%s ago)", a.LastArchived, now.Sub(a.LastAt).Round(time.Second))
+		}
+		line := fmt.Sprintf("  %s %s: last %s, spooled %d", s.ID, a.Role, last, a.Spooled)
+		if !a.RestoreFrom.IsZero() && !a.LastAt.IsZero() {
+			line += fmt.Sprintf(", restorable %s .. %s", a.RestoreFrom.UTC().Format(time.RFC3339), a.LastAt.UTC().Format(time.RFC3339))
+		}
+		if a.Uploading != "" {
+			line += fmt.Sprintf(", uploading %s for %.0fs", a.Uploading, a.UploadingFor)
+		}
+		if a.LastFailure != "" {
+			line += fmt.Sprintf(", last failure %s: %s", a.FailureAt.UTC().Format(time.RFC3339), a.LastFailure)
+		}
+		fmt.Fprintln(w, line)
+	}
+}
+
 func syncList(sts []model.Status) string {
 	var ids []string
 	for _, s := range sts {

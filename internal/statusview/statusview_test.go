@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/petrel-db/petrel/internal/api/apitest"
 	"github.com/petrel-db/petrel/internal/model"
@@ -67,6 +68,30 @@ func TestCollectAndTable(t *testing.T) {
 	}
 	if !strings.Contains(lines[2], "offline") || !strings.Contains(lines[2], "unreachable") {
 		t.Fatalf("offline row: %q", lines[2])
+	}
+}
+
+func TestArchive(t *testing.T) {
+	now := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+	sts := []model.Status{
+		{ID: "a1", Archive: &model.ArchiveStatus{Role: "push", Spooled: 2, LastArchived: "000000010000000000000007",
+			LastAt: now.Add(-90 * time.Second), RestoreFrom: now.Add(-time.Hour),
+			LastFailure: "uploading: boom", FailureAt: now.Add(-time.Minute)}},
+		{ID: "a2", Archive: &model.ArchiveStatus{Role: "off"}},
+		{ID: "a3"},
+	}
+	var b bytes.Buffer
+	Archive(&b, sts, now)
+	out := b.String()
+	t.Log("\n" + out)
+	want := "Archive:\n  a1 push: last 000000010000000000000007 (1m30s ago), spooled 2, restorable 2026-12-02T11:00:00Z .. 2026-12-02T11:58:30Z, last failure 2026-12-02T11:59:00Z: uploading: boom\n"
+	if out != want {
+		t.Fatalf("got %q\nwant %q", out, want)
+	}
+	b.Reset()
+	Archive(&b, sts[1:], now)
+	if b.Len() != 0 {
+		t.Fatalf("no archiving member, got %q", b.String())
 	}
 }
 
