@@ -28,6 +28,18 @@ function fmtBytes(n) {
   return (i ? n.toFixed(1) : Math.round(n)) + " " + u[i];
 }
 
+// archiveCell: a member's WAL archiving (/status "archive"): last segment
+// and its age, the spool, and the recoverability window; the last failure
+// in the tooltip.
+function archiveCell(a, now) {
+  if (!a || !a.role || a.role === "off") return el("td", {}, "–");
+  const last = a.last_archived_at ? Date.parse(a.last_archived_at) : 0;
+  let text = a.role + ": " + (a.last_archived ? a.last_archived + " (" + Math.max(0, Math.round((now - last) / 1000)) + " s ago)" : "none yet") + ", spooled " + (a.spooled || 0);
+  if (a.restore_from && last) text += ", restorable " + a.restore_from + " .. " + a.last_archived_at;
+  const failed = a.last_failure && (!last || Date.parse(a.last_failure_at) > last);
+  return el("td", { class: failed ? "health-bad" : "", "data-testid": "archive", title: a.last_failure ? a.last_failure_at + ": " + a.last_failure : "" }, text);
+}
+
 function render(v) {
   view = v;
   $("cluster").textContent = v.cluster;
@@ -52,14 +64,15 @@ function render(v) {
         el("td", {}, m.role === "replica" ? m.replay_lsn || m.lsn : m.lsn || "–"),
         el("td", {}, m.role === "replica" ? fmtBytes(m.lag_bytes) : "–"),
         el("td", {}, m.role === "replica" ? (m.lag_seconds || 0).toFixed(2) + " s" : "–"),
-        el("td", {}, m.sync ? "sync" : ""));
+        el("td", {}, m.sync ? "sync" : ""),
+        archiveCell(m.archive, Date.parse(v.time)));
       body.append(row);
       if (m.role === "replica") {
         const s = lag[m.id] || (lag[m.id] = []);
         s.push({ t: Date.parse(v.time), bytes: m.lag_bytes || 0, seconds: m.lag_seconds || 0 });
       }
     }
-    const head = el("thead", {}, el("tr", {}, ...["member", "role", "state", "health", "TL", "LSN", "lag", "lag s", ""].map((h) => el("th", {}, h))));
+    const head = el("thead", {}, el("tr", {}, ...["member", "role", "state", "health", "TL", "LSN", "lag", "lag s", "", "archive"].map((h) => el("th", {}, h))));
     regions.append(el("div", { class: "region", "data-region": r },
       el("h2", {}, r, " ", el("small", {}, r === v.primary_region ? "primary region" : "")),
       el("table", {}, head, body)));
