@@ -29,6 +29,7 @@ import (
 	"github.com/petrel-db/petrel/internal/config"
 	"github.com/petrel-db/petrel/internal/dashboard"
 	"github.com/petrel-db/petrel/internal/dialmap"
+	"github.com/petrel-db/petrel/internal/exetrim"
 	"github.com/petrel-db/petrel/internal/model"
 	"github.com/petrel-db/petrel/internal/pg"
 	"github.com/petrel-db/petrel/internal/proxy"
@@ -67,6 +68,35 @@ const memoryLimit = 32 << 20
 // MiB and it allocates little, so collecting at +50% instead of +100%
 // costs next to no CPU and keeps about a MiB less resident.
 const gcPercent = 50
+
+// trimAfter: when the agent drops its executable's pages that only its
+// startup touched (internal/exetrim); by then it has joined the cluster
+// and runs its loop, whose pages come back on their first use.
+const trimAfter = 30 * time.Second
+
+func trimExecutable(log *slog.Logger) {
+	before := readRSS()
+	if _, err := exetrim.Trim(); err != nil {
+		log.Warn("dropping the executable's startup pages", "err", err)
+		return
+	}
+	log.Debug("dropped the executable's startup pages", "rss_kib_before", before, "rss_kib_after", readRSS())
+}
+
+// readRSS is VmRSS in KiB (0 when unknown), for the log.
+func readRSS() int {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
+			return n
+		}
+	}
+	return 0
+}
 
 // Command is the node command (`petrel node`, and cmd/petrel-node's root).
 func Command() *cobra.Command {
@@ -256,6 +286,8 @@ func runNode(parent context.Context, cfg config.Node, logLevel string) error {
 	}
 	ctx, stop := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	trim := time.AfterFunc(trimAfter, func() { trimExecutable(log) })
+	defer trim.Stop()
 
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return fmt.Errorf("creating data dir: %w", err)
