@@ -12,6 +12,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -27,6 +29,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/petrel-db/petrel/internal/api"
 	"github.com/petrel-db/petrel/internal/localworld"
 	"github.com/petrel-db/petrel/internal/model"
 	"github.com/petrel-db/petrel/internal/proxy"
@@ -55,6 +58,27 @@ func worldBasePort() (int, error) {
 }
 
 // roleOf asks a member's API for its role.
+// apiClient trusts the local world's cluster CA (its ca.crt): members'
+// APIs are HTTPS with node certificates of that CA.
+var (
+	apiClient = http.DefaultClient
+	worldCA   []byte // ca.crt's PEM
+)
+
+func trustWorldCA(dir string) error {
+	pem, err := os.ReadFile(filepath.Join(dir, localworld.CAFileName))
+	if err != nil {
+		return fmt.Errorf("reading the local world's CA: %w", err)
+	}
+	worldCA = pem
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return errors.New("the local world's ca.crt holds no certificate")
+	}
+	apiClient = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	return nil
+}
+
 func roleOf(ctx context.Context, api string) string {
 	cctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
@@ -62,7 +86,7 @@ func roleOf(ctx context.Context, api string) string {
 	if err != nil {
 		return ""
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := apiClient.Do(req)
 	if err != nil {
 		return ""
 	}
@@ -121,6 +145,9 @@ func runWorld(ctx context.Context, root, bin, dir string) ([]placementResult, er
 	if cf == nil || cf.DatabaseURL == "" {
 		return nil, errors.New("petrel up: no primary, or no database_url in cluster.json")
 	}
+	if err := trustWorldCA(wdir); err != nil {
+		return nil, err
+	}
 	dbu, err := url.Parse(cf.DatabaseURL)
 	if err != nil {
 		return nil, fmt.Errorf("database_url: %w", err)
@@ -175,7 +202,11 @@ func runWorld(ctx context.Context, root, bin, dir string) ([]placementResult, er
 		if err != nil {
 			return nil, err
 		}
-		pc := proxy.New(proxy.Config{Cluster: cf.Cluster, Region: nodes[viaURL].Region, Pipe: proxy.PipeCopy}, proxy.Options{Etcd: etcd})
+		ac, err := api.NewClient(worldCA, cf.Cluster, api.ClientOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("the copy proxy's API client: %w", err)
+		}
+		pc := proxy.New(proxy.Config{Cluster: cf.Cluster, Region: nodes[viaURL].Region, Pipe: proxy.PipeCopy}, proxy.Options{Etcd: etcd, API: ac})
 		pctx, pstop := context.WithCancel(ctx)
 		pdone := make(chan error, 1)
 		go func() { pdone <- pc.Run(pctx, cln, nil) }()
