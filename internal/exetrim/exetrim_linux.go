@@ -19,7 +19,7 @@ func Trim() (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("finding the executable: %w", err)
 	}
-	f, err := os.Open("/proc/self/maps")
+	f, err := os.Open("/proc/self/smaps")
 	if err != nil {
 		return 0, fmt.Errorf("reading the mappings: %w", err)
 	}
@@ -43,30 +43,48 @@ func Trim() (int, error) {
 
 type span struct{ lo, hi uintptr }
 
-// readOnlySpans parses /proc/self/maps for the mappings of path with no
-// write permission.
+// readOnlySpans parses /proc/self/smaps for the mappings of path with no
+// write permission and no anonymous (copied-on-write) page. A read-only
+// mapping can hold written pages (a position-independent executable's
+// relocated tables, made read-only after relocation): dropping those
+// would bring back the file's unrelocated bytes, so such a mapping is
+// never trimmed.
 func readOnlySpans(r io.Reader, path string) ([]span, error) {
 	var spans []span
+	var cur *span // the mapping whose fields follow, if it is a candidate
+	flush := func() {
+		if cur != nil {
+			spans = append(spans, *cur)
+			cur = nil
+		}
+	}
 	sc := bufio.NewScanner(r)
 	for sc.Scan() {
-		// address perms offset dev inode path
 		fields := strings.Fields(sc.Text())
-		if len(fields) < 6 || strings.Join(fields[5:], " ") != path || len(fields[1]) < 2 || fields[1][1] != '-' {
+		if len(fields) == 0 {
 			continue
 		}
-		lo, hi, ok := strings.Cut(fields[0], "-")
-		if !ok {
+		if lo, hi, ok := strings.Cut(fields[0], "-"); ok && len(fields) >= 5 {
+			// A mapping's header: address perms offset dev inode [path].
+			flush()
+			if len(fields) < 6 || strings.Join(fields[5:], " ") != path || len(fields[1]) < 2 || fields[1][1] != '-' {
+				continue
+			}
+			l, err1 := strconv.ParseUint(lo, 16, 64)
+			h, err2 := strconv.ParseUint(hi, 16, 64)
+			if err1 != nil || err2 != nil || h <= l {
+				continue
+			}
+			cur = &span{uintptr(l), uintptr(h)}
 			continue
 		}
-		l, err1 := strconv.ParseUint(lo, 16, 64)
-		h, err2 := strconv.ParseUint(hi, 16, 64)
-		if err1 != nil || err2 != nil || h <= l {
-			continue
+		if cur != nil && fields[0] == "Anonymous:" && (len(fields) < 2 || fields[1] != "0") {
+			cur = nil // it holds written pages
 		}
-		spans = append(spans, span{uintptr(l), uintptr(h)})
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("reading the mappings: %w", err)
 	}
+	flush()
 	return spans, nil
 }
