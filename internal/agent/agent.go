@@ -39,7 +39,7 @@ const Tick = 200 * time.Millisecond
 // Agent is one node's supervisor.
 type Agent struct {
 	cfg     config.Node
-	sec     config.Secrets
+	sec     secretsState // the passwords in use (rotation.go)
 	pg      *pg.Server
 	st      *store.Store
 	log     *slog.Logger
@@ -52,8 +52,13 @@ type Agent struct {
 	// failsafeKeyV is the failsafe message key, derived from the cluster
 	// secret once it is known (identity.go).
 	failsafeKeyV atomic.Pointer[[]byte]
-	fsVerifier   *peerauth.Verifier // failsafe requests: MAC, target, nonce, time
-	dialSrc      *dialmap.Source    // rewrites addresses of other members (local world links); nil on real hosts
+	// clusterSecretV is the cluster secret itself (rotation.go opens the
+	// rotated passwords with a key derived from it).
+	clusterSecretV atomic.Pointer[[]byte]
+	rotMu          sync.Mutex         // one rotation step at a time
+	rotChecked     bool               // the main loop: rotations looked at before acting (step)
+	fsVerifier     *peerauth.Verifier // failsafe requests: MAC, target, nonce, time
+	dialSrc        *dialmap.Source    // rewrites addresses of other members (local world links); nil on real hosts
 
 	conf     confState // cluster settings and pending restarts (settings.go)
 	tls      tlsState  // the TLS check of a running server (tls.go)
@@ -109,7 +114,7 @@ func New(cfg config.Node, sec config.Secrets, srv *pg.Server, st *store.Store, l
 		}
 	}
 	a := &Agent{
-		cfg: cfg, sec: sec, pg: srv, st: st, log: log, params: p, metrics: m, dialSrc: dial,
+		cfg: cfg, pg: srv, st: st, log: log, params: p, metrics: m, dialSrc: dial,
 		ident:      api.NewIdentity(cfg.Cluster, cfg.ID),
 		fsVerifier: peerauth.NewVerifier(cfg.ID, failsafeMaxSkew),
 		self: model.Member{
@@ -127,6 +132,7 @@ func New(cfg config.Node, sec config.Secrets, srv *pg.Server, st *store.Store, l
 		// lease TTL from the start.
 		promisedUntil: time.Now().Add(cfg.LeaseTTL),
 	}
+	a.sec.configured, a.sec.cur = sec, sec
 	a.http = a.ident.Client(api.ClientOptions{Timeout: 500 * time.Millisecond})
 	// Across a far region's link a request takes a round trip or two, more
 	// than the election's 500 ms budget allows under load.
@@ -158,6 +164,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); a.failsafeLoop(storeCtx) }()
 	wg.Add(1)
 	go func() { defer wg.Done(); a.events.run(storeCtx, a.st, a.log) }()
+	wg.Add(1)
+	go func() { defer wg.Done(); a.rotationLoop(storeCtx) }()
 	defer func() { stopStore(); wg.Wait(); ext.stop() }()
 
 	t := time.NewTicker(Tick)
@@ -289,6 +297,9 @@ func (a *Agent) step(ctx context.Context) {
 		wait.Stop()
 	}
 	stale := !a.st.CaughtUp()
+	if !a.rotChecked {
+		a.rotChecked = a.checkRotations(ctx, map[string]string{})
+	}
 	v, err := a.observe(ctx)
 	if stale {
 		v.obs.StoreOK = false
@@ -625,7 +636,7 @@ func (a *Agent) replConn(snap store.Snapshot, id string) (*pg.ConnInfo, error) {
 	if id == "" {
 		return nil, nil
 	}
-	ci, err := a.connInfo(snap, id, "replicator", a.sec.Replication)
+	ci, err := a.connInfo(snap, id, "replicator", a.secrets().Replication)
 	if err != nil {
 		return nil, err
 	}

@@ -113,7 +113,7 @@ func (a *Agent) bootstrap(ctx context.Context, v view, act engine.Action) error 
 	bctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
 	a.markStart()
-	if err := a.pg.Bootstrap(bctx, a.sec); err != nil {
+	if err := a.pg.Bootstrap(bctx, a.secrets()); err != nil {
 		return fmt.Errorf("bootstrapping postgres: %w", err)
 	}
 	a.metrics.promotions.Inc()
@@ -142,13 +142,19 @@ func (a *Agent) recordBootstrap(ctx context.Context, v view, act engine.Action) 
 
 func (a *Agent) clone(ctx context.Context, v view, act engine.Action) error {
 	a.setState("cloning")
-	src, err := a.connInfo(v.snap, act.Target, "replicator", a.sec.Replication)
+	src, err := a.connInfo(v.snap, act.Target, "replicator", a.secrets().Replication)
 	if err != nil {
 		return err
 	}
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Minute)
 	defer cancel()
-	if err := a.pg.BaseBackup(cctx, src); err != nil {
+	// During a secrets rotation the source may already want the other
+	// password (rotation.go); the passfile then keeps the one that worked.
+	err = a.withPassword(store.SecretReplication, func(pw string) error {
+		src.Password = pw
+		return a.pg.BaseBackup(cctx, src)
+	})
+	if err != nil {
 		return fmt.Errorf("cloning from %s: %w", act.Target, err)
 	}
 	if err := a.pg.ConfigureStandby(&src, act.Slot, a.cfg.ID); err != nil {
@@ -313,14 +319,17 @@ func (a *Agent) rewind(ctx context.Context, v view, act engine.Action) error {
 			return err
 		}
 	}
-	src, err := a.connInfo(v.snap, act.Target, "postgres", a.sec.Superuser)
+	src, err := a.connInfo(v.snap, act.Target, "postgres", a.secrets().Superuser)
 	if err != nil {
 		a.noteRewind(act, engine.RewindUnavailable)
 		return err
 	}
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
-	if err := a.pg.Rewind(rctx, src); err != nil {
+	if err := a.withPassword(store.SecretSuperuser, func(pw string) error {
+		src.Password = pw
+		return a.pg.Rewind(rctx, src)
+	}); err != nil {
 		res := engine.RewindUnavailable
 		if errors.Is(err, pg.ErrRewindImpossible) {
 			res = engine.RewindImpossible
@@ -365,7 +374,7 @@ func (a *Agent) noteRewind(act engine.Action, res engine.RewindResult) {
 // source's Postgres accepts connections: a wipe with nothing to clone from
 // would leave the member without data until the source is back.
 func (a *Agent) reclone(ctx context.Context, v view, act engine.Action) error {
-	src, err := a.connInfo(v.snap, act.Target, "replicator", a.sec.Replication)
+	src, err := a.connInfo(v.snap, act.Target, "replicator", a.secrets().Replication)
 	if err != nil {
 		return err
 	}

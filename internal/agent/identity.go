@@ -115,6 +115,8 @@ func (a *Agent) saveIdentity(certPEM, keyPEM, caPEM, secret []byte) error {
 
 // setSecret derives the peer keys from the cluster secret.
 func (a *Agent) setSecret(secret []byte) {
+	c := append([]byte(nil), secret...)
+	a.clusterSecretV.Store(&c)
 	k, err := peerauth.Key(secret, a.cfg.Cluster, peerauth.PurposeFailsafe)
 	if err != nil {
 		a.log.Warn("no failsafe key", "err", err)

@@ -162,6 +162,7 @@ func (a *Agent) Status(ctx context.Context) model.Status {
 	a.settingsStatus(&st) // pending restarts, applied config revision (settings.go)
 	a.archiveStatus(&st)  // WAL archiving (archive.go)
 	a.tlsStatus(&st)      // a refused CA, a failed certificate (tls.go)
+	a.rotationStatus(&st) // a stale secrets file after a rotation (rotation.go)
 	return st
 }
 

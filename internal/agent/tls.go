@@ -86,7 +86,7 @@ func (a *Agent) ensureTLS(ctx context.Context) (installed bool, err error) {
 			return false, errors.New("the store holds no cluster CA, but one is pinned: refusing to create another (restore the store's /ca, or point this node at its own cluster)")
 		}
 		derived = true
-		created, stored, err := pki.NewCA(a.cfg.Cluster, a.sec.Superuser)
+		created, stored, err := pki.NewCA(a.cfg.Cluster, a.secrets().Superuser)
 		if err != nil {
 			return false, err
 		}
@@ -122,7 +122,13 @@ func (a *Agent) ensureTLS(ctx context.Context) (installed bool, err error) {
 	}
 	if ca == nil {
 		derived = true
-		if ca, err = stored.Unseal(a.sec.Superuser); err != nil {
+		if ca, err = stored.Unseal(a.secrets().Superuser); err != nil {
+			if rec, _, ok, _ := a.st.Rotation(store.SecretSuperuser); ok && errors.Is(err, pki.ErrWrongPassword) {
+				// A member without DATA_DIR/api (new, or wiped) cannot open
+				// the rotation record either: that takes the cluster secret.
+				return false, fmt.Errorf("%w: the superuser password was rotated by `petrel secrets rotate` (rotation %s, %s): put the new SU_PASSWORD in this node's secrets file",
+					err, rec.ID, rec.UpdatedAt.Format(time.RFC3339))
+			}
 			return false, err
 		}
 	}

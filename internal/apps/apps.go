@@ -100,6 +100,36 @@ func CreateUser(ctx context.Context, c *pgx.Conn, user, password string) error {
 	return nil
 }
 
+// SetPassword gives app user a new password (a SCRAM verifier): only a
+// login role that is not a superuser, cannot replicate and is not one of
+// petrel's own (those go through `petrel secrets rotate`). Its sessions
+// stay up; new ones need the new password.
+func SetPassword(ctx context.Context, c *pgx.Conn, user, password string) error {
+	if err := CheckName("user", user); err != nil {
+		return fmt.Errorf("%w (petrel's own passwords: petrel secrets rotate)", err)
+	}
+	var super, repl, login bool
+	err := c.QueryRow(ctx, "SELECT rolsuper, rolreplication, rolcanlogin FROM pg_roles WHERE rolname = $1", user).Scan(&super, &repl, &login)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("no user %s (see `petrel users list`)", user)
+	}
+	if err != nil {
+		return fmt.Errorf("looking up user %s: %w", user, err)
+	}
+	if super || repl || !login {
+		return fmt.Errorf("%s is not an app user (superuser, replication or no login): refusing to change its password", user)
+	}
+	v, err := pg.ScramVerifier(password)
+	if err != nil {
+		return err
+	}
+	// Never wrap the statement itself into the error: it holds the verifier.
+	if _, err := c.Exec(ctx, fmt.Sprintf("ALTER ROLE %s WITH PASSWORD %s", ident(user), literal(v))); err != nil {
+		return fmt.Errorf("setting %s's password: %w", user, err)
+	}
+	return nil
+}
+
 // isSuper reports whether the session user is a superuser.
 func isSuper(ctx context.Context, c *pgx.Conn) (bool, error) {
 	var s bool

@@ -364,8 +364,41 @@ func newUsersCmd() *cobra.Command {
 			return nil
 		},
 	}
+	var passwordFile string
+	password := &cobra.Command{
+		Use:   "password NAME",
+		Short: "Give a user a new password: random (printed once) or from --password-file",
+		Long: `Give an app user a new password (its open sessions stay up; new ones need
+the new password). The password is random and printed once, or read from
+--password-file (a 0600 file; never an argument). petrel's own roles
+(postgres, replicator, operator) are rotated with petrel secrets rotate.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withLeader(cmd, cf, func(ctx context.Context, conn *pgx.Conn, _ *clusterConn) error {
+				pw, shown := "", true
+				var err error
+				if passwordFile != "" {
+					pw, shown = "", false
+					if pw, err = readPasswordFile(passwordFile); err != nil {
+						return err
+					}
+				} else if pw, err = apps.RandomPassword(); err != nil {
+					return err
+				}
+				if err := apps.SetPassword(ctx, conn, args[0], pw); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "new password set for user %s\n", args[0])
+				if shown {
+					fmt.Fprintf(cmd.OutOrStdout(), "password: %s\n", pw)
+				}
+				return nil
+			})
+		},
+	}
+	password.Flags().StringVar(&passwordFile, "password-file", "", "read the new password from this 0600 file (default: a random one, printed once)")
 	cf.bind(cmd.PersistentFlags())
-	cmd.AddCommand(list, create, del)
+	cmd.AddCommand(list, create, del, password)
 	return cmd
 }
 

@@ -28,6 +28,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -67,9 +68,11 @@ type Store interface {
 
 // Server is one node's dashboard and admin API.
 type Server struct {
-	o    Options
-	auth *authenticator
-	hub  *hub
+	o Options
+	// authP checks the admin API's credentials; replaced whole when the
+	// operator password is rotated (SetOperatorPassword).
+	authP atomic.Pointer[authenticator]
+	hub   *hub
 
 	opMu   sync.Mutex
 	op     *operation // the running or last long operation
@@ -85,10 +88,21 @@ func New(o Options) *Server {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
 	col := &collector{cluster: o.Cluster, self: o.Self, st: o.Store, api: o.API, samples: map[string]proxySample{}}
-	s := &Server{o: o, auth: newAuthenticator(o.OperatorPassword),
+	s := &Server{o: o,
 		hub: &hub{col: col, etcd: o.Store.Client(), cluster: o.Cluster, log: o.Log, subs: map[chan struct{}]bool{}}}
+	s.authP.Store(newAuthenticator(o.OperatorPassword))
 	s.opCtx, s.opStop = context.WithCancel(context.Background())
 	return s
+}
+
+func (s *Server) auth() *authenticator { return s.authP.Load() }
+
+// SetOperatorPassword makes the admin API accept password (and tokens
+// derived from it) from now on, and refuse the previous one and its
+// tokens: a rotation of the operator password (internal/agent calls it
+// when its member switches).
+func (s *Server) SetOperatorPassword(password string) {
+	s.authP.Store(newAuthenticator(password))
 }
 
 // Close stops the stream's gathering and any running operation.
@@ -164,7 +178,7 @@ func (s *Server) public(h func(http.ResponseWriter, *http.Request)) http.Handler
 // nothing else happens (the body is not even read).
 func (s *Server) authed(h func(http.ResponseWriter, *http.Request, string)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		who, how, err := s.auth.check(r)
+		who, how, err := s.auth().check(r)
 		if err != nil {
 			// Bearer, not Basic: a browser would pop its own password dialog.
 			w.Header().Set("WWW-Authenticate", `Bearer realm="petrel"`)
@@ -238,7 +252,7 @@ func (s *Server) ops(actor string, out io.Writer) *ops.Cluster {
 		if ca == nil {
 			return nil, errors.New("this node holds no cluster CA yet")
 		}
-		return c.ConnectLeaderAs(ctx, ops.Admin{User: Operator, Password: s.o.OperatorPassword, CAPEM: ca}, "postgres")
+		return c.ConnectLeaderAs(ctx, ops.Admin{User: Operator, Password: string(s.auth().password), CAPEM: ca}, "postgres")
 	}
 	return c
 }
@@ -324,7 +338,7 @@ func (s *Server) postToken(w http.ResponseWriter, r *http.Request, _ string) {
 		writeError(w, http.StatusBadRequest, "a token is issued for the password (HTTP Basic), not for another token")
 		return
 	}
-	tok, exp := s.auth.token()
+	tok, exp := s.auth().token()
 	writeJSON(w, http.StatusOK, map[string]any{"token": tok, "expires": exp.UTC()})
 }
 

@@ -84,8 +84,8 @@ func TestAdminAuth(t *testing.T) {
 	}
 	good := "Bearer " + m["token"].(string)
 	parts := strings.Split(m["token"].(string), ".")
-	expired := s.auth.sign(time.Now().Add(-time.Minute).Unix())
-	tooLong := s.auth.sign(time.Now().Add(30 * 24 * time.Hour).Unix())
+	expired := s.auth().sign(time.Now().Add(-time.Minute).Unix())
+	tooLong := s.auth().sign(time.Now().Add(30 * 24 * time.Hour).Unix())
 	forgedKey := newAuthenticator("another-password").sign(time.Now().Add(time.Hour).Unix())
 	bad := map[string]string{
 		"none":            "",
@@ -144,7 +144,7 @@ func TestAdminAuth(t *testing.T) {
 	}
 
 	// A node without an operator password has the admin API closed.
-	s.auth = newAuthenticator("")
+	s.authP.Store(newAuthenticator(""))
 	if code, _ := do(t, "GET", ts.URL+"/api/v1/operation", basic("operator", ""), ""); code != http.StatusUnauthorized {
 		t.Errorf("an empty password on a node without one: %d, want 401", code)
 	}
@@ -154,7 +154,7 @@ func TestAdminAuth(t *testing.T) {
 // before anything is asked of the store.
 func TestAdminBadInput(t *testing.T) {
 	ts, s := newTestServer(t)
-	tok, _ := s.auth.token()
+	tok, _ := s.auth().token()
 	auth := "Bearer " + tok
 	cases := []struct{ method, path, body string }{
 		{"POST", "/api/v1/switchover", `{"to":`},
@@ -241,5 +241,34 @@ func TestEdgeRates(t *testing.T) {
 	}
 	if evs[1].Known || evs[1].ReqPerSec != 0 {
 		t.Fatalf("edge without an admin URL: %+v", evs[1])
+	}
+}
+
+// TestSetOperatorPassword: after a rotation the new password and its
+// tokens pass; the old password and tokens issued under it are refused.
+func TestSetOperatorPassword(t *testing.T) {
+	ts, s := newTestServer(t)
+	basic := func(user, pass string) string {
+		req, _ := http.NewRequest("GET", "/", nil)
+		req.SetBasicAuth(user, pass)
+		return req.Header.Get("Authorization")
+	}
+	code, m := do(t, "POST", ts.URL+"/api/v1/token", basic("operator", "s3cret-operator"), "")
+	if code != 200 {
+		t.Fatalf("token: %d %v", code, m)
+	}
+	oldTok := "Bearer " + m["token"].(string)
+	s.SetOperatorPassword("n3w-operator")
+	for name, auth := range map[string]string{"old password": basic("operator", "s3cret-operator"), "old token": oldTok} {
+		if code, _ := do(t, "GET", ts.URL+"/api/v1/events", auth, ""); code != http.StatusUnauthorized {
+			t.Errorf("%s after the rotation: %d, want 401", name, code)
+		}
+	}
+	code, m = do(t, "POST", ts.URL+"/api/v1/token", basic("operator", "n3w-operator"), "")
+	if code != 200 {
+		t.Fatalf("token with the new password: %d %v", code, m)
+	}
+	if code, _ := do(t, "GET", ts.URL+"/api/v1/events", "Bearer "+m["token"].(string), ""); code == http.StatusUnauthorized {
+		t.Errorf("new token refused")
 	}
 }

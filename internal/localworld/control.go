@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/petrel-db/petrel/internal/api"
+	"github.com/petrel-db/petrel/internal/config"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
@@ -128,7 +129,13 @@ func (l *live) persistLocked() (*ClusterFile, error) {
 	if err := writeJSON(filepath.Join(l.dir, WorldFileName), l.w, 0o600); err != nil {
 		return nil, fmt.Errorf("writing world.json: %w", err)
 	}
-	cf := clusterFileFor(l.w, l.etcdEndpoints, l.suPW, l.caFP)
+	// secrets.env, not the password `up` started with: `petrel secrets
+	// rotate` may have changed it since.
+	su := l.suPW
+	if sec, err := config.LoadSecrets(filepath.Join(l.dir, SecretsFileName)); err == nil {
+		su = sec.Superuser
+	}
+	cf := clusterFileFor(l.w, l.etcdEndpoints, su, l.caFP)
 	addDatabaseURL(cf, l.dir) // the operator's URL through the leader proxy (dburl.go)
 	if err := writeJSON(filepath.Join(l.dir, ClusterFileName), cf, 0o600); err != nil {
 		return nil, fmt.Errorf("writing cluster.json: %w", err)

@@ -219,7 +219,8 @@ const (
 	EventConfig        = "config"
 	EventRestart       = "restart"
 	EventSwitchoverReq = "switchover-requested"
-	EventApps          = "apps" // attach, detach, users, databases
+	EventApps          = "apps"    // attach, detach, users, databases
+	EventSecrets       = "secrets" // a password rotated (`petrel secrets rotate`)
 )
 
 // BackupConfig says where a cluster keeps its backups and WAL archive,

@@ -342,6 +342,9 @@ func runNode(parent context.Context, cfg config.Node, logLevel string) error {
 		Log: log.With("component", "dashboard"), API: a.Identity().Client(api.ClientOptions{Timeout: time.Second}),
 		CA: a.Identity().CAPEM})
 	defer dash.Close()
+	// A rotated operator password (`petrel secrets rotate operator`)
+	// reaches the admin API when this member switches to it.
+	a.OnOperatorPassword(dash.SetOperatorPassword)
 	apiLn, err := net.Listen("tcp", apiAddr)
 	if err != nil {
 		return fmt.Errorf("serving the API on %s: %w", apiAddr, err)

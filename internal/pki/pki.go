@@ -438,3 +438,26 @@ func SameCert(a, b []byte) bool {
 	cb, err2 := ParseCert(b)
 	return err1 == nil && err2 == nil && bytes.Equal(ca.Raw, cb.Raw)
 }
+
+// Reseal returns the record re-sealed under newPassword (fresh salt and
+// nonces; the same certificate, key and cluster secret), after opening it
+// with oldPassword. A superuser password rotation stores it in place of
+// the old record with a compare-and-swap (internal/ops).
+func (s *StoredCA) Reseal(oldPassword, newPassword string) (*StoredCA, error) {
+	if newPassword == "" {
+		return nil, errors.New("re-sealing the cluster CA: the new superuser password is empty")
+	}
+	ca, err := s.Unseal(oldPassword)
+	if err != nil {
+		return nil, err
+	}
+	pkcs8, err := x509.MarshalPKCS8PrivateKey(ca.key)
+	if err != nil {
+		return nil, fmt.Errorf("encoding CA key: %w", err)
+	}
+	k, sec, err := seal(pkcs8, ca.Secret, newPassword)
+	if err != nil {
+		return nil, err
+	}
+	return &StoredCA{CertPEM: s.CertPEM, Key: k, Secret: sec, CreatedAt: s.CreatedAt}, nil
+}

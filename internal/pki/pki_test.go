@@ -48,3 +48,30 @@ func TestCARoundTrip(t *testing.T) {
 		t.Fatal("SameCert")
 	}
 }
+
+func TestReseal(t *testing.T) {
+	ca, stored, err := NewCA("c1", "old-pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stored.Reseal("wrong", "new-pw"); !errors.Is(err, ErrWrongPassword) {
+		t.Fatalf("reseal with a wrong old password: %v", err)
+	}
+	re, err := stored.Reseal("old-pw", "new-pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Equal(re.Key.Salt, stored.Key.Salt) || bytes.Equal(re.Secret.Nonce, stored.Secret.Nonce) {
+		t.Fatal("salt or nonce reused")
+	}
+	if _, err := re.Unseal("old-pw"); !errors.Is(err, ErrWrongPassword) {
+		t.Fatalf("the old password still opens the re-sealed CA: %v", err)
+	}
+	got, err := re.Unseal("new-pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got.Secret, ca.Secret) || !SameCert(got.CertPEM, ca.CertPEM) || !got.key.Equal(ca.key) {
+		t.Fatal("the re-sealed CA is not the same CA and secret")
+	}
+}

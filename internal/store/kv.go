@@ -4,7 +4,8 @@ package store
 // Snapshot: the cached value (Raw), a create-only put, a direct read from
 // etcd, and a delete conditioned on a revision. The cluster CA lives here:
 //
-//	/petrel/<c>/ca    pki.StoredCA; created once (create-only) by the first node that needs it
+//	/petrel/<c>/ca    pki.StoredCA; created once (create-only) by the first node that needs it;
+//	                  replaced only by a superuser password rotation (PutRotation, CAS)
 
 import (
 	"context"

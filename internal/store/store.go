@@ -14,6 +14,8 @@
 //	/petrel/<c>/cascade         JSON array of regions that stream from a regional hub; written by the CLI
 //	/petrel/<c>/events/<t>-<n>  model.Event, the history (events.go); written by whoever acted; not cached
 //	/petrel/<c>/backup          model.BackupConfig (where backups and archived WAL go, no credentials); written by `petrel up` / `petrel backup configure`
+//	/petrel/<c>/secrets/<kind>  SecretRotation (secrets.go): a password rotation, the new password sealed; written by `petrel secrets rotate`
+//	/petrel/<c>/secret-acks/<kind>/<id>  RotationAck: member <id>'s part in it; written by that member
 //
 // Leases (lease.go): every node keeps a long session lease for its member
 // record; only the leader also holds a short lease, for the leader key.
@@ -424,6 +426,14 @@ func (s *Store) CaughtUp() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.rev >= s.written
+}
+
+// Synced reports whether the cache has been filled from etcd at least
+// once (before that it is empty, not "the store holds nothing").
+func (s *Store) Synced() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.synced
 }
 
 // writerVersion is this binary's petrel, stamped on the records it writes.
