@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/petrel-db/petrel/internal/config"
 	"github.com/petrel-db/petrel/internal/localworld"
 )
 
@@ -70,15 +73,20 @@ func TestUpServesDemo(t *testing.T) {
 	defer cancel()
 	dir := t.TempDir()
 	var out, errs lockedBuffer
-	cmd := exec.Command(binary(t), "up", "--dir", dir, "--regions", "scl=1,ord=1", "--base-port", fmt.Sprint(freeRange(t)))
-	cmd.Stdout, cmd.Stderr = &out, &errs
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	base := fmt.Sprint(freeRange(t))
+	var cmd *exec.Cmd
+	var exited chan error
+	startUp := func() {
+		cmd = exec.Command(binary(t), "up", "--dir", dir, "--regions", "scl=1,ord=1", "--base-port", base)
+		cmd.Stdout, cmd.Stderr = &out, &errs
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		exited = make(chan error, 1)
+		go func() { exited <- cmd.Wait() }()
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer func() {
+	stopUp := func() {
 		cmd.Process.Signal(syscall.SIGINT)
 		select {
 		case <-exited:
@@ -86,6 +94,10 @@ func TestUpServesDemo(t *testing.T) {
 			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 			<-exited
 		}
+	}
+	startUp()
+	defer func() {
+		stopUp()
 		if t.Failed() {
 			t.Logf("petrel up stdout:\n%s\nstderr (tail):\n%s", out.String(), lastLines(errs.String(), 40))
 			for _, f := range []string{"edges/ord/edge.log", "apps/ord/app.log", "edges/scl/edge.log", "apps/scl/app.log"} {
@@ -146,4 +158,78 @@ func TestUpServesDemo(t *testing.T) {
 	if resp.StatusCode != 200 || resp.Header.Get("Fly-Region") != "scl" || !strings.Contains(body, "hello from ord") {
 		t.Fatalf("tab scl from ord's edge: %d region %q", resp.StatusCode, resp.Header.Get("Fly-Region"))
 	}
+
+	// `petrel secrets rotate` in the local world: generated passwords go
+	// to secrets.env and cluster.json (never to the output), and the CLI,
+	// the admin API and cluster.json's URLs work with them.
+	before, err := config.LoadSecrets(filepath.Join(dir, localworld.SecretsFileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, kind := range []string{"superuser", "operator"} {
+		rot := exec.CommandContext(ctx, binary(t), "secrets", "rotate", kind, "--dir", dir)
+		rot.Env = cleanEnv()
+		b, err := rot.CombinedOutput()
+		if err != nil {
+			t.Fatalf("secrets rotate %s --dir: %v\n%s", kind, err, b)
+		}
+		t.Logf("secrets rotate %s --dir:\n%s", kind, b)
+	}
+	after, err := config.LoadSecrets(filepath.Join(dir, localworld.SecretsFileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Superuser == before.Superuser || after.Operator == before.Operator || after.Replication != before.Replication {
+		t.Fatal("secrets.env does not hold the rotated passwords")
+	}
+	if st, _ := os.Stat(filepath.Join(dir, localworld.SecretsFileName)); st.Mode().Perm() != 0o600 {
+		t.Fatalf("secrets.env mode %v", st.Mode())
+	}
+	// `petrel up` again, from the rewritten directory.
+	stopUp()
+	out = lockedBuffer{}
+	startUp()
+	waitFor(t, ctx, 2*time.Minute, "petrel up to start again", func() bool {
+		return strings.Contains(out.String(), "Edges (")
+	})
+	cf, err = localworld.LoadClusterFile(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range []string{cf.SuperuserDSN, cf.DatabaseURL} {
+		conn, err := pgx.Connect(ctx, u)
+		if err != nil {
+			t.Fatalf("cluster.json's %s after the rotation: %v", localworld.RedactDSN(u), err)
+		}
+		conn.Close(ctx)
+	}
+	if strings.Contains(cf.SuperuserDSN, before.Superuser) || strings.Contains(cf.DatabaseURL, before.Operator) {
+		t.Fatal("cluster.json still holds an old password")
+	}
+	st := exec.CommandContext(ctx, binary(t), "status", "--dir", dir)
+	st.Env = cleanEnv()
+	if b, err := st.CombinedOutput(); err != nil {
+		t.Fatalf("status --dir after the rotation: %v\n%s", err, b)
+	}
+	events := strings.TrimSuffix(cf.DashboardURL, "/dashboard/") + "/api/v1/events"
+	if resp, body := b.do("GET", events, "", "Authorization", "Basic "+basicAuth("operator", after.Operator)); resp.StatusCode != 200 {
+		t.Fatalf("admin API with the rotated operator password: %d %.100q", resp.StatusCode, body)
+	}
+	if resp, _ := b.do("GET", events, "", "Authorization", "Basic "+basicAuth("operator", before.Operator)); resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("admin API with the old operator password: %d", resp.StatusCode)
+	}
+}
+
+// cleanEnv is the environment without the cluster's passwords, so a
+// command reads them from its secrets file.
+func cleanEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		switch k, _, _ := strings.Cut(kv, "="); k {
+		case "SU_PASSWORD", "REPL_PASSWORD", "OPERATOR_PASSWORD":
+			continue
+		}
+		env = append(env, kv)
+	}
+	return env
 }
