@@ -284,4 +284,18 @@ func TestSecretsRotate(t *testing.T) {
 		t.Fatalf("rotapp's new password: %v", err)
 	}
 	conn.Close(ctx)
+
+	// One rotation of a kind at a time: a running one is not replaced.
+	_, rev, err := store.ReadRotation(ctx, etcd, c.Opts.Name, store.SecretOperator)
+	if err != nil {
+		t.Fatal(err)
+	}
+	running := store.SecretRotation{ID: "0123456789abcdef", Kind: store.SecretOperator, Phase: store.RotationPublish, Sealed: []byte("not sealed"),
+		By: "another operator", StartedAt: time.Now().UTC(), UpdatedAt: time.Now().UTC()}
+	if _, err := store.PutRotation(ctx, etcd, c.Opts.Name, running, rev, nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, errOut, err := petrelCLI(ctx, t, c, "secrets", "rotate", store.SecretOperator, "--password-file", f); err == nil || !strings.Contains(errOut, "under way") {
+		t.Errorf("a rotation started over a running one: %v %s", err, errOut)
+	}
 }

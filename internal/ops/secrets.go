@@ -43,6 +43,13 @@ type RotateSecret struct {
 	Persist func(kind, password string) error
 }
 
+// staleRotation: an unfinished rotation not updated for this long was
+// given up (its operation waits at most 30 s a phase), and may be replaced.
+const staleRotation = 2 * time.Minute
+
+// maxOldMACs bounds the MACs of rotated-away passwords a record keeps.
+const maxOldMACs = 32
+
 // roleOf is the Postgres role whose password kind is.
 func roleOf(kind string) (string, error) {
 	switch kind {
@@ -146,6 +153,13 @@ func (c *Cluster) RotateSecret(ctx context.Context, r RotateSecret) error {
 		return err
 	}
 	if rev != 0 && prev.Phase != store.RotationDone {
+		// One rotation of a kind at a time: replacing one that is still
+		// running would leave the leader with its password and the members
+		// holding ours. An unfinished one idle for a while was given up.
+		if idle := time.Since(prev.UpdatedAt); idle < staleRotation {
+			return fmt.Errorf("a %s rotation (%s, by %s, phase %s) is under way since %s: wait for it, or re-run in %v if it was given up",
+				r.Kind, prev.ID, prev.By, prev.Phase, prev.StartedAt.Format(time.RFC3339), (staleRotation - idle).Round(time.Second))
+		}
 		fmt.Fprintf(out, "replacing the unfinished %s rotation %s (phase %s, started %s)\n", r.Kind, prev.ID, prev.Phase, prev.StartedAt.Format(time.RFC3339))
 	}
 	idb := make([]byte, 8)
@@ -159,6 +173,11 @@ func (c *Cluster) RotateSecret(ctx context.Context, r RotateSecret) error {
 	}
 	now := time.Now().UTC()
 	rec := store.SecretRotation{ID: id, Kind: r.Kind, Phase: store.RotationPublish, Sealed: sealed, By: c.Actor, StartedAt: now, UpdatedAt: now}
+	// Passwords rotated away before stay stale: a member whose secrets
+	// file still holds one of them follows this rotation too.
+	if rev != 0 {
+		rec.OldMACs = append(rec.OldMACs, prev.OldMACs...)
+	}
 	if rev, err = store.PutRotation(ctx, c.Etcd, c.Name, rec, rev, nil, 0); err != nil {
 		return err
 	}
@@ -212,12 +231,14 @@ func (c *Cluster) RotateSecret(ctx context.Context, r RotateSecret) error {
 		}
 	}
 
-	for _, a := range acks {
-		if a.OldMAC != "" && !slices.Contains(rec.OldMACs, a.OldMAC) {
+	for _, m := range members {
+		if a := acks[m]; a.OldMAC != "" && !slices.Contains(rec.OldMACs, a.OldMAC) {
 			rec.OldMACs = append(rec.OldMACs, a.OldMAC)
 		}
 	}
-	sort.Strings(rec.OldMACs)
+	if n := len(rec.OldMACs); n > maxOldMACs {
+		rec.OldMACs = rec.OldMACs[n-maxOldMACs:] // the newest kept
+	}
 	rec.Phase, rec.UpdatedAt = store.RotationSwitch, time.Now().UTC()
 	if rev, err = store.PutRotation(ctx, c.Etcd, c.Name, rec, rev, resealed, caRev); err != nil {
 		if errors.Is(err, store.ErrLostRace) {
