@@ -19,7 +19,7 @@ import (
 // (Debian's etcd-server, separate processes on loopback) as production
 // runs one: TLS with client certificates between everyone, and etcd's
 // authentication, the nodes and the CLI configured by a host's TOML file
-// (--config). While a client writes all along:
+// (--config: status, proxy and edge). While a client writes all along:
 //
 //   - kill -9 of the etcd leader member: no petrel failover (the same
 //     leader, holding the same leader key), no acknowledged write lost;
@@ -211,6 +211,8 @@ func TestEtcdCluster(t *testing.T) {
 	if sts := status(); len(sts) != 3 {
 		t.Fatalf("petrel status --config after the etcd faults lists %d members, want 3", len(sts))
 	}
+	// After the faults, so that their phases run as without these clients.
+	checkHostCommands(ctx, t, c, cfg, leader, cli)
 }
 
 // leaseTTL is the nodes' leader lease (testcluster keeps the default).
