@@ -57,6 +57,7 @@ type Agent struct {
 	clusterSecretV atomic.Pointer[[]byte]
 	rotMu          sync.Mutex         // one rotation step at a time
 	rotChecked     bool               // the main loop: rotations looked at before acting (step)
+	rotKick        chan struct{}      // the main loop heard of a store change (rotation.go)
 	fsVerifier     *peerauth.Verifier // failsafe requests: MAC, target, nonce, time
 	dialSrc        *dialmap.Source    // rewrites addresses of other members (local world links); nil on real hosts
 
@@ -133,6 +134,7 @@ func New(cfg config.Node, sec config.Secrets, srv *pg.Server, st *store.Store, l
 		promisedUntil: time.Now().Add(cfg.LeaseTTL),
 	}
 	a.sec.configured, a.sec.cur = sec, sec
+	a.rotKick = make(chan struct{}, 1)
 	a.http = a.ident.Client(api.ClientOptions{Timeout: 500 * time.Millisecond})
 	// Across a far region's link a request takes a round trip or two, more
 	// than the election's 500 ms budget allows under load.
@@ -177,6 +179,12 @@ func (a *Agent) Run(ctx context.Context) error {
 			return a.shutdown()
 		case <-t.C:
 		case <-a.st.Changes():
+			// The rotation loop hears of store changes too (rotation.go):
+			// a rotation's phase change reaches it within the watch's delay.
+			select {
+			case a.rotKick <- struct{}{}:
+			default:
+			}
 		}
 		if sess := a.st.Session(); sess != 0 && sess != registered && a.st.OK() {
 			if err := a.st.Register(ctx, a.self); err != nil {

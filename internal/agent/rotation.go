@@ -23,7 +23,8 @@ import (
 )
 
 // rotationTick is how often the member looks at the rotation records (in
-// its store cache: no etcd request unless it acknowledges something).
+// its store cache: no etcd request unless it acknowledges something),
+// besides at once when the main loop hears of a store change (rotKick).
 const rotationTick = 250 * time.Millisecond
 
 // secretsState is the passwords this member uses. Guarded by its mutex:
@@ -118,6 +119,7 @@ func (a *Agent) rotationLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-a.rotKick:
 		}
 		a.checkRotations(ctx, warned)
 	}
