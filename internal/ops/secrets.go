@@ -241,6 +241,11 @@ func (c *Cluster) RotateSecret(ctx context.Context, r RotateSecret) error {
 	}
 	rec.Phase, rec.UpdatedAt = store.RotationSwitch, time.Now().UTC()
 	if rev, err = store.PutRotation(ctx, c.Etcd, c.Name, rec, rev, resealed, caRev); err != nil {
+		// Only a concurrent write to this record or the CA's (neither
+		// happens while this rotation is the running one) loses the race.
+		// For the superuser that leaves the CA sealed under the old
+		// password while the leader has the new one: the members keep
+		// working (they hold both), but the CA must be re-sealed by hand.
 		if errors.Is(err, store.ErrLostRace) {
 			err = fmt.Errorf("%w (another rotation, or the CA record changed): the leader already has the new password; re-run with it", err)
 		}
