@@ -142,6 +142,24 @@ chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
 node_pid=$!
 disown "$node_pid"
 
+# The walk-through's step 4: the first node logs the cluster CA's
+# fingerprint; every host's /etc/petrel.toml pins it (the CLI refuses an
+# unpinned CA read from etcd).
+fp=""
+for _ in $(seq 1 60); do
+	fp="$(grep -o 'msg="created the cluster CA".*ca_fingerprint=[0-9a-f]*' "$work/node.log" | grep -o '[0-9a-f]*$' | head -1 || true)"
+	[ -n "$fp" ] && break
+	kill -0 "$node_pid" 2>/dev/null || break
+	sleep 1
+done
+if [ -z "$fp" ]; then
+	tail -30 "$work/node.log" >&2
+	die "the node logged no ca_fingerprint"
+fi
+sed -i "s|^# *ca_fingerprint *=.*|ca_fingerprint = \"$fp\"|" "$toml"
+grep -q "^ca_fingerprint = \"$fp\"" "$toml" || die "could not set ca_fingerprint in /etc/petrel.toml"
+say "pinned the cluster CA in /etc/petrel.toml: ca_fingerprint = \"$fp\""
+
 say "waiting for the node to lead (petrel status --config /etc/petrel.toml)"
 ok=0
 for _ in $(seq 1 120); do
@@ -149,7 +167,8 @@ for _ in $(seq 1 120); do
 		tail -30 "$work/node.log" >&2
 		die "the node exited"
 	fi
-	if in_root petrel status --config /etc/petrel.toml --json 2>/dev/null | grep -q '"role": *"primary"'; then
+	if in_root petrel status --config /etc/petrel.toml --json >"$work/status.out" 2>"$work/status.err" &&
+		grep -q '"role": *"primary"' "$work/status.out"; then
 		ok=1
 		break
 	fi
@@ -157,6 +176,8 @@ for _ in $(seq 1 120); do
 done
 if [ "$ok" != 1 ]; then
 	tail -30 "$work/node.log" >&2
+	echo "package-test: the last petrel status --config:" >&2
+	cat "$work/status.out" "$work/status.err" >&2
 	die "the node did not become primary within 120 s"
 fi
 in_root petrel status --config /etc/petrel.toml
