@@ -86,7 +86,15 @@ type Archiver struct {
 	// historyWait: since when the chain check has waited for the current
 	// timeline's history file to reach the archive.
 	historyWait time.Time
+	// catalogAt: when the pushing member last read the backup catalog
+	// for RestoreFrom (a prune or a new backup by the CLI changes it).
+	catalogAt time.Time
 }
+
+// catalogEvery is how often the pushing member re-reads the backup
+// catalog, so that /status' recoverability window follows prunes and
+// backups made elsewhere (one List and a manifest read per backup).
+var catalogEvery = 5 * time.Minute
 
 // historyGrace is how long a chain check waits for a new timeline's
 // history file before reporting it missing.
@@ -222,6 +230,9 @@ func (a *Archiver) round(ctx context.Context) {
 		names = a.keep(ctx, names, tli)
 	}
 	a.setSpooled(len(names))
+	if plan.Role == engine.ArchivePush && a.checked == tli && time.Since(a.catalogAt) >= catalogEvery {
+		a.refreshRestoreFrom(ctx)
+	}
 	if plan.Role == engine.ArchivePush && plan.CheckChain && len(names) == 0 && tli > 0 {
 		// First the old-timeline segments pg_wal holds that nothing
 		// marked for archiving; the chain is checked once they are in.
@@ -434,6 +445,30 @@ func (a *Archiver) history(ctx context.Context, tli uint32) ([]HistoryEntry, boo
 	return h, true
 }
 
+// refreshRestoreFrom sets RestoreFrom to the start of the oldest complete
+// base backup (zero when there is none): the earliest point a restore can
+// reach. A failed read keeps the last value.
+func (a *Archiver) refreshRestoreFrom(ctx context.Context) {
+	cctx, cancel := withTimeout(ctx, a.c.StepTimeout)
+	defer cancel()
+	bs, err := ListBackups(cctx, a.st)
+	if err != nil {
+		a.fail("reading the backup catalog", err)
+		return
+	}
+	a.catalogAt = time.Now()
+	var from time.Time
+	for _, b := range bs { // oldest first
+		if b.Status == "complete" {
+			from = b.StartTime.UTC()
+			break
+		}
+	}
+	a.mu.Lock()
+	a.status.RestoreFrom = from
+	a.mu.Unlock()
+}
+
 func (a *Archiver) checkChain(ctx context.Context, tli uint32) {
 	cctx, cancel := withTimeout(ctx, a.c.StepTimeout)
 	defer cancel()
@@ -459,15 +494,11 @@ func (a *Archiver) checkChain(ctx context.Context, tli uint32) {
 		}
 	}
 	a.historyWait = time.Time{}
-	var restoreFrom time.Time
-	if bs, err := ListBackups(cctx, a.st); err == nil && len(bs) > 0 {
-		restoreFrom = bs[0].StartTime.UTC()
-	}
 	a.mu.Lock()
 	a.checked = tli
 	a.status.Chain, a.status.ChainOK = c.Summary(), c.OK()
-	a.status.RestoreFrom = restoreFrom
 	a.mu.Unlock()
+	a.refreshRestoreFrom(cctx)
 	if a.c.Metrics != nil {
 		a.c.Metrics.gaps.Set(float64(len(c.Gaps) + len(c.MissingHistory)))
 	}

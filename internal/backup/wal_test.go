@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/petrel-db/petrel/internal/backupstore"
+	"github.com/petrel-db/petrel/internal/engine"
 	"github.com/petrel-db/petrel/internal/model"
 )
 
@@ -168,6 +169,38 @@ func TestArchiverRoles(t *testing.T) {
 	st := leader.Status()
 	if st.Spooled != 0 || st.LastArchived != segs[2] || !st.ChainOK || !st.RestoreFrom.Equal(bstart) || st.LastAt.IsZero() {
 		t.Fatalf("leader status %+v", st)
+	}
+	// A newer backup, then the old one pruned by the CLI (a failed one
+	// older than it does not count): the window follows within
+	// catalogEvery, without a chain check.
+	bst, err = backupstore.Open(ctx, cfg, backupstore.Credentials{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range []Backup{
+		{ID: "b0", StartTime: bstart.Add(-time.Hour), StartSeg: segs[0], Status: "failed"},
+		{ID: "b2", StartTime: bstart.Add(time.Hour), StartSeg: segs[0], Status: "complete"},
+	} {
+		man, _ := json.Marshal(b)
+		if err := bst.Put(ctx, manifestKey(b.ID), bytes.NewReader(man), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := bst.Delete(ctx, manifestKey("b1")); err != nil {
+		t.Fatal(err)
+	}
+	bst.Close()
+	// The chain is checked (the engine stops asking): only the periodic
+	// catalog read can move the window.
+	leader.Update(engine.ArchivePlan{Role: engine.ArchivePush, Reason: "test leader, chain checked"}, 1)
+	leader.round(ctx)
+	if st := leader.Status(); !st.RestoreFrom.Equal(bstart) {
+		t.Fatalf("restore_from re-read before catalogEvery: %v", st.RestoreFrom)
+	}
+	leader.catalogAt = time.Now().Add(-catalogEvery)
+	leader.round(ctx)
+	if st := leader.Status(); !st.RestoreFrom.Equal(bstart.Add(time.Hour)) {
+		t.Fatalf("restore_from after the prune: %v, want b2's start %v", st.RestoreFrom, bstart.Add(time.Hour))
 	}
 	standby.keepSeen = map[string]time.Time{}
 	standby.round(ctx)
