@@ -14,7 +14,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/petrel-db/petrel/internal/apps"
 	"github.com/petrel-db/petrel/internal/ops"
 	"github.com/petrel-db/petrel/internal/statusview"
@@ -115,22 +114,6 @@ func newDetachCmd() *cobra.Command {
 		Short: "Remove an app's user (its objects are reassigned to the admin; the database is kept unless --drop-database)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if app == "" && user == "" {
-				return fmt.Errorf("--app (or --user) is required")
-			}
-			if user == "" {
-				user = defaultName(app)
-			}
-			if db == "" && app != "" {
-				db = defaultName(app)
-			}
-			drop := ""
-			if dropDB {
-				if db == "" {
-					return fmt.Errorf("--drop-database needs --app or --database")
-				}
-				drop = db
-			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
 			c, err := openCluster(ctx, cf)
@@ -138,12 +121,13 @@ func newDetachCmd() *cobra.Command {
 				return err
 			}
 			defer c.Close()
-			if err := apps.DropUser(ctx, c.connectLeader, user, drop); err != nil {
+			user, db, err := c.ops(nil).Detach(ctx, ops.DetachRequest{App: app, User: user, Database: db, DropDatabase: dropDB})
+			if err != nil {
 				return err
 			}
 			msg := fmt.Sprintf("removed user %s", user)
-			if drop != "" {
-				msg += " and database " + drop
+			if dropDB {
+				msg += " and database " + db
 			} else if db != "" {
 				msg += fmt.Sprintf(" (database %s kept, now owned by %s)", db, c.user)
 			}
@@ -267,8 +251,8 @@ func newDBCmd() *cobra.Command {
 	list := &cobra.Command{
 		Use: "list", Short: "List databases", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withLeader(cmd, cf, func(ctx context.Context, conn *pgx.Conn, _ *clusterConn) error {
-				dbs, err := apps.ListDatabases(ctx, conn)
+			return withCluster(cmd, cf, func(ctx context.Context, c *clusterConn) error {
+				dbs, err := c.ops(nil).Databases(ctx)
 				if err != nil {
 					return err
 				}
@@ -288,16 +272,8 @@ func newDBCmd() *cobra.Command {
 	create := &cobra.Command{
 		Use: "create NAME", Short: "Create a database (owned by --owner, default the admin; CONNECT revoked from PUBLIC when --owner is set)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withLeader(cmd, cf, func(ctx context.Context, conn *pgx.Conn, c *clusterConn) error {
-				o := owner
-				if o == "" {
-					if err := apps.CheckName("database", args[0]); err != nil {
-						return err
-					}
-					if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{args[0]}.Sanitize()); err != nil {
-						return fmt.Errorf("creating database %s: %w", args[0], err)
-					}
-				} else if err := apps.CreateDatabase(ctx, conn, args[0], o); err != nil {
+			return withCluster(cmd, cf, func(ctx context.Context, c *clusterConn) error {
+				if err := c.ops(nil).CreateDatabase(ctx, args[0], owner); err != nil {
 					return err
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "created database %s\n", args[0])
@@ -317,8 +293,8 @@ func newUsersCmd() *cobra.Command {
 	list := &cobra.Command{
 		Use: "list", Short: "List login users", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withLeader(cmd, cf, func(ctx context.Context, conn *pgx.Conn, _ *clusterConn) error {
-				us, err := apps.ListUsers(ctx, conn)
+			return withCluster(cmd, cf, func(ctx context.Context, c *clusterConn) error {
+				us, err := c.ops(nil).Users(ctx)
 				if err != nil {
 					return err
 				}
@@ -334,12 +310,9 @@ func newUsersCmd() *cobra.Command {
 	create := &cobra.Command{
 		Use: "create NAME", Short: "Create a least-privilege login user with a random password (printed once)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withLeader(cmd, cf, func(ctx context.Context, conn *pgx.Conn, _ *clusterConn) error {
-				pw, err := apps.RandomPassword()
+			return withCluster(cmd, cf, func(ctx context.Context, c *clusterConn) error {
+				pw, err := c.ops(nil).CreateUser(ctx, args[0])
 				if err != nil {
-					return err
-				}
-				if err := apps.CreateUser(ctx, conn, args[0], pw); err != nil {
 					return err
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "created user %s\npassword: %s\n", args[0], pw)
@@ -350,18 +323,13 @@ func newUsersCmd() *cobra.Command {
 	del := &cobra.Command{
 		Use: "delete NAME", Short: "Delete a user (its objects are reassigned to the admin)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
-			defer cancel()
-			c, err := openCluster(ctx, cf)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			if err := apps.DropUser(ctx, c.connectLeader, args[0], ""); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "deleted user %s\n", args[0])
-			return nil
+			return withCluster(cmd, cf, func(ctx context.Context, c *clusterConn) error {
+				if err := c.ops(nil).DeleteUser(ctx, args[0], ""); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "deleted user %s\n", args[0])
+				return nil
+			})
 		},
 	}
 	var passwordFile string
@@ -374,18 +342,17 @@ the new password). The password is random and printed once, or read from
 (postgres, replicator, operator) are rotated with petrel secrets rotate.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withLeader(cmd, cf, func(ctx context.Context, conn *pgx.Conn, _ *clusterConn) error {
+			return withCluster(cmd, cf, func(ctx context.Context, c *clusterConn) error {
 				pw, shown := "", true
-				var err error
 				if passwordFile != "" {
-					pw, shown = "", false
+					var err error
 					if pw, err = readPasswordFile(passwordFile); err != nil {
 						return err
 					}
-				} else if pw, err = apps.RandomPassword(); err != nil {
-					return err
+					shown = false
 				}
-				if err := apps.SetPassword(ctx, conn, args[0], pw); err != nil {
+				pw, err := c.ops(nil).SetUserPassword(ctx, args[0], pw)
+				if err != nil {
 					return err
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "new password set for user %s\n", args[0])
@@ -402,9 +369,8 @@ the new password). The password is random and printed once, or read from
 	return cmd
 }
 
-// withLeader runs fn on an admin connection to the leader's postgres
-// database.
-func withLeader(cmd *cobra.Command, cf clusterFlags, fn func(context.Context, *pgx.Conn, *clusterConn) error) error {
+// withCluster runs fn with the cluster's connections (30 s in all).
+func withCluster(cmd *cobra.Command, cf clusterFlags, fn func(context.Context, *clusterConn) error) error {
 	ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 	defer cancel()
 	c, err := openCluster(ctx, cf)
@@ -412,10 +378,5 @@ func withLeader(cmd *cobra.Command, cf clusterFlags, fn func(context.Context, *p
 		return err
 	}
 	defer c.Close()
-	conn, err := c.connectLeader(ctx, "postgres")
-	if err != nil {
-		return err
-	}
-	defer conn.Close(context.Background())
-	return fn(ctx, conn, c)
+	return fn(ctx, c)
 }

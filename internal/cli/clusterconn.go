@@ -136,7 +136,8 @@ func readSecretsFile(file string) (map[string]string, error) {
 // ops is the orchestration handle on this cluster, printing progress on out.
 func (c *clusterConn) ops(out io.Writer) *ops.Cluster {
 	return &ops.Cluster{Etcd: c.etcd, Name: c.name, Out: out, Actor: c.user, API: c.api,
-		ConnectLeader: func(ctx context.Context) (*pgx.Conn, error) { return c.connectLeader(ctx, "postgres") }}
+		ConnectLeader:   func(ctx context.Context) (*pgx.Conn, error) { return c.connectLeader(ctx, "postgres") },
+		ConnectLeaderDB: c.connectLeader}
 }
 
 // topology is the leader and the live members.

@@ -140,6 +140,12 @@ func (s *Server) Wrap(next http.Handler) http.Handler {
 	api.HandleFunc("GET /api/v1/config", s.authed(s.getConfig))
 	api.HandleFunc("PUT /api/v1/config", s.authed(s.putConfig))
 	api.HandleFunc("POST /api/v1/apps", s.authed(s.postApps))
+	api.HandleFunc("DELETE /api/v1/apps/{app}", s.authed(s.deleteApp))
+	api.HandleFunc("GET /api/v1/users", s.authed(s.getUsers))
+	api.HandleFunc("POST /api/v1/users", s.authed(s.postUsers))
+	api.HandleFunc("DELETE /api/v1/users/{name}", s.authed(s.deleteUser))
+	api.HandleFunc("GET /api/v1/databases", s.authed(s.getDatabases))
+	api.HandleFunc("POST /api/v1/databases", s.authed(s.postDatabases))
 	api.HandleFunc("/api/v1/", s.authed(func(w http.ResponseWriter, r *http.Request, _ string) {
 		writeError(w, http.StatusNotFound, "no such admin API endpoint: "+r.Method+" "+r.URL.Path)
 	}))
@@ -243,7 +249,7 @@ func (s *Server) ops(actor string, out io.Writer) *ops.Cluster {
 	c := &ops.Cluster{Etcd: s.o.Store.Client(), Name: s.o.Cluster, Out: out, Actor: "api:" + actor, API: s.o.API}
 	// The API acts on Postgres as the operator role (never the superuser),
 	// over TLS verified against the cluster CA.
-	c.ConnectLeader = func(ctx context.Context) (*pgx.Conn, error) {
+	c.ConnectLeaderDB = func(ctx context.Context, db string) (*pgx.Conn, error) {
 		// The node's pinned CA, never the store's word for it.
 		var ca []byte
 		if s.o.CA != nil {
@@ -252,8 +258,9 @@ func (s *Server) ops(actor string, out io.Writer) *ops.Cluster {
 		if ca == nil {
 			return nil, errors.New("this node holds no cluster CA yet")
 		}
-		return c.ConnectLeaderAs(ctx, ops.Admin{User: Operator, Password: string(s.auth().password), CAPEM: ca}, "postgres")
+		return c.ConnectLeaderAs(ctx, ops.Admin{User: Operator, Password: string(s.auth().password), CAPEM: ca}, db)
 	}
+	c.ConnectLeader = func(ctx context.Context) (*pgx.Conn, error) { return c.ConnectLeaderDB(ctx, "postgres") }
 	return c
 }
 

@@ -104,6 +104,8 @@ func TestAdminAuth(t *testing.T) {
 		{"POST", "/api/v1/switchover"}, {"POST", "/api/v1/restart"}, {"GET", "/api/v1/events"},
 		{"GET", "/api/v1/status"}, {"GET", "/api/v1/config"}, {"PUT", "/api/v1/config"}, {"POST", "/api/v1/apps"}, {"GET", "/api/v1/operation"}, {"POST", "/api/v1/token"},
 		{"DELETE", "/api/v1/nothing"},
+		{"GET", "/api/v1/users"}, {"POST", "/api/v1/users"}, {"DELETE", "/api/v1/users/someone"},
+		{"GET", "/api/v1/databases"}, {"POST", "/api/v1/databases"}, {"DELETE", "/api/v1/apps/someapp"},
 	}
 	for name, auth := range bad {
 		for _, ep := range endpoints {
@@ -173,6 +175,15 @@ func TestAdminBadInput(t *testing.T) {
 		{"GET", "/api/v1/events?after=x", ""},
 		{"GET", "/api/v1/events?limit=0", ""},
 		{"GET", "/api/v1/events?limit=100000", ""},
+		{"POST", "/api/v1/users", `{}`},
+		{"POST", "/api/v1/users", `{"name":"Robert'); DROP TABLE x;--"}`},
+		{"POST", "/api/v1/users", `{"name":"replicator"}`},
+		{"DELETE", "/api/v1/users/postgres", ""},
+		{"DELETE", "/api/v1/users/a%20b", ""},
+		{"POST", "/api/v1/databases", `{"name":""}`},
+		{"POST", "/api/v1/databases", `{"name":"ok","owner":"no such\"owner"}`},
+		{"DELETE", "/api/v1/apps/x?drop_database=maybe", ""},
+		{"DELETE", "/api/v1/apps/..%2F..", ""},
 	}
 	for _, c := range cases {
 		code, m := do(t, c.method, ts.URL+c.path, auth, c.body)

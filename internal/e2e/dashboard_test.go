@@ -163,6 +163,7 @@ func TestDashboard(t *testing.T) {
 		t.Fatalf("the attached app creating a table in its database: %v", err)
 	}
 	conn.Close(ctx)
+	checkAdminUsers(ctx, t, c, page, bearer)
 	if err := c.WaitRole(ctx, leader, model.RoleReplica); err != nil {
 		t.Fatal(err)
 	}
@@ -270,4 +271,54 @@ func basicAuth(user, pass string) string {
 	req, _ := http.NewRequest("GET", "/", nil)
 	req.SetBasicAuth(user, pass)
 	return strings.TrimPrefix(req.Header.Get("Authorization"), "Basic ")
+}
+
+// checkAdminUsers drives the admin API's users, databases and detach on
+// the real cluster: what `petrel users`, `petrel db` and `petrel detach`
+// do, through internal/ops as the operator.
+func checkAdminUsers(ctx context.Context, t *testing.T, c *testcluster.Cluster, page, bearer string) {
+	t.Helper()
+	names := func(path, key string) map[string]bool {
+		t.Helper()
+		var out map[string][]struct{ Name string }
+		if code := apiCall(ctx, t, c, "GET", page+path, bearer, "", &out); code != http.StatusOK {
+			t.Fatalf("GET %s: %d", path, code)
+		}
+		m := map[string]bool{}
+		for _, x := range out[key] {
+			m[x.Name] = true
+		}
+		return m
+	}
+	if !names("/api/v1/users", "users")["dash_app"] || !names("/api/v1/databases", "databases")["dash_app"] {
+		t.Fatal("the attached app's user or database is missing from the API's lists")
+	}
+	var u struct{ Name, Password string }
+	if code := apiCall(ctx, t, c, "POST", page+"/api/v1/users", bearer, `{"name":"api_user"}`, &u); code != http.StatusCreated || u.Password == "" {
+		t.Fatalf("creating a user: %d %+v", code, u)
+	}
+	if code := apiCall(ctx, t, c, "POST", page+"/api/v1/databases", bearer, `{"name":"api_db","owner":"api_user"}`, nil); code != http.StatusCreated {
+		t.Fatalf("creating a database: %d", code)
+	}
+	// The new user logs in to its database with the password it was given.
+	dsn := strings.Replace(c.ProxyDSN(c.IDs()[0]), "postgres:"+c.Secrets.Superuser+"@", "api_user:"+u.Password+"@", 1)
+	dsn = strings.Replace(dsn, "/postgres?", "/api_db?", 1)
+	uc, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatalf("the API's new user connecting: %v", err)
+	}
+	uc.Close(ctx)
+	if code := apiCall(ctx, t, c, "POST", page+"/api/v1/users", bearer, `{"name":"api_user"}`, nil); code != http.StatusConflict {
+		t.Fatalf("creating an existing user: %d, want 409", code)
+	}
+	if code := apiCall(ctx, t, c, "DELETE", page+"/api/v1/users/api_user", bearer, "", nil); code != http.StatusOK {
+		t.Fatalf("deleting a user: %d", code)
+	}
+	if code := apiCall(ctx, t, c, "DELETE", page+"/api/v1/apps/dash-app?drop_database=true", bearer, "", nil); code != http.StatusOK {
+		t.Fatalf("detaching the app: %d", code)
+	}
+	users, dbs := names("/api/v1/users", "users"), names("/api/v1/databases", "databases")
+	if users["dash_app"] || users["api_user"] || dbs["dash_app"] || !dbs["api_db"] {
+		t.Fatalf("after delete and detach: users %v, databases %v", users, dbs)
+	}
 }

@@ -38,6 +38,9 @@ type Cluster struct {
 	// ConnectLeader opens an admin connection to the leader's postgres
 	// database; the settings checks need it (nil: they fail).
 	ConnectLeader func(ctx context.Context) (*pgx.Conn, error)
+	// ConnectLeaderDB opens an admin connection to a database on the
+	// leader; deleting a user needs it (its objects in every database).
+	ConnectLeaderDB func(ctx context.Context, db string) (*pgx.Conn, error)
 	// API asks members for their /status (over TLS, against the pinned
 	// cluster CA; nil: no member answers).
 	API *api.Client
