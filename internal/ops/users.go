@@ -61,8 +61,8 @@ func (c *Cluster) CreateUser(ctx context.Context, name string) (password string,
 // SetUserPassword gives an app user a new password (random when password
 // is empty) and returns it. petrel's own roles are refused (apps).
 func (c *Cluster) SetUserPassword(ctx context.Context, name, password string) (string, error) {
-	if err := badName("user", name); err != nil {
-		return "", err
+	if err := apps.CheckName("user", name); err != nil {
+		return "", fmt.Errorf("%w: %v (petrel's own passwords: petrel secrets rotate)", ErrBadRequest, err)
 	}
 	if password == "" {
 		var err error
