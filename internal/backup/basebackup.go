@@ -14,8 +14,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
@@ -37,6 +39,43 @@ type Source struct {
 	SSLRootCert string
 	PGBin       string // directory of pg_basebackup ("" = PATH)
 	SystemID    string
+}
+
+// Progress is how far a base backup got: the bytes of the tar stream read
+// so far, and the server's estimate of the whole (0 until pg_basebackup
+// reported it; the stream runs a little past it: tar headers, the
+// manifest).
+type Progress struct {
+	Read, Total int64
+}
+
+// estimate picks the total out of pg_basebackup -P's stderr lines
+// ("  1234/56789 kB (2%), 0/1 tablespace").
+type estimate struct {
+	total atomic.Int64
+	line  []byte // the unterminated rest of what was written
+}
+
+var progressLine = regexp.MustCompile(`(\d+)/(\d+) kB \(`)
+
+func (e *estimate) Write(p []byte) (int, error) {
+	e.line = append(e.line, p...)
+	for {
+		i := bytes.IndexAny(e.line, "\r\n")
+		if i < 0 {
+			break
+		}
+		if m := progressLine.FindSubmatch(e.line[:i]); m != nil {
+			if kb, err := strconv.ParseInt(string(m[2]), 10, 64); err == nil && kb > 0 {
+				e.total.Store(kb << 10)
+			}
+		}
+		e.line = e.line[i+1:]
+	}
+	if len(e.line) > 4096 { // no line of pg_basebackup's is that long
+		e.line = e.line[:0]
+	}
+	return len(p), nil
 }
 
 // walRange is a backup's WAL range, from its backup_manifest.
@@ -83,8 +122,9 @@ func readWALRange(r io.Reader) walRange {
 
 // Create takes a base backup of src with pg_basebackup (tar format, to
 // stdout, without WAL: the archive holds it) and stores it compressed
-// with its manifest. progress, if set, is told the bytes read so far.
-func Create(ctx context.Context, st backupstore.Store, src Source, progress func(int64)) (Backup, error) {
+// with its manifest. progress, if set, is told how far it got as bytes
+// arrive.
+func Create(ctx context.Context, st backupstore.Store, src Source, progress func(Progress)) (Backup, error) {
 	b := Backup{ID: time.Now().UTC().Format("20060102T150405Z") + "-" + randHex(3), Source: src.Member, StartTime: time.Now().UTC(), SystemID: src.SystemID}
 	dir, err := os.MkdirTemp("", "petrel-backup")
 	if err != nil {
@@ -100,7 +140,10 @@ func Create(ctx context.Context, st backupstore.Store, src Source, progress func
 	if src.PGBin != "" {
 		bin = filepath.Join(src.PGBin, bin)
 	}
-	cmd := exec.CommandContext(ctx, bin, "-D", "-", "-F", "t", "-X", "none", "-c", "fast", "-v", "--no-password",
+	// -P: the server first adds up the data directory's size (stat calls
+	// only), and pg_basebackup reports "done/total kB" on stderr about once
+	// a second; the total gives the progress bar its end.
+	cmd := exec.CommandContext(ctx, bin, "-D", "-", "-F", "t", "-X", "none", "-c", "fast", "-v", "-P", "--no-password",
 		"-h", src.Host, "-p", strconv.Itoa(src.Port), "-U", src.User)
 	env := []string{"PATH=" + os.Getenv("PATH"), "LC_ALL=C", "PGPASSFILE=" + pass, "PGCONNECT_TIMEOUT=10", "PGAPPNAME=petrel_backup"}
 	if src.SSLRootCert != "" {
@@ -110,7 +153,8 @@ func Create(ctx context.Context, st backupstore.Store, src Source, progress func
 	}
 	cmd.Env = env
 	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	est := &estimate{}
+	cmd.Stderr = io.MultiWriter(&stderr, est)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return b, err
@@ -121,7 +165,11 @@ func Create(ctx context.Context, st backupstore.Store, src Source, progress func
 	// tar → count → zstd → sha256 + store; a copy of the tar stream goes
 	// to a reader that picks backup_manifest's WAL range out of it.
 	tr, tw := io.Pipe()
-	raw := &countingReader{r: io.TeeReader(out, tw), report: progress}
+	var report func(int64)
+	if progress != nil {
+		report = func(n int64) { progress(Progress{Read: n, Total: est.total.Load()}) }
+	}
+	raw := &countingReader{r: io.TeeReader(out, tw), report: report}
 	rangeCh := make(chan walRange, 1)
 	go func() { rangeCh <- readWALRange(tr) }()
 	pr, pw := io.Pipe()

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strconv"
@@ -260,6 +261,16 @@ is corrupt or missing.`,
 	return cmd
 }
 
+// isTerminal says whether w is a character device (a terminal).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
 func newBackupCreateCmd() *cobra.Command {
 	var cf clusterFlags
 	cmd := &cobra.Command{
@@ -321,13 +332,28 @@ against the cluster CA, and stores it zstd-compressed with its manifest.`,
 			}
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "backing up from %s (%s)\n", src.ID, src.Role)
-			last := time.Now()
-			b, err := backup.Create(ctx, st, s, func(n int64) {
-				if time.Since(last) >= time.Second {
-					last = time.Now()
-					fmt.Fprintf(cmd.ErrOrStderr(), "\r%d MiB read", n>>20)
+			start, last := time.Now(), time.Time{}
+			// A bar redrawn in place on a terminal; elsewhere (logs, CI) a
+			// line every 10 s.
+			tty, every, end := isTerminal(cmd.ErrOrStderr()), 10*time.Second, "\n"
+			if tty {
+				every, end = 250*time.Millisecond, ""
+			}
+			shown := false
+			b, err := backup.Create(ctx, st, s, func(p backup.Progress) {
+				if time.Since(last) < every {
+					return
 				}
+				last, shown = time.Now(), true
+				line := statusview.ProgressBar(p.Read, p.Total, time.Since(start), 30)
+				if tty {
+					line = "\r" + line + "\x1b[K"
+				}
+				fmt.Fprint(cmd.ErrOrStderr(), line+end)
 			})
+			if shown && tty {
+				fmt.Fprintln(cmd.ErrOrStderr())
+			}
 			if err != nil {
 				return err
 			}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -123,6 +124,8 @@ func TestBackupArchive(t *testing.T) {
 	etcdFlags := []string{"--etcd", strings.Join(c.EtcdEndpoints(), ","), "--cluster", "petrel", "--secrets-file", c.SecretsFile(), "--ca-fingerprint", c.CAFingerprint}
 	if out, err := exec.CommandContext(ctx, binary(t), append([]string{"backup", "create"}, etcdFlags...)...).CombinedOutput(); err != nil {
 		t.Fatalf("petrel backup create: %v\n%s", err, out)
+	} else if !regexp.MustCompile(`\[[#.?]{30}\]`).Match(out) {
+		t.Fatalf("petrel backup create showed no progress:\n%s", out)
 	}
 	out, err = exec.CommandContext(ctx, binary(t), append([]string{"backup", "list", "--json"}, etcdFlags...)...).Output()
 	var listed []backup.Backup
