@@ -72,6 +72,10 @@ func set(s *config.Secrets, kind, v string) {
 	}
 }
 
+// ReplicationPassword is the replication role's password in use now (it
+// follows a rotation): what a scheduled base backup logs in with.
+func (a *Agent) ReplicationPassword() string { return a.secrets().Replication }
+
 // secrets is the passwords in use now.
 func (a *Agent) secrets() config.Secrets {
 	a.sec.mu.Lock()

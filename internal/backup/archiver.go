@@ -60,6 +60,24 @@ type ArchiverConfig struct {
 	StepTimeout time.Duration // bound of one upload or store call (default 2 min)
 	// Open opens a store (tests may swap it); default backupstore.Open.
 	Open func(context.Context, model.BackupConfig, backupstore.Credentials) (backupstore.Store, error)
+	// TakeBackup takes a base backup into st (from the freshest streaming
+	// replica) for the schedule (model.BackupConfig.ScheduleSec); nil: this
+	// member takes none.
+	TakeBackup func(ctx context.Context, st backupstore.Store) (Backup, error)
+	// OnBackup, if set, is told how each scheduled backup ended (for the
+	// cluster's events).
+	OnBackup func(b Backup, err error)
+}
+
+// backupTimeout bounds one scheduled backup (and the prune after it).
+const backupTimeout = 24 * time.Hour
+
+// backupResult is how a scheduled backup's goroutine ended.
+type backupResult struct {
+	b        Backup
+	err      error
+	pruned   PrunePlan
+	pruneErr error
 }
 
 // Archiver moves WAL from the spool to the backup store.
@@ -89,6 +107,16 @@ type Archiver struct {
 	// catalogAt: when the pushing member last read the backup catalog
 	// for RestoreFrom (a prune or a new backup by the CLI changes it).
 	catalogAt time.Time
+	// The schedule: whether the catalog was read since this member began
+	// pushing, the newest complete backup's start, a scheduled backup
+	// running (its goroutine reports on backupDone), the last attempt.
+	catalogRead   bool
+	newest        time.Time
+	backupRunning bool
+	lastAttempt   time.Time
+	waitingSince  time.Time // due, waiting for a streaming replica
+	backupDone    chan backupResult
+	backups       sync.WaitGroup
 }
 
 // catalogEvery is how often the pushing member re-reads the backup
@@ -162,6 +190,7 @@ func (a *Archiver) Run(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	defer func() {
+		a.backups.Wait() // a running backup stops with ctx
 		if a.st != nil {
 			a.st.Close()
 		}
@@ -230,8 +259,29 @@ func (a *Archiver) round(ctx context.Context) {
 		names = a.keep(ctx, names, tli)
 	}
 	a.setSpooled(len(names))
+	a.collectBackup()
+	if plan.Role != engine.ArchivePush {
+		a.catalogRead = false
+	}
 	if plan.Role == engine.ArchivePush && a.checked == tli && time.Since(a.catalogAt) >= catalogEvery {
 		a.refreshRestoreFrom(ctx)
+	}
+	if plan.Role == engine.ArchivePush && a.c.TakeBackup != nil {
+		bp := engine.DecideBackup(engine.BackupInput{
+			Pushing: true, Every: time.Duration(cfg.ScheduleSec) * time.Second, CatalogRead: a.catalogRead,
+			Newest: a.newest, Running: a.backupRunning, LastAttempt: a.lastAttempt,
+			SourceReady: plan.BackupSource, WaitingSince: a.waitingSince, Now: time.Now(),
+		})
+		switch {
+		case bp.Waiting && a.waitingSince.IsZero():
+			a.waitingSince = time.Now()
+			a.c.Log.Info("a scheduled base backup is due", "why", bp.Reason)
+		case bp.Start:
+			a.waitingSince = time.Time{}
+			a.startBackup(ctx, cfg, bp.Reason)
+		case !bp.Waiting:
+			a.waitingSince = time.Time{}
+		}
 	}
 	if plan.Role == engine.ArchivePush && plan.CheckChain && len(names) == 0 && tli > 0 {
 		// First the old-timeline segments pg_wal holds that nothing
@@ -456,17 +506,85 @@ func (a *Archiver) refreshRestoreFrom(ctx context.Context) {
 		a.fail("reading the backup catalog", err)
 		return
 	}
-	a.catalogAt = time.Now()
-	var from time.Time
+	a.catalogAt, a.catalogRead = time.Now(), true
+	var from, newest time.Time
 	for _, b := range bs { // oldest first
 		if b.Status == "complete" {
-			from = b.StartTime.UTC()
-			break
+			if from.IsZero() {
+				from = b.StartTime.UTC()
+			}
+			newest = b.StartTime.UTC()
 		}
 	}
+	a.newest = newest
 	a.mu.Lock()
-	a.status.RestoreFrom = from
+	a.status.RestoreFrom, a.status.LastBackup = from, newest
 	a.mu.Unlock()
+}
+
+// startBackup takes a scheduled base backup in the background, then
+// prunes with cfg's retention. Its result is collected by a later round.
+func (a *Archiver) startBackup(ctx context.Context, cfg model.BackupConfig, why string) {
+	if a.backupDone == nil {
+		a.backupDone = make(chan backupResult, 1)
+	}
+	retention, err := RetentionOf(cfg, nil, nil)
+	if err != nil {
+		a.fail("the retention settings", err)
+		return
+	}
+	a.backupRunning, a.lastAttempt = true, time.Now()
+	a.mu.Lock()
+	a.status.BackupSince = a.lastAttempt.UTC()
+	a.mu.Unlock()
+	a.c.Log.Info("starting a scheduled base backup", "why", why)
+	st, take := a.st, a.c.TakeBackup
+	a.backups.Add(1)
+	go func() {
+		defer a.backups.Done()
+		bctx, cancel := context.WithTimeout(ctx, backupTimeout)
+		defer cancel()
+		var r backupResult
+		r.b, r.err = take(bctx, st)
+		if r.err == nil {
+			r.pruned, r.pruneErr = Prune(bctx, st, time.Now(), retention, false)
+		}
+		a.backupDone <- r // buffered: one backup at a time
+		select {
+		case a.kick <- struct{}{}: // collect it now
+		default:
+		}
+	}()
+}
+
+// collectBackup takes in a finished scheduled backup's result, if any.
+func (a *Archiver) collectBackup() {
+	if !a.backupRunning {
+		return
+	}
+	var r backupResult
+	select {
+	case r = <-a.backupDone:
+	default:
+		return
+	}
+	a.backupRunning = false
+	a.catalogAt = time.Time{} // re-read the catalog at once
+	a.mu.Lock()
+	a.status.BackupSince = time.Time{}
+	a.mu.Unlock()
+	switch {
+	case r.err != nil:
+		a.fail("taking a scheduled base backup", r.err)
+	case r.pruneErr != nil:
+		a.fail("pruning after the scheduled backup "+r.b.ID, r.pruneErr)
+	default:
+		a.c.Log.Info("scheduled base backup done", "backup", r.b.ID, "source", r.b.Source, "timeline", r.b.Timeline,
+			"size", r.b.Size, "stored", r.b.Stored, "pruned_backups", len(r.pruned.DeleteBackups), "pruned_wal", len(r.pruned.DeleteWAL))
+	}
+	if a.c.OnBackup != nil {
+		a.c.OnBackup(r.b, r.err)
+	}
 }
 
 func (a *Archiver) checkChain(ctx context.Context, tli uint32) {

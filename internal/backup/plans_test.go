@@ -5,7 +5,7 @@ package backup
 import "github.com/petrel-db/petrel/internal/engine"
 
 func enginePush() engine.ArchivePlan {
-	return engine.ArchivePlan{Role: engine.ArchivePush, CheckChain: true, Reason: "test leader, spool drained"}
+	return engine.ArchivePlan{Role: engine.ArchivePush, CheckChain: true, BackupSource: true, Reason: "test leader, spool drained"}
 }
 func engineKeep() engine.ArchivePlan {
 	return engine.ArchivePlan{Role: engine.ArchiveKeep, Reason: "test standby"}

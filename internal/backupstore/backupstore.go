@@ -98,6 +98,9 @@ func Validate(c model.BackupConfig) error {
 	if c.ArchiveTimeoutSec < 0 {
 		return fmt.Errorf("backup store: archive_timeout %ds is negative", c.ArchiveTimeoutSec)
 	}
+	if c.ScheduleSec != 0 && c.ScheduleSec < 60 {
+		return fmt.Errorf("backup store: a backup schedule of %ds is too short (at least 60 s, or 0 for none)", c.ScheduleSec)
+	}
 	if c.RetentionWindowSec < 0 || c.RetentionMin < 0 {
 		return fmt.Errorf("backup store: retention window %ds and minimum %d may not be negative", c.RetentionWindowSec, c.RetentionMin)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/petrel-db/petrel/internal/backup"
 	"github.com/petrel-db/petrel/internal/config"
 	"github.com/petrel-db/petrel/internal/model"
+	"github.com/petrel-db/petrel/internal/ops"
 	"github.com/petrel-db/petrel/internal/statusview"
 	"github.com/petrel-db/petrel/internal/store"
 	"github.com/spf13/cobra"
@@ -36,6 +37,7 @@ func newBackupConfigureCmd() *cobra.Command {
 		c      model.BackupConfig
 		sec    int
 		window time.Duration
+		every  time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "configure",
@@ -45,7 +47,9 @@ a second. --path for a directory every archiving member can write (a shared
 mount), or --bucket (with --endpoint for an S3-compatible service, --prefix,
 --region) for S3. Credentials are never flags: AWS_ACCESS_KEY_ID and
 AWS_SECRET_ACCESS_KEY come from each node's environment or secrets file.
-A store holding another cluster's archive is refused.`,
+A store holding another cluster's archive is refused. With --schedule, the
+archiving member (the leader) takes a base backup that often from the freshest
+streaming replica, then prunes with the retention settings.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c.Kind = "file"
@@ -54,6 +58,7 @@ A store holding another cluster's archive is refused.`,
 			}
 			c.ArchiveTimeoutSec = sec
 			c.RetentionWindowSec = int64(window / time.Second)
+			c.ScheduleSec = int64(every / time.Second)
 			cli, t, err := cf.etcdClient(cmd.Context())
 			if err != nil {
 				return err
@@ -76,6 +81,7 @@ A store holding another cluster's archive is refused.`,
 	f.IntVar(&sec, "archive-timeout", 60, "seconds after which a partly filled WAL segment is archived")
 	f.DurationVar(&window, "retention-window", backup.DefaultRetentionWindow, "backup prune's default recovery window")
 	f.IntVar(&c.RetentionMin, "retention-min", backup.DefaultRetentionMin, "backup prune's default minimum number of backups kept")
+	f.DurationVar(&every, "schedule", 0, "take a base backup this often (e.g. 24h; at least 1m), each followed by a prune (0: none)")
 	return cmd
 }
 
@@ -261,6 +267,28 @@ is corrupt or missing.`,
 	return cmd
 }
 
+// checkpointPrimary asks the primary for a checkpoint (a standby's backup
+// starts at one it replayed); when it cannot, the backup waits for the
+// primary's next one, and the user is told why.
+func checkpointPrimary(ctx context.Context, cmd *cobra.Command, sts []model.Status, admin ops.Admin) {
+	for _, s := range sts {
+		if s.Role != model.RolePrimary {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		defer cancel()
+		conn, err := admin.Connect(cctx, s.PostgresAddr, "postgres")
+		if err == nil {
+			_, err = conn.Exec(cctx, "CHECKPOINT")
+			conn.Close(context.Background())
+		}
+		if err != nil {
+			fmt.Fprintf(cmd.ErrOrStderr(), "could not ask %s for a checkpoint (%v): the backup starts at its next one\n", s.ID, err)
+		}
+		return
+	}
+}
+
 // isTerminal says whether w is a character device (a terminal).
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
@@ -305,9 +333,15 @@ against the cluster CA, and stores it zstd-compressed with its manifest.`,
 			if err != nil {
 				return err
 			}
-			src, err := backup.ChooseSource(statusview.Collect(ctx, client, statusview.TargetsFromMembers(ms)))
+			sts := statusview.Collect(ctx, client, statusview.TargetsFromMembers(ms))
+			src, err := backup.ChooseSource(sts)
 			if err != nil {
 				return err
+			}
+			if src.Role != model.RolePrimary {
+				// A standby's backup starts at a checkpoint it replayed;
+				// on an idle cluster the next could be minutes away.
+				checkpointPrimary(ctx, cmd, sts, ops.Admin{User: "postgres", Password: sec.Superuser, CAPEM: caPEM})
 			}
 			host, port, err := net.SplitHostPort(src.PostgresAddr)
 			if err != nil {

@@ -254,3 +254,80 @@ func metric(t *testing.T, c *testcluster.Cluster, id, name string) float64 {
 	}
 	return 0
 }
+
+// TestScheduledBackup: with a schedule, the archiving leader takes a base
+// backup by itself, from the streaming replica (not loading the leader),
+// shows it in /status and records an event.
+func TestScheduledBackup(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c := newCluster(t, ctx)
+	archive := filepath.Join(c.Opts.Dir, "archive")
+	cfg := model.BackupConfig{Kind: "file", Path: archive, ArchiveTimeoutSec: 2, ScheduleSec: 3600}
+	putBackupConfig(ctx, t, c, cfg)
+	leader := startNodes(ctx, t, c, [2]string{"scl1", "scl"}, [2]string{"scl2", "scl"})
+	replica := "scl2"
+	if leader == "scl2" {
+		replica = "scl1"
+	}
+	waitSync(ctx, t, c, leader)
+	st, err := backupstore.Open(ctx, cfg, backupstore.Credentials{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var bs []backup.Backup
+	if err := testcluster.WaitFor(ctx, "a scheduled backup in the store", func() bool {
+		bs, err = backup.ListBackups(ctx, st)
+		return err == nil && len(bs) > 0 && bs[0].Status == "complete"
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(bs) != 1 || bs[0].Source != replica {
+		t.Fatalf("scheduled backups %+v: want one, from the replica %s", bs, replica)
+	}
+	if err := backup.CheckBackup(ctx, st, bs[0]); err != nil {
+		t.Fatalf("the scheduled backup does not read back: %v", err)
+	}
+	if err := testcluster.WaitFor(ctx, "the leader's status naming the backup", func() bool {
+		s, err := c.Status(leader)
+		return err == nil && s.Archive != nil && s.Archive.LastBackup.Equal(bs[0].StartTime) && s.Archive.BackupSince.IsZero()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: c.EtcdEndpoints(), DialTimeout: 3 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	name := c.Opts.Name
+	if name == "" {
+		name = "petrel"
+	}
+	if err := testcluster.WaitFor(ctx, "a backup event", func() bool {
+		evs, _, err := store.ListEvents(ctx, cli, name, 0, 0)
+		for _, ev := range evs {
+			if err == nil && ev.Kind == model.EventBackup && ev.Node == leader && ev.To == replica && strings.Contains(ev.Reason, bs[0].ID) {
+				return true
+			}
+		}
+		return false
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// Not due again within the hour: still one.
+	time.Sleep(3 * time.Second)
+	if bs, err := backup.ListBackups(ctx, st); err != nil || len(bs) != 1 {
+		t.Fatalf("backups a few seconds later: %d %v, want still 1", len(bs), err)
+	}
+	// `petrel backup create` also backs up from the replica, at once (it
+	// asks the primary for the checkpoint the standby starts from).
+	etcdFlags := []string{"--etcd", strings.Join(c.EtcdEndpoints(), ","), "--cluster", name, "--secrets-file", c.SecretsFile(), "--ca-fingerprint", c.CAFingerprint}
+	cctx, ccancel := context.WithTimeout(ctx, 60*time.Second)
+	defer ccancel()
+	if out, err := exec.CommandContext(cctx, binary(t), append([]string{"backup", "create"}, etcdFlags...)...).CombinedOutput(); err != nil {
+		t.Fatalf("petrel backup create from the replica: %v\n%s", err, out)
+	} else if !strings.Contains(string(out), "backing up from "+replica) || strings.Contains(string(out), "could not ask") {
+		t.Fatalf("petrel backup create: %s", out)
+	}
+}

@@ -37,7 +37,10 @@ type ArchivePlan struct {
 	// been checked yet (a promotion, or this node's first round as the
 	// archiving leader): verify the archive is continuous up to now.
 	CheckChain bool
-	Reason     string
+	// BackupSource (push only): a scheduled base backup need not load the
+	// leader: a standby streams from it, or it has no other member.
+	BackupSource bool
+	Reason       string
 }
 
 // DecideArchive says whether this node archives. Only the leader pushes,
@@ -61,7 +64,12 @@ func DecideArchive(o Observation, f ArchiveFacts, p Params) ArchivePlan {
 	case o.LeaseLeft < p.FenceMargin && o.FailsafeLeft < p.FenceMargin:
 		return ArchivePlan{Role: ArchiveKeep, Reason: fmt.Sprintf("leader lease nearly expired (%v left)", o.LeaseLeft)}
 	}
-	plan := ArchivePlan{Role: ArchivePush, Reason: "leader with its lease"}
+	plan := ArchivePlan{Role: ArchivePush, Reason: "leader with its lease", BackupSource: len(o.Registered) <= 1}
+	for _, sb := range o.Standbys {
+		if sb.Streaming {
+			plan.BackupSource = true
+		}
+	}
 	if f.Spooled == 0 && o.Timeline > f.CheckedTimeline {
 		plan.CheckChain = true
 		plan.Reason = fmt.Sprintf("spool drained on timeline %d: checking the archive chain", o.Timeline)

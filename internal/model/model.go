@@ -147,9 +147,13 @@ type ArchiveStatus struct {
 	Chain   string `json:"chain,omitempty"`
 	ChainOK bool   `json:"chain_ok,omitempty"`
 	// RestoreFrom is the earliest point a restore can reach: the start of
-	// the oldest complete base backup in the store (as of the last chain
-	// check; zero: no backup). The latest is LastAt.
+	// the oldest complete base backup in the store (re-read every few
+	// minutes; zero: no backup). The latest is LastAt.
 	RestoreFrom time.Time `json:"restore_from,omitzero"`
+	// LastBackup is the start of the newest complete base backup;
+	// BackupSince, when a scheduled backup this member runs started.
+	LastBackup  time.Time `json:"last_backup,omitzero"`
+	BackupSince time.Time `json:"backup_running_since,omitzero"`
 }
 
 // FailsafeRequest is a leader's ask, sent while it cannot reach the
@@ -221,6 +225,7 @@ const (
 	EventSwitchoverReq = "switchover-requested"
 	EventApps          = "apps"    // attach, detach, users, databases
 	EventSecrets       = "secrets" // a password rotated (`petrel secrets rotate`)
+	EventBackup        = "backup"  // a scheduled base backup ended (taken or failed)
 )
 
 // BackupConfig says where a cluster keeps its backups and WAL archive,
@@ -242,4 +247,9 @@ type BackupConfig struct {
 	// seconds, and at least this many backups (0: 7 days, 2).
 	RetentionWindowSec int64 `json:"retention_window_s,omitempty"`
 	RetentionMin       int   `json:"retention_min,omitempty"`
+	// ScheduleSec: the archiving member (the leader) takes a base backup
+	// this often, from the freshest streaming replica (0: only `petrel
+	// backup create`). Each scheduled backup that completes is followed
+	// by a prune with the retention above (or its defaults).
+	ScheduleSec int64 `json:"schedule_s,omitempty"`
 }

@@ -33,6 +33,7 @@ import (
 	"github.com/petrel-db/petrel/internal/model"
 	"github.com/petrel-db/petrel/internal/pg"
 	"github.com/petrel-db/petrel/internal/proxy"
+	"github.com/petrel-db/petrel/internal/statusview"
 	"github.com/petrel-db/petrel/internal/store"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -327,7 +328,7 @@ func runNode(parent context.Context, cfg config.Node, logLevel string) error {
 		return err
 	}
 	a := agent.New(cfg, sec, srv, st, log, agent.NewMetrics(reg), dm)
-	arch, err := newArchiver(cfg, srv, st, reg, log)
+	arch, err := newArchiver(cfg, srv, st, reg, log, a, dm)
 	if err != nil {
 		return err
 	}
@@ -427,7 +428,7 @@ func startNodeProxy(cfg config.Node, st *store.Store, dm *dialmap.Source, reg pr
 // newArchiver wires the node's WAL archiver: the cluster's backup
 // configuration from the store (acted on only while the store's view is
 // current), S3 credentials from the environment or the secrets file.
-func newArchiver(cfg config.Node, srv *pg.Server, st *store.Store, reg prometheus.Registerer, log *slog.Logger) (*backup.Archiver, error) {
+func newArchiver(cfg config.Node, srv *pg.Server, st *store.Store, reg prometheus.Registerer, log *slog.Logger, a *agent.Agent, dm *dialmap.Source) (*backup.Archiver, error) {
 	bsec, err := config.LoadBackupSecrets(cfg.SecretsFile)
 	if err != nil {
 		// Only an S3 store needs them; opening one then says what is missing.
@@ -450,7 +451,76 @@ func newArchiver(cfg config.Node, srv *pg.Server, st *store.Store, reg prometheu
 		Creds:   backupstore.Credentials{AccessKeyID: bsec.AccessKeyID, SecretAccessKey: bsec.SecretAccessKey, SessionToken: bsec.SessionToken},
 		Log:     log.With("component", "archive"),
 		Metrics: m,
+		TakeBackup: func(ctx context.Context, bst backupstore.Store) (backup.Backup, error) {
+			return takeBackup(ctx, cfg, srv, st, a, dm, bst)
+		},
+		OnBackup: func(b backup.Backup, err error) {
+			ev := model.Event{Kind: model.EventBackup, Node: cfg.ID, Region: cfg.Region, Timeline: b.Timeline, LSN: b.EndLSN, To: b.Source,
+				Reason: fmt.Sprintf("scheduled base backup %s taken from %s (%d MiB, %d MiB stored)", b.ID, b.Source, b.Size>>20, b.Stored>>20)}
+			if err != nil {
+				ev.Reason = "scheduled base backup failed: " + err.Error()
+			}
+			ectx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if _, err := st.RecordEvent(ectx, ev); err != nil {
+				log.Warn("recording the backup event", "err", err)
+			}
+		},
 	})
 	m.Attach(arch)
 	return arch, nil
+}
+
+// takeBackup is a scheduled base backup: from the freshest streaming
+// replica (else this leader), as the replication role with the password
+// in use now, over TLS verified against the cluster CA.
+func takeBackup(ctx context.Context, cfg config.Node, srv *pg.Server, st *store.Store, a *agent.Agent, dm *dialmap.Source, bst backupstore.Store) (backup.Backup, error) {
+	snap := st.Snapshot()
+	ms := make([]model.Member, 0, len(snap.Members))
+	for _, m := range snap.Members {
+		ms = append(ms, m)
+	}
+	dial := func(addr string) string { return dm.Map().Addr(addr) }
+	sts := statusview.Collect(ctx, a.Identity().Client(api.ClientOptions{Timeout: 2 * time.Second, Dial: dial}), statusview.TargetsFromMembers(ms))
+	src, err := backup.ChooseSource(sts)
+	if err != nil {
+		return backup.Backup{}, err
+	}
+	if src.ID != cfg.ID {
+		// A standby starts a backup at a restartpoint, which it can make
+		// only at a checkpoint it replayed: on an idle cluster the next
+		// one could be checkpoint_timeout away. This leader makes one.
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		err := srv.Exec(cctx, "CHECKPOINT")
+		cancel()
+		if err != nil {
+			return backup.Backup{}, fmt.Errorf("a checkpoint for %s's backup to start from: %w", src.ID, err)
+		}
+	}
+	host, port, err := net.SplitHostPort(dial(src.PostgresAddr))
+	if err != nil {
+		return backup.Backup{}, fmt.Errorf("member %s's address %q: %w", src.ID, src.PostgresAddr, err)
+	}
+	pn, err := strconv.Atoi(port)
+	if err != nil {
+		return backup.Backup{}, fmt.Errorf("member %s's port %q: %w", src.ID, port, err)
+	}
+	ca, err := os.CreateTemp(cfg.DataDir, ".backup-ca-*.crt")
+	if err != nil {
+		return backup.Backup{}, fmt.Errorf("writing the cluster CA for pg_basebackup: %w", err)
+	}
+	defer os.Remove(ca.Name())
+	_, err = ca.Write(a.Identity().CAPEM())
+	if cerr := ca.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return backup.Backup{}, fmt.Errorf("writing the cluster CA for pg_basebackup: %w", err)
+	}
+	s := backup.Source{Member: src.ID, Host: host, Port: pn, User: "replicator", Password: a.ReplicationPassword(),
+		SSLRootCert: ca.Name(), PGBin: cfg.PGBin}
+	if snap.Info != nil {
+		s.SystemID = snap.Info.SystemID
+	}
+	return backup.Create(ctx, bst, s, nil)
 }
