@@ -129,6 +129,13 @@ the backup configuration's retention (backup configure), else 168h and 2.
 				return err
 			}
 			p, err := backup.Prune(ctx, st, time.Now(), r, dryRun)
+			if !dryRun && (len(p.DeleteBackups) > 0 || len(p.DeleteWAL) > 0) {
+				reason := fmt.Sprintf("pruned %d backups and %d WAL files (window %s, minimum %d)", len(p.DeleteBackups), len(p.DeleteWAL), r.Window, r.Min)
+				if err != nil {
+					reason += ", then failed: " + err.Error()
+				}
+				recordBackupEvent(ctx, cmd, cli, t.cluster, model.Event{Reason: reason})
+			}
 			out := cmd.OutOrStdout()
 			if asJSON {
 				enc := json.NewEncoder(out)
@@ -267,6 +274,17 @@ is corrupt or missing.`,
 	return cmd
 }
 
+// recordBackupEvent notes what a backup command did in the cluster's
+// events; failing to record it is reported, not fatal (the work is done).
+func recordBackupEvent(ctx context.Context, cmd *cobra.Command, cli *clientv3.Client, cluster string, ev model.Event) {
+	ev.Kind, ev.Node = model.EventBackup, "cli"
+	ectx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := store.RecordEvent(ectx, cli, cluster, ev); err != nil {
+		fmt.Fprintf(cmd.ErrOrStderr(), "recording the event: %v\n", err)
+	}
+}
+
 // checkpointPrimary asks the primary for a checkpoint (a standby's backup
 // starts at one it replayed); when it cannot, the backup waits for the
 // primary's next one, and the user is told why.
@@ -392,6 +410,8 @@ against the cluster CA, and stores it zstd-compressed with its manifest.`,
 				return err
 			}
 			fmt.Fprintf(out, "backup %s: timeline %d, %s..%s, %d MiB (%d MiB stored)\n", b.ID, b.Timeline, b.StartLSN, b.EndLSN, b.Size>>20, b.Stored>>20)
+			recordBackupEvent(ctx, cmd, cli, t.cluster, model.Event{Timeline: b.Timeline, LSN: b.EndLSN, To: b.Source,
+				Reason: fmt.Sprintf("base backup %s taken from %s (%d MiB, %d MiB stored)", b.ID, b.Source, b.Size>>20, b.Stored>>20)})
 			return nil
 		},
 	}

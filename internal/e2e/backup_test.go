@@ -145,6 +145,21 @@ func TestBackupArchive(t *testing.T) {
 	if out, err := exec.CommandContext(ctx, binary(t), append([]string{"backup", "verify"}, etcdFlags...)...).CombinedOutput(); err != nil || !strings.Contains(string(out), " 0 corrupt") {
 		t.Fatalf("petrel backup verify after prune: %v\n%s", err, out)
 	}
+	// Both are in the cluster's events.
+	ecli, err := clientv3.New(clientv3.Config{Endpoints: c.EtcdEndpoints(), DialTimeout: 3 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ecli.Close()
+	evs, _, err := store.ListEvents(ctx, ecli, "petrel", 0, 0)
+	var created, pruned bool
+	for _, ev := range evs {
+		created = created || (ev.Kind == model.EventBackup && strings.Contains(ev.Reason, "base backup "+listed[0].ID))
+		pruned = pruned || (ev.Kind == model.EventBackup && strings.Contains(ev.Reason, "pruned 0 backups and") && len(plan.DeleteWAL) > 0)
+	}
+	if err != nil || !created || (len(plan.DeleteWAL) > 0 && !pruned) {
+		t.Fatalf("backup events (created %v, pruned %v; %d WAL files pruned): %+v %v", created, pruned, len(plan.DeleteWAL), evs, err)
+	}
 
 	// A differing copy already in the archive under the name of the
 	// segment being written now: the leader must refuse to overwrite it.

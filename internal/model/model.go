@@ -225,7 +225,7 @@ const (
 	EventSwitchoverReq = "switchover-requested"
 	EventApps          = "apps"    // attach, detach, users, databases
 	EventSecrets       = "secrets" // a password rotated (`petrel secrets rotate`)
-	EventBackup        = "backup"  // a scheduled base backup ended (taken or failed)
+	EventBackup        = "backup"  // a base backup taken (scheduled or `backup create`) or failed, a prune
 )
 
 // BackupConfig says where a cluster keeps its backups and WAL archive,
