@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/petrel-db/petrel/internal/backupstore"
@@ -117,6 +118,49 @@ type Archiver struct {
 	waitingSince  time.Time // due, waiting for a streaming replica
 	backupDone    chan backupResult
 	backups       sync.WaitGroup
+
+	requested atomic.Bool // RequestBackup asked for one now
+}
+
+// ErrNotArchiving: this member does not push WAL, so it takes no backup
+// (the leader does).
+var ErrNotArchiving = errors.New("this member does not archive: the leader takes backups")
+
+// RequestBackup asks for a base backup now, outside the schedule; only
+// the pushing member takes it (within a second), and not while one runs.
+func (a *Archiver) RequestBackup() error {
+	a.mu.Lock()
+	role := a.plan.Role
+	a.mu.Unlock()
+	if role != engine.ArchivePush {
+		return ErrNotArchiving
+	}
+	a.requested.Store(true)
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// ListBackups reads the backup catalog through a store of its own (the
+// round's is not shared across goroutines).
+func (a *Archiver) ListBackups(ctx context.Context) ([]Backup, error) {
+	cfg, ok, known, err := a.c.Source()
+	switch {
+	case err != nil:
+		return nil, err
+	case !known:
+		return nil, errors.New("the store's view is not current on this member")
+	case !ok:
+		return nil, errors.New("no backup store configured (petrel backup configure)")
+	}
+	st, err := a.c.Open(ctx, cfg, a.c.Creds)
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	return ListBackups(ctx, st)
 }
 
 // catalogEvery is how often the pushing member re-reads the backup
@@ -273,6 +317,9 @@ func (a *Archiver) round(ctx context.Context) {
 			SourceReady: plan.BackupSource, WaitingSince: a.waitingSince, Now: time.Now(),
 		})
 		switch {
+		case a.requested.Load() && !a.backupRunning:
+			a.requested.Store(false)
+			a.startBackup(ctx, cfg, "requested through the admin API")
 		case bp.Waiting && a.waitingSince.IsZero():
 			a.waitingSince = time.Now()
 			a.c.Log.Info("a scheduled base backup is due", "why", bp.Reason)

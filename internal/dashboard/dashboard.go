@@ -56,6 +56,9 @@ type Options struct {
 	// CA is the node's pinned cluster CA certificate (nil before it has
 	// one): the admin connections to the leader's Postgres verify it.
 	CA func() []byte
+	// Backups lists the backup catalog and takes a backup on request
+	// (the node's archiver; nil: 409).
+	Backups Backups
 }
 
 // Store is what the dashboard reads of the node's store (*store.Store).
@@ -145,6 +148,8 @@ func (s *Server) Wrap(next http.Handler) http.Handler {
 	api.HandleFunc("POST /api/v1/users", s.authed(s.postUsers))
 	api.HandleFunc("DELETE /api/v1/users/{name}", s.authed(s.deleteUser))
 	api.HandleFunc("GET /api/v1/databases", s.authed(s.getDatabases))
+	api.HandleFunc("GET /api/v1/backups", s.authed(s.getBackups))
+	api.HandleFunc("POST /api/v1/backups", s.authed(s.postBackups))
 	api.HandleFunc("POST /api/v1/databases", s.authed(s.postDatabases))
 	api.HandleFunc("/api/v1/", s.authed(func(w http.ResponseWriter, r *http.Request, _ string) {
 		writeError(w, http.StatusNotFound, "no such admin API endpoint: "+r.Method+" "+r.URL.Path)

@@ -106,6 +106,7 @@ func TestAdminAuth(t *testing.T) {
 		{"DELETE", "/api/v1/nothing"},
 		{"GET", "/api/v1/users"}, {"POST", "/api/v1/users"}, {"DELETE", "/api/v1/users/someone"},
 		{"GET", "/api/v1/databases"}, {"POST", "/api/v1/databases"}, {"DELETE", "/api/v1/apps/someapp"},
+		{"GET", "/api/v1/backups"}, {"POST", "/api/v1/backups"},
 	}
 	for name, auth := range bad {
 		for _, ep := range endpoints {

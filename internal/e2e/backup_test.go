@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -344,5 +345,29 @@ func TestScheduledBackup(t *testing.T) {
 		t.Fatalf("petrel backup create from the replica: %v\n%s", err, out)
 	} else if !strings.Contains(string(out), "backing up from "+replica) || strings.Contains(string(out), "could not ask") {
 		t.Fatalf("petrel backup create: %s", out)
+	}
+
+	// The admin API: the catalog from any member; a backup on request from
+	// the leader (the archiving member), refused by the replica.
+	var tok struct{ Token string }
+	if code := apiCall(ctx, t, c, "POST", c.Node(replica).APIURL()+"/api/v1/token", "Basic "+basicAuth("operator", c.Secrets.Operator), "", &tok); code != 200 || tok.Token == "" {
+		t.Fatalf("token: %d", code)
+	}
+	bearer := "Bearer " + tok.Token
+	var listed struct{ Backups []backup.Backup }
+	if code := apiCall(ctx, t, c, "GET", c.Node(replica).APIURL()+"/api/v1/backups", bearer, "", &listed); code != http.StatusOK || len(listed.Backups) != 2 {
+		t.Fatalf("GET /api/v1/backups on the replica: %d %+v, want the 2 backups", code, listed)
+	}
+	if code := apiCall(ctx, t, c, "POST", c.Node(replica).APIURL()+"/api/v1/backups", bearer, "", nil); code != http.StatusConflict {
+		t.Fatalf("POST /api/v1/backups on the replica: %d, want 409", code)
+	}
+	if code := apiCall(ctx, t, c, "POST", c.Node(leader).APIURL()+"/api/v1/backups", bearer, "", nil); code != http.StatusAccepted {
+		t.Fatalf("POST /api/v1/backups on the leader: %d, want 202", code)
+	}
+	if err := testcluster.WaitFor(ctx, "the requested backup", func() bool {
+		bs, err := backup.ListBackups(ctx, st)
+		return err == nil && len(bs) == 3 && bs[2].Status == "complete" && bs[2].Source == replica
+	}); err != nil {
+		t.Fatal(err)
 	}
 }

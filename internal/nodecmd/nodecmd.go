@@ -341,7 +341,7 @@ func runNode(parent context.Context, cfg config.Node, logLevel string) error {
 	// The dashboard and the admin API share the API's port (and its TLS).
 	dash := dashboard.New(dashboard.Options{Cluster: cfg.Cluster, Self: cfg.ID, Store: st, OperatorPassword: sec.Operator,
 		Log: log.With("component", "dashboard"), API: a.Identity().Client(api.ClientOptions{Timeout: time.Second}),
-		CA: a.Identity().CAPEM})
+		CA: a.Identity().CAPEM, Backups: arch})
 	defer dash.Close()
 	// A rotated operator password (`petrel secrets rotate operator`)
 	// reaches the admin API when this member switches to it.
