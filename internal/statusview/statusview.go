@@ -186,6 +186,12 @@ func Archive(w io.Writer, sts []model.Status, now time.Time) {
 		if a.Uploading != "" {
 			line += fmt.Sprintf(", uploading %s for %.0fs", a.Uploading, a.UploadingFor)
 		}
+		switch {
+		case !a.BackupSince.IsZero():
+			line += fmt.Sprintf(", base backup running for %s", now.Sub(a.BackupSince).Round(time.Second))
+		case !a.LastBackup.IsZero():
+			line += fmt.Sprintf(", last base backup %s ago", now.Sub(a.LastBackup).Round(time.Second))
+		}
 		if a.LastFailure != "" {
 			line += fmt.Sprintf(", last failure %s: %s", a.FailureAt.UTC().Format(time.RFC3339), a.LastFailure)
 		}

@@ -75,8 +75,9 @@ func TestArchive(t *testing.T) {
 	now := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
 	sts := []model.Status{
 		{ID: "a1", Archive: &model.ArchiveStatus{Role: "push", Spooled: 2, LastArchived: "000000010000000000000007",
-			LastAt: now.Add(-90 * time.Second), RestoreFrom: now.Add(-time.Hour),
+			LastAt: now.Add(-90 * time.Second), RestoreFrom: now.Add(-time.Hour), LastBackup: now.Add(-30 * time.Minute),
 			LastFailure: "uploading: boom", FailureAt: now.Add(-time.Minute)}},
+		{ID: "a4", Archive: &model.ArchiveStatus{Role: "keep", BackupSince: now.Add(-42 * time.Second), LastBackup: now.Add(-time.Hour)}},
 		{ID: "a2", Archive: &model.ArchiveStatus{Role: "off"}},
 		{ID: "a3"},
 	}
@@ -84,12 +85,13 @@ func TestArchive(t *testing.T) {
 	Archive(&b, sts, now)
 	out := b.String()
 	t.Log("\n" + out)
-	want := "Archive:\n  a1 push: last 000000010000000000000007 (1m30s ago), spooled 2, restorable 2026-12-02T11:00:00Z .. 2026-12-02T11:58:30Z, last failure 2026-12-02T11:59:00Z: uploading: boom\n"
+	want := "Archive:\n  a1 push: last 000000010000000000000007 (1m30s ago), spooled 2, restorable 2026-12-02T11:00:00Z .. 2026-12-02T11:58:30Z, last base backup 30m0s ago, last failure 2026-12-02T11:59:00Z: uploading: boom\n" +
+		"  a4 keep: last none yet, spooled 0, base backup running for 42s\n"
 	if out != want {
 		t.Fatalf("got %q\nwant %q", out, want)
 	}
 	b.Reset()
-	Archive(&b, sts[1:], now)
+	Archive(&b, sts[2:], now)
 	if b.Len() != 0 {
 		t.Fatalf("no archiving member, got %q", b.String())
 	}

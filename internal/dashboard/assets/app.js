@@ -29,13 +29,15 @@ function fmtBytes(n) {
 }
 
 // archiveCell: a member's WAL archiving (/status "archive"): last segment
-// and its age, the spool, and the recoverability window; the last failure
-// in the tooltip.
+// and its age, the spool, the recoverability window, the last base backup
+// (or the one running); the last failure in the tooltip.
 function archiveCell(a, now) {
   if (!a || !a.role || a.role === "off") return el("td", {}, "–");
   const last = a.last_archived_at ? Date.parse(a.last_archived_at) : 0;
   let text = a.role + ": " + (a.last_archived ? a.last_archived + " (" + Math.max(0, Math.round((now - last) / 1000)) + " s ago)" : "none yet") + ", spooled " + (a.spooled || 0);
   if (a.restore_from && last) text += ", restorable " + a.restore_from + " .. " + a.last_archived_at;
+  if (a.backup_running_since) text += ", base backup running since " + a.backup_running_since;
+  else if (a.last_backup) text += ", last base backup " + a.last_backup;
   const failed = a.last_failure && (!last || Date.parse(a.last_failure_at) > last);
   return el("td", { class: failed ? "health-bad" : "", "data-testid": "archive", title: a.last_failure ? a.last_failure_at + ": " + a.last_failure : "" }, text);
 }
