@@ -34,6 +34,11 @@ type Backup struct {
 func manifestKey(id string) string { return "base/" + id + "/backup.json" }
 func dataKey(id string) string     { return "base/" + id + "/base.tar.zst" }
 
+// Summary is b in one line, for logs and events.
+func (b Backup) Summary() string {
+	return fmt.Sprintf("base backup %s taken from %s (%d MiB, %d MiB stored)", b.ID, b.Source, b.Size>>20, b.Stored>>20)
+}
+
 // ListBackups reads every complete backup's manifest, oldest first.
 func ListBackups(ctx context.Context, st backupstore.Store) ([]Backup, error) {
 	objs, err := st.List(ctx, "base/")

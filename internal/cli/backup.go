@@ -411,7 +411,7 @@ against the cluster CA, and stores it zstd-compressed with its manifest.`,
 			}
 			fmt.Fprintf(out, "backup %s: timeline %d, %s..%s, %d MiB (%d MiB stored)\n", b.ID, b.Timeline, b.StartLSN, b.EndLSN, b.Size>>20, b.Stored>>20)
 			recordBackupEvent(ctx, cmd, cli, t.cluster, model.Event{Timeline: b.Timeline, LSN: b.EndLSN, To: b.Source,
-				Reason: fmt.Sprintf("base backup %s taken from %s (%d MiB, %d MiB stored)", b.ID, b.Source, b.Size>>20, b.Stored>>20)})
+				Reason: b.Summary()})
 			return nil
 		},
 	}

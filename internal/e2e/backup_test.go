@@ -147,12 +147,8 @@ func TestBackupArchive(t *testing.T) {
 		t.Fatalf("petrel backup verify after prune: %v\n%s", err, out)
 	}
 	// Both are in the cluster's events.
-	ecli, err := clientv3.New(clientv3.Config{Endpoints: c.EtcdEndpoints(), DialTimeout: 3 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ecli.Close()
-	evs, _, err := store.ListEvents(ctx, ecli, "petrel", 0, 0)
+	ecli, name := clusterEtcd(t, c)
+	evs, _, err := store.ListEvents(ctx, ecli, name, 0, 0)
 	var created, pruned bool
 	for _, ev := range evs {
 		created = created || (ev.Kind == model.EventBackup && strings.Contains(ev.Reason, "base backup "+listed[0].ID))
@@ -217,17 +213,25 @@ func hasProblem(s model.Status, sub string) bool {
 	return false
 }
 
-func putBackupConfig(ctx context.Context, t *testing.T, c *testcluster.Cluster, cfg model.BackupConfig) {
+// clusterEtcd is a client of c's etcd (closed when the test ends) and
+// the cluster's name in it.
+func clusterEtcd(t *testing.T, c *testcluster.Cluster) (*clientv3.Client, string) {
 	t.Helper()
 	cli, err := clientv3.New(clientv3.Config{Endpoints: c.EtcdEndpoints(), DialTimeout: 3 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cli.Close()
+	t.Cleanup(func() { cli.Close() })
 	name := c.Opts.Name
 	if name == "" {
 		name = "petrel"
 	}
+	return cli, name
+}
+
+func putBackupConfig(ctx context.Context, t *testing.T, c *testcluster.Cluster, cfg model.BackupConfig) {
+	t.Helper()
+	cli, name := clusterEtcd(t, c)
 	b, _ := json.Marshal(cfg)
 	if _, err := cli.Put(ctx, store.KeysFor(name).Backup(), string(b)); err != nil {
 		t.Fatal(err)
@@ -311,15 +315,7 @@ func TestScheduledBackup(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: c.EtcdEndpoints(), DialTimeout: 3 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	name := c.Opts.Name
-	if name == "" {
-		name = "petrel"
-	}
+	cli, name := clusterEtcd(t, c)
 	if err := testcluster.WaitFor(ctx, "a backup event", func() bool {
 		evs, _, err := store.ListEvents(ctx, cli, name, 0, 0)
 		for _, ev := range evs {

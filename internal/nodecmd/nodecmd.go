@@ -76,27 +76,12 @@ const gcPercent = 50
 const trimAfter = 30 * time.Second
 
 func trimExecutable(log *slog.Logger) {
-	before := readRSS()
-	if _, err := exetrim.Trim(); err != nil {
+	n, err := exetrim.Trim()
+	if err != nil {
 		log.Warn("dropping the executable's startup pages", "err", err)
 		return
 	}
-	log.Debug("dropped the executable's startup pages", "rss_kib_before", before, "rss_kib_after", readRSS())
-}
-
-// readRSS is VmRSS in KiB (0 when unknown), for the log.
-func readRSS() int {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			n, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
-			return n
-		}
-	}
-	return 0
+	log.Debug("dropped the executable's startup pages", "mapped_bytes", n)
 }
 
 // Command is the node command (`petrel node`, and cmd/petrel-node's root).
@@ -456,7 +441,7 @@ func newArchiver(cfg config.Node, srv *pg.Server, st *store.Store, reg prometheu
 		},
 		OnBackup: func(b backup.Backup, err error) {
 			ev := model.Event{Kind: model.EventBackup, Node: cfg.ID, Region: cfg.Region, Timeline: b.Timeline, LSN: b.EndLSN, To: b.Source,
-				Reason: fmt.Sprintf("scheduled base backup %s taken from %s (%d MiB, %d MiB stored)", b.ID, b.Source, b.Size>>20, b.Stored>>20)}
+				Reason: "scheduled " + b.Summary()}
 			if err != nil {
 				ev.Reason = "scheduled base backup failed: " + err.Error()
 			}
