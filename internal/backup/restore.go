@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,6 +19,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/petrel-db/petrel/internal/backupstore"
 	"github.com/petrel-db/petrel/internal/config"
+	"github.com/petrel-db/petrel/internal/model"
 	"github.com/petrel-db/petrel/internal/pg"
 )
 
@@ -467,4 +469,48 @@ func clearDir(dir string) {
 	for _, e := range ents {
 		_ = os.RemoveAll(filepath.Join(dir, e.Name()))
 	}
+}
+
+// ParseLocation reads where a store is, for a restore from outside its
+// cluster: an absolute directory, or s3://BUCKET[/PREFIX][?endpoint=URL&region=R]
+// (credentials, as always, from the environment or a secrets file).
+func ParseLocation(s string) (model.BackupConfig, error) {
+	var c model.BackupConfig
+	if rest, ok := strings.CutPrefix(s, "s3://"); ok {
+		u, err := url.Parse("s3://" + rest)
+		if err != nil || u.Host == "" {
+			return c, fmt.Errorf("store %q: want s3://BUCKET[/PREFIX][?endpoint=URL&region=R]", s)
+		}
+		c = model.BackupConfig{Kind: "s3", Bucket: u.Host, Prefix: strings.Trim(u.Path, "/"), Endpoint: u.Query().Get("endpoint"), Region: u.Query().Get("region")}
+	} else {
+		c = model.BackupConfig{Kind: "file", Path: strings.TrimPrefix(s, "file://")}
+	}
+	return c, backupstore.Validate(c)
+}
+
+// OpenLocation opens the store c, with S3 credentials from secretsFile or
+// the environment.
+func OpenLocation(ctx context.Context, c model.BackupConfig, secretsFile string) (backupstore.Store, error) {
+	sec, err := config.LoadBackupSecrets(secretsFile)
+	if err != nil && c.Kind == "s3" {
+		return nil, err
+	}
+	return backupstore.Open(ctx, c, backupstore.Credentials{AccessKeyID: sec.AccessKeyID, SecretAccessKey: sec.SecretAccessKey, SessionToken: sec.SessionToken})
+}
+
+// ParseTargetSpec reads a node's restore_target: "latest", "backup:ID",
+// "time:RFC3339" or "lsn:X/Y".
+func ParseTargetSpec(s string) (Target, error) {
+	kind, v, _ := strings.Cut(s, ":")
+	switch kind {
+	case "latest":
+		return Target{Latest: true}, nil
+	case "backup":
+		return ParseTarget(v, "", "", false)
+	case "time":
+		return ParseTarget("", v, "", false)
+	case "lsn":
+		return ParseTarget("", "", v, false)
+	}
+	return Target{}, fmt.Errorf("restore target %q: want latest, backup:ID, time:2026-12-02T16:30:00Z or lsn:0/3000060", s)
 }

@@ -24,7 +24,7 @@ func Execute() int {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newBackupCmd(), newVersionCmd(), newNodeCmd(), newWatchdogCmd(), newProxyCmd(), newEdgeCmd(), newUpCmd(), newStatusCmd(), newDownCmd(), newFailoverCmd(), newEventsCmd(), newRestartCmd(), newSecretsCmd())
+	root.AddCommand(newBackupCmd(), newVersionCmd(), newNodeCmd(), newWatchdogCmd(), newProxyCmd(), newEdgeCmd(), newUpCmd(), newStatusCmd(), newDownCmd(), newFailoverCmd(), newEventsCmd(), newRestartCmd(), newSecretsCmd(), newRestoreCmd())
 	root.AddCommand(newRegionCmds()...)
 	root.AddCommand(newDemoAppCmd())                          // hidden: the multi-region demo web app
 	root.AddCommand(append(appCommands(), newConfigCmd())...) // attach, detach, connect, db, users, config (issue 3)

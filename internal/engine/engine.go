@@ -395,15 +395,21 @@ func decide(o Observation, p Params) Plan {
 		return wait(localRole, CauseFailsafePromised, "")
 	}
 
+	if o.Leader == "" && o.InitializedBy == o.Self && !o.BootstrapDone && (o.Data == DataEmpty || len(o.Sync.Members) == 0) {
+		// We claimed initialization but never finished it (or claimed it
+		// for data restored into an empty cluster: a restore's seed).
+		// Nobody else may bootstrap or lead without our data, so we
+		// finish: initdb when the directory is empty, else start what is
+		// there as the primary (unless it has led with synchronous
+		// standbys, which may hold commits it lacks: then it is elected
+		// like anyone). Once the store records a finished
+		// bootstrap this never applies again: an empty data directory then
+		// means lost data, to be cloned, and a second initdb would start a
+		// new history without the acknowledged commits.
+		return Plan{Role: model.RoleOffline, Actions: []Action{{Kind: Bootstrap, Cause: CauseBootstrapInterrupted}}}
+	}
+
 	if o.Data == DataEmpty {
-		if o.Leader == "" && o.InitializedBy == o.Self && !o.BootstrapDone {
-			// We claimed initialization but never finished it. Once the
-			// store records a finished initdb this never applies again: an
-			// empty data directory then means lost data, to be cloned, and
-			// a second initdb would start a new history without the
-			// acknowledged commits.
-			return Plan{Role: model.RoleOffline, Actions: []Action{{Kind: Bootstrap, Cause: CauseBootstrapInterrupted}}}
-		}
 		if o.Leader == "" || o.Members[o.Leader].PostgresAddr == "" {
 			return wait(model.RoleOffline, CauseNoSource, "empty data directory and no leader to clone from")
 		}

@@ -96,6 +96,18 @@ func TestDecide(t *testing.T) {
 			o.Data, o.Running, o.Leader, o.InitializedBy, o.BootstrapDone = DataEmpty, false, "", "scl2", false
 			return o
 		}, "", "bootstrap", model.RoleOffline},
+		{"a restore's seed (claimed, data restored, never led) bootstraps from its data", func() Observation {
+			o := base()
+			o.Data, o.Running, o.Leader, o.InitializedBy, o.BootstrapDone = DataPrimary, false, "", "scl2", false
+			o.Sync = model.Sync{}
+			return o
+		}, "", "bootstrap", model.RoleOffline},
+		{"a claimant that led with synchronous standbys is elected like anyone, not bootstrapped", func() Observation {
+			o := base()
+			o.Data, o.Running, o.Leader, o.InitializedBy, o.BootstrapDone = DataPrimary, false, "", "scl2", false
+			o.Sync = model.Sync{Leader: "scl2", Members: []string{"scl1"}, K: 1}
+			return o
+		}, "", "wait", model.RoleOffline},
 		{"a finished bootstrap is never run again: the claimant with an empty data directory waits for a leader", func() Observation {
 			o := base()
 			o.Data, o.Running, o.Leader, o.InitializedBy = DataEmpty, false, "", "scl2"

@@ -192,6 +192,9 @@ func ensureAppDatabase(ctx context.Context, superuserDSN, password string) error
 				if err := apps.CreateUser(cctx, c, AppUser, password); err != nil {
 					return err
 				}
+			} else if err := apps.SetPassword(cctx, c, AppUser, password); err != nil {
+				// A restored cluster holds its source's password.
+				return err
 			}
 			return apps.CreateDatabase(cctx, c, AppDatabase, AppUser)
 		}()

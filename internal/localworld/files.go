@@ -108,6 +108,12 @@ type world struct {
 	// NextNum is the highest node number used per region, so that a
 	// removed node's id is not reused.
 	NextNum map[string]int `json:"next_num,omitempty"`
+	// Seed is the member whose data a restore wrote (petrel restore
+	// --into): `up` claims the cluster's initialization for it before
+	// starting anyone, so it bootstraps from that data and the others
+	// clone it. RestoredFrom says what was restored.
+	Seed         string `json:"seed,omitempty"`
+	RestoredFrom string `json:"restored_from,omitempty"`
 }
 
 func loadWorld(dir string) (*world, error) {

@@ -260,6 +260,9 @@ func Run(ctx context.Context, opts Options) error {
 	if err := ensureBackupConfig(ctx, etcd.Endpoints(), w.Cluster, dir); err != nil {
 		return err
 	}
+	if err := claimSeed(ctx, etcd.Endpoints(), w, lg); err != nil {
+		return err
+	}
 	caFP, apiClient, err := clusterCA(ctx, etcd.Endpoints(), w.Cluster, suPW, dir)
 	if err != nil {
 		return fmt.Errorf("creating the cluster CA: %w", err)

@@ -81,6 +81,9 @@ type ClusterInfo struct {
 	InitializedBy string    `json:"initialized_by"`
 	InitializedAt time.Time `json:"initialized_at"`
 	SystemID      string    `json:"system_id,omitempty"`
+	// RestoredFrom says which backup and target a restored cluster
+	// started from (petrel restore, petrel node --restore-from).
+	RestoredFrom string `json:"restored_from,omitempty"`
 	// Version is the petrel that created (or last completed) the record.
 	Version string  `json:"version,omitempty"`
 	Unknown Unknown `json:"-"`
