@@ -228,7 +228,7 @@ func run(reps int, interval time.Duration, keep bool) error {
 		}
 		old := leader
 		t0 := time.Now()
-		out, err := exec.CommandContext(ctx, bin, "failover", "--etcd", strings.Join(c.EtcdEndpoints(), ","), "--cluster", "petrel").CombinedOutput()
+		out, err := exec.CommandContext(ctx, bin, append([]string{"failover"}, c.CLIFlags()...)...).CombinedOutput()
 		if err != nil {
 			return fmt.Errorf("petrel failover: %w: %s", err, out)
 		}

@@ -194,7 +194,7 @@ func run(fromV, toV string, keep bool) error {
 		return healthy()
 	}
 	switchover := func() error {
-		out, err := exec.CommandContext(ctx, newBin, "failover", "--etcd", strings.Join(c.EtcdEndpoints(), ","), "--cluster", "petrel").CombinedOutput()
+		out, err := exec.CommandContext(ctx, newBin, append([]string{"failover"}, c.CLIFlags()...)...).CombinedOutput()
 		if err != nil {
 			return fmt.Errorf("petrel failover: %w: %s", err, out)
 		}

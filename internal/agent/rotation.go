@@ -76,6 +76,10 @@ func set(s *config.Secrets, kind, v string) {
 // follows a rotation): what a scheduled base backup logs in with.
 func (a *Agent) ReplicationPassword() string { return a.secrets().Replication }
 
+// SuperuserPassword is the superuser's password in use now (it follows
+// a rotation): what the admin API checks the superuser's requests with.
+func (a *Agent) SuperuserPassword() string { return a.secrets().Superuser }
+
 // secrets is the passwords in use now.
 func (a *Agent) secrets() config.Secrets {
 	a.sec.mu.Lock()

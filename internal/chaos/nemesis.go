@@ -130,7 +130,7 @@ func Faults() []Fault {
 			go func() {
 				cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 				defer cancel()
-				out, err := exec.CommandContext(cctx, e.Binary, "failover", "--etcd", strings.Join(e.C.EtcdEndpoints(), ","), "--cluster", e.C.Opts.Name).CombinedOutput()
+				out, err := exec.CommandContext(cctx, e.Binary, append([]string{"failover"}, e.C.CLIFlags()...)...).CombinedOutput()
 				done <- fmt.Sprintf("failover: err=%v %s", err, strings.TrimSpace(string(out)))
 			}()
 			hold(ctx, delay)

@@ -14,6 +14,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/petrel-db/petrel/internal/adminclient"
 	"github.com/petrel-db/petrel/internal/apps"
 	"github.com/petrel-db/petrel/internal/ops"
 	"github.com/petrel-db/petrel/internal/statusview"
@@ -55,15 +56,12 @@ names the leader, not the proxy host) with sslrootcert=PATH to the URLs.`,
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
-			c, err := openCluster(ctx, cf)
+			c, err := openAdmin(ctx, cf)
 			if err != nil {
 				return err
 			}
 			defer c.Close()
 			if caFile != "" {
-				if c.caPEM == nil {
-					return fmt.Errorf("the cluster has no CA yet (TLS is set up when a node starts Postgres); retry once `petrel status` shows a primary")
-				}
 				if caFile, err = filepath.Abs(caFile); err != nil {
 					return err
 				}
@@ -75,7 +73,7 @@ names the leader, not the proxy host) with sslrootcert=PATH to the URLs.`,
 			if u, err := url.Parse(c.dbURL); err == nil {
 				fallback = u.Host
 			}
-			res, err := c.ops(cmd.OutOrStdout()).Attach(ctx, ops.AttachRequest{App: app, Database: db, User: user, RootCert: caFile, FallbackProxy: fallback})
+			res, err := c.Attach(ctx, adminclient.AttachRequest{App: app, Database: db, User: user, RootCert: caFile, FallbackProxy: fallback})
 			if err != nil {
 				return err
 			}
@@ -116,20 +114,36 @@ func newDetachCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
-			c, err := openCluster(ctx, cf)
+			if app == "" && user == "" {
+				return fmt.Errorf("an app (or a user) is required: --app NAME")
+			}
+			if app == "" && dropDB && db == "" {
+				return fmt.Errorf("dropping the database needs the app or the database (--app or --database)")
+			}
+			c, err := openAdmin(ctx, cf)
 			if err != nil {
 				return err
 			}
 			defer c.Close()
-			user, db, err := c.ops(nil).Detach(ctx, ops.DetachRequest{App: app, User: user, Database: db, DropDatabase: dropDB})
+			var res adminclient.DetachResult
+			if app == "" && db == "" {
+				// A user alone: no database is named.
+				res.User = user
+				err = c.DeleteUser(ctx, user)
+			} else {
+				if app == "" {
+					app = user // the path names something; user and database are explicit
+				}
+				res, err = c.Detach(ctx, app, user, db, dropDB)
+			}
 			if err != nil {
 				return err
 			}
-			msg := fmt.Sprintf("removed user %s", user)
+			msg := fmt.Sprintf("removed user %s", res.User)
 			if dropDB {
-				msg += " and database " + db
-			} else if db != "" {
-				msg += fmt.Sprintf(" (database %s kept, now owned by %s)", db, c.user)
+				msg += " and database " + res.Database
+			} else if res.Database != "" {
+				msg += fmt.Sprintf(" (database %s kept, now owned by %s)", res.Database, res.Owner)
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), msg)
 			return nil
@@ -251,8 +265,8 @@ func newDBCmd() *cobra.Command {
 	list := &cobra.Command{
 		Use: "list", Short: "List databases", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withCluster(cmd, cf, func(ctx context.Context, c *clusterConn) error {
-				dbs, err := c.ops(nil).Databases(ctx)
+			return withAdmin(cmd, cf, func(ctx context.Context, c *adminConn) error {
+				dbs, err := c.Databases(ctx)
 				if err != nil {
 					return err
 				}
@@ -272,8 +286,8 @@ func newDBCmd() *cobra.Command {
 	create := &cobra.Command{
 		Use: "create NAME", Short: "Create a database (owned by --owner, default the admin; CONNECT revoked from PUBLIC when --owner is set)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withCluster(cmd, cf, func(ctx context.Context, c *clusterConn) error {
-				if err := c.ops(nil).CreateDatabase(ctx, args[0], owner); err != nil {
+			return withAdmin(cmd, cf, func(ctx context.Context, c *adminConn) error {
+				if err := c.CreateDatabase(ctx, args[0], owner); err != nil {
 					return err
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "created database %s\n", args[0])
@@ -293,8 +307,8 @@ func newUsersCmd() *cobra.Command {
 	list := &cobra.Command{
 		Use: "list", Short: "List login users", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withCluster(cmd, cf, func(ctx context.Context, c *clusterConn) error {
-				us, err := c.ops(nil).Users(ctx)
+			return withAdmin(cmd, cf, func(ctx context.Context, c *adminConn) error {
+				us, err := c.Users(ctx)
 				if err != nil {
 					return err
 				}
@@ -310,8 +324,8 @@ func newUsersCmd() *cobra.Command {
 	create := &cobra.Command{
 		Use: "create NAME", Short: "Create a least-privilege login user with a random password (printed once)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withCluster(cmd, cf, func(ctx context.Context, c *clusterConn) error {
-				pw, err := c.ops(nil).CreateUser(ctx, args[0])
+			return withAdmin(cmd, cf, func(ctx context.Context, c *adminConn) error {
+				pw, err := c.CreateUser(ctx, args[0])
 				if err != nil {
 					return err
 				}
@@ -323,8 +337,8 @@ func newUsersCmd() *cobra.Command {
 	del := &cobra.Command{
 		Use: "delete NAME", Short: "Delete a user (its objects are reassigned to the admin)", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withCluster(cmd, cf, func(ctx context.Context, c *clusterConn) error {
-				if err := c.ops(nil).DeleteUser(ctx, args[0], ""); err != nil {
+			return withAdmin(cmd, cf, func(ctx context.Context, c *adminConn) error {
+				if err := c.DeleteUser(ctx, args[0]); err != nil {
 					return err
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "deleted user %s\n", args[0])
@@ -342,7 +356,7 @@ the new password). The password is random and printed once, or read from
 (postgres, replicator, operator) are rotated with petrel secrets rotate.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withCluster(cmd, cf, func(ctx context.Context, c *clusterConn) error {
+			return withAdmin(cmd, cf, func(ctx context.Context, c *adminConn) error {
 				pw, shown := "", true
 				if passwordFile != "" {
 					var err error
@@ -351,7 +365,7 @@ the new password). The password is random and printed once, or read from
 					}
 					shown = false
 				}
-				pw, err := c.ops(nil).SetUserPassword(ctx, args[0], pw)
+				pw, err := c.SetUserPassword(ctx, args[0], pw)
 				if err != nil {
 					return err
 				}
@@ -369,11 +383,11 @@ the new password). The password is random and printed once, or read from
 	return cmd
 }
 
-// withCluster runs fn with the cluster's connections (30 s in all).
-func withCluster(cmd *cobra.Command, cf clusterFlags, fn func(context.Context, *clusterConn) error) error {
+// withAdmin runs fn with the cluster's admin API (30 s in all).
+func withAdmin(cmd *cobra.Command, cf clusterFlags, fn func(context.Context, *adminConn) error) error {
 	ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 	defer cancel()
-	c, err := openCluster(ctx, cf)
+	c, err := openAdmin(ctx, cf)
 	if err != nil {
 		return err
 	}

@@ -177,19 +177,19 @@ func newBackupListCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "list",
 		Short: "List the base backups in the cluster's backup store",
-		Args:  cobra.NoArgs,
+		Long: `List the base backups in the cluster's backup store, as a member's admin API
+reads its catalog (GET /api/v1/backups): the CLI needs no credentials of the
+store.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cli, t, err := cf.etcdClient(cmd.Context())
+			ctx, cancel := context.WithTimeout(cmd.Context(), time.Minute)
+			defer cancel()
+			c, err := openAdmin(ctx, cf)
 			if err != nil {
 				return err
 			}
-			defer cli.Close()
-			st, _, err := backup.OpenCluster(cmd.Context(), cli, t.cluster, t.secrets)
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			bs, err := backup.ListBackups(cmd.Context(), st)
+			defer c.Close()
+			bs, err := c.Backups(ctx)
 			if err != nil {
 				return err
 			}

@@ -2,12 +2,10 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -22,8 +20,14 @@ import (
 
 // clusterFlags find a cluster and the admin password, for the commands
 // that talk to the cluster (status, failover, attach, config, ...).
+// clusterConn (etcd, Postgres) is for the commands that still run on the
+// CLI's host (secrets rotate, connect); the others go through a member's
+// admin API (adminConn).
 type clusterFlags struct {
 	dir, etcd, cluster, secretsFile string
+	// apiURLs and apiCAFile reach members' admin APIs without etcd.
+	apiURLs   []string
+	apiCAFile string
 	etcdAccess
 	fs *pflag.FlagSet // to tell the flags the user set (target)
 }
@@ -34,6 +38,8 @@ func (f *clusterFlags) bind(fs *pflag.FlagSet) {
 	fs.StringVar(&f.etcd, "etcd", "", "etcd endpoints (comma-separated), instead of --dir")
 	fs.StringVar(&f.cluster, "cluster", localworld.DefaultCluster, "cluster name (with --etcd)")
 	fs.StringVar(&f.secretsFile, "secrets-file", "", "0600 file with SU_PASSWORD or OPERATOR_PASSWORD, and ETCD_PASSWORD (default: --config's secrets_file or --dir's secrets.env; the environment wins)")
+	fs.StringSliceVar(&f.apiURLs, "api", nil, "members' API URLs (https://host:port, comma-separated) for the commands that go through the admin API, instead of the members registered in etcd")
+	fs.StringVar(&f.apiCAFile, "api-ca-file", "", "the cluster CA certificate (PEM) to verify the members' APIs with (default: --dir's ca.crt, else the CA in etcd; checked against the pinned fingerprint)")
 	f.etcdAccess.bind(fs)
 }
 
@@ -46,7 +52,6 @@ type clusterConn struct {
 	pass  string
 	caPEM []byte      // the cluster CA, checked against the pinned fingerprint
 	api   *api.Client // members' APIs, verified against caPEM
-	dbURL string      // cluster.json's database_url (the operator's URL through the proxy), if any
 }
 
 func (c *clusterConn) Close() { c.etcd.Close() }
@@ -58,14 +63,6 @@ func openCluster(ctx context.Context, f clusterFlags) (*clusterConn, error) {
 		return nil, err
 	}
 	c := &clusterConn{name: t.cluster, cf: t.cf}
-	if t.cf != nil {
-		var extra struct {
-			DatabaseURL string `json:"database_url"`
-		}
-		if b, err := os.ReadFile(filepath.Join(t.dir, localworld.ClusterFileName)); err == nil && json.Unmarshal(b, &extra) == nil {
-			c.dbURL = extra.DatabaseURL
-		}
-	}
 	if c.user, c.pass, err = adminCredentials(t.secrets); err != nil {
 		return nil, err
 	}
@@ -148,11 +145,6 @@ func (c *clusterConn) topology(ctx context.Context) (ops.Topology, error) {
 // admin is how the CLI logs in to Postgres.
 func (c *clusterConn) admin() ops.Admin {
 	return ops.Admin{User: c.user, Password: c.pass, CAPEM: c.caPEM}
-}
-
-// connectAddr opens a connection to addr (host:port) as the admin.
-func (c *clusterConn) connectAddr(ctx context.Context, addr, db string) (*pgx.Conn, error) {
-	return c.admin().Connect(ctx, addr, db)
 }
 
 // connectLeader opens an admin connection to db on the leader.

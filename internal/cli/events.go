@@ -1,17 +1,19 @@
 package cli
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"text/tabwriter"
+	"time"
 
 	"github.com/petrel-db/petrel/internal/model"
 	"github.com/petrel-db/petrel/internal/store"
 	"github.com/spf13/cobra"
-	clientv3 "go.etcd.io/etcd/client/v3"
 )
+
+// followEvery is how often events --follow asks for new events.
+const followEvery = time.Second
 
 func newEventsCmd() *cobra.Command {
 	var (
@@ -25,34 +27,58 @@ func newEventsCmd() *cobra.Command {
 		Long: `List the events recorded in etcd under /petrel/<cluster>/events/ (the newest
 ` + fmt.Sprint(store.MaxEvents) + ` are kept), oldest first, like patronictl history: the time, the
 member that acted, the timeline and WAL position it was at, the old and new
-leader of a leader change, and the reason. --follow keeps printing new ones;
---json prints one JSON object per line.`,
+leader of a leader change, and the reason. --follow keeps printing new ones
+(asked for every second); --json prints one JSON object per line. Read
+through a member's admin API (GET /api/v1/events).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cli, t, err := cf.etcdClient(cmd.Context())
+			ctx := cmd.Context()
+			c, err := openAdmin(ctx, cf)
 			if err != nil {
 				return err
 			}
-			defer cli.Close()
-			name := t.cluster
-			evs, rev, err := store.ListEvents(cmd.Context(), cli, name, 0, limit)
+			defer c.Close()
+			n := limit
+			if n <= 0 || n > store.MaxEvents {
+				n = store.MaxEvents
+			}
+			evs, err := c.Events(ctx, 0, n)
 			if err != nil {
 				return err
 			}
 			out := cmd.OutOrStdout()
 			p := newEventPrinter(out, asJSON)
+			var last int64
 			for _, ev := range evs {
 				p.print(ev)
+				last = max(last, ev.ID)
 			}
 			p.flush()
 			if !follow {
 				return nil
 			}
-			err = store.FollowEvents(cmd.Context(), cli, name, rev, func(ev model.Event) { p.print(ev); p.flush() })
-			if cmd.Context().Err() != nil {
-				return nil // interrupted: the normal end of --follow
+			// New events, polled (event IDs are increasing store
+			// revisions); a member that stops answering gives way to the
+			// next.
+			for {
+				select {
+				case <-ctx.Done():
+					return nil // interrupted: the normal end of --follow
+				case <-time.After(followEvery):
+				}
+				evs, err := c.Events(ctx, last, store.MaxEvents)
+				if err != nil {
+					if ctx.Err() != nil {
+						return nil
+					}
+					return err
+				}
+				for _, ev := range evs {
+					p.print(ev)
+					last = max(last, ev.ID)
+				}
+				p.flush()
 			}
-			return err
 		},
 	}
 	f := cmd.Flags()
@@ -99,15 +125,4 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
-}
-
-// recordEvent writes an operator command's event; a failure is reported
-// on w and does not fail the command (its action is done).
-func recordEvent(ctx context.Context, w io.Writer, cli *clientv3.Client, cluster string, ev model.Event) {
-	if ev.Node == "" {
-		ev.Node = "operator"
-	}
-	if _, err := store.RecordEvent(ctx, cli, cluster, ev); err != nil {
-		fmt.Fprintf(w, "warning: %v\n", err)
-	}
 }

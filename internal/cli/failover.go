@@ -2,9 +2,10 @@ package cli
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"time"
 
-	"github.com/petrel-db/petrel/internal/ops"
 	"github.com/spf13/cobra"
 )
 
@@ -16,17 +17,27 @@ func newFailoverCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "failover",
 		Short: "Planned switchover: stop writes on the leader, let the target catch up, promote it",
+		Long: `Ask a member's admin API for a planned switchover (POST /api/v1/switchover)
+and wait for the new leader. Needs OPERATOR_PASSWORD (or SU_PASSWORD) from the
+environment, the secrets file, --config's secrets_file or --dir's secrets.env.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
-			cli, t, err := cf.etcdClient(ctx)
+			c, err := openAdmin(ctx, cf)
 			if err != nil {
 				return err
 			}
-			defer cli.Close()
-			o := &ops.Cluster{Etcd: cli, Name: t.cluster, Out: cmd.OutOrStdout()}
-			_, _, err = o.Switchover(ctx, ops.SwitchoverRequest{To: to, AllowSecondaryRegion: allowSecondary})
-			return err
+			defer c.Close()
+			res, err := c.Switchover(ctx, to, allowSecondary)
+			if err != nil {
+				return err
+			}
+			fmt.Fprint(cmd.OutOrStdout(), res.Log)
+			if res.Log != "" && !strings.HasSuffix(res.Log, "\n") {
+				fmt.Fprintln(cmd.OutOrStdout())
+			}
+			return nil
 		},
 	}
 	f := cmd.Flags()

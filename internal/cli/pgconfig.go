@@ -24,19 +24,22 @@ func newConfigCmd() *cobra.Command {
 applied by every member (petrel-user.conf, then a reload). Settings that need
 a restart are applied with a rolling restart that keeps writes available:
 replicas one at a time (each back streaming before the next), then a planned
-switchover, then the old leader.`,
+switchover, then the old leader.
+
+A member's admin API does it (GET and PUT /api/v1/config; the rolling
+restart runs there in the background and this command follows it).`,
 	}
 	show := &cobra.Command{
 		Use: "show", Short: "Show the stored settings and each member's pending restarts", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), 15*time.Second)
 			defer cancel()
-			c, err := openCluster(ctx, cf)
+			c, err := openAdmin(ctx, cf)
 			if err != nil {
 				return err
 			}
 			defer c.Close()
-			settings, rev, err := c.ops(nil).LoadSettings(ctx)
+			settings, rev, err := c.Config(ctx)
 			if err != nil {
 				return err
 			}
@@ -51,19 +54,18 @@ switchover, then the old leader.`,
 				}
 				tw.Flush()
 			}
-			t, err := c.topology(ctx)
+			sts, err := c.Status(ctx)
 			if err != nil {
 				return err
 			}
-			for _, id := range t.IDs() {
-				st, err := c.ops(nil).MemberStatus(ctx, t.Members[id])
+			for _, st := range sts {
 				switch {
-				case err != nil:
-					fmt.Fprintf(out, "%s: unreachable (%v)\n", id, err)
+				case st.State == "unreachable":
+					fmt.Fprintf(out, "%s: unreachable (%s)\n", st.ID, strings.Join(st.Problems, "; "))
 				case st.PendingRestart:
-					fmt.Fprintf(out, "%s: pending restart (run `petrel config set` to finish the rolling restart)\n", id)
+					fmt.Fprintf(out, "%s: pending restart (run `petrel config set` to finish the rolling restart)\n", st.ID)
 				case rev > 0 && st.ConfigRev < rev:
-					fmt.Fprintf(out, "%s: not applied yet\n", id)
+					fmt.Fprintf(out, "%s: not applied yet\n", st.ID)
 				}
 			}
 			return nil
@@ -73,52 +75,50 @@ switchover, then the old leader.`,
 		Use:   "set [name=value...]",
 		Short: "Validate, store and apply settings (no arguments: finish an interrupted rolling restart)",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
-			defer cancel()
-			c, err := openCluster(ctx, cf)
-			if err != nil {
-				return err
+			settings := map[string]string{}
+			var bad []string
+			for _, a := range args {
+				k, v, ok := strings.Cut(a, "=")
+				k = strings.ToLower(strings.TrimSpace(k))
+				if !ok || k == "" {
+					bad = append(bad, fmt.Sprintf("%q: write name=value", a))
+					continue
+				}
+				settings[k] = strings.TrimSpace(v)
 			}
-			defer c.Close()
-			out := cmd.OutOrStdout()
-			o := c.ops(out)
-			rev, err := o.SetSettings(ctx, args)
-			if err != nil {
-				return err
+			if len(bad) > 0 {
+				return fmt.Errorf("nothing changed:\n  %s", strings.Join(bad, "\n  "))
 			}
-			return o.RollOut(ctx, rev)
+			return changeConfig(cmd, cf, timeout, settings, nil)
 		},
 	}
 	unset := &cobra.Command{
 		Use: "unset name...", Short: "Remove settings (back to petrel's defaults), then apply", Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
-			defer cancel()
-			c, err := openCluster(ctx, cf)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			settings, rev, err := c.ops(nil).LoadSettings(ctx)
-			if err != nil {
-				return err
-			}
-			for _, k := range args {
-				if _, ok := settings[strings.ToLower(k)]; !ok {
-					return fmt.Errorf("%s is not set (see `petrel config show`)", k)
-				}
-				delete(settings, strings.ToLower(k))
-			}
-			o := c.ops(cmd.OutOrStdout())
-			newRev, err := o.StoreSettings(ctx, settings, rev)
-			if err != nil {
-				return err
-			}
-			return o.RollOut(ctx, newRev)
+			return changeConfig(cmd, cf, timeout, nil, args)
 		},
 	}
 	cf.bind(cmd.PersistentFlags())
 	cmd.PersistentFlags().DurationVar(&timeout, "timeout", 15*time.Minute, "give up after this long (re-running resumes)")
 	cmd.AddCommand(show, set, unset)
 	return cmd
+}
+
+// changeConfig stores settings (or removes unset) through the admin API
+// and follows the operation applying them, printing its progress.
+func changeConfig(cmd *cobra.Command, cf clusterFlags, timeout time.Duration, settings map[string]string, unset []string) error {
+	ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+	defer cancel()
+	c, err := openAdmin(ctx, cf)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ch, err := c.SetConfig(ctx, settings, unset)
+	if err != nil {
+		return err
+	}
+	out := cmd.OutOrStdout()
+	_, err = c.Wait(ctx, ch.Operation.ID, func(l string) { fmt.Fprintln(out, l) })
+	return err
 }

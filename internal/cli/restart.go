@@ -2,9 +2,9 @@ package cli
 
 import (
 	"context"
+	"fmt"
 	"time"
 
-	"github.com/petrel-db/petrel/internal/ops"
 	"github.com/spf13/cobra"
 )
 
@@ -19,18 +19,27 @@ func newRestartCmd() *cobra.Command {
 		Long: `Restart every member's Postgres one at a time: each replica (back streaming
 before the next), then a planned switchover, after which the old leader
 restarts as a replica. Writes pause only for the switchover. Re-running
-after an interruption restarts the members again.`,
+after an interruption restarts the members again.
+
+A member's admin API runs it (POST /api/v1/restart); the command follows
+its progress and returns when it ends. Interrupting the command does not
+stop it: GET /api/v1/operation on that member shows it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
-			cli, t, err := cf.etcdClient(ctx)
+			c, err := openAdmin(ctx, cf)
 			if err != nil {
 				return err
 			}
-			defer cli.Close()
-			o := &ops.Cluster{Etcd: cli, Name: t.cluster, Out: cmd.OutOrStdout()}
-			return o.RollingRestart(ctx)
+			defer c.Close()
+			op, err := c.RollingRestart(ctx)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			_, err = c.Wait(ctx, op.ID, func(l string) { fmt.Fprintln(out, l) })
+			return err
 		},
 	}
 	cf.bind(cmd.Flags())

@@ -7,7 +7,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -23,8 +25,12 @@ import (
 // TokenTTL is how long an issued token is valid.
 const TokenTTL = 12 * time.Hour
 
-// Operator is the admin API's one principal.
-const Operator = "operator"
+// Operator is the admin API's principal; Superuser is accepted too
+// (HTTP Basic only, from the admin networks: see Options.Superuser).
+const (
+	Operator  = "operator"
+	Superuser = "postgres"
+)
 
 type authenticator struct {
 	password []byte // the operator's password ("" refuses everything)
@@ -41,6 +47,9 @@ func newAuthenticator(password string) *authenticator {
 var (
 	errNoCredentials  = errors.New("credentials required: HTTP Basic as operator with OPERATOR_PASSWORD, or Authorization: Bearer <token from POST /api/v1/token>")
 	errBadCredentials = errors.New("bad credentials")
+	// errNotAdminNetwork: the superuser's password, from outside the
+	// admin networks (403).
+	errNotAdminNetwork = errors.New("the superuser is accepted only from the admin networks (admin_networks, default loopback): use the operator's password (OPERATOR_PASSWORD)")
 )
 
 // token issues a token valid for TokenTTL.
@@ -96,4 +105,63 @@ func (a *authenticator) check(r *http.Request) (string, string, error) {
 		return "", "", errBadCredentials // signed, but for longer than any token is issued
 	}
 	return Operator, "token", nil
+}
+
+// authenticate checks r's credentials: the operator's (password or
+// token, see check), or the superuser's password from an admin network.
+func (s *Server) authenticate(r *http.Request) (string, string, error) {
+	if user, pass, ok := r.BasicAuth(); ok && user == Superuser {
+		su := s.superuserPassword()
+		if su == "" || subtle.ConstantTimeCompare([]byte(pass), []byte(su)) != 1 {
+			return "", "", errBadCredentials
+		}
+		if !s.fromAdminNetwork(r) {
+			return "", "", errNotAdminNetwork
+		}
+		return Superuser, "password", nil
+	}
+	return s.auth().check(r)
+}
+
+func (s *Server) superuserPassword() string {
+	if s.o.Superuser == nil {
+		return ""
+	}
+	return s.o.Superuser()
+}
+
+// fromAdminNetwork: r's peer address is in the admin networks.
+func (s *Server) fromAdminNetwork(r *http.Request) bool {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return false
+	}
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return false
+	}
+	a = a.Unmap()
+	for _, p := range s.adminNets {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// parseNetworks parses CIDRs (bad ones are left out: the node's config
+// was checked when loaded); none is loopback.
+func parseNetworks(cidrs []string) []netip.Prefix {
+	if len(cidrs) == 0 {
+		cidrs = []string{"127.0.0.0/8", "::1/128"}
+	}
+	var ps []netip.Prefix
+	for _, c := range cidrs {
+		if p, err := netip.ParsePrefix(c); err == nil {
+			ps = append(ps, p.Masked())
+		} else if a, err := netip.ParseAddr(c); err == nil {
+			ps = append(ps, netip.PrefixFrom(a, a.BitLen()))
+		}
+	}
+	return ps
 }

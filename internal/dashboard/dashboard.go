@@ -7,12 +7,14 @@
 // stream (GET /api/v1/stream) that any node can serve for the whole
 // cluster: it reads the store and asks its peers' /status itself.
 //
-// The admin API (/api/v1/...) does what the CLI does, through
-// internal/ops: switchover, rolling restart, events, status, config. Every
-// request but the read-only view and stream needs the operator's
-// credentials (see auth.go), is logged with its principal, and gets JSON
-// back: a clear error for bad input, 401 without valid credentials (and
-// nothing changed).
+// The admin API (/api/v1/...) carries out the CLI's cluster commands
+// (internal/adminclient is its client), through internal/ops: switchover,
+// rolling restart, events, status, config, apps, users, databases,
+// backups. Every request but the read-only view and stream needs the
+// operator's credentials, or the superuser's from the admin networks (see
+// auth.go), is logged with its principal, and gets JSON back: a clear
+// error for bad input, 401 without valid credentials, 403 for the
+// superuser from elsewhere (and nothing changed).
 package dashboard
 
 import (
@@ -25,6 +27,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -49,7 +52,16 @@ type Options struct {
 	Store   Store
 	// OperatorPassword authenticates the admin API ("" closes it).
 	OperatorPassword string
-	Log              *slog.Logger
+	// Superuser is the superuser's password in use now (it follows a
+	// rotation; nil or "": the superuser is not accepted). The admin API
+	// takes it (HTTP Basic as postgres) only from AdminNetworks, the
+	// networks Postgres takes its TCP logins from, and then acts on the
+	// leader's Postgres as the superuser.
+	Superuser func() string
+	// AdminNetworks are the CIDRs the superuser may call from (default:
+	// loopback, as pg_hba.conf).
+	AdminNetworks []string
+	Log           *slog.Logger
 	// API asks the peers for /status and /metrics (the node's own client:
 	// TLS, each answer from the member asked). Nil: no member answers.
 	API *api.Client
@@ -75,7 +87,9 @@ type Server struct {
 	// authP checks the admin API's credentials; replaced whole when the
 	// operator password is rotated (SetOperatorPassword).
 	authP atomic.Pointer[authenticator]
-	hub   *hub
+	// adminNets are where the superuser's credentials are taken from.
+	adminNets []netip.Prefix
+	hub       *hub
 
 	opMu   sync.Mutex
 	op     *operation // the running or last long operation
@@ -94,6 +108,7 @@ func New(o Options) *Server {
 	s := &Server{o: o,
 		hub: &hub{col: col, etcd: o.Store.Client(), cluster: o.Cluster, log: o.Log, subs: map[chan struct{}]bool{}}}
 	s.authP.Store(newAuthenticator(o.OperatorPassword))
+	s.adminNets = parseNetworks(o.AdminNetworks)
 	s.opCtx, s.opStop = context.WithCancel(context.Background())
 	return s
 }
@@ -147,6 +162,7 @@ func (s *Server) Wrap(next http.Handler) http.Handler {
 	api.HandleFunc("GET /api/v1/users", s.authed(s.getUsers))
 	api.HandleFunc("POST /api/v1/users", s.authed(s.postUsers))
 	api.HandleFunc("DELETE /api/v1/users/{name}", s.authed(s.deleteUser))
+	api.HandleFunc("POST /api/v1/users/{name}/password", s.authed(s.postUserPassword))
 	api.HandleFunc("GET /api/v1/databases", s.authed(s.getDatabases))
 	api.HandleFunc("GET /api/v1/backups", s.authed(s.getBackups))
 	api.HandleFunc("POST /api/v1/backups", s.authed(s.postBackups))
@@ -189,7 +205,11 @@ func (s *Server) public(h func(http.ResponseWriter, *http.Request)) http.Handler
 // nothing else happens (the body is not even read).
 func (s *Server) authed(h func(http.ResponseWriter, *http.Request, string)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		who, how, err := s.auth().check(r)
+		who, how, err := s.authenticate(r)
+		if errors.Is(err, errNotAdminNetwork) {
+			writeError(w, http.StatusForbidden, err.Error())
+			return
+		}
 		if err != nil {
 			// Bearer, not Basic: a browser would pop its own password dialog.
 			w.Header().Set("WWW-Authenticate", `Bearer realm="petrel"`)
@@ -250,10 +270,14 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
 	return true
 }
 
+// ops is the operations' handle for actor ("<principal>@<host>", as
+// authed makes it).
 func (s *Server) ops(actor string, out io.Writer) *ops.Cluster {
 	c := &ops.Cluster{Etcd: s.o.Store.Client(), Name: s.o.Cluster, Out: out, Actor: "api:" + actor, API: s.o.API}
-	// The API acts on Postgres as the operator role (never the superuser),
-	// over TLS verified against the cluster CA.
+	// The API acts on Postgres as the role whose password the caller
+	// gave: the operator, or the superuser (only from the admin
+	// networks), over TLS verified against the cluster CA.
+	asSuperuser := roleOf(actor) == Superuser
 	c.ConnectLeaderDB = func(ctx context.Context, db string) (*pgx.Conn, error) {
 		// The node's pinned CA, never the store's word for it.
 		var ca []byte
@@ -263,7 +287,14 @@ func (s *Server) ops(actor string, out io.Writer) *ops.Cluster {
 		if ca == nil {
 			return nil, errors.New("this node holds no cluster CA yet")
 		}
-		return c.ConnectLeaderAs(ctx, ops.Admin{User: Operator, Password: string(s.auth().password), CAPEM: ca}, db)
+		admin := ops.Admin{User: Operator, Password: string(s.auth().password), CAPEM: ca}
+		if asSuperuser {
+			admin.User, admin.Password = Superuser, s.superuserPassword()
+			if admin.Password == "" {
+				return nil, errors.New("this node holds no superuser password")
+			}
+		}
+		return c.ConnectLeaderAs(ctx, admin, db)
 	}
 	c.ConnectLeader = func(ctx context.Context) (*pgx.Conn, error) { return c.ConnectLeaderDB(ctx, "postgres") }
 	return c
@@ -274,6 +305,12 @@ type AttachBody struct {
 	App      string `json:"app"`
 	Database string `json:"database"`
 	User     string `json:"user"`
+	// RootCert is the path the app finds the cluster CA at (an absolute
+	// path on the app's side): the URLs then ask for verification.
+	RootCert string `json:"root_cert"`
+	// FallbackProxy (host:port) is used when no member publishes a leader
+	// proxy address.
+	FallbackProxy string `json:"fallback_proxy"`
 }
 
 func (s *Server) postApps(w http.ResponseWriter, r *http.Request, actor string) {
@@ -285,23 +322,41 @@ func (s *Server) postApps(w http.ResponseWriter, r *http.Request, actor string) 
 		writeError(w, http.StatusBadRequest, "app: required")
 		return
 	}
+	if body.RootCert != "" && (!strings.HasPrefix(body.RootCert, "/") || len(body.RootCert) > 1024 || strings.ContainsAny(body.RootCert, "\x00\n\r")) {
+		writeError(w, http.StatusBadRequest, "root_cert: an absolute path")
+		return
+	}
+	if body.FallbackProxy != "" {
+		if _, port, err := net.SplitHostPort(body.FallbackProxy); err != nil || port == "" || len(body.FallbackProxy) > 300 || strings.ContainsAny(body.FallbackProxy, "/@?#") {
+			writeError(w, http.StatusBadRequest, "fallback_proxy: host:port")
+			return
+		}
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 	defer cancel()
-	res, err := s.ops(actor, nil).Attach(ctx, ops.AttachRequest{App: body.App, Database: body.Database, User: body.User})
+	res, err := s.ops(actor, nil).Attach(ctx, ops.AttachRequest{App: body.App, Database: body.Database, User: body.User,
+		RootCert: body.RootCert, FallbackProxy: body.FallbackProxy})
 	switch {
 	case errors.Is(err, ops.ErrBadRequest):
 		writeError(w, http.StatusBadRequest, err.Error())
 	case err != nil:
 		writeError(w, http.StatusConflict, err.Error())
 	default:
-		writeJSON(w, http.StatusCreated, map[string]any{"database": res.Database, "user": res.User, "proxy_url": res.ProxyURL, "region_urls": res.RegionURLs})
+		regions := res.Regions
+		if regions == nil {
+			regions = []string{}
+		}
+		writeJSON(w, http.StatusCreated, map[string]any{"database": res.Database, "user": res.User, "proxy_url": res.ProxyURL, "region_urls": res.RegionURLs, "regions": regions})
 	}
 }
 
 // ConfigBody is PUT /api/v1/config's body: settings to set (validated
-// against the leader's pg_settings; none stored if any is refused).
+// against the leader's pg_settings; none stored if any is refused) and
+// settings to remove. With neither (an empty body or object), the stored
+// settings are applied again: an interrupted rolling restart finishes.
 type ConfigBody struct {
 	Settings map[string]string `json:"settings"`
+	Unset    []string          `json:"unset"`
 }
 
 func (s *Server) putConfig(w http.ResponseWriter, r *http.Request, actor string) {
@@ -309,17 +364,23 @@ func (s *Server) putConfig(w http.ResponseWriter, r *http.Request, actor string)
 	if !decodeBody(w, r, &body) {
 		return
 	}
-	if len(body.Settings) == 0 {
-		writeError(w, http.StatusBadRequest, "settings: give at least one name: value")
+	if len(body.Settings) > 0 && len(body.Unset) > 0 {
+		writeError(w, http.StatusBadRequest, "settings and unset: one at a time")
 		return
 	}
 	args := make([]string, 0, len(body.Settings))
 	for k, v := range body.Settings {
-		if strings.ContainsAny(k, "=\n") {
+		if k == "" || strings.ContainsAny(k, "=\n") {
 			writeError(w, http.StatusBadRequest, "settings: bad name "+strconv.Quote(k))
 			return
 		}
 		args = append(args, k+"="+v)
+	}
+	for _, k := range body.Unset {
+		if k == "" || strings.ContainsAny(k, "=\n") {
+			writeError(w, http.StatusBadRequest, "unset: bad name "+strconv.Quote(k))
+			return
+		}
 	}
 	if cur, busy := s.running(); busy {
 		writeJSON(w, http.StatusConflict, map[string]any{"error": "an operation is already running on this node", "operation": cur})
@@ -328,7 +389,13 @@ func (s *Server) putConfig(w http.ResponseWriter, r *http.Request, actor string)
 	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 	defer cancel()
 	op := newOperation("config", actor)
-	rev, err := s.ops(actor, op).SetSettings(ctx, args)
+	var rev int64
+	var err error
+	if len(body.Unset) > 0 {
+		rev, err = s.ops(actor, op).UnsetSettings(ctx, body.Unset)
+	} else {
+		rev, err = s.ops(actor, op).SetSettings(ctx, args)
+	}
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
@@ -345,9 +412,14 @@ func (s *Server) getView(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, s.hub.col.view(ctx))
 }
 
-func (s *Server) postToken(w http.ResponseWriter, r *http.Request, _ string) {
-	if _, _, ok := r.BasicAuth(); !ok {
+func (s *Server) postToken(w http.ResponseWriter, r *http.Request, actor string) {
+	user, _, ok := r.BasicAuth()
+	if !ok {
 		writeError(w, http.StatusBadRequest, "a token is issued for the password (HTTP Basic), not for another token")
+		return
+	}
+	if user != Operator {
+		writeError(w, http.StatusBadRequest, "tokens are issued to the operator only")
 		return
 	}
 	tok, exp := s.auth().token()

@@ -104,7 +104,7 @@ func TestAdminAuth(t *testing.T) {
 		{"POST", "/api/v1/switchover"}, {"POST", "/api/v1/restart"}, {"GET", "/api/v1/events"},
 		{"GET", "/api/v1/status"}, {"GET", "/api/v1/config"}, {"PUT", "/api/v1/config"}, {"POST", "/api/v1/apps"}, {"GET", "/api/v1/operation"}, {"POST", "/api/v1/token"},
 		{"DELETE", "/api/v1/nothing"},
-		{"GET", "/api/v1/users"}, {"POST", "/api/v1/users"}, {"DELETE", "/api/v1/users/someone"},
+		{"GET", "/api/v1/users"}, {"POST", "/api/v1/users"}, {"DELETE", "/api/v1/users/someone"}, {"POST", "/api/v1/users/someone/password"},
 		{"GET", "/api/v1/databases"}, {"POST", "/api/v1/databases"}, {"DELETE", "/api/v1/apps/someapp"},
 		{"GET", "/api/v1/backups"}, {"POST", "/api/v1/backups"},
 	}
@@ -169,7 +169,20 @@ func TestAdminBadInput(t *testing.T) {
 		{"POST", "/api/v1/apps", `{}`},
 		{"POST", "/api/v1/apps", `{"app":"x","user":"postgres"}`},
 		{"POST", "/api/v1/apps", `{"app":"x","database":"Robert'); DROP TABLE x;--"}`},
-		{"PUT", "/api/v1/config", `{"settings":{}}`},
+		{"PUT", "/api/v1/config", `{"settings":{"work_mem":"4MB"},"unset":["jit"]}`},
+		{"PUT", "/api/v1/config", `{"unset":["a=b"]}`},
+		{"PUT", "/api/v1/config", `{"unset":[""]}`},
+		{"PUT", "/api/v1/config", `{"settings":{"":"1"}}`},
+		{"POST", "/api/v1/apps", `{"app":"x","root_cert":"relative/ca.crt"}`},
+		{"POST", "/api/v1/apps", `{"app":"x","root_cert":"/ca.crt\nsslmode=disable"}`},
+		{"POST", "/api/v1/apps", `{"app":"x","fallback_proxy":"evil.example/path:5432"}`},
+		{"POST", "/api/v1/apps", `{"app":"x","fallback_proxy":"no-port"}`},
+		{"POST", "/api/v1/users/postgres/password", `{}`},
+		{"POST", "/api/v1/users/a%20b/password", `{}`},
+		{"POST", "/api/v1/users/bob/password", `{"pw":"x"}`},
+		{"POST", "/api/v1/users/bob/password", `{"password":"short"}`},
+		{"DELETE", "/api/v1/apps/x?user=a%20b", ""},
+		{"DELETE", "/api/v1/apps/x?database=Robert'%3B", ""},
 		{"PUT", "/api/v1/config", `{"settings":{"a=b":"c"}}`},
 		{"PUT", "/api/v1/config", `{"work_mem":"4MB"}`},
 		{"GET", "/api/v1/events?after=-1", ""},
@@ -282,5 +295,61 @@ func TestSetOperatorPassword(t *testing.T) {
 	}
 	if code, _ := do(t, "GET", ts.URL+"/api/v1/events", "Bearer "+m["token"].(string), ""); code == http.StatusUnauthorized {
 		t.Errorf("new token refused")
+	}
+}
+
+// TestSuperuserAuth: the superuser's password passes (HTTP Basic as
+// postgres) only from the admin networks: elsewhere 403 and nothing runs;
+// a wrong one, or one on a node that holds none, is 401; it gets no token.
+func TestSuperuserAuth(t *testing.T) {
+	serve := func(su string, nets []string) (*httptest.Server, *Server) {
+		cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"127.0.0.1:1"}, DialTimeout: time.Second, Logger: zap.NewNop()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cli.Close() })
+		s := New(Options{Cluster: "test", Self: "n1", Store: noStore{cli}, OperatorPassword: "s3cret-operator",
+			Superuser: func() string { return su }, AdminNetworks: nets})
+		t.Cleanup(s.Close)
+		ts := httptest.NewServer(s.Wrap(http.NotFoundHandler()))
+		t.Cleanup(ts.Close)
+		return ts, s
+	}
+	basic := func(user, pass string) string {
+		req, _ := http.NewRequest("GET", "/", nil)
+		req.SetBasicAuth(user, pass)
+		return req.Header.Get("Authorization")
+	}
+	ts, _ := serve("su-s3cret", nil) // loopback: the test's client
+	if code, m := do(t, "GET", ts.URL+"/api/v1/operation", basic("postgres", "su-s3cret"), ""); code != http.StatusNotFound {
+		t.Errorf("the superuser from loopback: %d %v, want 404 (authenticated; none ran)", code, m)
+	}
+	for name, auth := range map[string]string{"wrong password": basic("postgres", "guess"), "operator's password": basic("postgres", "s3cret-operator"),
+		"superuser's as operator": basic("operator", "su-s3cret")} {
+		if code, m := do(t, "GET", ts.URL+"/api/v1/operation", auth, ""); code != http.StatusUnauthorized || m["error"] == nil {
+			t.Errorf("%s: %d %v, want 401", name, code, m)
+		}
+	}
+	if code, m := do(t, "POST", ts.URL+"/api/v1/token", basic("postgres", "su-s3cret"), ""); code != http.StatusBadRequest || m["token"] != nil {
+		t.Errorf("a token for the superuser: %d %v, want 400", code, m)
+	}
+
+	ts, s := serve("su-s3cret", []string{"10.9.0.0/16"})
+	code, m := do(t, "POST", ts.URL+"/api/v1/restart", basic("postgres", "su-s3cret"), "")
+	if code != http.StatusForbidden || !strings.Contains(fmt.Sprint(m["error"]), "admin networks") {
+		t.Errorf("the superuser from outside the admin networks: %d %v, want 403 naming them", code, m)
+	}
+	s.opMu.Lock()
+	if s.op != nil {
+		t.Errorf("a refused superuser started an operation: %+v", s.op.snapshot())
+	}
+	s.opMu.Unlock()
+	if code, _ := do(t, "GET", ts.URL+"/api/v1/operation", basic("operator", "s3cret-operator"), ""); code != http.StatusNotFound {
+		t.Errorf("the operator from the same address: %d, want 404", code)
+	}
+
+	ts, _ = serve("", nil) // a node that holds no superuser password
+	if code, _ := do(t, "GET", ts.URL+"/api/v1/operation", basic("postgres", ""), ""); code != http.StatusUnauthorized {
+		t.Errorf("an empty superuser password on a node without one: %d, want 401", code)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/petrel-db/petrel/internal/ops"
@@ -123,7 +124,31 @@ func (s *Server) postDatabases(w http.ResponseWriter, r *http.Request, actor str
 	writeJSON(w, http.StatusCreated, map[string]any{"name": body.Name, "owner": body.Owner})
 }
 
-// deleteApp detaches an app: DELETE /api/v1/apps/{app}[?drop_database=true].
+// PasswordBody is POST /api/v1/users/{name}/password's body: the new
+// password ("" or no body: a random one).
+type PasswordBody struct {
+	Password string `json:"password"`
+}
+
+// postUserPassword gives an app user a new password; the answer holds it
+// (the only place it is shown).
+func (s *Server) postUserPassword(w http.ResponseWriter, r *http.Request, actor string) {
+	var body PasswordBody
+	if !decodeBody(w, r, &body) {
+		return
+	}
+	name := r.PathValue("name")
+	ctx, cancel := context.WithTimeout(r.Context(), opTimeout)
+	defer cancel()
+	pw, err := s.ops(actor, nil).SetUserPassword(ctx, name, body.Password)
+	if err != nil {
+		opError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"name": name, "password": pw})
+}
+
+// deleteApp detaches an app: DELETE /api/v1/apps/{app}[?drop_database=true][&user=U][&database=D].
 func (s *Server) deleteApp(w http.ResponseWriter, r *http.Request, actor string) {
 	drop := false
 	switch v := r.URL.Query().Get("drop_database"); v {
@@ -136,10 +161,20 @@ func (s *Server) deleteApp(w http.ResponseWriter, r *http.Request, actor string)
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), opTimeout)
 	defer cancel()
-	user, db, err := s.ops(actor, nil).Detach(ctx, ops.DetachRequest{App: r.PathValue("app"), DropDatabase: drop})
+	q := r.URL.Query()
+	user, db, err := s.ops(actor, nil).Detach(ctx, ops.DetachRequest{App: r.PathValue("app"), User: q.Get("user"), Database: q.Get("database"), DropDatabase: drop})
 	if err != nil {
 		opError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"user": user, "database": db, "database_dropped": drop})
+	// A kept database now belongs to the role the API acted as.
+	writeJSON(w, http.StatusOK, map[string]any{"user": user, "database": db, "database_dropped": drop, "owner": roleOf(actor)})
+}
+
+// roleOf is the Postgres role the API acts as for actor (see ops).
+func roleOf(actor string) string {
+	if strings.HasPrefix(actor, Superuser+"@") {
+		return Superuser
+	}
+	return Operator
 }

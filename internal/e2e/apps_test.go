@@ -567,4 +567,66 @@ WHERE s.ssl AND r.state = 'streaming'`)
 			}
 		}
 	})
+
+	// The cluster commands are clients of the admin API: with only the
+	// operator's password, a member's API URL and the CA, and an etcd that
+	// is not there, they work, and the member's request log has them.
+	t.Run("cli-through-admin-api", func(t *testing.T) {
+		caFile := filepath.Join(t.TempDir(), "ca.crt")
+		if err := os.WriteFile(caFile, c.CAPEM, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		via := "ord1" // a replica's API: the operations reach the leader from there
+		run := func(env string, args ...string) (string, string, error) {
+			cmd := exec.CommandContext(ctx, binary(t), append(args, "--etcd", "127.0.0.1:1", "--cluster", c.Opts.Name,
+				"--api", c.Node(via).APIURL(), "--api-ca-file", caFile, "--ca-fingerprint", c.CAFingerprint, "--secrets-file", "/nonexistent")...)
+			cmd.Env = append(os.Environ(), "SU_PASSWORD=", env)
+			var out, errb bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &out, &errb
+			err := cmd.Run()
+			return out.String(), errb.String(), err
+		}
+		op := "OPERATOR_PASSWORD=" + c.Secrets.Operator
+		out, stderr, err := run(op, "db", "create", "via_api")
+		if err != nil || out != "created database via_api\n" {
+			t.Fatalf("db create through the API: %v: %q %s", err, out, stderr)
+		}
+		owner := func(out, name string) string {
+			for _, l := range strings.Split(out, "\n") {
+				if f := strings.Fields(l); len(f) > 1 && f[0] == name {
+					return f[1]
+				}
+			}
+			return ""
+		}
+		if out, stderr, err = run(op, "db", "list"); err != nil || owner(out, "via_api") != "operator" {
+			t.Fatalf("db list through the API: %v: no via_api owned by the operator\n%s%s", err, out, stderr)
+		}
+		if out, stderr, err = run(op, "config", "show"); err != nil || out == "" {
+			t.Fatalf("config show through the API: %v\n%s%s", err, out, stderr)
+		}
+		if out, stderr, err = run(op, "events", "--json", "-n", "5"); err != nil || !strings.Contains(out, "via_api") {
+			t.Fatalf("events through the API: %v\n%s%s", err, out, stderr)
+		}
+		if _, stderr, err = run("OPERATOR_PASSWORD=wrong-password", "users", "list"); err == nil || !strings.Contains(stderr, "bad credentials") {
+			t.Fatalf("a wrong operator password: want bad credentials, got %v: %s", err, stderr)
+		}
+		l, err := c.WaitLeader(ctx, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Exec(ctx, l, "DROP DATABASE via_api"); err != nil {
+			t.Fatal(err)
+		}
+		log, err := os.ReadFile(filepath.Join(c.Opts.Dir, via+".log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{"method=POST path=/api/v1/databases principal=operator/password", "method=GET path=/api/v1/databases principal=operator/password",
+			"method=GET path=/api/v1/config principal=operator/password", "method=GET path=/api/v1/events principal=operator/password", "path=/api/v1/users principal=- remote="} {
+			if !bytes.Contains(log, []byte(want)) {
+				t.Errorf("%s's log has no admin API request %q", via, want)
+			}
+		}
+	})
 }

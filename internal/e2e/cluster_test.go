@@ -322,7 +322,7 @@ func TestClusterLifecycle(t *testing.T) {
 		waitSync(ctx, t, c, leader)
 		old := leader
 		_, nl := writeThrough(ctx, t, c, func() {
-			out, err := exec.CommandContext(ctx, binary(t), "failover", "--etcd", strings.Join(c.EtcdEndpoints(), ","), "--cluster", "petrel").CombinedOutput()
+			out, err := exec.CommandContext(ctx, binary(t), append([]string{"failover"}, c.CLIFlags()...)...).CombinedOutput()
 			if err != nil {
 				t.Fatalf("petrel failover: %v\n%s", err, out)
 			}

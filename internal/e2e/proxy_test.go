@@ -348,7 +348,7 @@ func TestLeaderProxy(t *testing.T) {
 		defer idle.Close(context.Background())
 		old := leader
 		throughSwitch(ctx, t, c, dsn, old, func() string {
-			out, err := exec.CommandContext(ctx, binary(t), "failover", "--etcd", strings.Join(c.EtcdEndpoints(), ","), "--cluster", c.Opts.Name).CombinedOutput()
+			out, err := exec.CommandContext(ctx, binary(t), append([]string{"failover"}, c.CLIFlags()...)...).CombinedOutput()
 			if err != nil {
 				t.Fatalf("petrel failover: %v\n%s", err, out)
 			}

@@ -324,7 +324,7 @@ func runNode(parent context.Context, cfg config.Node, logLevel string) error {
 	apiCtx, stopAPI := context.WithCancel(context.Background())
 	defer stopAPI()
 	// The dashboard and the admin API share the API's port (and its TLS).
-	dash := dashboard.New(dashboard.Options{Cluster: cfg.Cluster, Self: cfg.ID, Store: st, OperatorPassword: sec.Operator,
+	dash := dashboard.New(dashboard.Options{Cluster: cfg.Cluster, Self: cfg.ID, Store: st, OperatorPassword: sec.Operator, Superuser: a.SuperuserPassword, AdminNetworks: cfg.AdminNetworks,
 		Log: log.With("component", "dashboard"), API: a.Identity().Client(api.ClientOptions{Timeout: time.Second}),
 		CA: a.Identity().CAPEM, Backups: arch})
 	defer dash.Close()

@@ -71,6 +71,24 @@ func (c *Cluster) StoreSettings(ctx context.Context, m map[string]string, rev in
 	return resp.Header.Revision, nil
 }
 
+// UnsetSettings removes names from the stored settings (back to petrel's
+// defaults) and returns the new revision; a name that is not set is an
+// error and nothing is changed.
+func (c *Cluster) UnsetSettings(ctx context.Context, names []string) (int64, error) {
+	settings, rev, err := c.LoadSettings(ctx)
+	if err != nil {
+		return 0, err
+	}
+	for _, k := range names {
+		k = strings.ToLower(strings.TrimSpace(k))
+		if _, ok := settings[k]; !ok {
+			return 0, fmt.Errorf("%w: %s is not set (see `petrel config show`)", ErrBadRequest, k)
+		}
+		delete(settings, k)
+	}
+	return c.StoreSettings(ctx, settings, rev)
+}
+
 // SetSettings validates args against the leader's pg_settings and stores
 // them; nothing is stored when any is refused. No args: the current rev.
 func (c *Cluster) SetSettings(ctx context.Context, args []string) (int64, error) {

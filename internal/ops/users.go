@@ -69,6 +69,8 @@ func (c *Cluster) SetUserPassword(ctx context.Context, name, password string) (s
 		if password, err = apps.RandomPassword(); err != nil {
 			return "", err
 		}
+	} else if err := CheckNewPassword(password); err != nil {
+		return "", fmt.Errorf("%w: %v", ErrBadRequest, err)
 	}
 	if err := c.withLeader(ctx, func(conn *pgx.Conn) error { return apps.SetPassword(ctx, conn, name, password) }); err != nil {
 		return "", err

@@ -253,6 +253,13 @@ func (n *Node) APIURL() string { return fmt.Sprintf("https://127.0.0.1:%d", n.AP
 
 func (c *Cluster) secretsFile() string { return filepath.Join(c.Opts.Dir, "secrets.env") }
 
+// CLIFlags are what `petrel <command>` needs to reach the cluster: its
+// etcd (not one with TLS or authentication), name, CA fingerprint and the
+// secrets file (the admin API's passwords).
+func (c *Cluster) CLIFlags() []string {
+	return []string{"--etcd", strings.Join(c.EtcdEndpoints(), ","), "--cluster", c.Opts.Name, "--ca-fingerprint", c.CAFingerprint, "--secrets-file", c.SecretsFile()}
+}
+
 // EtcdEndpoints lists the store's endpoints.
 func (c *Cluster) EtcdEndpoints() []string {
 	if c.Opts.EtcdCluster != nil {
