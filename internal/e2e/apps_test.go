@@ -587,9 +587,27 @@ WHERE s.ssl AND r.state = 'streaming'`)
 			return out.String(), errb.String(), err
 		}
 		op := "OPERATOR_PASSWORD=" + c.Secrets.Operator
+		// events --follow (polling the API) prints what happens next.
+		follow := exec.Command(binary(t), "events", "--follow", "--json", "-n", "1", "--etcd", "127.0.0.1:1", "--cluster", c.Opts.Name,
+			"--api", c.Node(via).APIURL(), "--api-ca-file", caFile, "--ca-fingerprint", c.CAFingerprint, "--secrets-file", "/nonexistent")
+		follow.Env = append(os.Environ(), "SU_PASSWORD=", op)
+		var followed lockedBuffer
+		follow.Stdout, follow.Stderr = &followed, &followed
+		if err := follow.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { follow.Process.Kill(); follow.Wait() }()
+		fctx, fcancel := context.WithTimeout(ctx, 20*time.Second)
+		defer fcancel()
+		if err := testcluster.WaitFor(fctx, "events --follow to print the newest event", func() bool { return strings.Contains(followed.String(), `"kind"`) }); err != nil {
+			t.Fatalf("%v: %s", err, followed.String())
+		}
 		out, stderr, err := run(op, "db", "create", "via_api")
 		if err != nil || out != "created database via_api\n" {
 			t.Fatalf("db create through the API: %v: %q %s", err, out, stderr)
+		}
+		if err := testcluster.WaitFor(fctx, "events --follow to print the new event", func() bool { return strings.Contains(followed.String(), "created database via_api") }); err != nil {
+			t.Fatalf("%v: %s", err, followed.String())
 		}
 		owner := func(out, name string) string {
 			for _, l := range strings.Split(out, "\n") {
