@@ -36,6 +36,12 @@ type confState struct {
 	lastErr     string   // last logged settings error (logged once)
 	appliedLive bool     // the applied settings were checked against the running server's pg_settings
 	refused     []string // stored settings left out of petrel-user.conf, and why (shown in /status)
+	// refusedEvent: the refusals last checked live (an event was recorded
+	// when they changed and were not empty).
+	refusedEvent []string
+	// The main loop's alone (hardenRoles): no lock.
+	rolesHardened bool
+	rolesTried    time.Time
 }
 
 // beforeStart prepares TLS files and petrel-user.conf before an action
@@ -65,6 +71,30 @@ func (a *Agent) afterStep(ctx context.Context) {
 	a.checkTLS(ctx)
 	a.applySettings(ctx, false)
 	a.checkPending(ctx)
+	a.hardenRoles(ctx)
+}
+
+// hardenRoles runs pg.HardenRoles once on the writable leader (a cluster
+// bootstrapped by an older petrel gave the operator CREATEROLE), trying
+// again at most every 30 s after a failure.
+func (a *Agent) hardenRoles(ctx context.Context) {
+	if a.conf.rolesHardened || time.Since(a.conf.rolesTried) < 30*time.Second {
+		return
+	}
+	a.mu.Lock()
+	leader := a.lastPG.Running && !a.lastPG.InRecovery && a.lastObs.LeaderMine
+	a.mu.Unlock()
+	if !leader {
+		return
+	}
+	a.conf.rolesTried = time.Now()
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := a.pg.HardenRoles(cctx); err != nil {
+		a.log.Warn("the operator role keeps CREATEROLE for now", "err", err)
+		return
+	}
+	a.conf.rolesHardened = true
 }
 
 // syncPeers gives pg_hba.conf the members' hosts: only they (and the
@@ -125,7 +155,7 @@ func (a *Agent) applySettings(ctx context.Context, force bool) {
 		a.logSettingsErr(err)
 		return
 	}
-	a.noteRefused(res.Refused)
+	a.noteRefused(res.Refused, res.Live)
 	if res.Changed && running {
 		if err := a.pg.Reload(ctx); err != nil {
 			a.logSettingsErr(err)
@@ -144,8 +174,10 @@ func (a *Agent) applySettings(ctx context.Context, force bool) {
 
 // noteRefused keeps the stored settings this node refused to apply for
 // /status, and logs them when they change: a refusal is what an operator
-// needs to see (someone stored a setting petrel will not run).
-func (a *Agent) noteRefused(errs []error) {
+// needs to see (someone stored a setting petrel will not run). Refusals
+// checked against the running server (live; not "not applied yet" for
+// want of pg_settings) are also recorded as a config event.
+func (a *Agent) noteRefused(errs []error, live bool) {
 	msgs := make([]string, len(errs))
 	for i, e := range errs {
 		msgs[i] = e.Error()
@@ -153,11 +185,19 @@ func (a *Agent) noteRefused(errs []error) {
 	a.conf.mu.Lock()
 	same := slices.Equal(msgs, a.conf.refused)
 	a.conf.refused = msgs
+	evented := slices.Equal(msgs, a.conf.refusedEvent)
+	if live {
+		a.conf.refusedEvent = msgs
+	}
 	a.conf.mu.Unlock()
 	if !same {
 		for _, m := range msgs {
 			a.log.Warn("refusing a stored cluster setting (not applied)", "reason", m)
 		}
+	}
+	if live && !evented && len(msgs) > 0 {
+		a.events.add(a.log, model.Event{Kind: model.EventConfig, Node: a.cfg.ID, Region: a.cfg.Region,
+			Reason: "stored settings refused, not applied: " + strings.Join(msgs, "; ")})
 	}
 }
 

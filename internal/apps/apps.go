@@ -1,7 +1,10 @@
 // Package apps holds the SQL behind `petrel attach`, `detach`, `db` and
 // `users`: least-privilege login roles for applications and the
 // databases they own. Every function runs on a connection to the leader
-// as the superuser (postgres) or the operator role (CREATEDB CREATEROLE).
+// as the superuser (postgres) or the operator role (CREATEDB, without
+// CREATEROLE: it creates, changes and drops app users through the
+// superuser's functions in schema petrel, internal/pg's HardenRoles, which
+// touch app users only).
 //
 // Passwords are sent only as SCRAM-SHA-256 verifiers computed here, so
 // the plaintext never reaches the server or its logs.
@@ -93,11 +96,28 @@ func CreateUser(ctx context.Context, c *pgx.Conn, user, password string) error {
 		return err
 	}
 	// Never wrap the statement itself into the error: it holds the verifier.
-	if _, err := c.Exec(ctx, fmt.Sprintf("CREATE ROLE %s WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT PASSWORD %s",
-		ident(user), literal(v))); err != nil {
+	if err := roleOp(ctx, c, "SELECT petrel.create_user($1, $2)", fmt.Sprintf(
+		"CREATE ROLE %s WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS INHERIT PASSWORD %s",
+		ident(user), literal(v)), user, v); err != nil {
 		return fmt.Errorf("creating user %s: %w", user, err)
 	}
 	return nil
+}
+
+// roleOp runs a change to an app user: as the superuser the statement
+// itself, as the operator (no CREATEROLE) the superuser's function, which
+// checks again that user is an app user.
+func roleOp(ctx context.Context, c *pgx.Conn, fn, stmt string, args ...any) error {
+	super, err := isSuper(ctx, c)
+	if err != nil {
+		return err
+	}
+	if super {
+		_, err = c.Exec(ctx, stmt)
+	} else {
+		_, err = c.Exec(ctx, fn, args...)
+	}
+	return err
 }
 
 // SetPassword gives app user a new password (a SCRAM verifier): only a
@@ -124,7 +144,8 @@ func SetPassword(ctx context.Context, c *pgx.Conn, user, password string) error 
 		return err
 	}
 	// Never wrap the statement itself into the error: it holds the verifier.
-	if _, err := c.Exec(ctx, fmt.Sprintf("ALTER ROLE %s WITH PASSWORD %s", ident(user), literal(v))); err != nil {
+	if err := roleOp(ctx, c, "SELECT petrel.set_password($1, $2)",
+		fmt.Sprintf("ALTER ROLE %s WITH PASSWORD %s", ident(user), literal(v)), user, v); err != nil {
 		return fmt.Errorf("setting %s's password: %w", user, err)
 	}
 	return nil
@@ -141,13 +162,13 @@ func isSuper(ctx context.Context, c *pgx.Conn) (bool, error) {
 
 // actAs makes a non-superuser session (the operator) a member of role, as
 // PostgreSQL requires to create a database owned by it or reassign its
-// objects. A superuser needs nothing.
+// objects (petrel.act_as: app users only). A superuser needs nothing.
 func actAs(ctx context.Context, c *pgx.Conn, role string) error {
 	super, err := isSuper(ctx, c)
 	if err != nil || super {
 		return err
 	}
-	if _, err := c.Exec(ctx, fmt.Sprintf("GRANT %s TO current_user", ident(role))); err != nil {
+	if _, err := c.Exec(ctx, "SELECT petrel.act_as($1)", role); err != nil {
 		return fmt.Errorf("granting %s to the operator: %w", role, err)
 	}
 	return nil
@@ -209,11 +230,11 @@ func DropUser(ctx context.Context, connect Connector, user, dropDB string) error
 	if !exists {
 		return fmt.Errorf("no user %s (see `petrel users list`)", user)
 	}
-	if _, err := c.Exec(ctx, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", user); err != nil {
-		return fmt.Errorf("ending %s's sessions: %w", user, err)
-	}
 	if err := actAs(ctx, c, user); err != nil {
 		return err
+	}
+	if _, err := c.Exec(ctx, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", user); err != nil {
+		return fmt.Errorf("ending %s's sessions: %w", user, err)
 	}
 	if dropDB != "" {
 		if _, err := c.Exec(ctx, fmt.Sprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", ident(dropDB))); err != nil {
@@ -251,7 +272,7 @@ ORDER BY 1`, user)
 			return fmt.Errorf("reassigning %s's objects in database %s: %w", user, db, err)
 		}
 	}
-	if _, err := c.Exec(ctx, "DROP ROLE "+ident(user)); err != nil {
+	if err := roleOp(ctx, c, "SELECT petrel.drop_user($1)", "DROP ROLE "+ident(user), user); err != nil {
 		return fmt.Errorf("dropping user %s: %w", user, err)
 	}
 	return nil

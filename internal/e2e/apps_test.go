@@ -337,7 +337,7 @@ WHERE s.ssl AND r.state = 'streaming'`)
 			t.Fatalf("db list: no %s owned by postgres:\n%s", db, l)
 		}
 		t.Logf("db list:\n%s", l)
-		// The operator (CREATEDB CREATEROLE, not superuser) lists them too,
+		// The operator (CREATEDB, not superuser) lists them too,
 		// including app databases whose CONNECT is revoked from PUBLIC.
 		asOperator := "OPERATOR_PASSWORD=" + c.Secrets.Operator
 		out, stderr, err = petrelCLIEnv(ctx, t, c, asOperator, "db", "list")

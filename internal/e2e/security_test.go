@@ -13,6 +13,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/petrel-db/petrel/internal/model"
+	"github.com/petrel-db/petrel/internal/store"
 	"github.com/petrel-db/petrel/internal/testcluster"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -174,6 +176,22 @@ func TestSecurity(t *testing.T) {
 		}
 		st, _ := c.Status(replica)
 		t.Logf("%s problems: %q", replica, st.Problems)
+		// ... and records the refusal in the cluster's history.
+		if err := testcluster.WaitFor(ctx, "every member's refusal event", func() bool {
+			evs, _, err := store.ListEvents(ctx, etcd, c.Opts.Name, 0, 0)
+			if err != nil {
+				return false
+			}
+			seen := map[string]bool{}
+			for _, ev := range evs {
+				if ev.Kind == model.EventConfig && strings.Contains(ev.Reason, "refused") && strings.Contains(ev.Reason, "archive_command") {
+					seen[ev.Node] = true
+				}
+			}
+			return len(seen) == len(c.IDs())
+		}); err != nil {
+			t.Fatal(err)
+		}
 		// A restart (the replica's node dies and comes back: Postgres is
 		// started again from petrel-user.conf, written while it was down
 		// from the saved pg_settings) applies nothing more.
@@ -215,6 +233,32 @@ AND coalesce(sourcefile, '') !~ '/petrel(-archive)?\.conf$'`) // petrel's own ar
 			if bytes.Contains(conf, []byte("command")) || bytes.Contains(conf, []byte(probeDir)) || bytes.Contains(conf, []byte("archive")) {
 				t.Errorf("%s: petrel-user.conf holds forged settings:\n%s", id, conf)
 			}
+		}
+		// A restart request written straight into the store for the leader
+		// (not a safe state: only a replica streaming from a live leader,
+		// or the leader asked in place by the CLI) is cleared unhonoured.
+		leaderStart := func() (t0 time.Time) {
+			conn, err := pgx.Connect(ctx, c.DSN(leader))
+			if err == nil {
+				_ = conn.QueryRow(ctx, "SELECT pg_postmaster_start_time()").Scan(&t0)
+				conn.Close(context.Background())
+			}
+			return t0
+		}
+		l0 := leaderStart()
+		restartKey := "/petrel/" + c.Opts.Name + "/restart/" + leader
+		req, _ := json.Marshal(store.RestartRequest{RequestedAt: time.Now(), Force: true})
+		if _, err := etcd.Put(ctx, restartKey, string(req)); err != nil {
+			t.Fatal(err)
+		}
+		if err := testcluster.WaitFor(ctx, "the leader to clear a forged restart request", func() bool {
+			r, err := etcd.Get(ctx, restartKey)
+			return err == nil && len(r.Kvs) == 0
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if l1 := leaderStart(); l0.IsZero() || !l1.Equal(l0) {
+			t.Errorf("the leader restarted for a forged request: started %v, then %v", l0, l1)
 		}
 		if _, err := os.Stat(pwned); err == nil {
 			t.Fatal("a forged command ran")

@@ -17,8 +17,9 @@ import (
 // Bootstrap creates a new cluster: initdb (when PGDATA has no cluster yet;
 // a half-initialized PGDATA is wiped first), pg_hba.conf and config
 // includes, Start, then sets the passwords of postgres, replicator
-// (REPLICATION LOGIN) and operator (LOGIN CREATEDB CREATEROLE) as
-// client-side SCRAM verifiers, creating the roles when missing. It is
+// (REPLICATION LOGIN) and operator (LOGIN CREATEDB, no CREATEROLE:
+// HardenRoles gives it functions for app users instead) as client-side
+// SCRAM verifiers, creating the roles when missing. It is
 // idempotent and leaves the server running as a primary. An empty
 // password sets PASSWORD NULL (no password login).
 func (s *Server) Bootstrap(ctx context.Context, sec config.Secrets) error {
@@ -51,7 +52,7 @@ func (s *Server) Bootstrap(ctx context.Context, sec config.Secrets) error {
 	roles := []struct{ name, attrs, password string }{
 		{"postgres", "SUPERUSER LOGIN", sec.Superuser},
 		{"replicator", "REPLICATION LOGIN", sec.Replication},
-		{"operator", "LOGIN CREATEDB CREATEROLE", sec.Operator},
+		{"operator", "LOGIN CREATEDB NOCREATEROLE", sec.Operator},
 	}
 	for _, r := range roles {
 		pw := "NULL"
@@ -75,6 +76,9 @@ func (s *Server) Bootstrap(ctx context.Context, sec config.Secrets) error {
 			// Never include the statement: it carries the verifier.
 			return fmt.Errorf("bootstrapping: setting role %s: %w", r.name, err)
 		}
+	}
+	if err := s.HardenRoles(ctx); err != nil {
+		return fmt.Errorf("bootstrapping: %w", err)
 	}
 	s.log.Info("bootstrapped cluster", "datadir", s.opts.DataDir)
 	return nil
