@@ -70,6 +70,10 @@ func (m *Metrics) observe(o engine.Observation, p engine.Plan) {
 	m.restarts.Set(float64(o.Restarts))
 }
 
+// PostgresAddr is this member's Postgres address as its record publishes
+// it (api.PostgresAddrSource: GET /role names it).
+func (a *Agent) PostgresAddr() string { return a.self.PostgresAddr }
+
 // Role is what GET /role serves: primary only while Postgres is writable
 // and this node holds the leader key; fenced when leadership was lost or is
 // unproven; replica when streaming or trying to; offline otherwise.

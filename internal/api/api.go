@@ -34,6 +34,20 @@ type Source interface {
 	Health() []string
 }
 
+// PostgresAddrSource is a Source that knows its own Postgres address (the
+// agent: its member record's postgres_addr). GET /role then names it in
+// HeaderPostgresAddr, so that a proxy, which reads the address from the
+// store, routes to it only when the member itself, behind its node
+// certificate, says so: a forged record cannot pair a genuine API with
+// another server's Postgres.
+type PostgresAddrSource interface {
+	PostgresAddr() string
+}
+
+// HeaderPostgresAddr is GET /role's header naming the member's Postgres
+// address as its own record publishes it.
+const HeaderPostgresAddr = "Petrel-Postgres-Addr"
+
 // FailsafeSource answers POST /failsafe (the agent). peer is the TLS
 // connection the request came on (nil over plain HTTP): the agent checks
 // the client certificate names the asking leader.
@@ -52,6 +66,9 @@ func PlainHandler(src Source, reg prometheus.Gatherer) http.Handler {
 func readRoutes(mux *http.ServeMux, src Source, reg prometheus.Gatherer) {
 	mux.HandleFunc("GET /role", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if as, ok := src.(PostgresAddrSource); ok {
+			w.Header().Set(HeaderPostgresAddr, as.PostgresAddr())
+		}
 		_, _ = w.Write([]byte(src.Role()))
 	})
 	// Load-balancer checks by status code alone (HAProxy's httpchk,

@@ -116,24 +116,30 @@ func (c *Client) Do(req *http.Request, node string) (*http.Response, error) {
 // Get fetches base+path from member node, at most limit bytes, and
 // fails on a status other than 200 (the body is returned with it).
 func (c *Client) Get(ctx context.Context, base, node, path string, limit int64) ([]byte, error) {
+	b, _, err := c.GetHeader(ctx, base, node, path, limit)
+	return b, err
+}
+
+// GetHeader is Get that also returns the answer's header.
+func (c *Client) GetHeader(ctx context.Context, base, node, path string, limit int64) ([]byte, http.Header, error) {
 	url := strings.TrimRight(base, "/") + path
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return nil, fmt.Errorf("building request: %w", err)
+		return nil, nil, fmt.Errorf("building request: %w", err)
 	}
 	resp, err := c.Do(req, node)
 	if err != nil {
-		return nil, fmt.Errorf("GET %s: %w", url, err)
+		return nil, nil, fmt.Errorf("GET %s: %w", url, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, limit))
 	if err != nil {
-		return nil, fmt.Errorf("GET %s: %w", url, err)
+		return nil, resp.Header, fmt.Errorf("GET %s: %w", url, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return b, fmt.Errorf("GET %s: %s", url, resp.Status)
+		return b, resp.Header, fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
-	return b, nil
+	return b, resp.Header, nil
 }
 
 // CloseIdle closes idle connections (tools, before they exit).

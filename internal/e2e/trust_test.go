@@ -104,12 +104,16 @@ func TestStoreNotTrusted(t *testing.T) {
 			"plain http":                 plain.URL,
 			"another CA's certificate":   selfSigned.URL,
 			"another node's certificate": wrongNode.URL,
+			"the leader's own API":       "", // genuine, but the record pairs it with another Postgres
 		} {
 			var m model.Member
 			if err := json.Unmarshal(orig.Value, &m); err != nil {
 				t.Fatal(err)
 			}
-			m.APIURL, m.PostgresAddr = impostor, pgLn.Addr().String()
+			if impostor != "" {
+				m.APIURL = impostor
+			}
+			m.PostgresAddr = pgLn.Addr().String()
 			b, _ := json.Marshal(m)
 			if _, err := cli.Put(ctx, key, string(b), clientv3.WithLease(clientv3.LeaseID(orig.Lease))); err != nil {
 				t.Fatal(err)

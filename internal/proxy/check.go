@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net/http"
 	"sort"
 	"strings"
 	"sync"
@@ -91,9 +93,16 @@ func (p *Proxy) checkLeader(ctx context.Context) {
 }
 
 func (p *Proxy) getRole(ctx context.Context, t target) (string, error) {
-	b, err := p.get(ctx, t, "/role", 64)
+	b, hdr, err := p.get(ctx, t, "/role", 64)
 	if err != nil {
 		return "", err
+	}
+	// The member names its own Postgres address (agents before it did
+	// not: no header, taken as agreeing); a record pairing its API with
+	// another address is a forged one.
+	if own := hdr.Get(api.HeaderPostgresAddr); own != "" && own != t.pgAddr {
+		p.log.Warn("proxy: a member record's postgres_addr is not the member's own; refusing it", "member", t.id, "record", t.pgAddr, "member_says", own)
+		return "", fmt.Errorf("member %s says its postgres is at %q, not %q as its record says", t.id, own, t.pgAddr)
 	}
 	return strings.TrimSpace(string(b)), nil
 }
@@ -101,17 +110,17 @@ func (p *Proxy) getRole(ctx context.Context, t target) (string, error) {
 // get asks member t's API; the answer must come from t itself (a
 // certificate of the cluster CA naming t.id), else it is an error like no
 // answer at all.
-func (p *Proxy) get(ctx context.Context, t target, path string, limit int64) ([]byte, error) {
+func (p *Proxy) get(ctx context.Context, t target, path string, limit int64) ([]byte, http.Header, error) {
 	if p.api == nil {
-		return nil, errors.New("no API client: cannot verify members")
+		return nil, nil, errors.New("no API client: cannot verify members")
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.CheckTimeout)
 	defer cancel()
-	b, err := p.api.Get(ctx, t.api, t.id, path, limit)
+	b, hdr, err := p.api.GetHeader(ctx, t.api, t.id, path, limit)
 	if errors.Is(err, api.ErrWrongNode) || errors.Is(err, pki.ErrNotNode) {
 		p.log.Warn("proxy: a member record leads to a server that is not that member; refusing it", "member", t.id, "api", t.api, "err", err)
 	}
-	return b, err
+	return b, hdr, err
 }
 
 // checkReplicas polls /status of every other member of the proxy's region
@@ -132,13 +141,16 @@ func (p *Proxy) checkReplicas(ctx context.Context) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			b, err := p.get(ctx, t, "/status", 1<<20)
+			b, _, err := p.get(ctx, t, "/status", 1<<20)
 			if err != nil {
 				return
 			}
 			var st model.Status
 			if json.Unmarshal(b, &st) != nil {
 				return
+			}
+			if st.PostgresAddr != "" && st.PostgresAddr != t.pgAddr {
+				return // a forged record: see getRole
 			}
 			healthy[i] = st.Role == model.RoleReplica && st.Streaming && st.LagBytes <= p.cfg.MaxReplicaLag
 		}()

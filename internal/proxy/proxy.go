@@ -93,11 +93,14 @@ type Config struct {
 	// authenticating with the member's Postgres (from the forwarded startup
 	// packet until the server's ReadyForQuery or ErrorResponse comes back).
 	// A client still silent then is disconnected, which frees its backend
-	// at once instead of after Postgres' authentication_timeout (60s).
+	// at once instead of after Postgres' authentication_timeout (60 s by
+	// default, 10 s as petrel sets it).
 	// Waiting for a leader (NoLeaderWait) is not counted. A TLS session is
 	// opaque to the proxy: its deadline ends when the server accepts TLS,
 	// and Postgres' own authentication_timeout bounds the rest (petrel's
-	// default for it: 10s, internal/pg). Default 5s.
+	// default for it: 10s, internal/pg); from then on it is not counted
+	// against MaxPendingPerSource and MaxAuthPerSource either, only
+	// against MaxConnsPerSource. Default 5s.
 	AuthTimeout time.Duration
 	// DialTimeout bounds connecting to a member's Postgres. Default 3s.
 	DialTimeout time.Duration
@@ -221,9 +224,10 @@ type Options struct {
 
 // target is a member a connection can be routed to.
 type target struct {
-	id   string
-	addr string // Postgres address to dial (after the dial map)
-	api  string // API base URL to query (after the dial map)
+	id     string
+	addr   string // Postgres address to dial (after the dial map)
+	api    string // API base URL to query (after the dial map)
+	pgAddr string // Postgres address as the member record has it (before the dial map)
 }
 
 // Proxy routes client connections. Create with New, start with Run.
@@ -458,7 +462,7 @@ func (p *Proxy) kick() {
 
 func (p *Proxy) targetOf(m model.Member) target {
 	dm := p.cfg.DialMap.Map()
-	return target{id: m.ID, addr: dm.Addr(m.PostgresAddr), api: dm.URL(m.APIURL)}
+	return target{id: m.ID, addr: dm.Addr(m.PostgresAddr), api: dm.URL(m.APIURL), pgAddr: m.PostgresAddr}
 }
 
 // setLeaderLocked changes the confirmed leader, closing every connection

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/petrel-db/petrel/internal/api"
 	"github.com/petrel-db/petrel/internal/api/apitest"
 	"github.com/petrel-db/petrel/internal/model"
 )
@@ -69,9 +70,11 @@ func newFakeMemberCert(t *testing.T, id, role string, certPEM, keyPEM []byte) *f
 	f.api = apitest.ServeCert(t, certPEM, keyPEM, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/role":
+			// Like an agent: it names its own Postgres address.
+			w.Header().Set(api.HeaderPostgresAddr, f.ln.Addr().String())
 			_, _ = io.WriteString(w, f.role.Load().(string))
 		case "/status":
-			_, _ = io.WriteString(w, `{"role":"`+f.role.Load().(string)+`","streaming":true,"lag_bytes":0}`)
+			_, _ = io.WriteString(w, `{"role":"`+f.role.Load().(string)+`","streaming":true,"lag_bytes":0,"postgres_addr":"`+f.ln.Addr().String()+`"}`)
 		}
 	}))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -366,6 +369,27 @@ func TestImpostorsNeverConfirmed(t *testing.T) {
 		time.Sleep(300 * time.Millisecond)
 		if l := h.p.Leader(); l != "" {
 			t.Fatalf("the proxy confirmed %q over plain http", l)
+		}
+	})
+	t.Run("the genuine API, another Postgres", func(t *testing.T) {
+		// A forged record keeps the member's own API (its certificate,
+		// "primary") but points its postgres_addr at another server.
+		f := newFakeMember(t, "a", "primary")
+		b := newFakeMember(t, "b", "replica")
+		other := newFakeMember(t, "x", "primary")
+		h := startProxy(t, Config{})
+		ma, mb := f.record("scl"), b.record("scl")
+		ma.PostgresAddr, mb.PostgresAddr = other.ln.Addr().String(), other.ln.Addr().String()
+		h.p.SetView("a", map[string]model.Member{"a": ma, "b": mb})
+		time.Sleep(300 * time.Millisecond)
+		if l := h.p.Leader(); l != "" {
+			t.Fatalf("the proxy confirmed %q behind another server's Postgres", l)
+		}
+		h.p.mu.Lock()
+		n := len(h.p.replicas)
+		h.p.mu.Unlock()
+		if n != 0 {
+			t.Fatalf("the proxy took %d replicas behind another server's Postgres", n)
 		}
 	})
 	// The genuine member is confirmed: the refusals above are about the
