@@ -20,6 +20,7 @@ import (
 
 	"github.com/petrel-db/petrel/internal/config"
 	"github.com/petrel-db/petrel/internal/pg"
+	"github.com/petrel-db/petrel/internal/pki"
 )
 
 // Secrets are the test servers' passwords; the superuser's has URL
@@ -72,6 +73,32 @@ func Start(t testing.TB) *Server {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// StartTLS is Start with TLS on: a server certificate for 127.0.0.1 from
+// a throwaway CA (returned, PEM), as an agent installs before it starts
+// Postgres. Plaintext stays allowed from loopback.
+func StartTLS(t testing.TB) (*Server, []byte) {
+	t.Helper()
+	Skip(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	s := newServer(t, "primary")
+	ca, stored, err := pki.NewCA("pgtest", Secrets.Superuser)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, key, err := ca.Issue("primary", "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.InstallTLS(cert, key, []byte(stored.CertPEM)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Bootstrap(ctx, Secrets); err != nil {
+		t.Fatal(err)
+	}
+	return s, []byte(stored.CertPEM)
 }
 
 // StartReplica clones primary with pg_basebackup and starts it as a

@@ -2,6 +2,9 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -38,6 +41,13 @@ const (
 func startRealLeader(t *testing.T, cfg Config) (*harness, *pgtest.Server) {
 	t.Helper()
 	srv := pgtest.Start(t)
+	return startProxyFor(t, srv, cfg), srv
+}
+
+// startProxyFor starts an API that calls srv the primary and a proxy (cfg)
+// routing to it.
+func startProxyFor(t *testing.T, srv *pgtest.Server, cfg Config) *harness {
+	t.Helper()
 	api := testCA(t).Server(t, "pg", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/role" {
 			_, _ = io.WriteString(w, model.RolePrimary)
@@ -48,7 +58,7 @@ func startRealLeader(t *testing.T, cfg Config) (*harness, *pgtest.Server) {
 		ID: "pg", Region: "scl", APIURL: api.URL, PostgresAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(srv.Port)),
 	}})
 	waitUntil(t, "leader pg", func() bool { return h.p.Leader() == "pg" })
-	return h, srv
+	return h
 }
 
 // counterValue reads a counter of the proxy's metrics.
@@ -141,7 +151,9 @@ func slowClient(src, addr string) (net.Conn, error) {
 
 // TestSilentClientCutAtAuthDeadline: a client that sends its startup packet
 // and then nothing is disconnected at the auth deadline, and its backend
-// is gone at once, long before Postgres' authentication_timeout (60 s).
+// is gone at once, long before Postgres' authentication_timeout (petrel's
+// 10 s; without the deadline the cut comes from Postgres, not counted as
+// auth_timeout).
 func TestSilentClientCutAtAuthDeadline(t *testing.T) {
 	h, srv := startRealLeader(t, Config{AuthTimeout: time.Second})
 	c, err := slowClient(hostileSrc, h.rw)
@@ -161,7 +173,7 @@ func TestSilentClientCutAtAuthDeadline(t *testing.T) {
 		t.Fatalf("%d backends authenticating, want the silent client's 1", n)
 	}
 	// Silent now. The proxy must close it well before the test's own 30 s
-	// deadline (Postgres alone would keep it for 60 s).
+	// deadline (Postgres alone would keep it for 10 s).
 	if _, err := fe.Receive(); err == nil {
 		t.Fatal("the proxy sent more to a silent client")
 	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
@@ -324,5 +336,111 @@ func TestRefusalsFromABoundedPool(t *testing.T) {
 	}
 	if counterValue(h.p.metrics.unanswered) == 0 {
 		t.Fatal("no refusal of the flood was dropped: the pool is not bounded")
+	}
+}
+
+// TestSilentTLSSessionsFromOneSource: once the server accepts TLS ('S') a
+// session is opaque to the proxy, so it leaves the source's pending and
+// authentication counts there (the proxy cannot see its authentication);
+// Postgres' authentication_timeout (petrel's 10 s, not the default 60 s)
+// frees the backend of a client that says nothing more, and
+// MaxConnsPerSource is what bounds how many such sessions one source holds
+// at once: a client from another source logs in over TLS meanwhile.
+func TestSilentTLSSessionsFromOneSource(t *testing.T) {
+	srv, caPEM := pgtest.StartTLS(t)
+	const perSource = 20
+	// Pending and authentication limits far below perSource: they do not
+	// count TLS sessions past the server's 'S'.
+	h := startProxyFor(t, srv, Config{MaxConnsPerSource: perSource, MaxPendingPerSource: 4, MaxAuthPerSource: 2})
+	sslRequest := binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil, 8), 80877103)
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	held := 0
+	for range 2 * perSource {
+		c, err := dialFrom(hostileSrc, h.rw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		var b [1]byte
+		if _, err := c.Write(sslRequest); err != nil {
+			continue
+		}
+		if _, err := io.ReadFull(c, b[:]); err == nil && b[0] == 'S' {
+			held++ // and silent from now on: no ClientHello
+			continue
+		}
+		c.Close() // refused: let the refusal worker go
+	}
+	if held != perSource {
+		t.Fatalf("one source holds %d silent TLS sessions, want MaxConnsPerSource (%d)", held, perSource)
+	}
+	if got := counterValue(h.p.metrics.rejected.WithLabelValues(kindLeader, "source_conns")); got != perSource {
+		t.Fatalf("source_conns refusals = %v, want %d", got, perSource)
+	}
+
+	// Another source, over TLS verified against the server's CA.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	host, port, _ := net.SplitHostPort(h.rw)
+	cfg, err := pgx.ParseConfig(fmt.Sprintf("host=%s port=%s dbname=postgres user=postgres sslmode=require connect_timeout=10", host, port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Password = pgtest.Secrets.Superuser
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	cfg.TLSConfig = &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(goodSrc)}}
+	cfg.DialFunc = d.DialContext
+	c, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatalf("a TLS client from another source was kept out: %v", err)
+	}
+	defer c.Close(context.Background())
+	var ssl bool
+	var authTimeout string
+	if err := c.QueryRow(ctx, "SELECT ssl, current_setting('authentication_timeout') FROM pg_stat_ssl WHERE pid = pg_backend_pid()").Scan(&ssl, &authTimeout); err != nil {
+		t.Fatal(err)
+	}
+	if !ssl || authTimeout != "10s" {
+		t.Fatalf("ssl=%v authentication_timeout=%s, want TLS and petrel's 10s", ssl, authTimeout)
+	}
+}
+
+// TestIdleTimeout: with IdleTimeout set, an authenticated session that
+// moves no data for that long is closed (and counted), while one in use
+// is not; without it an idle session stays (TestSilentClientCutAtAuthDeadline
+// keeps one idle past the auth deadline).
+func TestIdleTimeout(t *testing.T) {
+	const idle = 800 * time.Millisecond
+	h, srv := startRealLeader(t, Config{IdleTimeout: idle})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cfg, _ := pgx.ParseConfig(srv.URL())
+	host, port, _ := net.SplitHostPort(h.rw)
+	p, _ := strconv.Atoi(port)
+	cfg.Host, cfg.Port = host, uint16(p)
+	c, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	// In use for three idle timeouts: kept.
+	for end := time.Now().Add(3 * idle); time.Now().Before(end); time.Sleep(idle / 8) {
+		if _, err := c.Exec(ctx, "SELECT 1"); err != nil {
+			t.Fatalf("a session in use was closed: %v", err)
+		}
+	}
+	waitUntil(t, "the idle session closed", func() bool {
+		return counterValue(h.p.metrics.idleClosed) == 1
+	})
+	if _, err := c.Exec(ctx, "SELECT 1"); err == nil {
+		t.Fatal("an idle session outlived the idle timeout")
 	}
 }
