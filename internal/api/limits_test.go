@@ -2,8 +2,10 @@ package api
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"sync"
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	"github.com/petrel-db/petrel/internal/model"
+	"github.com/petrel-db/petrel/internal/pki"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -108,4 +111,46 @@ func TestSlowFloodLeavesRoomForOthers(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+}
+
+// TestSlowClientsCut: over TLS, as the API serves, a client that never
+// starts its handshake and one that sends half a request are both closed
+// by the server after its header timeout (5 s), not held until they go:
+// with the per-source cap, that is what frees a slow host's share.
+func TestSlowClientsCut(t *testing.T) {
+	ca, _, err := pki.NewCA("c1", "pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n1 := NewIdentity("c1", "n1")
+	cert, key, err := ca.IssueNode("c1", "n1", "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n1.Set(cert, key, ca.CertPEM); err != nil {
+		t.Fatal(err)
+	}
+	addr := serve(t, Handler(fakeSource{model.RoleReplica}, prometheus.NewRegistry()), n1.ServerTLS())
+	silent, err := net.Dial("tcp", addr) // no ClientHello
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	half, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // the server's identity is not the point
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer half.Close()
+	if _, err := fmt.Fprintf(half, "GET /status HTTP/1.1\r\nHost: x\r\n"); err != nil { // and never the blank line
+		t.Fatal(err)
+	}
+	// Well before ReadTimeout (10 s), which alone would also cut them.
+	start := time.Now()
+	for name, c := range map[string]net.Conn{"a client silent before TLS": silent, "half a request over TLS": half} {
+		_ = c.SetReadDeadline(start.Add(9 * time.Second))
+		_, err := io.Copy(io.Discard, c)
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			t.Errorf("%s was still open after %v", name, time.Since(start).Round(time.Second))
+		}
+	}
 }
