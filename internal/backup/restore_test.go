@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -14,6 +15,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/johannesboyne/gofakes3"
+	"github.com/johannesboyne/gofakes3/backend/s3mem"
 	"github.com/petrel-db/petrel/internal/backupstore"
 	"github.com/petrel-db/petrel/internal/model"
 	"github.com/petrel-db/petrel/internal/pg"
@@ -44,7 +47,7 @@ func TestParseTarget(t *testing.T) {
 
 // archiveAll pushes every complete segment of srv's pg_wal (after a WAL
 // switch) to st, as the archiver would have.
-func archiveAll(t *testing.T, ctx context.Context, srv *pgtest.Server, st backupstore.Store) {
+func archiveAll(t *testing.T, ctx context.Context, srv *pgtest.Server, stores ...backupstore.Store) {
 	t.Helper()
 	c := connect(t, ctx, srv.URL())
 	defer c.Close(ctx)
@@ -68,8 +71,10 @@ func archiveAll(t *testing.T, ctx context.Context, srv *pgtest.Server, st backup
 		if fi, err := e.Info(); err == nil && fi.Size() != SegmentSize {
 			t.Fatalf("pg_wal/%s: %d bytes", e.Name(), fi.Size())
 		}
-		if _, err := Push(ctx, st, e.Name(), filepath.Join(dir, e.Name()), "primary"); err != nil {
-			t.Fatal(err)
+		for _, st := range stores {
+			if _, err := Push(ctx, st, e.Name(), filepath.Join(dir, e.Name()), "primary"); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 }
@@ -148,7 +153,7 @@ func newRestoreServer(t *testing.T) (*pg.Server, string) {
 // more, archive; a restore to the time holds exactly the first rows, the
 // latest all of them, the backup none; a point before the backup, a
 // missing segment and a corrupt one are refused, as is a data directory
-// that holds data.
+// that holds data. A restore to the time from an S3 store too.
 func TestRestore(t *testing.T) {
 	primary := pgtest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
@@ -164,9 +169,25 @@ func TestRestore(t *testing.T) {
 	if _, err := c.Exec(ctx, "CREATE TABLE t (id int PRIMARY KEY)"); err != nil {
 		t.Fatal(err)
 	}
-	before := time.Now()
-	b, err := Create(ctx, st, Source{Member: "primary", Host: "127.0.0.1", Port: primary.Port, User: "replicator", Password: pgtest.Secrets.Replication}, nil)
+	// The same archive on a real S3 protocol server (gofakes3 over HTTP).
+	be := s3mem.New()
+	if err := be.CreateBucket("backups"); err != nil {
+		t.Fatal(err)
+	}
+	s3srv := httptest.NewServer(gofakes3.New(be).Server())
+	defer s3srv.Close()
+	s3st, err := backupstore.Open(ctx, model.BackupConfig{Kind: "s3", Endpoint: s3srv.URL, Bucket: "backups", Prefix: "prod"}, backupstore.Credentials{AccessKeyID: "k", SecretAccessKey: "s"})
 	if err != nil {
+		t.Fatal(err)
+	}
+	defer s3st.Close()
+	before := time.Now()
+	src := Source{Member: "primary", Host: "127.0.0.1", Port: primary.Port, User: "replicator", Password: pgtest.Secrets.Replication}
+	b, err := Create(ctx, st, src, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Create(ctx, s3st, src, nil); err != nil {
 		t.Fatal(err)
 	}
 	insert := func(from, to int) {
@@ -190,7 +211,7 @@ func TestRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	insert(161, 170)
-	archiveAll(t, ctx, primary, st)
+	archiveAll(t, ctx, primary, st, s3st)
 
 	upTo := func(n int) []int {
 		var out []int
@@ -199,7 +220,7 @@ func TestRestore(t *testing.T) {
 		}
 		return out
 	}
-	check := func(what string, target Target, want []int) {
+	checkOn := func(st backupstore.Store, what string, target Target, want []int) {
 		t.Helper()
 		got, err := restoreTo(t, ctx, st, target)
 		if err != nil {
@@ -209,7 +230,12 @@ func TestRestore(t *testing.T) {
 			t.Fatalf("%s: restored %d rows (%v..), want %d", what, len(got), head(got), len(want))
 		}
 	}
+	check := func(what string, target Target, want []int) {
+		t.Helper()
+		checkOn(st, what, target, want)
+	}
 	check("to the time", Target{Time: mark}, upTo(100))
+	checkOn(s3st, "to the time, from S3", Target{Time: mark}, upTo(100))
 	check("latest", Target{Latest: true}, upTo(170))
 	check("the backup", Target{BackupID: b.ID}, nil)
 

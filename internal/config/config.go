@@ -151,6 +151,17 @@ type Node struct {
 	// over TLS) besides the members' advertised addresses; for members
 	// whose connections come from another address than they advertise.
 	ReplicationNetworks []string `toml:"replication_networks"`
+	// RestoreFrom seeds a new cluster from a backup store (a directory, or
+	// s3://BUCKET/PREFIX?endpoint=URL&region=R; S3 credentials from the
+	// secrets file or environment): when the cluster is not initialized
+	// in etcd yet, this member claims it, restores RestoreTarget into its
+	// empty data directory and bootstraps the cluster from it; the other
+	// members clone it as usual. Start this member first. Ignored once
+	// the cluster is bootstrapped.
+	RestoreFrom string `toml:"restore_from"`
+	// RestoreTarget is "latest" (default), "backup:ID", "time:RFC3339"
+	// or "lsn:X/Y".
+	RestoreTarget string `toml:"restore_target"`
 }
 
 // Defaults returns the settings used when nothing else is given.

@@ -84,6 +84,34 @@ func TestRestoreAfterFailover(t *testing.T) {
 		t.Fatalf("a refused restore left %s behind: %v", early, err)
 	}
 
+	// On hosts: a member of a new cluster (its own etcd and secrets)
+	// seeds it from the store; the next one clones it.
+	c2 := newCluster(t, ctx)
+	seed, err := c2.DefineNode("scl1", "scl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed.ExtraFlags = []string{"--restore-from", archive, "--restore-target", "latest"}
+	if err := c2.StartNode("scl1"); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := c2.WaitLeader(ctx, ""); err != nil || l != "scl1" {
+		t.Fatalf("restored cluster's leader %q: %v", l, err)
+	}
+	if _, err := c2.AddNode("scl2", "scl"); err != nil {
+		t.Fatal(err)
+	}
+	waitSync(ctx, t, c2, "scl1")
+	waitReplicaHas(ctx, t, c2, "scl2", int64(w.count()))
+	for _, id := range []string{"scl1", "scl2"} {
+		if miss := w.missing(ctx, t, c2, id); len(miss) > 0 {
+			t.Fatalf("%d acknowledged writes missing on %s of the cluster restored with --restore-from: %v", len(miss), id, miss)
+		}
+	}
+	if s, err := c2.Status("scl1"); err != nil || s.Timeline < 3 {
+		t.Fatalf("the seed's status %+v: %v", s, err)
+	}
+
 	// The fork starts as a cluster of its own.
 	var upOut, upErr lockedBuffer
 	up := exec.Command(binary(t), "up", "--dir", into, "--no-edges")

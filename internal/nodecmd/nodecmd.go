@@ -166,6 +166,8 @@ func applyFlags(fs *pflag.FlagSet, from, to *config.Node) {
 	set("plaintext-networks", func() { to.PlaintextNetworks = from.PlaintextNetworks })
 	set("admin-networks", func() { to.AdminNetworks = from.AdminNetworks })
 	set("replication-networks", func() { to.ReplicationNetworks = from.ReplicationNetworks })
+	set("restore-from", func() { to.RestoreFrom = from.RestoreFrom })
+	set("restore-target", func() { to.RestoreTarget = from.RestoreTarget })
 }
 
 // applyEnv reads PETREL_<FLAG> (dashes as underscores) for every flag.
@@ -231,6 +233,8 @@ func bindNodeFlags(f *pflag.FlagSet, cfg *config.Node) {
 	f.StringSliceVar(&cfg.PlaintextNetworks, "plaintext-networks", nil, "CIDRs that may connect without TLS (a trusted private network only)")
 	f.StringSliceVar(&cfg.AdminNetworks, "admin-networks", nil, "CIDRs from which the superuser may log in over TCP (default: loopback)")
 	f.StringSliceVar(&cfg.ReplicationNetworks, "replication-networks", nil, "CIDRs that may replicate besides the members' addresses")
+	f.StringVar(&cfg.RestoreFrom, "restore-from", "", "seed a new cluster from this backup store (a directory or s3://BUCKET/PREFIX?endpoint=URL): start this member first")
+	f.StringVar(&cfg.RestoreTarget, "restore-target", "", "with --restore-from: latest (default), backup:ID, time:RFC3339 or lsn:X/Y")
 }
 
 // EtcdConn is how cfg reaches etcd, with ETCD_PASSWORD from the
@@ -305,6 +309,12 @@ func runNode(parent context.Context, cfg config.Node, logLevel string) error {
 		return err
 	}
 	defer st.Close()
+
+	if cfg.RestoreFrom != "" {
+		if err := seedFromRestore(ctx, cfg, sec, srv, st, log); err != nil {
+			return err
+		}
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

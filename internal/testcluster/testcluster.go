@@ -78,6 +78,7 @@ type Cluster struct {
 // Node is one `petrel node` process.
 type Node struct {
 	ID, Region      string
+	ExtraFlags      []string // passed to this node's agent only (after Options.ExtraFlags)
 	PGPort, APIPort int
 	// ProxyPort and ProxyROPort are the node's leader and read-only proxy.
 	ProxyPort, ProxyROPort int
@@ -374,6 +375,7 @@ func (c *Cluster) StartNode(id string) error {
 		args = append(args, "--dial-map", c.dialMapPath(id))
 	}
 	args = append(args, c.Opts.ExtraFlags...)
+	args = append(args, n.ExtraFlags...)
 	bin := c.Opts.Binary
 	if n.Binary != "" {
 		bin = n.Binary
