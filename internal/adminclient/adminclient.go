@@ -151,6 +151,24 @@ func (e *Error) Is(target error) bool {
 	return false
 }
 
+// doHere is do on the member in use only (state that is the member's
+// own, like its operation): a transport error is returned, never sent
+// elsewhere.
+func (c *Client) doHere(ctx context.Context, method, path string, out any) error {
+	c.mu.Lock()
+	cur, cred := c.cur, c.cred
+	c.mu.Unlock()
+	if cur < 0 {
+		return errors.New("no member in use yet")
+	}
+	m := c.members[cur]
+	status, answer, _, err := c.send(ctx, m, method, path, nil, c.creds[cred])
+	if err != nil {
+		return fmt.Errorf("%s %s on %s: %w", method, path, name(m), err)
+	}
+	return decode(method, path, name(m), status, answer, out)
+}
+
 // maxAnswer bounds an answer's size (the events, 1000 of them, are the
 // largest).
 const maxAnswer = 8 << 20

@@ -121,3 +121,61 @@ func TestNoRetryOnceSent(t *testing.T) {
 		t.Fatalf("a read cut on n1: %v (n2 asked %d times)", err, hits[1].Load())
 	}
 }
+
+// TestWaitSticksToItsMember: an operation is polled on the member that
+// started it, through a moment it does not answer, its log lines handed
+// on once each, until it ends; a failed one is an error.
+func TestWaitSticksToItsMember(t *testing.T) {
+	ca := apitest.NewCA(t, "test")
+	var polls atomic.Int64
+	fail := atomic.Bool{}
+	n1 := ca.Server(t, "n1", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		switch r.URL.Path {
+		case "/health":
+		case "/api/v1/restart":
+			w.WriteHeader(http.StatusAccepted)
+			w.Write([]byte(`{"id":7,"kind":"rolling-restart","state":"running","log":[]}`))
+		case "/api/v1/operation":
+			switch polls.Add(1) {
+			case 1:
+				w.Write([]byte(`{"id":7,"state":"running","log":["one"]}`))
+			case 2: // not an answer
+				conn, _, _ := w.(http.Hijacker).Hijack()
+				conn.Close()
+			case 3:
+				w.Write([]byte(`{"id":7,"state":"running","log":["one","two"]}`))
+			default:
+				state := `"done"`
+				if fail.Load() {
+					state = `"failed","error":"replica n3 did not come back"`
+				}
+				w.Write([]byte(`{"id":7,"state":` + state + `,"log":["one","two","three"]}`))
+			}
+		}
+	}))
+	n2 := ca.Server(t, "n2", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"id":99,"state":"done","log":["not this one"]}`))
+	}))
+	c, err := New(ca.CertPEM, "test", []Member{{ID: "n1", URL: n1.URL}, {ID: "n2", URL: n2.URL}}, []Credential{{"operator", "x"}}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	op, err := c.RollingRestart(ctx)
+	if err != nil || op.ID != 7 {
+		t.Fatalf("restart: %+v %v", op, err)
+	}
+	var lines []string
+	if _, err := c.Wait(ctx, op.ID, func(l string) { lines = append(lines, l) }); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(lines, ",") != "one,two,three" {
+		t.Fatalf("lines %q", lines)
+	}
+	fail.Store(true)
+	if _, err := c.Wait(ctx, op.ID, nil); err == nil || !strings.Contains(err.Error(), "did not come back") {
+		t.Fatalf("a failed operation: %v", err)
+	}
+}

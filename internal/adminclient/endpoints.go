@@ -57,15 +57,28 @@ func (c *Client) Operation(ctx context.Context) (Operation, error) {
 	return op, err
 }
 
-// Wait polls the member in use until operation id ends (or ctx does),
-// handing each new log line to line; a failed operation is an error.
+// Wait polls the member in use (the one that started it: an operation
+// is that member's) until operation id ends (or ctx does), handing each
+// new log line to line; a failed operation is an error. The member may
+// be briefly unreachable: Wait gives up after 30 s without an answer.
 func (c *Client) Wait(ctx context.Context, id int64, line func(string)) (Operation, error) {
 	shown := 0
+	lastOK := time.Now()
 	for {
-		op, err := c.Operation(ctx)
+		var op Operation
+		err := c.doHere(ctx, http.MethodGet, "/api/v1/operation", &op)
+		var apiErr *Error
+		if err != nil && !errors.As(err, &apiErr) && ctx.Err() == nil && time.Since(lastOK) < 30*time.Second {
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+			continue // not an answer: ask again
+		}
 		if err != nil {
 			return op, err
 		}
+		lastOK = time.Now()
 		if op.ID != id {
 			return op, fmt.Errorf("operation %d is gone from %s (it runs %d %s now): was its agent restarted?", id, c.Member(), op.ID, op.Kind)
 		}
