@@ -80,7 +80,6 @@ func TestSecurity(t *testing.T) {
 			if _, err := conn.Exec(ctx, fmt.Sprintf("COPY (SELECT 1) TO PROGRAM 'env > %s'", envFile)); err != nil {
 				t.Fatal(err)
 			}
-			conn.Close(context.Background())
 			fromBackend, err := os.ReadFile(envFile)
 			if err != nil {
 				t.Fatal(err)
@@ -97,6 +96,8 @@ func TestSecurity(t *testing.T) {
 				}
 				procs[what] = b
 			}
+			// Closed only now: the backend exits with its session.
+			conn.Close(context.Background())
 			if !bytes.Contains(procs["postmaster"], []byte("PATH=")) {
 				t.Fatalf("%s: the postmaster's environ has no PATH: not its environment?", id)
 			}
@@ -297,6 +298,30 @@ AND coalesce(sourcefile, '') !~ '/petrel(-archive)?\.conf$'`) // petrel's own ar
 		}
 		if !bytes.Contains(hba, []byte("hostssl  all          all         0.0.0.0/0")) {
 			t.Errorf("pg_hba.conf does not require TLS:\n%s", hba)
+		}
+	})
+
+	t.Run("operator-hardened-on-an-older-cluster", func(t *testing.T) {
+		// As a cluster bootstrapped by an older petrel left it: the operator
+		// with CREATEROLE (and a grant it could have given itself), no
+		// functions. The member that becomes leader next (it never led, so
+		// its agent has not looked yet) takes both away.
+		if err := c.Exec(ctx, leader, `ALTER ROLE operator CREATEROLE; GRANT pg_execute_server_program TO operator;
+DROP SCHEMA petrel CASCADE`); err != nil {
+			t.Fatal(err)
+		}
+		if _, stderr, err := petrelCLIEnv(ctx, t, c, "OPERATOR_PASSWORD="+c.Secrets.Operator, "failover"); err != nil {
+			t.Fatalf("petrel failover: %v\n%s", err, stderr)
+		}
+		wctx, wcancel := context.WithTimeout(ctx, time.Minute)
+		defer wcancel()
+		if err := testcluster.WaitFor(wctx, replica+" to lead and harden the operator role", func() bool {
+			n, err := c.QueryInts(wctx, replica, `SELECT count(*) FROM pg_roles WHERE rolname = 'operator' AND NOT rolcreaterole
+AND NOT pg_has_role('operator', 'pg_execute_server_program', 'MEMBER') AND NOT pg_is_in_recovery()
+AND EXISTS (SELECT 1 FROM pg_proc WHERE proname = 'act_as')`)
+			return err == nil && n[0] == 1
+		}); err != nil {
+			t.Fatal(err)
 		}
 	})
 }
