@@ -3,11 +3,7 @@ package backup
 import (
 	"context"
 	"errors"
-	"fmt"
-	"log/slog"
-	"net"
 	"net/http/httptest"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -19,7 +15,6 @@ import (
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
 	"github.com/petrel-db/petrel/internal/backupstore"
 	"github.com/petrel-db/petrel/internal/model"
-	"github.com/petrel-db/petrel/internal/pg"
 	"github.com/petrel-db/petrel/internal/pgtest"
 )
 
@@ -96,8 +91,8 @@ func restoreTo(t *testing.T, ctx context.Context, st backupstore.Store, target T
 	if err != nil {
 		return nil, err
 	}
-	srv, url := newRestoreServer(t)
-	if _, err := Restore(ctx, st, plan, RestoreOptions{Server: srv, WALDir: filepath.Join(filepath.Dir(srv.DataDir()), "wal"), Secrets: pgtest.Secrets}); err != nil {
+	srv := pgtest.Empty(t)
+	if _, err := Restore(ctx, st, plan, RestoreOptions{Server: srv.Server, WALDir: filepath.Join(filepath.Dir(srv.DataDir()), "wal"), Secrets: pgtest.Secrets}); err != nil {
 		return nil, err
 	}
 	if srv.Running() {
@@ -106,7 +101,7 @@ func restoreTo(t *testing.T, ctx context.Context, st backupstore.Store, target T
 	if err := srv.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	c := connect(t, ctx, url)
+	c := connect(t, ctx, srv.URL())
 	defer c.Close(ctx)
 	var ids []int
 	if err := c.QueryRow(ctx, "SELECT coalesce(array_agg(id ORDER BY id), '{}') FROM t").Scan(&ids); err != nil {
@@ -117,36 +112,6 @@ func restoreTo(t *testing.T, ctx context.Context, st backupstore.Store, target T
 		t.Fatalf("restored server in recovery: %v %v", inRecovery, err)
 	}
 	return ids, nil
-}
-
-func newRestoreServer(t *testing.T) (*pg.Server, string) {
-	t.Helper()
-	base, err := os.MkdirTemp("", "restore-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	srv, err := pg.New(pg.Options{
-		DataDir: filepath.Join(base, "pgdata"), RunDir: filepath.Join(base, "run"),
-		Host: "127.0.0.1", Port: port, RunAs: "postgres",
-		Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})),
-		Access: pg.Access{LoopbackPlaintext: true},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = srv.Stop(context.Background(), "immediate")
-		srv.Close()
-		os.RemoveAll(base)
-	})
-	u := url.URL{Scheme: "postgres", User: url.UserPassword("postgres", pgtest.Secrets.Superuser), Host: fmt.Sprintf("127.0.0.1:%d", port), Path: "/postgres", RawQuery: "sslmode=disable"}
-	return srv, u.String()
 }
 
 // TestRestore: on a real Postgres, back up, write, note a time, write
@@ -251,14 +216,14 @@ func TestRestore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	full, _ := newRestoreServer(t)
+	full := pgtest.Empty(t)
 	if err := os.MkdirAll(full.DataDir(), 0o700); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(full.DataDir(), "keep"), []byte("mine"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Restore(ctx, st, plan, RestoreOptions{Server: full, WALDir: filepath.Join(filepath.Dir(full.DataDir()), "wal"), Secrets: pgtest.Secrets}); !errors.Is(err, ErrNotEmpty) {
+	if _, err := Restore(ctx, st, plan, RestoreOptions{Server: full.Server, WALDir: filepath.Join(filepath.Dir(full.DataDir()), "wal"), Secrets: pgtest.Secrets}); !errors.Is(err, ErrNotEmpty) {
 		t.Fatalf("restore into a directory with data: %v, want ErrNotEmpty", err)
 	}
 	if b, err := os.ReadFile(filepath.Join(full.DataDir(), "keep")); err != nil || string(b) != "mine" {

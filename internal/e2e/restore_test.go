@@ -12,12 +12,16 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/petrel-db/petrel/internal/backup"
+	"github.com/petrel-db/petrel/internal/backupstore"
 	"github.com/petrel-db/petrel/internal/localworld"
 	"github.com/petrel-db/petrel/internal/model"
+	"github.com/petrel-db/petrel/internal/pgtest"
 )
 
 // TestRestoreAfterFailover: a base backup, then writes while the leader
-// is killed (kill -9, in the middle of archiving); `petrel restore
+// is killed (kill -9, in the middle of archiving). A restore to a time on
+// the new timeline holds exactly what was committed before it. `petrel restore
 // --latest` from the cluster's store makes a new `petrel up` directory,
 // which starts as its own cluster holding every acknowledged write, with
 // the restored member leading and another cloned from it. A restore into
@@ -59,11 +63,70 @@ func TestRestoreAfterFailover(t *testing.T) {
 	if w.count() == 0 {
 		t.Fatal("no write acknowledged")
 	}
+	// A point in time on the new timeline, between two batches.
+	if err := c.Exec(ctx, newLeader, "INSERT INTO acked SELECT generate_series(1, 100)"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	mark := time.Now()
+	time.Sleep(300 * time.Millisecond)
+	if err := c.Exec(ctx, newLeader, "INSERT INTO acked SELECT generate_series(101, 200)"); err != nil {
+		t.Fatal(err)
+	}
 	// The newest writes reach the archive with the next segment.
 	if err := c.Exec(ctx, newLeader, "SELECT pg_switch_wal()"); err != nil {
 		t.Fatal(err)
 	}
 	waitArchived(ctx, t, c, newLeader, 1)
+
+	// To that time, across the failover: every write acknowledged before
+	// it, and nothing committed after it.
+	st, err := backupstore.Open(ctx, model.BackupConfig{Kind: "file", Path: archive}, backupstore.Credentials{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	plan, err := backup.PlanRestore(ctx, st, backup.Target{Time: mark})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pit := pgtest.Empty(t)
+	if _, err := backup.Restore(ctx, st, plan, backup.RestoreOptions{Server: pit.Server, WALDir: filepath.Join(t.TempDir(), "wal"), Secrets: pgtest.Secrets}); err != nil {
+		t.Fatalf("restore to %s: %v", mark, err)
+	}
+	if err := pit.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	pconn, err := pgx.Connect(ctx, pit.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := pconn.Query(ctx, "SELECT id FROM acked")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pitIDs, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	pconn.Close(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := map[int64]bool{}
+	for _, id := range pitIDs {
+		at[id] = true
+	}
+	for id := int64(1); id <= 200; id++ {
+		if at[id] != (id <= 100) {
+			t.Fatalf("restored to the time: row %d present %v (want rows 1..100 only of the two batches)", id, at[id])
+		}
+	}
+	w.mu.Lock()
+	for _, id := range w.acked {
+		if !at[id] {
+			w.mu.Unlock()
+			t.Fatalf("restored to the time: acknowledged write %d (before the failover) missing", id)
+		}
+	}
+	w.mu.Unlock()
 
 	into := filepath.Join(t.TempDir(), "fork")
 	base := freeRange(t)

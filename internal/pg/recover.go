@@ -55,7 +55,11 @@ func (s *Server) Recover(ctx context.Context, walDir string, t RecoveryTarget) e
 	if strings.ContainsAny(walDir, "\"'%\n\\") {
 		return fmt.Errorf("recovering: WAL directory %q: quotes, %% and backslashes are not allowed", walDir)
 	}
-	// The files came from this process: give them to the run-as user.
+	// The files came from this process: give them to the run-as user, and
+	// let it reach walDir (the caller's directories may be 0700).
+	if err := s.mkdir(walDir); err != nil {
+		return fmt.Errorf("recovering: %w", err)
+	}
 	for _, dir := range []string{s.opts.DataDir, walDir} {
 		if s.cred == nil {
 			break

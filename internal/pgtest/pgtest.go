@@ -101,6 +101,15 @@ func StartTLS(t testing.TB) (*Server, []byte) {
 	return s, []byte(stored.CertPEM)
 }
 
+// Empty is a server on an empty data directory, not started (for a
+// restore to fill), stopped and removed when t ends; URL works once it
+// holds a cluster whose superuser has Secrets' password.
+func Empty(t testing.TB) *Server {
+	t.Helper()
+	Skip(t)
+	return newServer(t, "restored")
+}
+
 // StartReplica clones primary with pg_basebackup and starts it as a
 // streaming hot standby, stopped when t ends. It returns once the
 // replica accepts connections.
