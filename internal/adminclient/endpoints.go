@@ -2,6 +2,7 @@ package adminclient
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -281,4 +282,52 @@ func (c *Client) Backups(ctx context.Context) ([]backup.Backup, error) {
 	}
 	err := c.do(ctx, http.MethodGet, "/api/v1/backups", nil, &res)
 	return res.Backups, err
+}
+
+// BackupConfig is the cluster's backup configuration (ErrNotFound: none).
+func (c *Client) BackupConfig(ctx context.Context) (model.BackupConfig, error) {
+	var res struct {
+		Config model.BackupConfig `json:"config"`
+	}
+	err := c.do(ctx, http.MethodGet, "/api/v1/backup/config", nil, &res)
+	return res.Config, err
+}
+
+// ConfigureBackups sets the backup configuration; the member checks the
+// store with its own credentials first.
+func (c *Client) ConfigureBackups(ctx context.Context, cfg model.BackupConfig) error {
+	return c.do(ctx, http.MethodPut, "/api/v1/backup/config", cfg, nil)
+}
+
+// PruneBackups applies retention (window and min when not nil, else the
+// configuration's). A prune that failed part way returns its result (the
+// plan it was carrying out) with the error.
+func (c *Client) PruneBackups(ctx context.Context, window *time.Duration, min *int, dryRun bool) (backup.PruneResult, error) {
+	body := map[string]any{"dry_run": dryRun}
+	if window != nil {
+		body["window"] = window.String()
+	}
+	if min != nil {
+		body["min"] = *min
+	}
+	var res backup.PruneResult
+	err := c.do(ctx, http.MethodPost, "/api/v1/backups/prune", body, &res)
+	var e *Error
+	if errors.As(err, &e) && e.Status == http.StatusConflict {
+		var partial struct {
+			Result *backup.PruneResult `json:"result"`
+		}
+		if json.Unmarshal(e.Body, &partial) == nil && partial.Result != nil {
+			res = *partial.Result
+		}
+	}
+	return res, err
+}
+
+// VerifyBackups has a member read the whole archive back (it may take
+// long: give the client a long RequestTimeout).
+func (c *Client) VerifyBackups(ctx context.Context) (backup.Report, error) {
+	var r backup.Report
+	err := c.do(ctx, http.MethodGet, "/api/v1/backups/verify", nil, &r)
+	return r, err
 }

@@ -68,6 +68,10 @@ type ArchiverConfig struct {
 	// OnBackup, if set, is told how each scheduled backup ended (for the
 	// cluster's events).
 	OnBackup func(b Backup, err error)
+	// RecordEvent, if set, records an event in the cluster's history
+	// (what the admin API had the archiver do: a prune, a new
+	// configuration).
+	RecordEvent func(ctx context.Context, ev model.Event) error
 }
 
 // backupTimeout bounds one scheduled backup (and the prune after it).
@@ -146,16 +150,7 @@ func (a *Archiver) RequestBackup() error {
 // ListBackups reads the backup catalog through a store of its own (the
 // round's is not shared across goroutines).
 func (a *Archiver) ListBackups(ctx context.Context) ([]Backup, error) {
-	cfg, ok, known, err := a.c.Source()
-	switch {
-	case err != nil:
-		return nil, err
-	case !known:
-		return nil, errors.New("the store's view is not current on this member")
-	case !ok:
-		return nil, errors.New("no backup store configured (petrel backup configure)")
-	}
-	st, err := a.c.Open(ctx, cfg, a.c.Creds)
+	st, _, err := a.openOwn(ctx)
 	if err != nil {
 		return nil, err
 	}

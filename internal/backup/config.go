@@ -55,13 +55,26 @@ func OpenCluster(ctx context.Context, cli *clientv3.Client, cluster, secretsFile
 // a second.
 func Configure(ctx context.Context, cli *clientv3.Client, cluster, secretsFile string, c model.BackupConfig) error {
 	if err := backupstore.Validate(c); err != nil {
-		return err
+		return fmt.Errorf("%w: %w", ErrBadConfig, err)
 	}
 	sec, err := config.LoadBackupSecrets(secretsFile)
 	if err != nil && c.Kind == "s3" {
 		return err
 	}
-	st, err := backupstore.Open(ctx, c, backupstore.Credentials{AccessKeyID: sec.AccessKeyID, SecretAccessKey: sec.SecretAccessKey, SessionToken: sec.SessionToken})
+	return ConfigureWith(ctx, cli, cluster, backupstore.Open, backupstore.Credentials{AccessKeyID: sec.AccessKeyID, SecretAccessKey: sec.SecretAccessKey, SessionToken: sec.SessionToken}, c)
+}
+
+// ErrBadConfig: the backup configuration itself is invalid (not the
+// store behind it).
+var ErrBadConfig = errors.New("invalid backup configuration")
+
+// ConfigureWith is Configure with the store opened by open with creds
+// (a member's own: the admin API's PUT /api/v1/backup/config).
+func ConfigureWith(ctx context.Context, cli *clientv3.Client, cluster string, open func(context.Context, model.BackupConfig, backupstore.Credentials) (backupstore.Store, error), creds backupstore.Credentials, c model.BackupConfig) error {
+	if err := backupstore.Validate(c); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadConfig, err)
+	}
+	st, err := open(ctx, c, creds)
 	if err != nil {
 		return err
 	}

@@ -69,6 +69,12 @@ func adminLogins(file string) ([]adminclient.Credential, error) {
 // the CA always checked against the pinned fingerprint when one is known
 // (and required when it comes from etcd).
 func openAdmin(ctx context.Context, f clusterFlags) (*adminConn, error) {
+	return openAdminWith(ctx, f, adminclient.Options{})
+}
+
+// openAdminWith is openAdmin with the client's options (a long
+// RequestTimeout for a request that reads the whole archive).
+func openAdminWith(ctx context.Context, f clusterFlags, o adminclient.Options) (*adminConn, error) {
 	t, err := f.target()
 	if err != nil {
 		if len(f.apiURLs) == 0 {
@@ -139,7 +145,7 @@ func openAdmin(ctx context.Context, f clusterFlags) (*adminConn, error) {
 			members = membersOf(ms)
 		}
 	}
-	if c.Client, err = adminclient.New(caPEM, t.cluster, members, creds, adminclient.Options{}); err != nil {
+	if c.Client, err = adminclient.New(caPEM, t.cluster, members, creds, o); err != nil {
 		return nil, err
 	}
 	c.caPEM = caPEM

@@ -12,6 +12,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/petrel-db/petrel/internal/adminclient"
 	"github.com/petrel-db/petrel/internal/backup"
 	"github.com/petrel-db/petrel/internal/config"
 	"github.com/petrel-db/petrel/internal/model"
@@ -42,10 +43,12 @@ func newBackupConfigureCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "configure",
 		Short: "Set where the cluster archives WAL and keeps backups (a directory, or S3-compatible storage)",
-		Long: `Stores the backup configuration in etcd; the agents start archiving to it within
-a second. --path for a directory every archiving member can write (a shared
-mount), or --bucket (with --endpoint for an S3-compatible service, --prefix,
---region) for S3. Credentials are never flags: AWS_ACCESS_KEY_ID and
+		Long: `Has a member (through its admin API: PUT /api/v1/backup/config) check the
+store with the member's own credentials and store the backup configuration;
+the agents start archiving to it within a second. --path for a directory every
+archiving member can write (a shared mount), or --bucket (with --endpoint for
+an S3-compatible service, --prefix, --region) for S3. Credentials are never
+flags, and this machine needs none of the store's: AWS_ACCESS_KEY_ID and
 AWS_SECRET_ACCESS_KEY come from each node's environment or secrets file.
 A store holding another cluster's archive is refused. With --schedule, the
 archiving member (the leader) takes a base backup that often from the freshest
@@ -59,15 +62,17 @@ streaming replica, then prunes with the retention settings.`,
 			c.ArchiveTimeoutSec = sec
 			c.RetentionWindowSec = int64(window / time.Second)
 			c.ScheduleSec = int64(every / time.Second)
-			cli, t, err := cf.etcdClient(cmd.Context())
+			ctx, cancel := context.WithTimeout(cmd.Context(), 2*time.Minute)
+			defer cancel()
+			a, err := openAdmin(ctx, cf)
 			if err != nil {
 				return err
 			}
-			defer cli.Close()
-			if err := backup.Configure(cmd.Context(), cli, t.cluster, t.secrets, c); err != nil {
+			defer a.Close()
+			if err := a.ConfigureBackups(ctx, c); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "backup store of %s: %s store configured\n", t.cluster, c.Kind)
+			fmt.Fprintf(cmd.OutOrStdout(), "backup store configured: %s store (checked by %s)\n", c.Kind, a.Member())
 			return nil
 		},
 	}
@@ -102,20 +107,18 @@ least --min complete backups; deletes older backups, failed backups older
 than the newest complete one, and the WAL before the oldest kept backup's
 start segment (history files are always kept). --window and --min default to
 the backup configuration's retention (backup configure), else 168h and 2.
---dry-run lists without deleting.`,
+--dry-run lists without deleting. A member does it (POST
+/api/v1/backups/prune), with its own store credentials, and records it in
+the cluster's events.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			cli, t, err := cf.etcdClient(ctx)
+			ctx, cancel := context.WithTimeout(cmd.Context(), pruneTimeout)
+			defer cancel()
+			a, err := openAdminWith(ctx, cf, adminclient.Options{RequestTimeout: pruneTimeout})
 			if err != nil {
 				return err
 			}
-			defer cli.Close()
-			st, c, err := backup.OpenCluster(ctx, cli, t.cluster, t.secrets)
-			if err != nil {
-				return err
-			}
-			defer st.Close()
+			defer a.Close()
 			var w *time.Duration
 			var m *int
 			if cmd.Flags().Changed("window") {
@@ -124,18 +127,11 @@ the backup configuration's retention (backup configure), else 168h and 2.
 			if cmd.Flags().Changed("min") {
 				m = &keep
 			}
-			r, err := backup.RetentionOf(c, w, m)
-			if err != nil {
-				return err
+			res, err := a.PruneBackups(ctx, w, m, dryRun)
+			if res.Store == "" {
+				return err // nothing was planned
 			}
-			p, err := backup.Prune(ctx, st, time.Now(), r, dryRun)
-			if !dryRun && (len(p.DeleteBackups) > 0 || len(p.DeleteWAL) > 0) {
-				reason := fmt.Sprintf("pruned %d backups and %d WAL files (window %s, minimum %d)", len(p.DeleteBackups), len(p.DeleteWAL), r.Window, r.Min)
-				if err != nil {
-					reason += ", then failed: " + err.Error()
-				}
-				recordBackupEvent(ctx, cmd, cli, t.cluster, model.Event{Reason: reason})
-			}
+			p := res.Plan
 			out := cmd.OutOrStdout()
 			if asJSON {
 				enc := json.NewEncoder(out)
@@ -149,7 +145,7 @@ the backup configuration's retention (backup configure), else 168h and 2.
 			if dryRun {
 				verb = "would delete"
 			}
-			fmt.Fprintf(out, "%s: window %s, minimum %d: keeping %d backups %v, WAL from %s on\n", st, r.Window, r.Min, len(p.Keep), p.Keep, p.KeepFrom)
+			fmt.Fprintf(out, "%s: window %s, minimum %d: keeping %d backups %v, WAL from %s on\n", res.Store, res.Window, res.Min, len(p.Keep), p.Keep, p.KeepFrom)
 			for _, id := range p.DeleteBackups {
 				fmt.Fprintf(out, "%s backup %s\n", verb, id)
 			}
@@ -217,6 +213,13 @@ store.`,
 	return cmd
 }
 
+// How long prune and verify may take: they delete or read back every
+// file of a large archive (on the member; the CLI waits for the answer).
+const (
+	pruneTimeout  = 30 * time.Minute
+	verifyTimeout = 6 * time.Hour
+)
+
 func newBackupVerifyCmd() *cobra.Command {
 	var (
 		cf     clusterFlags
@@ -229,20 +232,18 @@ func newBackupVerifyCmd() *cobra.Command {
 archive holds every segment a restore replays, from each backup's start (or
 the oldest archived segment) along the newest timeline's history to the newest
 segment. Gaps are listed as ranges per timeline. Exits non-zero when anything
-is corrupt or missing.`,
+is corrupt or missing. A member does the reading (GET /api/v1/backups/verify),
+with its own store credentials; on a large archive it takes long.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cli, t, err := cf.etcdClient(cmd.Context())
+			ctx, cancel := context.WithTimeout(cmd.Context(), verifyTimeout)
+			defer cancel()
+			a, err := openAdminWith(ctx, cf, adminclient.Options{RequestTimeout: verifyTimeout})
 			if err != nil {
 				return err
 			}
-			defer cli.Close()
-			st, _, err := backup.OpenCluster(cmd.Context(), cli, t.cluster, t.secrets)
-			if err != nil {
-				return err
-			}
-			defer st.Close()
-			r, err := backup.Verify(cmd.Context(), st)
+			defer a.Close()
+			r, err := a.VerifyBackups(ctx)
 			if err != nil {
 				return err
 			}

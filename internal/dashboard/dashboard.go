@@ -10,7 +10,8 @@
 // The admin API (/api/v1/...) carries out the CLI's cluster commands
 // (internal/adminclient is its client), through internal/ops: switchover,
 // rolling restart, events, status, config, apps, users, databases,
-// backups. Every request but the read-only view and stream needs the
+// backups (the catalog, one now, the store's configuration, prune,
+// verify). Every request but the read-only view and stream needs the
 // operator's credentials, or the superuser's from the admin networks (see
 // auth.go), is logged with its principal, and gets JSON back: a clear
 // error for bad input, 401 without valid credentials, 403 for the
@@ -68,8 +69,9 @@ type Options struct {
 	// CA is the node's pinned cluster CA certificate (nil before it has
 	// one): the admin connections to the leader's Postgres verify it.
 	CA func() []byte
-	// Backups lists the backup catalog and takes a backup on request
-	// (the node's archiver; nil: 409).
+	// Backups lists the backup catalog, takes a backup on request, and
+	// configures, prunes and verifies the store (the node's archiver;
+	// nil: 409).
 	Backups Backups
 }
 
@@ -166,6 +168,10 @@ func (s *Server) Wrap(next http.Handler) http.Handler {
 	api.HandleFunc("GET /api/v1/databases", s.authed(s.getDatabases))
 	api.HandleFunc("GET /api/v1/backups", s.authed(s.getBackups))
 	api.HandleFunc("POST /api/v1/backups", s.authed(s.postBackups))
+	api.HandleFunc("POST /api/v1/backups/prune", s.authed(s.postPrune))
+	api.HandleFunc("GET /api/v1/backups/verify", s.authed(s.getVerify))
+	api.HandleFunc("GET /api/v1/backup/config", s.authed(s.getBackupConfig))
+	api.HandleFunc("PUT /api/v1/backup/config", s.authed(s.putBackupConfig))
 	api.HandleFunc("POST /api/v1/databases", s.authed(s.postDatabases))
 	api.HandleFunc("/api/v1/", s.authed(func(w http.ResponseWriter, r *http.Request, _ string) {
 		writeError(w, http.StatusNotFound, "no such admin API endpoint: "+r.Method+" "+r.URL.Path)

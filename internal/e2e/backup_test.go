@@ -114,15 +114,16 @@ func TestBackupArchive(t *testing.T) {
 		t.Fatalf("archive chain across the failover: %+v", ch)
 	}
 	t.Logf("after the failover: %s (the new leader said: %s)", ch.Summary(), chain)
-	// The CLI's verify reads every file back and agrees.
-	out, err := exec.CommandContext(ctx, binary(t), "backup", "verify", "--etcd", strings.Join(c.EtcdEndpoints(), ","), "--cluster", "petrel").CombinedOutput()
+	// The CLI's verify (a member reads every file back, through its admin
+	// API; the old leader's is dead) agrees.
+	etcdFlags := []string{"--etcd", strings.Join(c.EtcdEndpoints(), ","), "--cluster", "petrel", "--secrets-file", c.SecretsFile(), "--ca-fingerprint", c.CAFingerprint}
+	out, err := exec.CommandContext(ctx, binary(t), append([]string{"backup", "verify"}, etcdFlags...)...).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "no gap") || !strings.Contains(string(out), " 0 corrupt") {
 		t.Fatalf("petrel backup verify: %v\n%s", err, out)
 	}
 
 	// A base backup, from the only streaming replica there is: none (the
 	// old leader is dead), so from the leader; listed, and verified.
-	etcdFlags := []string{"--etcd", strings.Join(c.EtcdEndpoints(), ","), "--cluster", "petrel", "--secrets-file", c.SecretsFile(), "--ca-fingerprint", c.CAFingerprint}
 	if out, err := exec.CommandContext(ctx, binary(t), append([]string{"backup", "create"}, etcdFlags...)...).CombinedOutput(); err != nil {
 		t.Fatalf("petrel backup create: %v\n%s", err, out)
 	} else if !regexp.MustCompile(`\[[#.?]{30}\]`).Match(out) {
@@ -146,16 +147,36 @@ func TestBackupArchive(t *testing.T) {
 	if out, err := exec.CommandContext(ctx, binary(t), append([]string{"backup", "verify"}, etcdFlags...)...).CombinedOutput(); err != nil || !strings.Contains(string(out), " 0 corrupt") {
 		t.Fatalf("petrel backup verify after prune: %v\n%s", err, out)
 	}
-	// Both are in the cluster's events.
+	// backup configure through the admin API: a directory holding
+	// something else is refused (and the configuration left alone); the
+	// cluster's own archive is taken again.
+	foreign := filepath.Join(c.Opts.Dir, "foreign")
+	if err := os.MkdirAll(foreign, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(foreign, "someone-elses"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.CommandContext(ctx, binary(t), append([]string{"backup", "configure", "--path", foreign, "--archive-timeout", "2"}, etcdFlags...)...).CombinedOutput(); err == nil || !strings.Contains(string(out), "not empty") {
+		t.Fatalf("petrel backup configure on a foreign directory: %v\n%s", err, out)
+	}
 	ecli, name := clusterEtcd(t, c)
+	if got, err := backup.ReadConfig(ctx, ecli, name); err != nil || got.Path != archive {
+		t.Fatalf("the configuration after a refused configure: %+v %v", got, err)
+	}
+	if out, err := exec.CommandContext(ctx, binary(t), append([]string{"backup", "configure", "--path", archive, "--archive-timeout", "2"}, etcdFlags...)...).CombinedOutput(); err != nil || !strings.Contains(string(out), "file store") {
+		t.Fatalf("petrel backup configure on the cluster's archive: %v\n%s", err, out)
+	}
+	// All are in the cluster's events.
 	evs, _, err := store.ListEvents(ctx, ecli, name, 0, 0)
-	var created, pruned bool
+	var created, pruned, configured bool
 	for _, ev := range evs {
 		created = created || (ev.Kind == model.EventBackup && strings.Contains(ev.Reason, "base backup "+listed[0].ID))
 		pruned = pruned || (ev.Kind == model.EventBackup && strings.Contains(ev.Reason, "pruned 0 backups and") && len(plan.DeleteWAL) > 0)
+		configured = configured || (ev.Kind == model.EventBackup && strings.Contains(ev.Reason, "backup store configured by api:") && strings.Contains(ev.Reason, archive))
 	}
-	if err != nil || !created || (len(plan.DeleteWAL) > 0 && !pruned) {
-		t.Fatalf("backup events (created %v, pruned %v; %d WAL files pruned): %+v %v", created, pruned, len(plan.DeleteWAL), evs, err)
+	if err != nil || !created || (len(plan.DeleteWAL) > 0 && !pruned) || !configured {
+		t.Fatalf("backup events (created %v, pruned %v; %d WAL files pruned; configured %v): %+v %v", created, pruned, len(plan.DeleteWAL), configured, evs, err)
 	}
 
 	// A differing copy already in the archive under the name of the

@@ -449,6 +449,11 @@ func newArchiver(cfg config.Node, srv *pg.Server, st *store.Store, reg prometheu
 		TakeBackup: func(ctx context.Context, bst backupstore.Store) (backup.Backup, error) {
 			return takeBackup(ctx, cfg, srv, st, a, dm, bst)
 		},
+		RecordEvent: func(ctx context.Context, ev model.Event) error {
+			ev.Region = cfg.Region
+			_, err := st.RecordEvent(ctx, ev)
+			return err
+		},
 		OnBackup: func(b backup.Backup, err error) {
 			ev := model.Event{Kind: model.EventBackup, Node: cfg.ID, Region: cfg.Region, Timeline: b.Timeline, LSN: b.EndLSN, To: b.Source,
 				Reason: "scheduled " + b.Summary()}
