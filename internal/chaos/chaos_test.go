@@ -44,7 +44,7 @@ func runScenarioCfg(t *testing.T, cfg Config) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("linearizable: %s; counts %v; probe acks %d", res.Linear, res.Counts, res.Probes)
+	t.Logf("linearizable: %s; counts %v; probe acks %d; archive: %s (check %d ms); run took %v", res.Linear, res.Counts, res.Probes, res.Archive, res.Extra["archive_check_ms"], res.Duration.Round(time.Second))
 	for _, w := range res.Windows {
 		t.Logf("write unavailability %v during %s", w.Len().Round(10*time.Millisecond), w.Fault)
 	}

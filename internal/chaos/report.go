@@ -66,7 +66,7 @@ func (s *Summary) WriteMarkdown(w io.Writer) {
 		a := by[n]
 		fmt.Fprintf(w, "| %s | %d | %s / %s | %d, %s / %s |\n", n, a.n, fmtD(med(a.healthy)), fmtD(maxD(a.healthy)), len(a.windows), fmtD(med(a.windows)), fmtD(maxD(a.windows)))
 	}
-	fmt.Fprintf(w, "\n## Runs\n\n| seed | duration | steps | ok/fail/unknown ops | linearizable | probe acks | anomalies |\n|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(w, "\n## Runs\n\n| seed | duration | steps | ok/fail/unknown ops | linearizable | probe acks | WAL archive at the end | anomalies |\n|---|---|---|---|---|---|---|---|\n")
 	for _, r := range s.Runs {
 		var ok, fail, unk int
 		for k, v := range r.Counts {
@@ -83,7 +83,7 @@ func (s *Summary) WriteMarkdown(w io.Writer) {
 		for _, st := range r.Steps {
 			steps = append(steps, st.Fault)
 		}
-		fmt.Fprintf(w, "| %d | %s | %s | %d/%d/%d | %s | %d | %d |\n", r.Seed, fmtD(r.Duration), strings.Join(steps, ", "), ok, fail, unk, r.Linear, r.Probes, len(r.Anomalies))
+		fmt.Fprintf(w, "| %d | %s | %s | %d/%d/%d | %s | %d | %s | %d |\n", r.Seed, fmtD(r.Duration), strings.Join(steps, ", "), ok, fail, unk, r.Linear, r.Probes, r.Archive, len(r.Anomalies))
 	}
 	fmt.Fprintf(w, "\n## Anomalies\n\n")
 	if s.Anomalies == 0 {

@@ -82,6 +82,9 @@ type Result struct {
 	Notes     []string         `json:"notes,omitempty"`
 	Probes    int              `json:"probe_acks"`
 	Extra     map[string]int64 `json:"extra,omitempty"`
+	// Archive is the end-of-run chain check of the WAL archive (every
+	// run archives into <Dir>/archive).
+	Archive string `json:"archive,omitempty"`
 	// Interrupted: the run was stopped (Ctrl-C, -duration) mid-way. Health
 	// checks then only produce notes: the cluster was being torn down, or
 	// left mid-fault; the safety checks still count.
@@ -158,6 +161,10 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		if _, err := c.DefineNode(n.ID, n.Region); err != nil {
 			return nil, err
 		}
+	}
+	acfg := archiveConfig(cfg.Dir)
+	if err := configureArchive(ctx, c, acfg); err != nil {
+		return nil, err
 	}
 	if cfg.TmpfsSize != "" {
 		for _, n := range cfg.Nodes {
@@ -241,6 +248,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	fctx, fcancel := context.WithTimeout(context.Background(), finalWait)
 	defer fcancel()
 	finalChecks(fctx, c, cfg, h, ops, prober.Acks(), res)
+	if leader := primary(c); leader != "" {
+		checkArchive(fctx, c, acfg, leader, res)
+	}
 	res.Duration = time.Since(res.Started)
 	if len(res.Anomalies) > 0 {
 		// Keep the evidence next to the agents' logs.
@@ -356,6 +366,17 @@ func healthy(c *testcluster.Cluster) bool {
 	return prim == 1
 }
 
+// primary is a member whose /status says primary ("" when none does).
+func primary(c *testcluster.Cluster) string {
+	leader := ""
+	for _, id := range c.IDs() {
+		if c.Role(id) == model.RolePrimary {
+			leader = id
+		}
+	}
+	return leader
+}
+
 func waitHealthy(ctx context.Context, c *testcluster.Cluster) error {
 	return testcluster.WaitFor(ctx, "a healthy cluster", func() bool { return healthy(c) })
 }
@@ -379,12 +400,7 @@ func finalChecks(ctx context.Context, c *testcluster.Cluster, cfg Config, h *His
 	if err := waitHealthy(ctx, c); err != nil {
 		res.unhealthy(ctx, "at the end: %v; roles: %s", err, roles(c))
 	}
-	leader := ""
-	for _, id := range c.IDs() {
-		if c.Role(id) == model.RolePrimary {
-			leader = id
-		}
-	}
+	leader := primary(c)
 	if leader == "" {
 		res.unhealthy(ctx, "no leader at the end; the data checks cannot run")
 		return
