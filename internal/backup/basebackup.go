@@ -40,6 +40,60 @@ type Source struct {
 	SSLRootCert string
 	PGBin       string // directory of pg_basebackup ("" = PATH)
 	SystemID    string
+	// SwitchWAL, for a standby source, switches WAL segments on the
+	// primary. With archive_mode = always a standby's backup ends only
+	// once its end segment is archived, and only the primary can end a
+	// segment: without a switch the backup waits up to archive_timeout.
+	// It is called when the stream stalls (see stallSwitch).
+	SwitchWAL func(context.Context) error
+}
+
+// stallSwitch calls sw each time the stream read through a has been
+// idle for 2 s, at most every 10 s, until done closes.
+func stallSwitch(ctx context.Context, a *activity, sw func(context.Context) error, done <-chan struct{}) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	var last time.Time
+	for {
+		select {
+		case <-done:
+			return
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			if now.Sub(a.last()) < 2*time.Second || now.Sub(last) < 10*time.Second {
+				continue
+			}
+			last = now
+			sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			_ = sw(sctx) // best effort: the backup still ends at archive_timeout
+			cancel()
+		}
+	}
+}
+
+// activity remembers when its reader last returned data.
+type activity struct {
+	r  io.Reader
+	at atomic.Int64 // unix nanoseconds
+}
+
+func newActivity(r io.Reader) *activity {
+	a := &activity{r: r}
+	a.at.Store(time.Now().UnixNano())
+	return a
+}
+
+func (a *activity) Read(p []byte) (int, error) {
+	n, err := a.r.Read(p)
+	if n > 0 {
+		a.at.Store(time.Now().UnixNano())
+	}
+	return n, err
+}
+
+func (a *activity) last() time.Time {
+	return time.Unix(0, a.at.Load())
 }
 
 // Progress is how far a base backup got: the bytes of the tar stream read
@@ -195,7 +249,13 @@ func create(ctx context.Context, st backupstore.Store, src Source, progress func
 	if err := cmd.Start(); err != nil {
 		return b, fmt.Errorf("starting pg_basebackup: %w", err)
 	}
-	out := bufio.NewReaderSize(stdout, 64<<10)
+	act := newActivity(stdout)
+	out := bufio.NewReaderSize(act, 64<<10)
+	if src.SwitchWAL != nil {
+		stop := make(chan struct{})
+		defer close(stop)
+		go stallSwitch(ctx, act, src.SwitchWAL, stop)
+	}
 	// Nothing is stored before pg_basebackup wrote something: one that
 	// fails at once (no connection, no zstd) leaves no object behind.
 	if _, err := out.Peek(1); err != nil {

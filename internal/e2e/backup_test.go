@@ -304,7 +304,7 @@ func TestScheduledBackup(t *testing.T) {
 	defer cancel()
 	c := newCluster(t, ctx)
 	archive := filepath.Join(c.Opts.Dir, "archive")
-	cfg := model.BackupConfig{Kind: "file", Path: archive, ArchiveTimeoutSec: 2, ScheduleSec: 3600}
+	cfg := model.BackupConfig{Kind: "file", Path: archive, ArchiveTimeoutSec: 2}
 	putBackupConfig(ctx, t, c, cfg)
 	leader := startNodes(ctx, t, c, [2]string{"scl1", "scl"}, [2]string{"scl2", "scl"})
 	replica := "scl2"
@@ -312,6 +312,10 @@ func TestScheduledBackup(t *testing.T) {
 		replica = "scl1"
 	}
 	waitSync(ctx, t, c, leader)
+	// The schedule once both members are registered: a leader alone
+	// rightly backs up from itself.
+	cfg.ScheduleSec = 3600
+	putBackupConfig(ctx, t, c, cfg)
 	st, err := backupstore.Open(ctx, cfg, backupstore.Credentials{})
 	if err != nil {
 		t.Fatal(err)

@@ -17,6 +17,7 @@ import (
 	"regexp"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -481,10 +482,27 @@ func takeBackup(ctx context.Context, cfg config.Node, srv *pg.Server, st *store.
 		ms = append(ms, m)
 	}
 	dial := func(addr string) string { return dm.Map().Addr(addr) }
-	sts := statusview.Collect(ctx, a.Identity().Client(api.ClientOptions{Timeout: 2 * time.Second, Dial: dial}), statusview.TargetsFromMembers(ms))
-	src, err := backup.ChooseSource(sts)
-	if err != nil {
-		return backup.Backup{}, err
+	client := a.Identity().Client(api.ClientOptions{Timeout: 2 * time.Second, Dial: dial})
+	var src model.Status
+	// The engine starts a backup once pg_stat_replication shows a
+	// standby streaming; that standby's own /status may say so a moment
+	// later. A replica that does not is given 10 s before the leader is
+	// used instead.
+	for wait := 0; ; wait++ {
+		sts := statusview.Collect(ctx, client, statusview.TargetsFromMembers(ms))
+		var err error
+		if src, err = backup.ChooseSource(sts); err != nil {
+			return backup.Backup{}, err
+		}
+		replica := slices.ContainsFunc(sts, func(s model.Status) bool { return s.Role == model.RoleReplica })
+		if src.ID != cfg.ID || !replica || wait >= 10 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return backup.Backup{}, ctx.Err()
+		case <-time.After(time.Second):
+		}
 	}
 	if src.ID != cfg.ID {
 		// A standby starts a backup at a restartpoint, which it can make
@@ -521,6 +539,9 @@ func takeBackup(ctx context.Context, cfg config.Node, srv *pg.Server, st *store.
 		SSLRootCert: ca.Name(), PGBin: cfg.PGBin}
 	if snap.Info != nil {
 		s.SystemID = snap.Info.SystemID
+	}
+	if src.ID != cfg.ID {
+		s.SwitchWAL = func(ctx context.Context) error { return srv.Exec(ctx, "SELECT pg_switch_wal()") }
 	}
 	return backup.Create(ctx, bst, s, nil)
 }
