@@ -19,6 +19,12 @@
 //     without the store, checksum and manifest reading.
 //     The server's wait for its end segment to be archived, the same for
 //     every tool, is cut short (endWatch) and left out of the ratio.
+//     1b. Restore throughput: the newest of petrel's backups restored -reps
+//     times with backup.Restore (what `petrel restore --backup ID` runs:
+//     the stored stream read and checked, unpacked, its WAL fetched and
+//     checked, archive recovery to the backup's end, a promotion, a
+//     checkpoint, a clean stop) into a directory on the same disk: tar MB/s
+//     next to pg_basebackup's from the same run (target ≥ 0.8×).
 //  2. Archive lag under a write load: pgbench (TPC-B, -clients) for
 //     -load while the leader's pg_current_wal_lsn() and its /status
 //     archive section are sampled every 100 ms: completed segments not yet
@@ -36,6 +42,7 @@ import (
 	"flag"
 	"fmt"
 	"log"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -166,6 +173,12 @@ func run() error {
 		return err
 	}
 
+	// 1b. Restores of the newest petrel backup.
+	rs, err := b.restores(ctx, bb)
+	if err != nil {
+		return err
+	}
+
 	// 2. Archive lag under a write load.
 	if err := b.switchAndDrain(ctx); err != nil {
 		return err
@@ -197,6 +210,8 @@ func run() error {
 	fmt.Printf("petrel backup benchmark: 2 nodes (leader %s, synchronous streaming replica %s), a directory store on the same disk,\n", b.leader, b.replica)
 	fmt.Printf("pgbench -s %d (%d MB database), %d cores; total run %.0fs\n\n", *scale, dbSize/1e6, runtime.NumCPU(), time.Since(t0).Seconds())
 	bb.print()
+	fmt.Println()
+	rs.print(bb)
 	fmt.Println()
 	lag.print()
 	fmt.Println()
@@ -313,8 +328,9 @@ func cpu() (self, children time.Duration) {
 
 // run is one base backup's figures.
 type bbRun struct {
-	bytes         int64 // tar bytes
-	stored        int64 // bytes written (petrel: compressed)
+	id            string // petrel's: the backup's id
+	bytes         int64  // tar bytes
+	stored        int64  // bytes written (petrel: compressed)
 	took          time.Duration
 	waited        time.Duration // of took, waiting for the end segment's archiving
 	self, child   time.Duration // CPU: this process, pg_basebackup
@@ -540,7 +556,7 @@ func (b *bench) baseBackups(ctx context.Context) (bbResult, error) {
 			return err
 		}
 		s1, c1 := cpu()
-		r := bbRun{bytes: bk.Size, stored: bk.Stored, took: took, waited: waited, self: s1 - s0, child: c1 - c0, serverCPUSecs: pgCPU(n) - srv0}
+		r := bbRun{id: bk.ID, bytes: bk.Size, stored: bk.Stored, took: took, waited: waited, self: s1 - s0, child: c1 - c0, serverCPUSecs: pgCPU(n) - srv0}
 		res.petrel = append(res.petrel, r)
 		log.Printf("petrel backup %s: %.0f MB in %.1fs (%.1fs waiting for the end segment), %.1f MB/s, %.0f MB stored", bk.ID, float64(r.bytes)/1e6, took.Seconds(), waited.Seconds(), r.mbps(), float64(r.stored)/1e6)
 		return nil
@@ -801,4 +817,65 @@ func (b *bench) archiveLag(ctx context.Context) (lagResult, error) {
 		res.segments++
 	}
 	return res, nil
+}
+
+type restoreResult struct {
+	id   string
+	runs []bbRun
+}
+
+// restores restores the newest petrel backup of bb, -reps times.
+func (b *bench) restores(ctx context.Context, bb bbResult) (restoreResult, error) {
+	last := bb.petrel[len(bb.petrel)-1]
+	res := restoreResult{id: last.id}
+	plan, err := backup.PlanRestore(ctx, b.st, backup.Target{BackupID: last.id})
+	if err != nil {
+		return res, err
+	}
+	for i := 0; i < *reps; i++ {
+		run, err := os.MkdirTemp("", "petrel-bench-restore-")
+		if err != nil {
+			return res, err
+		}
+		data := filepath.Join(b.dir, fmt.Sprintf("restore-%d", i))
+		port, err := testcluster.FreePort()
+		if err != nil {
+			return res, err
+		}
+		srv, err := pg.New(pg.Options{DataDir: filepath.Join(data, "pgdata"), RunDir: filepath.Join(run, "run"), Port: port,
+			Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+		if err != nil {
+			return res, err
+		}
+		s0, _ := cpu()
+		t0 := time.Now()
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+		_, err = backup.Restore(rctx, b.st, plan, backup.RestoreOptions{Server: srv, WALDir: filepath.Join(data, "wal"), Secrets: b.c.Secrets})
+		cancel()
+		took := time.Since(t0)
+		s1, _ := cpu()
+		srv.Close()
+		os.RemoveAll(run)
+		if err != nil {
+			return res, fmt.Errorf("restoring backup %s: %w", last.id, err)
+		}
+		r := bbRun{bytes: last.bytes, stored: last.stored, took: took, self: s1 - s0}
+		res.runs = append(res.runs, r)
+		log.Printf("restore of %s: %.0f MB in %.1fs, %.1f MB/s", last.id, float64(r.bytes)/1e6, took.Seconds(), r.mbps())
+		if err := os.RemoveAll(data); err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}
+
+func (r restoreResult) print(bb bbResult) {
+	fmt.Printf("restore of backup %s (backup.Restore: read and check, unpack, fetch and check its WAL, recover, promote,\n", r.id)
+	fmt.Printf("checkpoint, stop), median of %d:\n", len(r.runs))
+	mb := median(r.runs, bbRun.mbps)
+	fmt.Printf("  %-44s %7.0f MB %6.1f s %7.1f MB/s  CPU Go %.1f s\n", "petrel restore", float64(r.runs[0].bytes)/1e6,
+		median(r.runs, func(x bbRun) float64 { return x.took.Seconds() }), mb,
+		median(r.runs, func(x bbRun) float64 { return x.self.Seconds() }))
+	g := median(bb.pgbb, bbRun.copyMBps)
+	fmt.Printf("  petrel restore / pg_basebackup (its MB/s above, without the end-segment wait): %.2f× (target ≥ 0.80×)\n", mb/g)
 }
