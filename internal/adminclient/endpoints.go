@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/petrel-db/petrel/internal/backup"
@@ -330,4 +331,63 @@ func (c *Client) VerifyBackups(ctx context.Context) (backup.Report, error) {
 	var r backup.Report
 	err := c.do(ctx, http.MethodGet, "/api/v1/backups/verify", nil, &r)
 	return r, err
+}
+
+// BackupRequest is POST /api/v1/backups' answer: the member that takes
+// the backup and the request's number there.
+type BackupRequest struct {
+	Member  string `json:"member"`
+	Request uint64 `json:"request"`
+}
+
+// RequestBackup asks the archiving member (the leader) for a base backup
+// now: the member in use first, then the leader a refusal names, then
+// the others. The client then stays on the member that took it (follow
+// it with RunningBackup).
+func (c *Client) RequestBackup(ctx context.Context) (BackupRequest, error) {
+	var res BackupRequest
+	err := c.do(ctx, http.MethodPost, "/api/v1/backups", nil, &res)
+	tried := map[int]bool{}
+	for range len(c.members) + 1 {
+		var e *Error
+		if !errors.As(err, &e) || e.Status != http.StatusConflict {
+			return res, err
+		}
+		c.mu.Lock()
+		tried[c.cur] = true
+		c.mu.Unlock()
+		next := -1
+		if i := strings.LastIndex(e.Message, "(ask "); i >= 0 {
+			next = c.index(strings.TrimSuffix(e.Message[i+len("(ask "):], ")"))
+		}
+		for i := 0; (next < 0 || tried[next]) && i < len(c.members); i++ {
+			next = i
+		}
+		if next < 0 || tried[next] {
+			return res, err
+		}
+		c.mu.Lock()
+		c.cur = next
+		c.mu.Unlock()
+		err = c.do(ctx, http.MethodPost, "/api/v1/backups", nil, &res)
+	}
+	return res, err
+}
+
+// index is the member id's index in the client's members (-1: none).
+func (c *Client) index(id string) int {
+	for i, m := range c.members {
+		if id != "" && m.ID == id {
+			return i
+		}
+	}
+	return -1
+}
+
+// RunningBackup is the base backups of the member in use (the one running and
+// how far it got, how the last ended): only that member is asked.
+func (c *Client) RunningBackup(ctx context.Context) (backup.BackupState, error) {
+	var s backup.BackupState
+	err := c.doHere(ctx, http.MethodGet, "/api/v1/backups/running", &s)
+	return s, err
 }

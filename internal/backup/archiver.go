@@ -62,12 +62,13 @@ type ArchiverConfig struct {
 	// Open opens a store (tests may swap it); default backupstore.Open.
 	Open func(context.Context, model.BackupConfig, backupstore.Credentials) (backupstore.Store, error)
 	// TakeBackup takes a base backup into st (from the freshest streaming
-	// replica) for the schedule (model.BackupConfig.ScheduleSec); nil: this
+	// replica) for the schedule (model.BackupConfig.ScheduleSec) or a
+	// request, telling progress (if not nil) how far it got; nil: this
 	// member takes none.
-	TakeBackup func(ctx context.Context, st backupstore.Store) (Backup, error)
-	// OnBackup, if set, is told how each scheduled backup ended (for the
-	// cluster's events).
-	OnBackup func(b Backup, err error)
+	TakeBackup func(ctx context.Context, st backupstore.Store, progress func(Progress)) (Backup, error)
+	// OnBackup, if set, is told how each backup ended (for the cluster's
+	// events); what is "scheduled" or "requested by <who>".
+	OnBackup func(b Backup, what string, err error)
 	// RecordEvent, if set, records an event in the cluster's history
 	// (what the admin API had the archiver do: a prune, a new
 	// configuration).
@@ -77,12 +78,45 @@ type ArchiverConfig struct {
 // backupTimeout bounds one scheduled backup (and the prune after it).
 const backupTimeout = 24 * time.Hour
 
-// backupResult is how a scheduled backup's goroutine ended.
+// backupResult is how a backup's goroutine ended.
 type backupResult struct {
 	b        Backup
 	err      error
 	pruned   PrunePlan
 	pruneErr error
+}
+
+// BackupState is this member's base backups as GET
+// /api/v1/backups/running shows them: `petrel backup create` follows its
+// request through it.
+type BackupState struct {
+	// Archiving: this member pushes WAL (it takes the backups).
+	Archiving bool `json:"archiving"`
+	// Requested is the newest request's number (RequestBackup; they
+	// restart from 1 with the agent).
+	Requested uint64         `json:"requested"`
+	Running   *RunningBackup `json:"running,omitempty"`
+	Last      *BackupOutcome `json:"last,omitempty"`
+}
+
+// RunningBackup is the base backup being taken now.
+type RunningBackup struct {
+	// Request is the newest request it serves (0: a scheduled one).
+	Request uint64    `json:"request"`
+	ID      string    `json:"id,omitempty"` // "" until pg_basebackup started
+	Source  string    `json:"source,omitempty"`
+	Role    string    `json:"role,omitempty"` // the source's role
+	Read    int64     `json:"read"`
+	Total   int64     `json:"total"` // the server's estimate (0: not yet)
+	Started time.Time `json:"started"`
+}
+
+// BackupOutcome is how the last base backup ended.
+type BackupOutcome struct {
+	Request  uint64    `json:"request"`
+	Backup   *Backup   `json:"backup,omitempty"`
+	Error    string    `json:"error,omitempty"`
+	Finished time.Time `json:"finished"`
 }
 
 // Archiver moves WAL from the spool to the backup store.
@@ -121,30 +155,62 @@ type Archiver struct {
 	lastAttempt   time.Time
 	waitingSince  time.Time // due, waiting for a streaming replica
 	backupDone    chan backupResult
+	backupWhat    string // the running backup's: "scheduled" or "requested by ..."
 	backups       sync.WaitGroup
 
-	requested atomic.Bool // RequestBackup asked for one now
+	reqSeq atomic.Uint64 // RequestBackup's newest request number
+	served uint64        // the newest request a started backup serves (Run's goroutine)
+
+	bmu         sync.Mutex // guards the fields below
+	requestedBy string     // who made the newest request
+	running     *RunningBackup
+	last        *BackupOutcome
 }
 
 // ErrNotArchiving: this member does not push WAL, so it takes no backup
 // (the leader does).
 var ErrNotArchiving = errors.New("this member does not archive: the leader takes backups")
 
-// RequestBackup asks for a base backup now, outside the schedule; only
-// the pushing member takes it (within a second), and not while one runs.
-func (a *Archiver) RequestBackup() error {
+// RequestBackup asks for a base backup now, outside the schedule, for
+// by; only the pushing member takes it (within a second, or once the one
+// running ended). The request's number is in BackupState once a backup
+// serving it runs and ends.
+func (a *Archiver) RequestBackup(by string) (uint64, error) {
 	a.mu.Lock()
 	role := a.plan.Role
 	a.mu.Unlock()
-	if role != engine.ArchivePush {
-		return ErrNotArchiving
+	if role != engine.ArchivePush || a.c.TakeBackup == nil {
+		return 0, ErrNotArchiving
 	}
-	a.requested.Store(true)
+	a.bmu.Lock()
+	n := a.reqSeq.Add(1)
+	a.requestedBy = by
+	a.bmu.Unlock()
 	select {
 	case a.kick <- struct{}{}:
 	default:
 	}
-	return nil
+	return n, nil
+}
+
+// Backups is this member's base backups: the one running, how the last
+// ended, the newest request.
+func (a *Archiver) Backups() BackupState {
+	a.mu.Lock()
+	archiving := a.plan.Role == engine.ArchivePush
+	a.mu.Unlock()
+	a.bmu.Lock()
+	defer a.bmu.Unlock()
+	s := BackupState{Archiving: archiving, Requested: a.reqSeq.Load()}
+	if a.running != nil {
+		r := *a.running
+		s.Running = &r
+	}
+	if a.last != nil {
+		l := *a.last
+		s.Last = &l
+	}
+	return s
 }
 
 // ListBackups reads the backup catalog through a store of its own (the
@@ -312,15 +378,18 @@ func (a *Archiver) round(ctx context.Context) {
 			SourceReady: plan.BackupSource, WaitingSince: a.waitingSince, Now: time.Now(),
 		})
 		switch {
-		case a.requested.Load() && !a.backupRunning:
-			a.requested.Store(false)
-			a.startBackup(ctx, cfg, "requested through the admin API")
+		case a.reqSeq.Load() > a.served && !a.backupRunning:
+			a.bmu.Lock()
+			n, by := a.reqSeq.Load(), a.requestedBy
+			a.bmu.Unlock()
+			a.served = n
+			a.startBackup(ctx, cfg, "requested by "+by, n)
 		case bp.Waiting && a.waitingSince.IsZero():
 			a.waitingSince = time.Now()
 			a.c.Log.Info("a scheduled base backup is due", "why", bp.Reason)
 		case bp.Start:
 			a.waitingSince = time.Time{}
-			a.startBackup(ctx, cfg, bp.Reason)
+			a.startBackup(ctx, cfg, bp.Reason, 0)
 		case !bp.Waiting:
 			a.waitingSince = time.Time{}
 		}
@@ -564,9 +633,11 @@ func (a *Archiver) refreshRestoreFrom(ctx context.Context) {
 	a.mu.Unlock()
 }
 
-// startBackup takes a scheduled base backup in the background, then
-// prunes with cfg's retention. Its result is collected by a later round.
-func (a *Archiver) startBackup(ctx context.Context, cfg model.BackupConfig, why string) {
+// startBackup takes a base backup in the background; a scheduled one
+// (request 0) is followed by a prune with cfg's retention, a requested
+// one (as `petrel backup create`) is not. Its result is collected by a
+// later round.
+func (a *Archiver) startBackup(ctx context.Context, cfg model.BackupConfig, why string, request uint64) {
 	if a.backupDone == nil {
 		a.backupDone = make(chan backupResult, 1)
 	}
@@ -579,16 +650,31 @@ func (a *Archiver) startBackup(ctx context.Context, cfg model.BackupConfig, why 
 	a.mu.Lock()
 	a.status.BackupSince = a.lastAttempt.UTC()
 	a.mu.Unlock()
-	a.c.Log.Info("starting a scheduled base backup", "why", why)
+	a.c.Log.Info("starting a base backup", "why", why)
+	a.bmu.Lock()
+	a.running = &RunningBackup{Request: request, Started: a.lastAttempt.UTC()}
+	a.bmu.Unlock()
+	a.backupWhat = "scheduled"
+	if request > 0 {
+		a.backupWhat = why
+	}
 	st, take := a.st, a.c.TakeBackup
+	progress := func(p Progress) {
+		a.bmu.Lock()
+		if a.running != nil {
+			a.running.ID, a.running.Source, a.running.Role = p.ID, p.Source, p.Role
+			a.running.Read, a.running.Total = p.Read, p.Total
+		}
+		a.bmu.Unlock()
+	}
 	a.backups.Add(1)
 	go func() {
 		defer a.backups.Done()
 		bctx, cancel := context.WithTimeout(ctx, backupTimeout)
 		defer cancel()
 		var r backupResult
-		r.b, r.err = take(bctx, st)
-		if r.err == nil {
+		r.b, r.err = take(bctx, st, progress)
+		if r.err == nil && request == 0 {
 			r.pruned, r.pruneErr = Prune(bctx, st, time.Now(), retention, false)
 		}
 		a.backupDone <- r // buffered: one backup at a time
@@ -615,17 +701,30 @@ func (a *Archiver) collectBackup() {
 	a.mu.Lock()
 	a.status.BackupSince = time.Time{}
 	a.mu.Unlock()
+	a.bmu.Lock()
+	out := &BackupOutcome{Finished: time.Now().UTC()}
+	if a.running != nil {
+		out.Request = a.running.Request
+	}
+	if r.err != nil {
+		out.Error = r.err.Error()
+	} else {
+		b := r.b
+		out.Backup = &b
+	}
+	a.running, a.last = nil, out
+	a.bmu.Unlock()
 	switch {
 	case r.err != nil:
-		a.fail("taking a scheduled base backup", r.err)
+		a.fail("taking a base backup ("+a.backupWhat+")", r.err)
 	case r.pruneErr != nil:
 		a.fail("pruning after the scheduled backup "+r.b.ID, r.pruneErr)
 	default:
-		a.c.Log.Info("scheduled base backup done", "backup", r.b.ID, "source", r.b.Source, "timeline", r.b.Timeline,
+		a.c.Log.Info("base backup done", "what", a.backupWhat, "backup", r.b.ID, "source", r.b.Source, "timeline", r.b.Timeline,
 			"size", r.b.Size, "stored", r.b.Stored, "pruned_backups", len(r.pruned.DeleteBackups), "pruned_wal", len(r.pruned.DeleteWAL))
 	}
 	if a.c.OnBackup != nil {
-		a.c.OnBackup(r.b, r.err)
+		a.c.OnBackup(r.b, a.backupWhat, r.err)
 	}
 }
 

@@ -102,6 +102,9 @@ func (a *activity) last() time.Time {
 // manifest).
 type Progress struct {
 	Read, Total int64
+	// ID and Source are the backup's id and the member it is taken
+	// from (Create sets them); Role is the source's role (its caller's).
+	ID, Source, Role string
 }
 
 // estimate picks the total out of pg_basebackup -P's stderr lines
@@ -294,7 +297,7 @@ func create(ctx context.Context, st backupstore.Store, src Source, progress func
 	// bytes (the progress) and to pick backup_manifest's WAL range out.
 	var report func(int64)
 	if progress != nil {
-		report = func(n int64) { progress(Progress{Read: n, Total: est.total.Load()}) }
+		report = func(n int64) { progress(Progress{Read: n, Total: est.total.Load(), ID: b.ID, Source: src.Member}) }
 	}
 	stored := &countingReader{r: compressed}
 	dr, dw := io.Pipe()

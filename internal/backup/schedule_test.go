@@ -29,7 +29,7 @@ func TestScheduledBackup(t *testing.T) {
 		release = make(chan struct{})
 		ended   []error
 	)
-	take := func(ctx context.Context, st backupstore.Store) (Backup, error) {
+	take := func(ctx context.Context, st backupstore.Store, _ func(Progress)) (Backup, error) {
 		mu.Lock()
 		taken++
 		n, f := taken, fail
@@ -51,7 +51,7 @@ func TestScheduledBackup(t *testing.T) {
 			Source:     func() (model.BackupConfig, bool, bool, error) { return cfg, true, true, nil },
 			SystemID:   func() string { return "42" },
 			TakeBackup: take,
-			OnBackup: func(b Backup, err error) {
+			OnBackup: func(b Backup, _ string, err error) {
 				mu.Lock()
 				ended = append(ended, err)
 				mu.Unlock()
@@ -142,4 +142,26 @@ func TestScheduledBackup(t *testing.T) {
 		t.Fatalf("after a failure: %d taken (want 3), status %+v", n, leader.Status())
 	}
 	_ = engine.BackupRetry
+
+	// A requested backup (petrel backup create): refused by a member that
+	// does not push; on the leader taken at once, not followed by a
+	// prune, and its request's outcome in Backups.
+	if _, err := standby.RequestBackup("api:test"); !errors.Is(err, ErrNotArchiving) {
+		t.Fatalf("a keeping member's RequestBackup: %v, want ErrNotArchiving", err)
+	}
+	mu.Lock()
+	fail = false
+	mu.Unlock()
+	req, err := leader.RequestBackup("api:test")
+	if err != nil || leader.Backups().Requested != req {
+		t.Fatalf("RequestBackup: %d %v, state %+v", req, err, leader.Backups())
+	}
+	wait(leader, 4)
+	bst := leader.Backups()
+	if bst.Running != nil || bst.Last == nil || bst.Last.Request != req || bst.Last.Backup == nil || bst.Last.Backup.ID != "b4" || bst.Last.Error != "" {
+		t.Fatalf("after the requested backup: %+v (last %+v)", bst, bst.Last)
+	}
+	if bs, err := ListBackups(ctx, st0); err != nil || len(bs) != 2 {
+		t.Fatalf("after the requested backup: %+v %v, want b2 and b4 (no prune)", bs, err)
+	}
 }

@@ -6,21 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
-	"strconv"
 	"text/tabwriter"
 	"time"
 
 	"github.com/petrel-db/petrel/internal/adminclient"
 	"github.com/petrel-db/petrel/internal/backup"
-	"github.com/petrel-db/petrel/internal/config"
 	"github.com/petrel-db/petrel/internal/model"
-	"github.com/petrel-db/petrel/internal/ops"
 	"github.com/petrel-db/petrel/internal/statusview"
-	"github.com/petrel-db/petrel/internal/store"
 	"github.com/spf13/cobra"
-	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 func newBackupCmd() *cobra.Command {
@@ -275,39 +269,6 @@ with its own store credentials; on a large archive it takes long.`,
 	return cmd
 }
 
-// recordBackupEvent notes what a backup command did in the cluster's
-// events; failing to record it is reported, not fatal (the work is done).
-func recordBackupEvent(ctx context.Context, cmd *cobra.Command, cli *clientv3.Client, cluster string, ev model.Event) {
-	ev.Kind, ev.Node = model.EventBackup, "cli"
-	ectx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if _, err := store.RecordEvent(ectx, cli, cluster, ev); err != nil {
-		fmt.Fprintf(cmd.ErrOrStderr(), "recording the event: %v\n", err)
-	}
-}
-
-// checkpointPrimary asks the primary for a checkpoint (a standby's backup
-// starts at one it replayed); when it cannot, the backup waits for the
-// primary's next one, and the user is told why.
-func checkpointPrimary(ctx context.Context, cmd *cobra.Command, sts []model.Status, admin ops.Admin) {
-	for _, s := range sts {
-		if s.Role != model.RolePrimary {
-			continue
-		}
-		cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-		defer cancel()
-		conn, err := admin.Connect(cctx, s.PostgresAddr, "postgres")
-		if err == nil {
-			_, err = conn.Exec(cctx, "CHECKPOINT")
-			conn.Close(context.Background())
-		}
-		if err != nil {
-			fmt.Fprintf(cmd.ErrOrStderr(), "could not ask %s for a checkpoint (%v): the backup starts at its next one\n", s.ID, err)
-		}
-		return
-	}
-}
-
 // isTerminal says whether w is a character device (a terminal).
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
@@ -323,96 +284,35 @@ func newBackupCreateCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "create",
 		Short: "Take a base backup into the cluster's backup store (from a streaming replica when there is one)",
-		Long: `Runs pg_basebackup (tar, without WAL: the archive holds it) against the most
-caught-up streaming replica, else the primary, as the replication role
-(REPL_PASSWORD from the environment or the secrets file), over TLS checked
-against the cluster CA, and stores it zstd-compressed with its manifest.`,
+		Long: `Asks the archiving member (the leader) through its admin API (POST
+/api/v1/backups) to take a base backup now, and follows it until it is done
+(GET /api/v1/backups/running). The leader runs pg_basebackup (tar, without
+WAL: the archive holds it) against the most caught-up streaming replica (after
+a checkpoint, which the standby's backup starts from), else itself, as the
+replication role over TLS checked against the cluster CA, and stores it
+zstd-compressed with its manifest: this machine needs neither the replication
+password nor the store's credentials. The backup is recorded as an event.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			cli, t, err := cf.etcdClient(ctx)
+			octx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+			a, err := openAdmin(octx, cf)
+			cancel()
 			if err != nil {
 				return err
 			}
-			defer cli.Close()
-			sec, err := config.LoadSecrets(t.secrets)
+			defer a.Close()
+			rctx, cancel := context.WithTimeout(ctx, time.Minute)
+			req, err := a.RequestBackup(rctx)
+			cancel()
 			if err != nil {
 				return err
 			}
-			st, _, err := backup.OpenCluster(ctx, cli, t.cluster, t.secrets)
+			b, err := followBackup(ctx, cmd, a.Client, req)
 			if err != nil {
 				return err
 			}
-			defer st.Close()
-			ms, err := statusview.MembersFromEtcd(ctx, cli, t.cluster)
-			if err != nil {
-				return err
-			}
-			client, caPEM, err := t.apiClient(ctx, cli)
-			if err != nil {
-				return err
-			}
-			sts := statusview.Collect(ctx, client, statusview.TargetsFromMembers(ms))
-			src, err := backup.ChooseSource(sts)
-			if err != nil {
-				return err
-			}
-			if src.Role != model.RolePrimary {
-				// A standby's backup starts at a checkpoint it replayed;
-				// on an idle cluster the next could be minutes away.
-				checkpointPrimary(ctx, cmd, sts, ops.Admin{User: "postgres", Password: sec.Superuser, CAPEM: caPEM})
-			}
-			host, port, err := net.SplitHostPort(src.PostgresAddr)
-			if err != nil {
-				return fmt.Errorf("member %s's address %q: %w", src.ID, src.PostgresAddr, err)
-			}
-			pn, _ := strconv.Atoi(port)
-			s := backup.Source{Member: src.ID, Host: host, Port: pn, User: "replicator", Password: sec.Replication}
-			if info, ok, err := readClusterInfo(ctx, cli, t.cluster); err == nil && ok {
-				s.SystemID = info.SystemID
-			}
-			if len(caPEM) > 0 {
-				f, err := os.CreateTemp("", "petrel-ca")
-				if err != nil {
-					return err
-				}
-				defer os.Remove(f.Name())
-				if _, err := f.Write(caPEM); err != nil {
-					return err
-				}
-				f.Close()
-				s.SSLRootCert = f.Name()
-			}
-			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "backing up from %s (%s)\n", src.ID, src.Role)
-			start, last := time.Now(), time.Time{}
-			// A bar redrawn in place on a terminal; elsewhere (logs, CI) a
-			// line every 10 s.
-			tty, every, end := isTerminal(cmd.ErrOrStderr()), 10*time.Second, "\n"
-			if tty {
-				every, end = 250*time.Millisecond, ""
-			}
-			shown := false
-			b, err := backup.Create(ctx, st, s, func(p backup.Progress) {
-				if time.Since(last) < every {
-					return
-				}
-				last, shown = time.Now(), true
-				line := statusview.ProgressBar(p.Read, p.Total, time.Since(start), 30)
-				if tty {
-					line = "\r" + line + "\x1b[K"
-				}
-				fmt.Fprint(cmd.ErrOrStderr(), line+end)
-			})
-			if shown && tty {
-				fmt.Fprintln(cmd.ErrOrStderr())
-			}
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(out, "backup %s: timeline %d, %s..%s, %d MiB (%d MiB stored)\n", b.ID, b.Timeline, b.StartLSN, b.EndLSN, b.Size>>20, b.Stored>>20)
-			recordBackupEvent(ctx, cmd, cli, t.cluster, model.Event{Timeline: b.Timeline, LSN: b.EndLSN, To: b.Source,
-				Reason: b.Summary()})
+			fmt.Fprintf(cmd.OutOrStdout(), "backup %s: timeline %d, %s..%s, %d MiB (%d MiB stored)\n", b.ID, b.Timeline, b.StartLSN, b.EndLSN, b.Size>>20, b.Stored>>20)
 			return nil
 		},
 	}
@@ -420,11 +320,84 @@ against the cluster CA, and stores it zstd-compressed with its manifest.`,
 	return cmd
 }
 
-func readClusterInfo(ctx context.Context, cli *clientv3.Client, cluster string) (model.ClusterInfo, bool, error) {
-	var info model.ClusterInfo
-	resp, err := cli.Get(ctx, store.KeysFor(cluster).Info())
-	if err != nil || len(resp.Kvs) == 0 {
-		return info, false, err
+// followBackup polls the member that took request req until the backup
+// serving it ended, drawing its progress: a bar redrawn in place on a
+// terminal; elsewhere (logs, CI) a line every 10 s, and one at the end.
+func followBackup(ctx context.Context, cmd *cobra.Command, a *adminclient.Client, req adminclient.BackupRequest) (backup.Backup, error) {
+	out, errOut := cmd.OutOrStdout(), cmd.ErrOrStderr()
+	tty, every, end := isTerminal(errOut), 10*time.Second, "\n"
+	if tty {
+		every, end = 250*time.Millisecond, ""
 	}
-	return info, true, json.Unmarshal(resp.Kvs[0].Value, &info)
+	var (
+		announced, shown bool
+		last, failing    time.Time
+		start            = time.Now()
+	)
+	announce := func(src, role string) {
+		if !announced && src != "" {
+			announced = true
+			if role == "" {
+				fmt.Fprintf(out, "backing up from %s\n", src)
+				return
+			}
+			fmt.Fprintf(out, "backing up from %s (%s)\n", src, role)
+		}
+	}
+	draw := func(read, total int64) {
+		line := statusview.ProgressBar(read, total, time.Since(start), 30)
+		if tty {
+			line = "\r" + line + "\x1b[K"
+		}
+		fmt.Fprint(errOut, line+end)
+		last, shown = time.Now(), true
+	}
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		st, err := a.RunningBackup(pctx)
+		cancel()
+		switch {
+		case ctx.Err() != nil:
+			return backup.Backup{}, ctx.Err()
+		case err != nil:
+			// The member may be busy for a moment; not for long.
+			if failing.IsZero() {
+				failing = time.Now()
+			}
+			if time.Since(failing) > time.Minute {
+				return backup.Backup{}, fmt.Errorf("following the backup on %s: %w", req.Member, err)
+			}
+		case st.Last != nil && st.Last.Request >= req.Request:
+			if st.Last.Error != "" || st.Last.Backup == nil {
+				if shown && tty {
+					fmt.Fprintln(errOut)
+				}
+				return backup.Backup{}, fmt.Errorf("the base backup on %s failed: %s", req.Member, st.Last.Error)
+			}
+			b := *st.Last.Backup
+			announce(b.Source, "")
+			draw(b.Size, b.Size)
+			if tty {
+				fmt.Fprintln(errOut)
+			}
+			return b, nil
+		case st.Requested < req.Request:
+			return backup.Backup{}, fmt.Errorf("%s restarted before taking the backup (request %d, it knows %d): run backup create again", req.Member, req.Request, st.Requested)
+		case st.Running != nil && st.Running.Request >= req.Request:
+			failing = time.Time{}
+			announce(st.Running.Source, st.Running.Role)
+			if st.Running.Read > 0 && time.Since(last) >= every {
+				draw(st.Running.Read, st.Running.Total)
+			}
+		case !st.Archiving:
+			return backup.Backup{}, fmt.Errorf("%s stopped archiving (it is no longer the leader?) before taking the backup: run backup create again", req.Member)
+		default:
+			failing = time.Time{} // requested, not started yet (one runs)
+		}
+		select {
+		case <-ctx.Done():
+			return backup.Backup{}, ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }

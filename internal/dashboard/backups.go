@@ -16,7 +16,8 @@ import (
 // store credentials.
 type Backups interface {
 	ListBackups(ctx context.Context) ([]backup.Backup, error)
-	RequestBackup() error
+	RequestBackup(by string) (uint64, error)
+	Backups() backup.BackupState
 	BackupConfig() (model.BackupConfig, bool, error)
 	ConfigureStore(ctx context.Context, cli *clientv3.Client, c model.BackupConfig, by string) error
 	PruneStore(ctx context.Context, window *time.Duration, min *int, dryRun bool, by string) (backup.PruneResult, error)
@@ -87,7 +88,8 @@ func (s *Server) postBackups(w http.ResponseWriter, r *http.Request, actor strin
 		writeError(w, http.StatusConflict, "this member takes no backups")
 		return
 	}
-	if err := s.o.Backups.RequestBackup(); err != nil {
+	n, err := s.o.Backups.RequestBackup("api:" + actor)
+	if err != nil {
 		msg := err.Error()
 		if errors.Is(err, backup.ErrNotArchiving) {
 			if l := s.o.Store.Snapshot().Leader; l != "" {
@@ -98,7 +100,22 @@ func (s *Server) postBackups(w http.ResponseWriter, r *http.Request, actor strin
 		return
 	}
 	s.o.Log.Info("backup requested", "actor", actor)
-	writeJSON(w, http.StatusAccepted, map[string]any{"requested": true, "member": s.o.Self})
+	writeJSON(w, http.StatusAccepted, map[string]any{"requested": true, "member": s.o.Self, "request": n})
+}
+
+// getRunningBackup is this member's base backups: GET
+// /api/v1/backups/running → a backup.BackupState (the one running and
+// how far it got, how the last ended, the newest request number), what
+// `petrel backup create` follows.
+func (s *Server) getRunningBackup(w http.ResponseWriter, r *http.Request, actor string) {
+	if len(r.URL.RawQuery) > 0 {
+		writeError(w, http.StatusBadRequest, "takes no parameters")
+		return
+	}
+	if s.noBackups(w) {
+		return
+	}
+	writeJSON(w, http.StatusOK, s.o.Backups.Backups())
 }
 
 // getBackupConfig is the backup configuration: GET /api/v1/backup/config

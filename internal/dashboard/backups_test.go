@@ -41,6 +41,7 @@ func TestBackupEndpoints(t *testing.T) {
 		{"POST", "/api/v1/backups/prune", `{"min":"2"}`},
 		{"POST", "/api/v1/backups/prune", `{"dry_run":true,"everything":true}`},
 		{"GET", "/api/v1/backups/verify?deep=1", ""},
+		{"GET", "/api/v1/backups/running?id=x", ""},
 	} {
 		code, m := do(t, c.method, ts.URL+c.path, auth, c.body)
 		if code != http.StatusBadRequest || m["error"] == nil {
@@ -76,6 +77,14 @@ func TestBackupEndpoints(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "wal", seg+".zst")); err != nil {
 		t.Errorf("prune without a backup deleted WAL: %v", err)
+	}
+
+	// Not the archiving member: no request taken, and its state says so.
+	if code, m := do(t, "POST", ts.URL+"/api/v1/backups", auth, ""); code != http.StatusConflict || m["error"] == nil {
+		t.Errorf("POST /api/v1/backups on a member that does not archive = %d %v, want 409", code, m)
+	}
+	if code, m := do(t, "GET", ts.URL+"/api/v1/backups/running", auth, ""); code != 200 || m["archiving"] != false || m["requested"] != float64(0) {
+		t.Errorf("GET /api/v1/backups/running = %d %v", code, m)
 	}
 
 	// No store configured: 404.

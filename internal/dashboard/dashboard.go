@@ -170,6 +170,7 @@ func (s *Server) Wrap(next http.Handler) http.Handler {
 	api.HandleFunc("POST /api/v1/backups", s.authed(s.postBackups))
 	api.HandleFunc("POST /api/v1/backups/prune", s.authed(s.postPrune))
 	api.HandleFunc("GET /api/v1/backups/verify", s.authed(s.getVerify))
+	api.HandleFunc("GET /api/v1/backups/running", s.authed(s.getRunningBackup))
 	api.HandleFunc("GET /api/v1/backup/config", s.authed(s.getBackupConfig))
 	api.HandleFunc("PUT /api/v1/backup/config", s.authed(s.putBackupConfig))
 	api.HandleFunc("POST /api/v1/databases", s.authed(s.postDatabases))

@@ -107,7 +107,7 @@ func TestAdminAuth(t *testing.T) {
 		{"GET", "/api/v1/users"}, {"POST", "/api/v1/users"}, {"DELETE", "/api/v1/users/someone"}, {"POST", "/api/v1/users/someone/password"},
 		{"GET", "/api/v1/databases"}, {"POST", "/api/v1/databases"}, {"DELETE", "/api/v1/apps/someapp"},
 		{"GET", "/api/v1/backups"}, {"POST", "/api/v1/backups"},
-		{"GET", "/api/v1/backup/config"}, {"PUT", "/api/v1/backup/config"}, {"POST", "/api/v1/backups/prune"}, {"GET", "/api/v1/backups/verify"},
+		{"GET", "/api/v1/backup/config"}, {"PUT", "/api/v1/backup/config"}, {"POST", "/api/v1/backups/prune"}, {"GET", "/api/v1/backups/verify"}, {"GET", "/api/v1/backups/running"},
 	}
 	for name, auth := range bad {
 		for _, ep := range endpoints {

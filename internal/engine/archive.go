@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"slices"
 )
 
 // ArchiveRole is what a node does with the WAL its Postgres hands to the
@@ -65,8 +66,11 @@ func DecideArchive(o Observation, f ArchiveFacts, p Params) ArchivePlan {
 		return ArchivePlan{Role: ArchiveKeep, Reason: fmt.Sprintf("leader lease nearly expired (%v left)", o.LeaseLeft)}
 	}
 	plan := ArchivePlan{Role: ArchivePush, Reason: "leader with its lease", BackupSource: len(o.Registered) <= 1}
+	// Only a registered member's walsender counts: a clone's
+	// pg_basebackup (-X stream) has one streaming too, but that member
+	// cannot be backed up from yet.
 	for _, sb := range o.Standbys {
-		if sb.Streaming {
+		if sb.Streaming && slices.Contains(o.Registered, sb.ID) {
 			plan.BackupSource = true
 		}
 	}

@@ -97,3 +97,28 @@ func TestArchivePushOnlyWhenWritableAllowed(t *testing.T) {
 		}
 	}
 }
+
+// TestDecideArchiveBackupSource: a scheduled backup has a source once a
+// registered standby streams (or the leader is alone); a clone's
+// pg_basebackup walsender, streaming too, is not one.
+func TestDecideArchiveBackupSource(t *testing.T) {
+	p := DefaultParams()
+	on := ArchiveFacts{Configured: true, CheckedTimeline: 1}
+	for _, c := range []struct {
+		name     string
+		standbys []Standby
+		reg      []string
+		want     bool
+	}{
+		{"registered standby streams", []Standby{{ID: "scl2", Streaming: true}}, []string{"scl1", "scl2"}, true},
+		{"only a clone's walsender", []Standby{{ID: "petrel_basebackup", Streaming: true}}, []string{"scl1", "scl2"}, false},
+		{"standby not streaming", []Standby{{ID: "scl2", Streaming: false}}, []string{"scl1", "scl2"}, false},
+		{"alone", nil, []string{"scl1"}, true},
+	} {
+		o := leader()
+		o.Standbys, o.Registered = c.standbys, c.reg
+		if got := DecideArchive(o, on, p); got.Role != ArchivePush || got.BackupSource != c.want {
+			t.Errorf("%s: %+v, want push with BackupSource %v", c.name, got, c.want)
+		}
+	}
+}

@@ -447,19 +447,19 @@ func newArchiver(cfg config.Node, srv *pg.Server, st *store.Store, reg prometheu
 		Creds:   backupstore.Credentials{AccessKeyID: bsec.AccessKeyID, SecretAccessKey: bsec.SecretAccessKey, SessionToken: bsec.SessionToken},
 		Log:     log.With("component", "archive"),
 		Metrics: m,
-		TakeBackup: func(ctx context.Context, bst backupstore.Store) (backup.Backup, error) {
-			return takeBackup(ctx, cfg, srv, st, a, dm, bst)
+		TakeBackup: func(ctx context.Context, bst backupstore.Store, progress func(backup.Progress)) (backup.Backup, error) {
+			return takeBackup(ctx, cfg, srv, st, a, dm, bst, progress)
 		},
 		RecordEvent: func(ctx context.Context, ev model.Event) error {
 			ev.Region = cfg.Region
 			_, err := st.RecordEvent(ctx, ev)
 			return err
 		},
-		OnBackup: func(b backup.Backup, err error) {
+		OnBackup: func(b backup.Backup, what string, err error) {
 			ev := model.Event{Kind: model.EventBackup, Node: cfg.ID, Region: cfg.Region, Timeline: b.Timeline, LSN: b.EndLSN, To: b.Source,
-				Reason: "scheduled " + b.Summary()}
+				Reason: what + " " + b.Summary()}
 			if err != nil {
-				ev.Reason = "scheduled base backup failed: " + err.Error()
+				ev.Reason = what + " base backup failed: " + err.Error()
 			}
 			ectx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
@@ -472,10 +472,11 @@ func newArchiver(cfg config.Node, srv *pg.Server, st *store.Store, reg prometheu
 	return arch, nil
 }
 
-// takeBackup is a scheduled base backup: from the freshest streaming
-// replica (else this leader), as the replication role with the password
-// in use now, over TLS verified against the cluster CA.
-func takeBackup(ctx context.Context, cfg config.Node, srv *pg.Server, st *store.Store, a *agent.Agent, dm *dialmap.Source, bst backupstore.Store) (backup.Backup, error) {
+// takeBackup is a scheduled or requested base backup: from the freshest
+// streaming replica (else this leader), as the replication role with the
+// password in use now, over TLS verified against the cluster CA;
+// progress (if set) is told the source, then how far it got.
+func takeBackup(ctx context.Context, cfg config.Node, srv *pg.Server, st *store.Store, a *agent.Agent, dm *dialmap.Source, bst backupstore.Store, progress func(backup.Progress)) (backup.Backup, error) {
 	snap := st.Snapshot()
 	ms := make([]model.Member, 0, len(snap.Members))
 	for _, m := range snap.Members {
@@ -503,6 +504,11 @@ func takeBackup(ctx context.Context, cfg config.Node, srv *pg.Server, st *store.
 			return backup.Backup{}, ctx.Err()
 		case <-time.After(time.Second):
 		}
+	}
+	var report func(backup.Progress)
+	if progress != nil {
+		report = func(p backup.Progress) { p.Source, p.Role = src.ID, string(src.Role); progress(p) }
+		report(backup.Progress{})
 	}
 	if src.ID != cfg.ID {
 		// A standby starts a backup at a restartpoint, which it can make
@@ -543,5 +549,5 @@ func takeBackup(ctx context.Context, cfg config.Node, srv *pg.Server, st *store.
 	if src.ID != cfg.ID {
 		s.SwitchWAL = func(ctx context.Context) error { return srv.Exec(ctx, "SELECT pg_switch_wal()") }
 	}
-	return backup.Create(ctx, bst, s, nil)
+	return backup.Create(ctx, bst, s, report)
 }
