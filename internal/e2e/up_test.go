@@ -21,12 +21,15 @@ import (
 	"github.com/petrel-db/petrel/internal/localworld"
 )
 
-// freeRange finds a base port whose 100 ports are free, below the
-// ephemeral range.
+// freeRange is a base port with 100 free ports after it, for `petrel up`:
+// from 10000..19999, below testcluster.FreePort's range (20000..32767,
+// which a cluster started later in the same test may take from) and far
+// below the kernel's ephemeral ports (32768..60999 here), which any
+// outgoing connection may take at any moment.
 func freeRange(t *testing.T) int {
 	t.Helper()
-	for k := 0; k < 60; k++ {
-		b := 30000 + ((os.Getpid()+k)%60)*100
+	for k := 0; k < 100; k++ {
+		b := 10000 + ((os.Getpid()+k)%100)*100
 		free := true
 		for p := b; p < b+100 && free; p++ {
 			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
