@@ -61,10 +61,11 @@ type Agent struct {
 	fsVerifier     *peerauth.Verifier // failsafe requests: MAC, target, nonce, time
 	dialSrc        *dialmap.Source    // rewrites addresses of other members (local world links); nil on real hosts
 
-	conf     confState // cluster settings and pending restarts (settings.go)
-	tls      tlsState  // the TLS check of a running server (tls.go)
-	events   eventLog  // the cluster history this node writes (events.go)
-	lagCache lagCache  // GET /status: one lag measurement at a time (status.go)
+	conf     confState     // cluster settings and pending restarts (settings.go)
+	tls      tlsState      // the TLS check of a running server (tls.go)
+	events   eventLog      // the cluster history this node writes (events.go)
+	lagCache lagCache      // GET /status: one lag measurement at a time (status.go)
+	sessions sessionsCache // GET /sessions: one read at a time (sessions.go)
 	// archiver moves WAL to the backup store (archive.go); nil: none.
 	archiver *backup.Archiver
 

@@ -1,8 +1,8 @@
 // Package api is a node's HTTP API, served over TLS with a certificate
 // from the cluster CA that names the node (Identity), and its client
 // (Client), which checks that name: GET /health, /role, /primary,
-// /replica, /status and /metrics, which only read from its Source and need no client
-// certificate, and POST /failsafe, a leader's ask (while the store is
+// /replica, /status, /sessions and /metrics, which only read from its
+// Source and need no client certificate, and POST /failsafe, a leader's ask (while the store is
 // unreachable) that this member not take over for a lease TTL, which
 // must come with the leader's own node certificate and a MAC. /health,
 // /role, /primary, /replica and /metrics may also be served over plain
@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/petrel-db/petrel/internal/connlimit"
@@ -47,6 +48,22 @@ type PostgresAddrSource interface {
 // HeaderPostgresAddr is GET /role's header naming the member's Postgres
 // address as its own record publishes it.
 const HeaderPostgresAddr = "Petrel-Postgres-Addr"
+
+// SessionsSource answers GET /sessions (the agent): the ports of its
+// Postgres' authenticated client sessions from addr, and its
+// authentication_timeout.
+type SessionsSource interface {
+	Sessions(ctx context.Context, addr netip.Addr) (ports []uint16, authTimeout time.Duration, err error)
+}
+
+// Sessions is GET /sessions?addr=A's answer. A proxy that forwarded a TLS
+// session (opaque to it) from its address A and port P to this member
+// knows the session is authenticated once P is listed; until then, for at
+// most AuthTimeoutSeconds, it counts the session as authenticating.
+type Sessions struct {
+	Ports              []uint16 `json:"ports"`
+	AuthTimeoutSeconds float64  `json:"authentication_timeout_seconds"`
+}
 
 // FailsafeSource answers POST /failsafe (the agent). peer is the TLS
 // connection the request came on (nil over plain HTTP): the agent checks
@@ -105,6 +122,26 @@ func Handler(src Source, reg prometheus.Gatherer) http.Handler {
 		defer cancel()
 		writeJSON(w, http.StatusOK, src.Status(ctx))
 	})
+	if ss, ok := src.(SessionsSource); ok {
+		mux.HandleFunc("GET /sessions", func(w http.ResponseWriter, r *http.Request) {
+			addr, err := netip.ParseAddr(r.URL.Query().Get("addr"))
+			if err != nil {
+				writeJSON(w, http.StatusBadRequest, map[string]string{"error": "addr: want an IP address"})
+				return
+			}
+			ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+			defer cancel()
+			ports, timeout, err := ss.Sessions(ctx, addr)
+			if err != nil {
+				writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error()})
+				return
+			}
+			if ports == nil {
+				ports = []uint16{}
+			}
+			writeJSON(w, http.StatusOK, Sessions{Ports: ports, AuthTimeoutSeconds: timeout.Seconds()})
+		})
+	}
 	if fs, ok := src.(FailsafeSource); ok {
 		mux.HandleFunc("POST /failsafe", func(w http.ResponseWriter, r *http.Request) {
 			var req model.FailsafeRequest

@@ -137,10 +137,20 @@ func (c *Client) GetHeader(ctx context.Context, base, node, path string, limit i
 		return nil, resp.Header, fmt.Errorf("GET %s: %w", url, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return b, resp.Header, fmt.Errorf("GET %s: %s", url, resp.Status)
+		return b, resp.Header, &StatusError{URL: url, Code: resp.StatusCode, Status: resp.Status}
 	}
 	return b, resp.Header, nil
 }
+
+// StatusError is an answer other than 200 OK: the member answered, and
+// Code says what (a 404 is a route this member's version does not have).
+type StatusError struct {
+	URL    string
+	Code   int
+	Status string
+}
+
+func (e *StatusError) Error() string { return fmt.Sprintf("GET %s: %s", e.URL, e.Status) }
 
 // CloseIdle closes idle connections (tools, before they exit).
 func (c *Client) CloseIdle() { c.hc.CloseIdleConnections() }

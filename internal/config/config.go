@@ -89,8 +89,10 @@ type Node struct {
 	// ProxyAuthTimeout bounds how long a client may take to send its
 	// startup packet, and then to authenticate (until Postgres' answer); a
 	// client silent longer is disconnected and its backend freed. TLS
-	// sessions are opaque to the proxy once TLS starts (Postgres'
-	// authentication_timeout bounds them). 0: 5s.
+	// sessions are opaque to the proxy once TLS starts: Postgres'
+	// authentication_timeout bounds them, and they keep their source's
+	// authentication slot until the member's agent lists them as
+	// authenticated. 0: 5s.
 	ProxyAuthTimeout time.Duration `toml:"proxy_auth_timeout"`
 	// ProxyIdleTimeout closes authenticated proxy connections idle this
 	// long. 0 (default): never; pools keep idle connections on purpose.

@@ -111,6 +111,31 @@ func TestTLSAttachConfig(t *testing.T) {
 				t.Fatalf("%s: session not encrypted (ssl=%v, err=%v)", id, ssl, err)
 			}
 		}
+		// Through each member's leader proxy too; the proxy holds each TLS
+		// session's authentication slot until the leader's agent lists it
+		// as authenticated (GET /sessions), and lets it go then.
+		for _, id := range c.IDs() {
+			dsn := strings.Replace(c.ProxyDSN(id), "sslmode=disable", "sslmode=verify-full&sslrootcert="+url.QueryEscape(caFile), 1)
+			conn, err := pgx.Connect(ctx, dsn)
+			if err != nil {
+				t.Fatalf("verify-full connection through %s's proxy: %v", id, err)
+			}
+			var ssl bool
+			err = conn.QueryRow(ctx, "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").Scan(&ssl)
+			if err != nil || !ssl {
+				t.Fatalf("%s's proxy: session not encrypted (ssl=%v, err=%v)", id, ssl, err)
+			}
+			var metrics string
+			err = testcluster.WaitFor(ctx, id+"'s proxy lets the TLS session go as authenticated", func() bool {
+				b, err := c.API.Get(ctx, c.Node(id).APIURL(), id, "/metrics", 4<<20)
+				metrics = string(b)
+				return err == nil && metricValue(metrics, `petrel_proxy_tls_holds_total{outcome="authenticated"}`) >= 1
+			})
+			conn.Close(context.Background())
+			if err != nil {
+				t.Fatalf("%v; its metrics say:\n%s", err, grepLines(metrics, "petrel_proxy_tls_holds_total"))
+			}
+		}
 		// Every walsender on the leader runs over TLS, and the replicas
 		// connect with verify-full.
 		err = testcluster.WaitFor(ctx, "two TLS walsenders", func() bool {
@@ -647,4 +672,27 @@ WHERE s.ssl AND r.state = 'streaming'`)
 			}
 		}
 	})
+}
+
+// grepLines is the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// metricValue is the value of the series named (with its labels) in a
+// Prometheus text exposition, 0 when absent.
+func metricValue(text, series string) float64 {
+	for _, l := range strings.Split(text, "\n") {
+		if v, ok := strings.CutPrefix(l, series+" "); ok {
+			f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return f
+		}
+	}
+	return 0
 }

@@ -2,9 +2,11 @@ package pg
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"os/user"
@@ -195,6 +197,11 @@ func TestServerLifecycle(t *testing.T) {
 		strings.Contains(string(data), testSecrets.Replication) {
 		t.Error("server log contains a password or verifier")
 	}
+
+	// ClientSessions lists an authenticated TCP client by its own address
+	// and port, and not one still silent in authentication; it gives
+	// petrel's authentication_timeout.
+	checkClientSessions(t, ctx, n1)
 
 	// --- Slots.
 	for range 2 {
@@ -400,5 +407,52 @@ func TestServerLifecycle(t *testing.T) {
 	}
 	if n1.Initialized() {
 		t.Fatal("initialized after wipe")
+	}
+}
+
+func checkClientSessions(t *testing.T, ctx context.Context, s *Server) {
+	t.Helper()
+	cfg, err := pgx.ParseConfig(fmt.Sprintf("host=127.0.0.1 port=%d dbname=postgres sslmode=disable connect_timeout=5 user=operator", s.opts.Port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Password = testSecrets.Operator
+	c, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	authed := netip.MustParseAddrPort(c.PgConn().Conn().LocalAddr().String())
+	silent, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", s.opts.Port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	// A startup packet, then nothing: the backend waits for the password.
+	startup := binary.BigEndian.AppendUint32(nil, 0)
+	startup = binary.BigEndian.AppendUint32(startup, 196608)
+	startup = append(startup, "user\x00operator\x00database\x00postgres\x00\x00"...)
+	binary.BigEndian.PutUint32(startup, uint32(len(startup)))
+	if _, err := silent.Write(startup); err != nil {
+		t.Fatal(err)
+	}
+	var b [1]byte
+	_ = silent.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := silent.Read(b[:]); err != nil || b[0] != 'R' {
+		t.Fatalf("no authentication request for the silent client: %q, %v", b[0], err)
+	}
+	silentAddr := netip.MustParseAddrPort(silent.LocalAddr().String())
+	ss, err := s.ClientSessions(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ss.AuthTimeout != 10*time.Second {
+		t.Errorf("AuthTimeout = %v, want petrel's 10s", ss.AuthTimeout)
+	}
+	if !slices.Contains(ss.Authenticated, authed) {
+		t.Errorf("authenticated session %v not listed in %v", authed, ss.Authenticated)
+	}
+	if slices.Contains(ss.Authenticated, silentAddr) {
+		t.Errorf("session %v still authenticating is listed as authenticated", silentAddr)
 	}
 }

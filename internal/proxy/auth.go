@@ -18,10 +18,10 @@ import (
 // AuthTimeout from now:
 //
 //   - after an SSLRequest, the server's one-byte answer: 'S' starts TLS,
-//     which the proxy cannot read, so the connection counts as
-//     authenticated from there (Postgres' authentication_timeout bounds
-//     the rest); 'N' is passed on and the client's plaintext
-//     StartupMessage read and forwarded;
+//     which the proxy cannot read, so it returns there with tlsStarted
+//     (the caller holds the session's slots until its member says it is
+//     authenticated: tlshold.go); 'N' is passed on and the client's
+//     plaintext StartupMessage read and forwarded;
 //   - then the server's messages, read by type and length only, until its
 //     ReadyForQuery (authenticated) or ErrorResponse (refused). The
 //     client's side (passwords, SASL, GSS) is copied to the server as it
@@ -33,7 +33,7 @@ import (
 // only after the client), the pair is in the kernel pipe when there is
 // one, and the deadlines are cleared: the caller pipes the connection.
 // On error the caller closes it.
-func (p *Proxy) authenticate(pc *pconn, first pgproto3.FrontendMessage, raw []byte) (err error) {
+func (p *Proxy) authenticate(pc *pconn, first pgproto3.FrontendMessage, raw []byte) (tlsStarted bool, err error) {
 	c, s := pc.client, pc.server
 	deadline := p.clock.Now().Add(p.cfg.AuthTimeout)
 	defer func() {
@@ -46,33 +46,33 @@ func (p *Proxy) authenticate(pc *pconn, first pgproto3.FrontendMessage, raw []by
 	_ = c.SetDeadline(deadline)
 	_ = s.SetDeadline(deadline)
 	if _, err := s.Write(raw); err != nil {
-		return fmt.Errorf("forwarding the startup packet: %w", err)
+		return false, fmt.Errorf("forwarding the startup packet: %w", err)
 	}
 	br := bufio.NewReader(s)
 	if _, ok := first.(*pgproto3.SSLRequest); ok {
 		b, err := br.ReadByte()
 		if err != nil {
-			return fmt.Errorf("reading the answer to SSLRequest: %w", err)
+			return false, fmt.Errorf("reading the answer to SSLRequest: %w", err)
 		}
 		switch b {
 		case 'S':
 			if br.Buffered() > 0 {
-				return errors.New("server sent data after accepting TLS")
+				return false, errors.New("server sent data after accepting TLS")
 			}
-			return p.startPipe(pc, []byte{'S'})
+			return true, p.startPipe(pc, []byte{'S'})
 		case 'N':
 			if _, err := c.Write([]byte{'N'}); err != nil {
-				return fmt.Errorf("declining TLS to the client: %w", err)
+				return false, fmt.Errorf("declining TLS to the client: %w", err)
 			}
 			msg, next, err := readStartup(c)
 			if err != nil {
-				return fmt.Errorf("reading the startup packet after SSLRequest: %w", err)
+				return false, fmt.Errorf("reading the startup packet after SSLRequest: %w", err)
 			}
 			if _, ok := msg.(*pgproto3.StartupMessage); !ok {
-				return fmt.Errorf("unexpected %T after SSLRequest", msg)
+				return false, fmt.Errorf("unexpected %T after SSLRequest", msg)
 			}
 			if _, err := s.Write(next); err != nil {
-				return fmt.Errorf("forwarding the startup packet: %w", err)
+				return false, fmt.Errorf("forwarding the startup packet: %w", err)
 			}
 		default:
 			// An old server's ErrorResponse: read it as a message below.
@@ -112,17 +112,17 @@ func (p *Proxy) authenticate(pc *pconn, first pgproto3.FrontendMessage, raw []by
 			// About to wait for the server: the client gets what it said.
 			if err := bw.Flush(); err != nil {
 				_ = stop()
-				return fmt.Errorf("writing to the client: %w", err)
+				return false, fmt.Errorf("writing to the client: %w", err)
 			}
 		}
 		if _, err := io.ReadFull(br, hdr[:]); err != nil {
 			_ = stop()
-			return fmt.Errorf("reading the server's authentication: %w", err)
+			return false, fmt.Errorf("reading the server's authentication: %w", err)
 		}
 		n := binary.BigEndian.Uint32(hdr[1:])
 		if n < 4 {
 			_ = stop()
-			return fmt.Errorf("server message %q with length %d", hdr[0], n)
+			return false, fmt.Errorf("server message %q with length %d", hdr[0], n)
 		}
 		if hdr[0] == 'Z' && n == 5 {
 			// ReadyForQuery: authenticated. It goes to the client only once
@@ -130,32 +130,32 @@ func (p *Proxy) authenticate(pc *pconn, first pgproto3.FrontendMessage, raw []by
 			var status [1]byte
 			if _, err := io.ReadFull(br, status[:]); err != nil {
 				_ = stop()
-				return fmt.Errorf("reading ReadyForQuery: %w", err)
+				return false, fmt.Errorf("reading ReadyForQuery: %w", err)
 			}
 			if err := stop(); err != nil {
-				return err
+				return false, err
 			}
 			if err := bw.Flush(); err != nil {
-				return fmt.Errorf("writing to the client: %w", err)
+				return false, fmt.Errorf("writing to the client: %w", err)
 			}
 			// Anything the server sent after it (an asynchronous notice)
 			// follows it to the client.
 			rest := make([]byte, 0, 6+br.Buffered())
 			rest = append(append(rest, hdr[:]...), status[0])
 			more, _ := br.Peek(br.Buffered())
-			return p.startPipe(pc, append(rest, more...))
+			return false, p.startPipe(pc, append(rest, more...))
 		}
 		_, _ = bw.Write(hdr[:])
 		if _, err := io.CopyN(bw, br, int64(n-4)); err != nil {
 			_ = stop()
-			return fmt.Errorf("forwarding the server's authentication: %w", err)
+			return false, fmt.Errorf("forwarding the server's authentication: %w", err)
 		}
 		if hdr[0] == 'E' {
 			// Refused (wrong password, no such database, too many
 			// clients): pass the error on; the server closes.
 			_ = bw.Flush()
 			_ = stop()
-			return errAuthRefused
+			return false, errAuthRefused
 		}
 	}
 }

@@ -19,6 +19,7 @@ type pconn struct {
 	member         string // member id the server side is connected to
 	kind           string // listener kind
 	toLeader       bool   // routed as the leader (also on the read-only listener's fallback)
+	direct         bool   // dialed at the member's own address (not rewritten by the dial map)
 	once           sync.Once
 }
 
@@ -103,16 +104,26 @@ func (p *Proxy) handle(ctx context.Context, c net.Conn, kind string, src netip.A
 		return
 	}
 	defer p.unregister(pc)
-	err = p.authenticate(pc, msg, raw)
-	release()
-	authenticated()
+	tlsStarted, err := p.authenticate(pc, msg, raw)
+	free := func() {
+		release()
+		authenticated()
+	}
 	if err != nil {
+		free()
 		if errors.Is(err, errAuthTimeout) {
 			p.metrics.rejected.WithLabelValues(kind, "auth_timeout").Inc()
 		}
 		p.log.Debug("proxy: connection ended before it was authenticated", "remote", c.RemoteAddr(), "err", err)
 		pc.close()
 		return
+	}
+	if tlsStarted {
+		// Opaque from here: the session keeps its slots until its member
+		// says it is authenticated (tlshold.go).
+		defer p.holdTLS(pc, free)()
+	} else {
+		free()
 	}
 	p.pipe(pc)
 }
@@ -164,7 +175,7 @@ func (p *Proxy) connect(ctx context.Context, c net.Conn, kind string, src netip.
 		if err != nil {
 			return nil, release, fmt.Errorf("dialing %s at %s: %w", t.id, t.addr, err)
 		}
-		pc := &pconn{client: c, server: s, member: t.id, kind: kind, toLeader: toLeader}
+		pc := &pconn{client: c, server: s, member: t.id, kind: kind, toLeader: toLeader, direct: t.addr == t.pgAddr}
 		if p.register(pc) {
 			return pc, release, nil
 		}

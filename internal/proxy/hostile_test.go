@@ -9,7 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
+	"net/netip"
 	"os"
 	"runtime"
 	"strconv"
@@ -20,6 +20,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/petrel-db/petrel/internal/api"
 	"github.com/petrel-db/petrel/internal/model"
 	"github.com/petrel-db/petrel/internal/pgtest"
 	"github.com/prometheus/client_golang/prometheus"
@@ -44,15 +45,32 @@ func startRealLeader(t *testing.T, cfg Config) (*harness, *pgtest.Server) {
 	return startProxyFor(t, srv, cfg), srv
 }
 
-// startProxyFor starts an API that calls srv the primary and a proxy (cfg)
-// routing to it.
+// pgSource is an agent's API source for a bare test server: always the
+// primary, and GET /sessions from the server itself, as the agent reads it.
+type pgSource struct{ srv *pgtest.Server }
+
+func (s pgSource) Role() string                        { return model.RolePrimary }
+func (s pgSource) Status(context.Context) model.Status { return model.Status{Role: model.RolePrimary} }
+func (s pgSource) Health() []string                    { return nil }
+func (s pgSource) Sessions(ctx context.Context, addr netip.Addr) ([]uint16, time.Duration, error) {
+	ss, err := s.srv.ClientSessions(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	var ports []uint16
+	for _, a := range ss.Authenticated {
+		if a.Addr() == addr {
+			ports = append(ports, a.Port())
+		}
+	}
+	return ports, ss.AuthTimeout, nil
+}
+
+// startProxyFor starts an API that calls srv the primary (the agent's
+// routes: api.Handler) and a proxy (cfg) routing to it.
 func startProxyFor(t *testing.T, srv *pgtest.Server, cfg Config) *harness {
 	t.Helper()
-	api := testCA(t).Server(t, "pg", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/role" {
-			_, _ = io.WriteString(w, model.RolePrimary)
-		}
-	}))
+	api := testCA(t).Server(t, "pg", api.Handler(pgSource{srv}, prometheus.NewRegistry()))
 	h := startProxy(t, cfg)
 	h.p.SetView("pg", map[string]model.Member{"pg": {
 		ID: "pg", Region: "scl", APIURL: api.URL, PostgresAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(srv.Port)),
@@ -339,66 +357,67 @@ func TestRefusalsFromABoundedPool(t *testing.T) {
 	}
 }
 
-// TestSilentTLSSessionsFromOneSource: once the server accepts TLS ('S') a
-// session is opaque to the proxy, so it leaves the source's pending and
-// authentication counts there (the proxy cannot see its authentication);
-// Postgres' authentication_timeout (petrel's 10 s, not the default 60 s)
-// frees the backend of a client that says nothing more, and
-// MaxConnsPerSource is what bounds how many such sessions one source holds
-// at once: a client from another source logs in over TLS meanwhile.
+// TestSilentTLSSessionsFromOneSource: a TLS session is opaque to the proxy
+// once the server accepts TLS ('S'), but it keeps its source's
+// authentication slot until its member lists it as authenticated
+// (tlshold.go): silent TLS sessions from one source hold at most
+// MaxAuthPerSource backends (the rest wait for a slot, then are refused),
+// while a client from another source logs in over TLS meanwhile and is
+// let go as authenticated.
 func TestSilentTLSSessionsFromOneSource(t *testing.T) {
 	srv, caPEM := pgtest.StartTLS(t)
-	const perSource = 20
-	// Pending and authentication limits far below perSource: they do not
-	// count TLS sessions past the server's 'S'.
-	h := startProxyFor(t, srv, Config{MaxConnsPerSource: perSource, MaxPendingPerSource: 4, MaxAuthPerSource: 2})
+	const flood, slots = 40, 2
+	h := startProxyFor(t, srv, Config{MaxAuthPerSource: slots, AuthTimeout: time.Second})
 	sslRequest := binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil, 8), 80877103)
-	var conns []net.Conn
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex // guards the following
+		held  int
+		conns []net.Conn
+	)
 	defer func() {
 		for _, c := range conns {
 			c.Close()
 		}
 	}()
-	held := 0
-	for range 2 * perSource {
-		c, err := dialFrom(hostileSrc, h.rw)
-		if err != nil {
-			t.Fatal(err)
-		}
-		conns = append(conns, c)
-		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-		var b [1]byte
-		if _, err := c.Write(sslRequest); err != nil {
-			continue
-		}
-		if _, err := io.ReadFull(c, b[:]); err == nil && b[0] == 'S' {
-			held++ // and silent from now on: no ClientHello
-			continue
-		}
-		c.Close() // refused: let the refusal worker go
+	for range flood {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := dialFrom(hostileSrc, h.rw)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+			if _, err := c.Write(sslRequest); err != nil {
+				return
+			}
+			var b [1]byte
+			if _, err := io.ReadFull(c, b[:]); err == nil && b[0] == 'S' {
+				mu.Lock()
+				held++ // and silent from now on: no ClientHello
+				mu.Unlock()
+			}
+		}()
 	}
-	if held != perSource {
-		t.Fatalf("one source holds %d silent TLS sessions, want MaxConnsPerSource (%d)", held, perSource)
+	wg.Wait()
+	// Postgres ends a silent session's backend only after its
+	// authentication_timeout (10 s): until then the slots stay taken.
+	if held != slots {
+		t.Fatalf("one source holds %d silent TLS sessions, want MaxAuthPerSource (%d)", held, slots)
 	}
-	if got := counterValue(h.p.metrics.rejected.WithLabelValues(kindLeader, "source_conns")); got != perSource {
-		t.Fatalf("source_conns refusals = %v, want %d", got, perSource)
+	if got := counterValue(h.p.metrics.rejected.WithLabelValues(kindLeader, "source_auth")); got != flood-slots {
+		t.Fatalf("source_auth refusals = %v, want %d", got, flood-slots)
 	}
 
 	// Another source, over TLS verified against the server's CA.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	host, port, _ := net.SplitHostPort(h.rw)
-	cfg, err := pgx.ParseConfig(fmt.Sprintf("host=%s port=%s dbname=postgres user=postgres sslmode=require connect_timeout=10", host, port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Password = pgtest.Secrets.Superuser
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPEM)
-	cfg.TLSConfig = &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(goodSrc)}}
-	cfg.DialFunc = d.DialContext
-	c, err := pgx.ConnectConfig(ctx, cfg)
+	c, err := pgx.ConnectConfig(ctx, tlsConfig(t, h, caPEM, goodSrc))
 	if err != nil {
 		t.Fatalf("a TLS client from another source was kept out: %v", err)
 	}
@@ -411,6 +430,68 @@ func TestSilentTLSSessionsFromOneSource(t *testing.T) {
 	if !ssl || authTimeout != "10s" {
 		t.Fatalf("ssl=%v authentication_timeout=%s, want TLS and petrel's 10s", ssl, authTimeout)
 	}
+	waitUntil(t, "the TLS client let go as authenticated", func() bool {
+		return counterValue(h.p.metrics.tlsHolds.WithLabelValues("authenticated")) == 1
+	})
+}
+
+// tlsConfig is a superuser connection config through h's leader listener
+// from src over TLS verified against the server's CA.
+func tlsConfig(t *testing.T, h *harness, caPEM []byte, src string) *pgx.ConnConfig {
+	t.Helper()
+	host, port, _ := net.SplitHostPort(h.rw)
+	cfg, err := pgx.ParseConfig(fmt.Sprintf("host=%s port=%s dbname=postgres user=postgres sslmode=require connect_timeout=60", host, port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Password = pgtest.Secrets.Superuser
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	cfg.TLSConfig = &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+	cfg.DialFunc = d.DialContext
+	return cfg
+}
+
+// TestTLSPoolFromOneSource: a pool opening many TLS connections at once
+// from one source gets them all, a few at a time: each authentication
+// slot is freed as soon as the member lists its session as authenticated
+// (were it held for authentication_timeout instead, most of the pool
+// would wait past AuthTimeout and be refused).
+func TestTLSPoolFromOneSource(t *testing.T) {
+	srv, caPEM := pgtest.StartTLS(t)
+	const conns = 24
+	h := startProxyFor(t, srv, Config{MaxAuthPerSource: 2, AuthTimeout: 30 * time.Second})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, conns)
+	open := make(chan *pgx.Conn, conns)
+	for range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := pgx.ConnectConfig(ctx, tlsConfig(t, h, caPEM, goodSrc))
+			if err != nil {
+				errs <- err
+				return
+			}
+			open <- c
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	close(open)
+	for c := range open {
+		defer c.Close(context.Background())
+	}
+	for err := range errs {
+		t.Errorf("a pool connection was refused: %v", err)
+	}
+	// The last ones are let go at the next check.
+	waitUntil(t, fmt.Sprintf("%d TLS sessions let go as authenticated", conns), func() bool {
+		return counterValue(h.p.metrics.tlsHolds.WithLabelValues("authenticated")) == conns
+	})
 }
 
 // TestIdleTimeout: with IdleTimeout set, an authenticated session that

@@ -13,6 +13,7 @@ type metrics struct {
 	idleClosed    prometheus.Counter
 	pipeFallbacks prometheus.Counter
 	pipeInfo      *prometheus.GaugeVec
+	tlsHolds      *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -49,9 +50,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		pipeInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "petrel_proxy_pipe_info", Help: "The proxy's data path (mode: kernel, copy or splice); always 1.",
 		}, []string{"mode"}),
+		tlsHolds: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "petrel_proxy_tls_holds_total", Help: "TLS sessions (opaque to the proxy) and how their source's authentication slot was freed: " +
+				"authenticated (the member listed the session as authenticated), timeout (2 x the member's authentication_timeout passed), " +
+				"closed (the connection ended first), unverifiable (the member cannot be asked: freed when TLS started, as before).",
+		}, []string{"outcome"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.accepted, m.active, m.pending, m.rejected, m.unanswered, m.routing, m.cancels, m.idleClosed, m.pipeFallbacks, m.pipeInfo)
+		reg.MustRegister(m.accepted, m.active, m.pending, m.rejected, m.unanswered, m.routing, m.cancels, m.idleClosed, m.pipeFallbacks, m.pipeInfo, m.tlsHolds)
 	}
 	return m
 }

@@ -98,10 +98,18 @@ type Config struct {
 	// Waiting for a leader (NoLeaderWait) is not counted. A TLS session is
 	// opaque to the proxy: its deadline ends when the server accepts TLS,
 	// and Postgres' own authentication_timeout bounds the rest (petrel's
-	// default for it: 10s, internal/pg); from then on it is not counted
-	// against MaxPendingPerSource and MaxAuthPerSource either, only
-	// against MaxConnsPerSource. Default 5s.
+	// default for it: 10s, internal/pg); it still counts against
+	// MaxPendingPerSource and MaxAuthPerSource until its member's agent
+	// lists it as authenticated (see TLSAuthTimeout). Default 5s.
 	AuthTimeout time.Duration
+	// TLSAuthTimeout is the members' Postgres authentication_timeout as
+	// the proxy assumes it until a member reports its own: a TLS session
+	// the member has not listed as authenticated keeps its source's
+	// pending and authentication slots for at most twice this long after
+	// the server accepted TLS (Postgres allows that much for the startup
+	// packet and then for authentication). Default 10s, petrel's
+	// authentication_timeout.
+	TLSAuthTimeout time.Duration
 	// DialTimeout bounds connecting to a member's Postgres. Default 3s.
 	DialTimeout time.Duration
 	// KeepAlive is the TCP keepalive period on both sides of every proxied
@@ -155,6 +163,9 @@ func (c *Config) defaults() {
 	}
 	if c.AuthTimeout <= 0 {
 		c.AuthTimeout = 5 * time.Second
+	}
+	if c.TLSAuthTimeout <= 0 {
+		c.TLSAuthTimeout = 10 * time.Second
 	}
 	if c.DialTimeout <= 0 {
 		c.DialTimeout = 3 * time.Second
@@ -247,6 +258,7 @@ type Proxy struct {
 	// those holding a backend while they authenticate.
 	bySource, pending, authing connlimit.Counter
 	refusals                   chan refusal // answered by refusalWorkers
+	tls                        tlsHolds     // TLS sessions still counted as authenticating (tlshold.go)
 
 	mu          sync.Mutex              // guards the following fields
 	viewLeader  string                  // leader id from the store ("" when none)
@@ -276,6 +288,11 @@ func New(cfg Config, opts Options) *Proxy {
 		conns:   map[*pconn]struct{}{},
 
 		refusals: make(chan refusal, refusalQueue),
+		tls: tlsHolds{
+			wake:    make(chan struct{}, 1),
+			held:    map[*heldTLS]struct{}{},
+			timeout: map[string]time.Duration{},
+		},
 	}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
@@ -327,6 +344,7 @@ func (p *Proxy) Run(ctx context.Context, rw, ro net.Listener) error {
 		run(func() { p.watch(ctx) })
 	}
 	run(func() { p.checkLoop(ctx, ro != nil) })
+	run(func() { p.tlsLoop(ctx) })
 	for range refusalWorkers {
 		run(func() { p.answerRefusals(ctx) })
 	}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -31,11 +32,16 @@ type fakeMember struct {
 	id   string
 	role atomic.Value // string
 	tls  atomic.Bool
-	api  *httptest.Server
-	ln   net.Listener
+	// sessions answers GET /sessions: nil is a 404 (an agent from before
+	// it); else its code, and with 200 the ports of every TLS session
+	// accepted so far (as if each had authenticated at once).
+	sessions atomic.Pointer[int]
+	api      *httptest.Server
+	ln       net.Listener
 
-	mu    sync.Mutex
-	first [][]byte // startup-phase packets of each connection
+	mu       sync.Mutex
+	first    [][]byte // startup-phase packets of each connection
+	tlsPorts []uint16 // remote ports of the connections that got 'S'
 }
 
 // testCA is the cluster CA of every test here (cluster "c"): members
@@ -75,6 +81,22 @@ func newFakeMemberCert(t *testing.T, id, role string, certPEM, keyPEM []byte) *f
 			_, _ = io.WriteString(w, f.role.Load().(string))
 		case "/status":
 			_, _ = io.WriteString(w, `{"role":"`+f.role.Load().(string)+`","streaming":true,"lag_bytes":0,"postgres_addr":"`+f.ln.Addr().String()+`"}`)
+		case "/sessions":
+			code := f.sessions.Load()
+			if code == nil {
+				http.NotFound(w, r)
+				return
+			}
+			if *code != http.StatusOK {
+				w.WriteHeader(*code)
+				return
+			}
+			f.mu.Lock()
+			b, _ := json.Marshal(api.Sessions{Ports: append([]uint16{}, f.tlsPorts...), AuthTimeoutSeconds: 600})
+			f.mu.Unlock()
+			_, _ = w.Write(b)
+		default:
+			http.NotFound(w, r)
 		}
 	}))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -128,6 +150,9 @@ func (f *fakeMember) serve(c net.Conn) {
 				_, _ = c.Write([]byte{'N'})
 				continue
 			}
+			f.mu.Lock()
+			f.tlsPorts = append(f.tlsPorts, uint16(c.RemoteAddr().(*net.TCPAddr).Port))
+			f.mu.Unlock()
 			_, _ = c.Write([]byte{'S'})
 		case *pgproto3.StartupMessage:
 			_, _ = c.Write(authenticated(f.id))
