@@ -53,8 +53,8 @@ type heldTLS struct {
 type tlsHolds struct {
 	wake chan struct{} // a session was added (cap 1)
 
-	mu      sync.Mutex                // guards the following fields
-	held    map[*heldTLS]struct{}     // sessions still counted as authenticating
+	mu      sync.Mutex               // guards the following fields
+	held    map[*heldTLS]struct{}    // sessions still counted as authenticating
 	timeout map[string]time.Duration // members' authentication_timeout, as last reported
 }
 
