@@ -498,6 +498,9 @@ func (a *Agent) observeSnap(ctx context.Context, snap store.Snapshot) (engine.Ob
 	a.mu.Unlock()
 
 	o.Running, o.InRecovery, o.Timeline, o.LSN, o.Streaming = ps.Running, ps.InRecovery, ps.Timeline, ps.CurrentLSN, ps.Streaming
+	if o.Running && o.InRecovery && !o.Streaming {
+		o.UpstreamLacksWAL = a.pg.UpstreamLacksWAL()
+	}
 	if free := a.pg.DiskFree(); free >= 0 {
 		o.DiskKnown, o.DiskFree = true, free
 	}

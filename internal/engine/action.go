@@ -91,6 +91,7 @@ const (
 	CauseNotStreaming          // a standby that cannot stream from a live leader: rewind
 	CauseRewindImpossible      // the histories diverged beyond what pg_rewind can fix: re-clone
 	CauseRewindDidNotHelp      // rewound for not streaming, and still not streaming: re-clone
+	CauseUpstreamLacksWAL      // the leader removed WAL this standby needs: re-clone
 	CauseSyncSet               // keeping synchronous_standby_names and the sync record in step
 	CauseMemberRegistered      // a registered member needs a slot
 	CauseMemberGone            // a slot of a member no longer registered
@@ -120,7 +121,8 @@ var causeNames = map[Cause]string{
 	CauseMostAdvanced: "most advanced synchronous member", CauseElection: "leader lost", CauseUpstream: "upstream changed",
 	CauseHubUnavailable: "region hub unavailable", CauseFormerPrimary: "former primary rejoining", CauseNotStreaming: "not streaming",
 	CauseRewindImpossible: "rewind impossible: histories diverged", CauseRewindDidNotHelp: "rewind did not help: still cannot stream",
-	CauseSyncSet: "synchronous set", CauseMemberRegistered: "member registered", CauseMemberGone: "member gone",
+	CauseUpstreamLacksWAL: "the leader removed WAL this standby needs",
+	CauseSyncSet:          "synchronous set", CauseMemberRegistered: "member registered", CauseMemberGone: "member gone",
 	CauseBootstrapDone: "the cluster's data exists: no initdb from now on", CauseDiskLow: "disk nearly full", CauseDiskBack: "disk space back",
 	CauseRestartRequested: "restart requested", CauseNothingPending: "restart request: nothing pending",
 	CauseRestartRefusedLeader:  "restart request refused: the leader restarts only after a switchover (or in place)",

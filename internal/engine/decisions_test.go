@@ -47,6 +47,16 @@ func TestRewindOrReclone(t *testing.T) {
 		{"a stuck standby whose rewind is impossible re-clones", with(stuckStandby, RewindOutcome{Result: RewindImpossible, Cause: CauseNotStreaming}), "reclone:scl1", CauseRewindImpossible},
 		{"a rewind for not streaming that did not help: re-clone", with(stuckStandby, RewindOutcome{Result: RewindDone, Cause: CauseNotStreaming}), "reclone:scl1", CauseRewindDidNotHelp},
 		{"a former primary's successful rewind, then stuck: rewind for not streaming first", with(stuckStandby, RewindOutcome{Result: RewindDone, Cause: CauseFormerPrimary}), "rewind:scl1", CauseNotStreaming},
+		{"the leader removed the WAL a rewound former primary needs: re-clone at once", func() Observation {
+			o := with(stuckStandby, RewindOutcome{Result: RewindDone, Cause: CauseFormerPrimary})()
+			o.NotStreamingFor, o.UpstreamLacksWAL = time.Second, true
+			return o
+		}, "reclone:scl1", CauseUpstreamLacksWAL},
+		{"... but not while it streams", func() Observation {
+			o := base()
+			o.UpstreamLacksWAL = true
+			return o
+		}, "wait", CauseFollowing},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -225,8 +225,14 @@ type Observation struct {
 	// reports "?" while it does not know, e.g. right after it started).
 	Following       string // member the standby is configured to follow ("" none)
 	NotStreamingFor time.Duration
-	Restarts        int           // consecutive failed local starts / crashes
-	SinceStart      time.Duration // since the last start attempt
+	// UpstreamLacksWAL: since the standby was last pointed at Following,
+	// that upstream told it that WAL it needs has been removed (its
+	// walreceiver's "requested WAL segment ... has already been
+	// removed"): streaming from it cannot resume, and a rewind finds
+	// nothing to do, so only a clone helps.
+	UpstreamLacksWAL bool
+	Restarts         int           // consecutive failed local starts / crashes
+	SinceStart       time.Duration // since the last start attempt
 	// LastRewind is how this node's last rewind against the current
 	// leader ended (zero: none since it last streamed for a while).
 	LastRewind RewindOutcome
@@ -713,6 +719,12 @@ func decideFollower(o Observation, p Params, localRole string) Plan {
 			return wait(model.RoleReplica, CauseHubUnavailable, "streaming from the leader while the region's hub is unavailable")
 		}
 		return Plan{Role: model.RoleReplica, Actions: []Action{{Kind: Follow, Target: up, Cause: CauseUpstream, Reason: "upstream is " + up}}}
+	}
+	if up == leader && !o.Streaming && o.UpstreamLacksWAL {
+		// The leader no longer has the WAL this standby needs: waiting
+		// StuckAfter, then rewinding, would cost minutes and change
+		// nothing (a hub that lacks it is left for the leader below).
+		return Plan{Role: model.RoleReplica, Actions: []Action{{Kind: Reclone, Target: leader, Cause: CauseUpstreamLacksWAL}}}
 	}
 	if up != leader && !o.Streaming && o.NotStreamingFor > p.StuckAfter/2 {
 		return Plan{Role: model.RoleReplica, Actions: []Action{{Kind: Follow, Target: leader, Cause: CauseHubUnavailable, Reason: "region hub " + up + " is not serving WAL; following the leader"}}}

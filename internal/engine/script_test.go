@@ -118,6 +118,8 @@ func setField(o *Observation, k, v string) error {
 		o.Following = v
 	case "not-streaming-for":
 		o.NotStreamingFor = dur()
+	case "upstream-lacks-wal":
+		o.UpstreamLacksWAL = boolean()
 	case "dead":
 		o.LeaderDead = boolean()
 	case "cascade":

@@ -315,6 +315,8 @@ func (s *Server) ConfigureStandby(primary *ConnInfo, slot, appName string) error
 	if err := s.writeFile(filepath.Join(s.opts.DataDir, standbySignal), nil, 0o600); err != nil {
 		return fmt.Errorf("configuring standby: %w", err)
 	}
+	// What the walreceiver logs from here on is about this upstream.
+	s.markStandbyLog()
 	s.log.Info("configured standby", "slot", slot, "app_name", appName, "has_primary", primary != nil)
 	return nil
 }

@@ -9,7 +9,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/petrel-db/petrel/internal/config"
 )
@@ -286,11 +288,36 @@ func (s *Server) Start(ctx context.Context) error {
 		return fmt.Errorf("starting postgres: %w", err)
 	}
 	s.log.Info("starting postgres", "datadir", s.opts.DataDir, "port", s.opts.Port)
-	out, err := s.run(ctx, "pg_ctl start", nil, "pg_ctl", "start", "-w", "-t", pgCtlTimeoutSec,
+	// A standby whose upstream removed the WAL it needs never becomes
+	// consistent, so pg_ctl would wait its full minute: stop waiting once
+	// the walreceiver says so (the postmaster runs on; the agent sees
+	// UpstreamLacksWAL and re-clones).
+	runCtx, stopWaiting := context.WithCancel(ctx)
+	defer stopWaiting()
+	var lacksWAL atomic.Bool
+	if _, err := os.Stat(filepath.Join(s.opts.DataDir, standbySignal)); err == nil {
+		go func() {
+			t := time.NewTicker(250 * time.Millisecond)
+			defer t.Stop()
+			for {
+				select {
+				case <-runCtx.Done():
+					return
+				case <-t.C:
+					if s.UpstreamLacksWAL() {
+						lacksWAL.Store(true)
+						stopWaiting()
+						return
+					}
+				}
+			}
+		}()
+	}
+	out, err := s.run(runCtx, "pg_ctl start", nil, "pg_ctl", "start", "-w", "-t", pgCtlTimeoutSec,
 		"-D", s.opts.DataDir, "-l", s.logFile)
 	if err != nil {
-		if ctx.Err() == nil && s.Running() && strings.Contains(out, "did not start in time") {
-			s.log.Warn("postgres started but is not accepting connections yet", "log", tail(s.logTail(), 512))
+		if ctx.Err() == nil && s.Running() && (strings.Contains(out, "did not start in time") || lacksWAL.Load()) {
+			s.log.Warn("postgres started but is not accepting connections yet", "upstream_lacks_wal", lacksWAL.Load(), "log", tail(s.logTail(), 512))
 			return nil
 		}
 		return fmt.Errorf("starting postgres: %w; server log: %s", err, s.logTail())

@@ -57,6 +57,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -110,6 +111,10 @@ type Server struct {
 
 	libMu     sync.Mutex // guards pkglibdir
 	pkglibdir string     // found once (installedLibraries)
+
+	// standbyLogOff is the server log's size when the standby was last
+	// configured (UpstreamLacksWAL).
+	standbyLogOff atomic.Int64
 }
 
 // File names inside PGDATA / RunDir.

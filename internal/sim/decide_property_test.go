@@ -61,7 +61,7 @@ func drawObservation(r *rand.Rand, p engine.Params) engine.Observation {
 		LeaderDead: maybe(5),
 		Data:       engine.DataRole(r.IntN(3)), Running: !maybe(3), InRecovery: maybe(2),
 		Timeline: uint32(1 + r.IntN(3)), LSN: lsn(), Streaming: maybe(2),
-		NotStreamingFor: dur(20 * time.Second), Restarts: r.IntN(6), SinceStart: dur(10 * time.Second),
+		NotStreamingFor: dur(20 * time.Second), UpstreamLacksWAL: maybe(4), Restarts: r.IntN(6), SinceStart: dur(10 * time.Second),
 		DiskKnown: !maybe(3), DiskFree: int64(r.IntN(4)) * p.DiskLow * 2 / 3, ReadOnly: maybe(3),
 		SyncChangeLSN: lsn(), SwitchoverAge: dur(40 * time.Second),
 		Cascade: maybe(3), CascadeRegions: map[string]bool{}, RegisteredRegions: map[string]string{},
