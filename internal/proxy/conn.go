@@ -213,14 +213,14 @@ func (p *Proxy) refuseStartup(c net.Conn, msg pgproto3.FrontendMessage, code, te
 // pipe copies bytes both ways until either side closes, then closes both.
 // With the kernel pipe the loops only see EOF (and any byte queued before
 // the pair was linked); with Splice, io.Copy splices (both ends are
-// *net.TCPConn); otherwise bytes go through a pooled buffer.
+// *net.TCPConn); otherwise bytes go through a pooled buffer (copyConn).
 func (p *Proxy) pipe(pc *pconn) {
 	stopIdle := p.watchIdle(pc)
 	defer stopIdle()
 	cp := func(dst, src net.Conn) {
 		if p.pipeMode != PipeSplice {
 			bp := bufPool.Get().(*[]byte)
-			_, _ = io.CopyBuffer(writerOnly{dst}, readerOnly{src}, *bp)
+			copyConn(dst, src, *bp)
 			bufPool.Put(bp)
 		} else {
 			_, _ = io.Copy(dst, src)
