@@ -25,6 +25,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -351,6 +352,24 @@ func printPlacements(prs []placementResult) {
 			r := median(pr.res[t.name])
 			fmt.Printf("%-7s %-13s %10.0f %9.3f %10.2f %11.2f\n", pr.leader, t.name, r.tps, r.latMS, r.tps/d.tps, r.tps/h.tps)
 		}
+	}
+	// The machine's speed drifts between rounds by more than the gap
+	// measured (direct alone has varied 2x within one run here), so the
+	// verdict pairs each round's database_url with the same round's
+	// HAProxy: the median of those ratios, with their range.
+	fmt.Println("\ndatabase_url / haproxy, paired by round (median, min..max):")
+	for _, pr := range prs {
+		var rs []float64
+		for i := range min(len(pr.res["database_url"]), len(pr.res["haproxy"])) {
+			if h := pr.res["haproxy"][i].tps; h > 0 {
+				rs = append(rs, pr.res["database_url"][i].tps/h)
+			}
+		}
+		if len(rs) == 0 {
+			continue
+		}
+		sort.Float64s(rs)
+		fmt.Printf("  leader %-5s %.2f (%.2f..%.2f over %d rounds)\n", pr.leader, rs[len(rs)/2], rs[0], rs[len(rs)-1], len(rs))
 	}
 	fmt.Println("target: database_url at least 1.0x HAProxy whichever member leads")
 }

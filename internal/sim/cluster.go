@@ -226,7 +226,7 @@ func (c *Cluster) flows(n, u *Node) bool {
 // pull copies u's WAL past n's; a history that no longer agrees fails
 // (the receiver errors out).
 func (c *Cluster) pull(n, u *Node) bool {
-	if !compatible(n.pg.wal, u.pg.wal) || n.pg.broken {
+	if !compatible(n.pg.wal, u.pg.wal) || n.pg.broken || n.pg.upstreamLacks {
 		return false
 	}
 	if len(u.pg.wal) > len(n.pg.wal) {
@@ -279,6 +279,9 @@ func (c *Cluster) replicate() {
 			r.nextAttempt = c.now + 500*time.Millisecond // wal_retrieve_retry_interval
 			switch {
 			case !c.flows(n, u):
+			case p.upstreamLacks:
+				// "requested WAL segment ... has already been removed":
+				// refused before it streams anything.
 			case p.broken || !compatible(p.wal, u.pg.wal):
 				// The receiver connects, then fails on the WAL it finds:
 				// "streaming" for a moment on every retry.
@@ -656,6 +659,20 @@ func (c *Cluster) Corrupt(id string) error {
 		return err
 	}
 	n.pg.broken = true
+	n.pg.recv.from = ""
+	return nil
+}
+
+// RemoveWAL makes the WAL a standby needs next gone from its upstreams
+// (the leader recycled it: more than wal_keep_size written while the
+// standby was away, and no slot held it): it cannot stream again until it
+// is re-cloned.
+func (c *Cluster) RemoveWAL(id string) error {
+	n, err := c.mustNode(id)
+	if err != nil {
+		return err
+	}
+	n.pg.upstreamLacks = true
 	n.pg.recv.from = ""
 	return nil
 }

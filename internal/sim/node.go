@@ -541,6 +541,8 @@ func (n *Node) observe() (engine.Observation, error) {
 	o.SyncChangeLSN = n.syncChangeLSN
 
 	o.Running, o.InRecovery, o.Timeline, o.LSN, o.Streaming = ps.Running, ps.InRecovery, ps.Timeline, ps.CurrentLSN, ps.Streaming
+	// The agent reads it from the server log, where the receiver reports it.
+	o.UpstreamLacksWAL = ps.Running && ps.InRecovery && !ps.Streaming && n.pg.upstreamLacks
 	o.DiskKnown, o.DiskFree = true, n.pg.diskFree
 	o.ReadOnly = n.pg.readOnly
 	o.Data = n.pg.dataRole()
@@ -901,7 +903,7 @@ func (n *Node) clone(snap *Snapshot, act engine.Action) error {
 	}
 	p.initialized = true
 	p.wal = append([]walEntry(nil), src.pg.wal...)
-	p.broken, p.walGone = false, false
+	p.broken, p.walGone, p.upstreamLacks = false, false, false
 	p.configureStandby(act.Target)
 	n.following = act.Target
 	n.markStart()

@@ -38,14 +38,19 @@ type Postgres struct {
 	hung        bool // SIGSTOPped postmaster: answers nothing, sends nothing
 	broken      bool // WAL past the last checkpoint unusable: cannot stream until re-cloned
 	walGone     bool // WAL from before a divergence removed: pg_rewind cannot find the common checkpoint
-	wal         []walEntry
-	conninfo    string // primary_conninfo: the member it streams from ("" none)
-	syncValue   string // synchronous_standby_names
-	readOnly    bool
-	diskFree    int64
-	slots       []string
-	pending     []uint64 // commits written, not yet acknowledged
-	starts      int      // how many times it started (a restart drops its connections)
+	// upstreamLacks: the WAL this standby needs next is gone from every
+	// upstream (removed past wal_keep_size without a slot holding it):
+	// its receiver is told "requested WAL segment ... has already been
+	// removed" on every retry, until it is re-cloned.
+	upstreamLacks bool
+	wal           []walEntry
+	conninfo      string // primary_conninfo: the member it streams from ("" none)
+	syncValue     string // synchronous_standby_names
+	readOnly      bool
+	diskFree      int64
+	slots         []string
+	pending       []uint64 // commits written, not yet acknowledged
+	starts        int      // how many times it started (a restart drops its connections)
 	// promotePending: promote was requested while the server was stopped
 	// (SIGSTOP); it promotes when it runs again.
 	promotePending bool
@@ -181,7 +186,7 @@ func (p *Postgres) dataRole() engine.DataRole {
 }
 
 func (p *Postgres) wipe() {
-	p.initialized, p.signal, p.wal, p.broken, p.walGone, p.conninfo, p.slots = false, false, nil, false, false, "", nil
+	p.initialized, p.signal, p.wal, p.broken, p.walGone, p.upstreamLacks, p.conninfo, p.slots = false, false, nil, false, false, false, "", nil
 }
 
 func (p *Postgres) syncNamesList() []string {

@@ -114,12 +114,16 @@ func randomRun(seed uint64, keepLog bool) (*Cluster, []string) {
 					c.StoreDown(true)
 				}
 			case 14:
-				if r.IntN(2) == 0 {
+				switch r.IntN(3) {
+				case 0:
 					ev = "disk-full " + id
 					_ = c.DiskFull(id, true)
-				} else {
+				case 1:
 					ev = "corrupt " + id
 					_ = c.Corrupt(id)
+				default:
+					ev = "wal-removed " + id
+					_ = c.RemoveWAL(id)
 				}
 			case 15:
 				to := ""

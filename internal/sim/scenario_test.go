@@ -24,6 +24,7 @@ import (
 //	store down|up             stop or restart the store
 //	switchover [to=ID] [any-region]
 //	lose-wal ID               the node's WAL before its divergence is gone (rewind impossible)
+//	wal-removed ID            the WAL the node needs next is gone from its upstreams (re-clone)
 //	restart-request ID [in-place] [force]   petrel config set's (or a rolling) restart request
 //	pending ID [applied=a,b] [foreign=c]  settings waiting for a restart (foreign: not petrel's)
 //	status                    the store's records and every member
@@ -202,6 +203,8 @@ func runCommand(cp **Cluster, d *datadriven.TestData) (string, error) {
 		return c.Status(), nil
 	case "lose-wal":
 		return one(c.LoseWAL)
+	case "wal-removed":
+		return one(c.RemoveWAL)
 	case "restart-request":
 		a := ids(d)
 		if len(a) == 0 {
