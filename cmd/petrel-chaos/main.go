@@ -34,6 +34,7 @@ func main() {
 		out      = flag.String("out", "chaos-report", "report directory")
 		dir      = flag.String("dir", "", "cluster directories go under this (default a temp dir)")
 		withOrd  = flag.Bool("ord", false, "add ord1, a replica outside the primary region")
+		keepDirs = flag.Bool("keep", false, "keep every run's cluster directory (logs, data), not only those with anomalies")
 		tmpfs    = flag.String("tmpfs", "", "root only: put every node's data dir on a tmpfs of this size (e.g. 384m); adds disk-full-leader to the default faults")
 	)
 	flag.Parse()
@@ -85,7 +86,7 @@ func main() {
 		log.Printf("run %d: seed %d, schedule %v", i+1, rs, sched)
 		res, err := chaos.Run(ctx, chaos.Config{
 			Dir: filepath.Join(base, fmt.Sprintf("run-%d", rs)), Binary: bin, Seed: rs, Nodes: nodes,
-			Target: *target, Schedule: sched, Logf: log.Printf, TmpfsSize: *tmpfs,
+			Target: *target, Schedule: sched, Logf: log.Printf, TmpfsSize: *tmpfs, KeepDir: *keepDirs,
 		})
 		if err != nil {
 			log.Printf("run %d (seed %d): harness error: %v", i+1, rs, err)
