@@ -202,6 +202,9 @@ func (s *Server) Rewind(ctx context.Context, src ConnInfo) error {
 		return err
 	}
 	s.log.Info("pg_rewind done", "output", tail(out, 512))
+	if err := s.markWALArchived(); err != nil {
+		return fmt.Errorf("rewinding: %w", err)
+	}
 	if err := s.afterClone(); err != nil {
 		return fmt.Errorf("rewinding: %w", err)
 	}

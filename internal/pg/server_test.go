@@ -339,6 +339,9 @@ func TestServerLifecycle(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(n1.opts.RunDir, superPassFile)); !os.IsNotExist(err) {
 		t.Errorf("superuser passfile left behind: %v", err)
 	}
+	// Every WAL segment the rewind left has an archive status: none will
+	// be archived by n1 later unless it was already waiting to be.
+	checkWALStatus(t, n1)
 	if err := n2.CreateSlot(ctx, "node1"); err != nil {
 		t.Fatal(err)
 	}
@@ -454,5 +457,31 @@ func checkClientSessions(t *testing.T, ctx context.Context, s *Server) {
 	}
 	if slices.Contains(ss.Authenticated, silentAddr) {
 		t.Errorf("session %v still authenticating is listed as authenticated", silentAddr)
+	}
+}
+
+// checkWALStatus fails t for a WAL segment in s's pg_wal with neither
+// .ready nor .done.
+func checkWALStatus(t *testing.T, s *Server) {
+	t.Helper()
+	dir := filepath.Join(s.opts.DataDir, "pg_wal")
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range ents {
+		if !walSegmentName.MatchString(e.Name()) {
+			continue
+		}
+		n++
+		_, r := os.Stat(filepath.Join(dir, "archive_status", e.Name()+".ready"))
+		_, d := os.Stat(filepath.Join(dir, "archive_status", e.Name()+".done"))
+		if r != nil && d != nil {
+			t.Errorf("WAL segment %s has no archive status after the rewind", e.Name())
+		}
+	}
+	if n == 0 {
+		t.Error("no WAL segment in pg_wal after the rewind")
 	}
 }
