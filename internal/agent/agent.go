@@ -494,6 +494,13 @@ func (a *Agent) observeSnap(ctx context.Context, snap store.Snapshot) (engine.Ob
 	if lr := a.lastRewind; lr.result != engine.RewindNone && lr.leader == snap.Leader {
 		o.LastRewind = engine.RewindOutcome{Result: lr.result, Cause: lr.cause, Ago: now.Sub(lr.at), Failures: lr.failures}
 	}
+	if a.pg.RewindInterrupted() {
+		// A rewind that never finished, by this run of the agent or one
+		// killed while pg_rewind ran: the data directory is not usable,
+		// and a new pg_rewind would find nothing to do. Only a re-clone
+		// (which clears the marker) recovers it.
+		o.LastRewind = engine.RewindOutcome{Result: engine.RewindImpossible, Cause: engine.CauseFormerPrimary}
+	}
 	o.SyncChangeLSN = a.syncChangeLSN
 	a.mu.Unlock()
 

@@ -102,6 +102,10 @@ func (s *Server) Wipe() error {
 			return fmt.Errorf("wiping data directory: %w", err)
 		}
 	}
+	// Nothing of an unfinished rewind is left.
+	if err := os.Remove(s.rewindMarker()); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("wiping data directory: %w", err)
+	}
 	if len(entries) > 0 {
 		s.log.Info("wiped data directory", "datadir", s.opts.DataDir)
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 )
 
@@ -69,10 +71,63 @@ func connectionFailed(out string) bool {
 
 // runRewind runs pg_rewind and classifies a failure.
 func (s *Server) runRewind(ctx context.Context, conn string) (string, error) {
+	// The marker outlives this process: an agent killed while pg_rewind
+	// rewrote the data directory finds it at its next start (see
+	// RewindInterrupted). pg_rewind removes what the source lacks from
+	// PGDATA, so the marker lives beside it.
+	if err := writeSynced(s.rewindMarker()); err != nil {
+		return "", fmt.Errorf("rewinding: %w: %w", ErrRewindUnavailable, err)
+	}
 	out, err := s.run(ctx, "rewinding", nil, "pg_rewind",
 		"--target-pgdata="+s.opts.DataDir, "--source-server="+conn)
 	if err != nil {
-		return out, classifyRewind(out, err, ctx.Err())
+		err = classifyRewind(out, err, ctx.Err())
+		if errors.Is(err, ErrRewindUnavailable) {
+			_ = os.Remove(s.rewindMarker()) // the data directory is untouched
+		}
+		return out, err
+	}
+	if err := os.Remove(s.rewindMarker()); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return out, fmt.Errorf("rewinding: %w", err)
 	}
 	return out, nil
+}
+
+// rewindMarker is the file that exists while a rewind may have left the
+// data directory half rewritten: from before pg_rewind starts until it
+// succeeds, or for good when it failed after it began (until Wipe).
+func (s *Server) rewindMarker() string {
+	return filepath.Join(filepath.Dir(s.opts.DataDir), "petrel-rewind-unfinished")
+}
+
+// RewindInterrupted says whether a rewind began and never finished: this
+// process or an earlier one was killed while pg_rewind ran, or it failed
+// after it began to rewrite the data directory. Postgres may then start
+// from a control file that points at WAL pg_rewind had not written yet
+// ("could not locate a valid checkpoint record"), and another pg_rewind
+// finds the timelines equal and does nothing: only a re-clone recovers it.
+func (s *Server) RewindInterrupted() bool {
+	_, err := os.Stat(s.rewindMarker())
+	return err == nil
+}
+
+// writeSynced creates path (empty) and syncs it and its directory.
+func writeSynced(path string) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }

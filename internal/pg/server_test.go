@@ -342,6 +342,9 @@ func TestServerLifecycle(t *testing.T) {
 	// Every WAL segment the rewind left has an archive status: none will
 	// be archived by n1 later unless it was already waiting to be.
 	checkWALStatus(t, n1)
+	if n1.RewindInterrupted() {
+		t.Error("a rewind that succeeded is reported unfinished")
+	}
 	if err := n2.CreateSlot(ctx, "node1"); err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package pg
 
 import (
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -56,5 +57,31 @@ func TestUpstreamLacksWAL(t *testing.T) {
 	write(removed, false) // truncated since: shorter than the mark
 	if !s.UpstreamLacksWAL() {
 		t.Fatal("a report in a log truncated since the mark not seen")
+	}
+}
+
+// TestRewindInterrupted: the marker a rewind leaves until it succeeds
+// (as an agent killed while pg_rewind ran leaves it) says the rewind is
+// unfinished until Wipe clears the data directory.
+func TestRewindInterrupted(t *testing.T) {
+	dir := t.TempDir()
+	s := &Server{opts: Options{DataDir: filepath.Join(dir, "pgdata")}, log: slog.New(slog.DiscardHandler), uid: -1}
+	if err := os.MkdirAll(s.opts.DataDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if s.RewindInterrupted() {
+		t.Fatal("interrupted before any rewind")
+	}
+	if err := writeSynced(s.rewindMarker()); err != nil {
+		t.Fatal(err)
+	}
+	if !s.RewindInterrupted() {
+		t.Fatal("the marker of an unfinished rewind not seen")
+	}
+	if err := s.Wipe(); err != nil {
+		t.Fatal(err)
+	}
+	if s.RewindInterrupted() {
+		t.Fatal("still interrupted after the data directory was wiped")
 	}
 }
