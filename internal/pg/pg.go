@@ -255,10 +255,23 @@ func (s *Server) chown(path string) error {
 	return nil
 }
 
-// writeFile atomically writes a file owned by the run-as user.
+// writeFile atomically writes a file owned by the run-as user. Each call
+// has a temporary file of its own: two writers of one file at once (the
+// archiver's settings and a start's, both petrel-archive.conf) each
+// rename a complete file, where a shared temporary name let one rename
+// the other's away before its chown (a bootstrap failed on that).
 func (s *Server) writeFile(path string, data []byte, perm os.FileMode) error {
-	tmp := path + ".petrel-tmp"
-	if err := os.WriteFile(tmp, data, perm); err != nil {
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".petrel-tmp-*")
+	if err != nil {
+		return fmt.Errorf("pg: writing %s: %w", path, err)
+	}
+	tmp := f.Name()
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(tmp)
 		return fmt.Errorf("pg: writing %s: %w", path, err)
 	}
 	if err := os.Chmod(tmp, perm); err != nil {
