@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 )
 
@@ -130,4 +131,44 @@ func writeSynced(path string) error {
 	}
 	defer d.Close()
 	return d.Sync()
+}
+
+// walSegmentName is a WAL segment file's name: timeline, log, segment.
+var walSegmentName = regexp.MustCompile(`^[0-9A-F]{24}$`)
+
+// markWALArchived marks every WAL segment in pg_wal that has no archive
+// status (none of .ready, .done) as archived (.done), after pg_rewind.
+// Such a segment was copied from the rewind's source, whose archiver
+// archives it, or is this node's own diverged tail, which must never be
+// archived; but with no status file a later checkpoint on this node,
+// once it is a primary, marks it .ready, and its archiver then pushes it:
+// a copy taken from a source still writing it (zeros past that point),
+// refused as "archived WAL differs", stalls archiving for good (chaos,
+// switchover-crash then kill-two). Postgres marks streamed segments .done
+// itself.
+func (s *Server) markWALArchived() error {
+	dir := filepath.Join(s.opts.DataDir, "pg_wal")
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("marking WAL archived: %w", err)
+	}
+	status := filepath.Join(dir, "archive_status")
+	if err := os.MkdirAll(status, 0o700); err != nil {
+		return fmt.Errorf("marking WAL archived: %w", err)
+	}
+	for _, e := range ents {
+		name := e.Name()
+		if !e.Type().IsRegular() || !walSegmentName.MatchString(name) {
+			continue
+		}
+		_, errReady := os.Stat(filepath.Join(status, name+".ready"))
+		_, errDone := os.Stat(filepath.Join(status, name+".done"))
+		if errReady == nil || errDone == nil {
+			continue
+		}
+		if err := os.WriteFile(filepath.Join(status, name+".done"), nil, 0o600); err != nil {
+			return fmt.Errorf("marking WAL archived: %w", err)
+		}
+	}
+	return nil
 }

@@ -3,7 +3,10 @@ package pg
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -130,5 +133,31 @@ func TestRewindErrors(t *testing.T) {
 	err = n1.Rewind(ctx, src(n2.opts.Port))
 	if !errors.Is(err, ErrRewindImpossible) || errors.Is(err, ErrRewindUnavailable) {
 		t.Fatalf("rewind against another system: %v", err)
+	}
+}
+
+// TestRewindInterrupted: the marker a rewind leaves until it succeeds
+// (as an agent killed while pg_rewind ran leaves it) says the rewind is
+// unfinished until Wipe clears the data directory.
+func TestRewindInterrupted(t *testing.T) {
+	dir := t.TempDir()
+	s := &Server{opts: Options{DataDir: filepath.Join(dir, "pgdata")}, log: slog.New(slog.DiscardHandler), uid: -1}
+	if err := os.MkdirAll(s.opts.DataDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if s.RewindInterrupted() {
+		t.Fatal("interrupted before any rewind")
+	}
+	if err := writeSynced(s.rewindMarker()); err != nil {
+		t.Fatal(err)
+	}
+	if !s.RewindInterrupted() {
+		t.Fatal("the marker of an unfinished rewind not seen")
+	}
+	if err := s.Wipe(); err != nil {
+		t.Fatal(err)
+	}
+	if s.RewindInterrupted() {
+		t.Fatal("still interrupted after the data directory was wiped")
 	}
 }

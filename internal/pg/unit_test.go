@@ -5,6 +5,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -170,5 +171,31 @@ func TestReadOnlySwitch(t *testing.T) {
 	}
 	if s.DiskFree() <= 0 {
 		t.Fatalf("DiskFree() = %d", s.DiskFree())
+	}
+}
+
+// TestWriteFileConcurrent: writers of one file at once each leave a
+// complete file and none fails (a shared temporary name made one writer
+// rename the other's away before its chown).
+func TestWriteFileConcurrent(t *testing.T) {
+	s := &Server{log: slog.New(slog.DiscardHandler), uid: -1}
+	path := filepath.Join(t.TempDir(), "petrel-archive.conf")
+	contents := []string{strings.Repeat("a", 4096), strings.Repeat("b", 4096)}
+	errs := make(chan error, 200)
+	for i := range 200 {
+		go func() { errs <- s.writeFile(path, []byte(contents[i%2]), 0o600) }()
+	}
+	for range 200 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err := os.ReadFile(path)
+	if err != nil || (string(b) != contents[0] && string(b) != contents[1]) {
+		t.Fatalf("file after concurrent writes: %d bytes, %v", len(b), err)
+	}
+	left, _ := filepath.Glob(path + ".petrel-tmp*")
+	if len(left) != 0 {
+		t.Fatalf("temporary files left: %v", left)
 	}
 }
