@@ -130,7 +130,7 @@ Members are confirmed over TLS: the cluster CA is read from etcd and must match
 	f.DurationVar(&pcfg.AuthTimeout, "auth-timeout", 5*time.Second, "time a client has to send its startup packet, and then to authenticate")
 	f.DurationVar(&pcfg.DialTimeout, "dial-timeout", 3*time.Second, "timeout connecting to a member's Postgres")
 	f.DurationVar(&pcfg.IdleTimeout, "idle-timeout", 0, "close authenticated connections idle this long (0: never)")
-	f.StringVar(&pcfg.Pipe, "pipe", "auto", "how bytes move: auto (= copy), copy, splice, or kernel (opt-in: a BPF sockmap, needs root or CAP_BPF+CAP_NET_ADMIN)")
+	f.StringVar(&pcfg.Pipe, "pipe", "auto", "how bytes move: auto (= relay on Linux), relay (epoll loops), copy (goroutines), splice, or kernel (opt-in: a BPF sockmap, needs root or CAP_BPF+CAP_NET_ADMIN)")
 	f.Int64Var(&pcfg.MaxReplicaLag, "max-replica-lag", 16<<20, "read-only proxy: skip replicas further behind than this many bytes")
 	return cmd
 }

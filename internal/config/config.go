@@ -237,9 +237,9 @@ func (n *Node) Validate() error {
 		errs = append(errs, errors.New("proxy_auth_timeout and proxy_idle_timeout must not be negative"))
 	}
 	switch n.ProxyPipe {
-	case "", "auto", "kernel", "copy", "splice":
+	case "", "auto", "relay", "kernel", "copy", "splice":
 	default:
-		errs = append(errs, fmt.Errorf("proxy_pipe %q: want auto, kernel, copy or splice", n.ProxyPipe))
+		errs = append(errs, fmt.Errorf("proxy_pipe %q: want auto, relay, kernel, copy or splice", n.ProxyPipe))
 	}
 	switch n.SyncMode {
 	case "on", "off", "strict":

@@ -210,7 +210,7 @@ func bindNodeFlags(f *pflag.FlagSet, cfg *config.Node) {
 	f.StringVar(&cfg.CAFingerprint, "ca-fingerprint", "", "SHA-256 of the cluster CA certificate to pin (default: the first one seen)")
 	f.IntVar(&cfg.ProxyPort, "proxy-port", 0, "leader proxy port (0: off)")
 	f.IntVar(&cfg.ProxyROPort, "proxy-ro-port", 0, "read-only proxy port: this region's replicas, falling back to the leader (0: off)")
-	f.StringVar(&cfg.ProxyPipe, "proxy-pipe", "auto", "how the proxies move bytes: auto (= copy), copy, splice, or kernel (opt-in: a BPF sockmap, needs root)")
+	f.StringVar(&cfg.ProxyPipe, "proxy-pipe", "auto", "how the proxies move bytes: auto (= relay on Linux), relay (epoll loops), copy (goroutines), splice, or kernel (opt-in: a BPF sockmap, needs root)")
 	f.IntVar(&cfg.ProxyMaxConns, "proxy-max-conns", 0, "proxy: client connections at once (0: 2000)")
 	f.IntVar(&cfg.ProxyMaxConnsPerSource, "proxy-max-conns-per-source", 0, "proxy: connections from one IPv4 address or IPv6 /64 (0: no bound)")
 	f.IntVar(&cfg.ProxyMaxPendingPerSource, "proxy-max-pending-per-source", 0, "proxy: unauthenticated connections from one source (0: 256, negative: no bound)")

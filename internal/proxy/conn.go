@@ -21,13 +21,36 @@ type pconn struct {
 	toLeader       bool   // routed as the leader (also on the read-only listener's fallback)
 	direct         bool   // dialed at the member's own address (not rewritten by the dial map)
 	once           sync.Once
+
+	mu      sync.Mutex // guards the following fields
+	closed  bool
+	relayed *relayPair // the relay holds the sockets (relay_linux.go)
 }
 
 func (c *pconn) close() {
 	c.once.Do(func() {
+		c.mu.Lock()
+		c.closed = true
+		pr := c.relayed
+		c.mu.Unlock()
+		if pr != nil {
+			pr.relay.kill(pr) // the relay holds the only descriptors
+		}
 		_ = c.client.Close()
 		_ = c.server.Close()
 	})
+}
+
+// handTo records that a relay takes the connection's sockets; false if
+// it is closed already.
+func (c *pconn) handTo(pr *relayPair) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return false
+	}
+	c.relayed = pr
+	return true
 }
 
 // maxGSSRetries bounds GSSENCRequest answers before the real startup.
@@ -211,12 +234,17 @@ func (p *Proxy) refuseStartup(c net.Conn, msg pgproto3.FrontendMessage, code, te
 }
 
 // pipe copies bytes both ways until either side closes, then closes both.
-// With the kernel pipe the loops only see EOF (and any byte queued before
-// the pair was linked); with Splice, io.Copy splices (both ends are
-// *net.TCPConn); otherwise bytes go through a pooled buffer (copyConn).
+// With the relay its loop moves them; with the kernel pipe the loops only
+// see EOF (and any byte queued before the pair was linked); with Splice,
+// io.Copy splices (both ends are *net.TCPConn); otherwise bytes go
+// through a pooled buffer (copyConn).
 func (p *Proxy) pipe(pc *pconn) {
 	stopIdle := p.watchIdle(pc)
 	defer stopIdle()
+	if len(p.relays) > 0 && p.relays[int(p.nextRelay.Add(1))%len(p.relays)].pipe(pc) {
+		pc.close()
+		return
+	}
 	cp := func(dst, src net.Conn) {
 		if p.pipeMode != PipeSplice {
 			bp := bufPool.Get().(*[]byte)

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"net"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -11,11 +10,11 @@ import (
 // seen in the client socket's TCP_INFO (so the pipe stays zero-copy). It
 // returns a function that stops watching.
 func (p *Proxy) watchIdle(pc *pconn) (stop func()) {
-	tc, ok := pc.client.(*net.TCPConn)
-	if p.cfg.IdleTimeout <= 0 || !ok {
+	if p.cfg.IdleTimeout <= 0 {
 		return func() {}
 	}
-	rc, err := tc.SyscallConn()
+	// A descriptor of its own: the relay closes the proxy's (rule 1).
+	fd, err := dupConn(pc.client)
 	if err != nil {
 		return func() {}
 	}
@@ -24,17 +23,15 @@ func (p *Proxy) watchIdle(pc *pconn) (stop func()) {
 	exited := make(chan struct{})
 	go func() {
 		defer close(exited)
+		defer unix.Close(fd)
 		for {
 			select {
 			case <-done:
 				return
 			case <-p.clock.After(every):
 			}
-			var info *unix.TCPInfo
-			var gerr error
-			if err := rc.Control(func(fd uintptr) {
-				info, gerr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
-			}); err != nil || gerr != nil {
+			info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+			if err != nil {
 				return
 			}
 			idle := time.Duration(min(info.Last_data_recv, info.Last_data_sent)) * time.Millisecond

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"io"
 	"os"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -14,8 +15,11 @@ import (
 // fills, so the kernel pipe must queue and resume), then a close from the
 // client side that must close the server side too.
 func TestPipeModes(t *testing.T) {
-	for _, mode := range []string{PipeKernel, PipeCopy, PipeSplice} {
+	for _, mode := range []string{PipeRelay, PipeKernel, PipeCopy, PipeSplice} {
 		t.Run(mode, func(t *testing.T) {
+			if mode == PipeRelay && runtime.GOMAXPROCS(0) < 2 {
+				defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2)) // the relay needs two
+			}
 			if mode == PipeKernel {
 				k, err := newKernelPipe(4)
 				if err != nil {
@@ -67,11 +71,14 @@ func TestPipeModes(t *testing.T) {
 	}
 }
 
-// TestAutoPipe: the default copies in user space even where the kernel
-// pipe could be loaded (it is opt-in; see Config.Pipe), and the proxy
-// serves either way.
+// TestAutoPipe: the default is the relay where it can run (Linux,
+// GOMAXPROCS >= 2), else the copy loops, never the kernel pipe even where
+// it could be loaded (it is opt-in; see Config.Pipe).
 func TestAutoPipe(t *testing.T) {
 	want := PipeCopy
+	if runtime.GOOS == "linux" && runtime.GOMAXPROCS(0) >= 2 {
+		want = PipeRelay
+	}
 	h := startProxy(t, Config{})
 	if got := h.p.PipeMode(); got != want {
 		t.Fatalf("auto chose %q, want %q", got, want)

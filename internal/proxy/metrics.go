@@ -48,7 +48,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "petrel_proxy_kernel_pipe_fallbacks_total", Help: "Connections the kernel pipe could not take, copied in user space instead.",
 		}),
 		pipeInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "petrel_proxy_pipe_info", Help: "The proxy's data path (mode: kernel, copy or splice); always 1.",
+			Name: "petrel_proxy_pipe_info", Help: "The proxy's data path (mode: relay, kernel, copy or splice); always 1.",
 		}, []string{"mode"}),
 		tlsHolds: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "petrel_proxy_tls_holds_total", Help: "TLS sessions (opaque to the proxy) and how their source's authentication slot was freed: " +

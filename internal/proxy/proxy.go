@@ -124,17 +124,23 @@ type Config struct {
 	// Unauthenticated connections are bounded by AuthTimeout instead.
 	IdleTimeout time.Duration
 	// Pipe is how bytes move once a connection is routed:
-	//   "auto" (default): "copy". The kernel pipe is not chosen by
-	//     itself: under bulk traffic both ways at once it has delivered
-	//     a segment twice (TestPipeModes/kernel, an 8 MiB echo: about 1
-	//     run in 400 on Linux 6.18), and a duplicated byte range in a
-	//     Postgres stream can repeat a statement;
+	//   "auto" (default): "relay" where it can run (Linux, GOMAXPROCS
+	//     at least 2, as petrel's default gives), else "copy". The kernel
+	//     pipe is not chosen by itself: under bulk traffic both ways at
+	//     once it has delivered a segment twice (TestPipeModes/kernel, an
+	//     8 MiB echo: about 1 run in 400 on Linux 6.18), and a duplicated
+	//     byte range in a Postgres stream can repeat a statement;
+	//   "relay": one goroutine with its own epoll set moves every
+	//     connection's bytes, a read(2) and a write(2) per message, as
+	//     HAProxy's event loop does (relay_linux.go); falls back to "copy"
+	//     with a warning where it cannot run;
 	//   "kernel" (opt-in): a BPF sockmap redirects each side's segments
 	//     to the other inside the kernel, so no byte enters the proxy
 	//     process and nothing wakes per query (root, or CAP_BPF and
 	//     CAP_NET_ADMIN); falls back to "copy" with a warning when it
 	//     cannot be loaded;
-	//   "copy": read(2)/write(2) through a 32 KiB buffer;
+	//   "copy": two goroutines per connection, read(2)/write(2) through a
+	//     32 KiB buffer;
 	//   "splice": splice(2); wins for bulk transfers, but for short
 	//     request/response traffic measured ~10-15% slower than "copy".
 	Pipe string
@@ -190,6 +196,7 @@ func (c *Config) defaults() {
 // Pipe modes (see Config.Pipe).
 const (
 	PipeAuto   = "auto"
+	PipeRelay  = "relay"
 	PipeKernel = "kernel"
 	PipeCopy   = "copy"
 	PipeSplice = "splice"
@@ -198,7 +205,7 @@ const (
 // CheckPipe validates a Config.Pipe value.
 func CheckPipe(mode string) error {
 	switch mode {
-	case "", PipeAuto, PipeKernel, PipeCopy, PipeSplice:
+	case "", PipeAuto, PipeRelay, PipeKernel, PipeCopy, PipeSplice:
 		return nil
 	}
 	return fmt.Errorf("unknown proxy pipe %q (want auto, kernel, copy or splice)", mode)
@@ -243,16 +250,18 @@ type target struct {
 
 // Proxy routes client connections. Create with New, start with Run.
 type Proxy struct {
-	cfg      Config
-	etcd     *clientv3.Client
-	log      *slog.Logger
-	clock    Clock
-	metrics  *metrics
-	api      *api.Client
-	poke     chan struct{}
-	active   atomic.Int64
-	kpipe    *kernelPipe // nil: bytes are copied in user space
-	pipeMode string      // the data path in use: kernel, copy or splice
+	cfg       Config
+	etcd      *clientv3.Client
+	log       *slog.Logger
+	clock     Clock
+	metrics   *metrics
+	api       *api.Client
+	poke      chan struct{}
+	active    atomic.Int64
+	kpipe     *kernelPipe   // nil: bytes are copied in user space
+	relays    []*relay      // nil: not the relay pipe (see Config.Pipe)
+	nextRelay atomic.Uint32 // round robin over relays
+	pipeMode  string        // the data path in use: kernel, copy or splice
 
 	// Per source: every connection, those not authenticated yet, and
 	// those holding a backend while they authenticate.
@@ -302,8 +311,17 @@ func New(cfg Config, opts Options) *Proxy {
 	}
 	p.pipeMode = cfg.Pipe
 	switch p.pipeMode {
-	case "", PipeAuto:
-		p.pipeMode = PipeCopy
+	case "", PipeAuto, PipeRelay:
+		rs, err := newRelays()
+		if err != nil {
+			if p.pipeMode == PipeRelay {
+				p.log.Warn("proxy: relay unavailable; copying with goroutines", "err", err)
+			}
+			p.pipeMode = PipeCopy
+		} else {
+			p.relays = rs
+			p.pipeMode = PipeRelay
+		}
 	case PipeKernel:
 		k, err := newKernelPipe(cfg.MaxConns)
 		if err != nil {
@@ -345,6 +363,9 @@ func (p *Proxy) Run(ctx context.Context, rw, ro net.Listener) error {
 	}
 	run(func() { p.checkLoop(ctx, ro != nil) })
 	run(func() { p.tlsLoop(ctx) })
+	for _, r := range p.relays {
+		run(func() { r.run(ctx) })
+	}
 	for range refusalWorkers {
 		run(func() { p.answerRefusals(ctx) })
 	}
@@ -375,10 +396,34 @@ func (p *Proxy) Run(ctx context.Context, rw, ro net.Listener) error {
 		p.api.CloseIdle()
 	}
 	p.kpipe.close()
+	for _, r := range p.relays {
+		r.close()
+	}
 	return err
 }
 
-// PipeMode says how the proxy moves bytes: kernel, copy or splice.
+// newRelays makes the proxy's relays: relayCount of them, fewer if
+// GOMAXPROCS leaves no P for the rest of the process.
+func newRelays() ([]*relay, error) {
+	k := min(relayCount(), runtime.GOMAXPROCS(0)-1)
+	if k < 1 {
+		return nil, fmt.Errorf("the relay needs Linux and GOMAXPROCS >= 2 (it is %d): its waits keep a P", runtime.GOMAXPROCS(0))
+	}
+	var rs []*relay
+	for range k {
+		r, err := newRelay()
+		if err != nil {
+			for _, r := range rs {
+				r.close()
+			}
+			return nil, err
+		}
+		rs = append(rs, r)
+	}
+	return rs, nil
+}
+
+// PipeMode says how the proxy moves bytes: relay, kernel, copy or splice.
 func (p *Proxy) PipeMode() string { return p.pipeMode }
 
 // serve accepts connections on ln until ctx ends.
@@ -615,14 +660,16 @@ func (p *Proxy) Conns() int {
 }
 
 // DefaultProcs is the GOMAXPROCS petrel processes use unless GOMAXPROCS is
-// set: a quarter of the CPUs, at least one. The agent and its proxy share
-// the host with PostgreSQL, which should have the rest; and on a small
-// machine a single P avoids the scheduler's spinning threads, which
-// measured ~10% more proxy throughput on 2 cores.
+// set: a quarter of the CPUs, at least one, plus one for each of the
+// proxy's relays, which keep theirs while connections are busy
+// (relay_linux.go, rule 3). The
+// agent and its proxy share the host with PostgreSQL, which should have
+// the rest; and on a small machine a single P for everything else avoids
+// the scheduler's spinning threads.
 func DefaultProcs() int {
 	n := runtime.NumCPU() / 4
 	if n < 1 {
 		n = 1
 	}
-	return n
+	return n + relayCount()
 }
