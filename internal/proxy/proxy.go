@@ -14,7 +14,7 @@
 // authentication, message by message (type and length only), until its
 // ReadyForQuery or ErrorResponse: until then the client is under a deadline
 // and counted against its source's limits. After that the proxy is a plain
-// byte pipe between two TCP connections (a BPF sockmap, or copies), so TLS
+// byte pipe between two TCP connections (epoll relays, a BPF sockmap, or copies), so TLS
 // between the client and Postgres passes through untouched.
 //
 // Hostile clients: every limit is per source (an IPv4 address or an IPv6
@@ -208,7 +208,7 @@ func CheckPipe(mode string) error {
 	case "", PipeAuto, PipeRelay, PipeKernel, PipeCopy, PipeSplice:
 		return nil
 	}
-	return fmt.Errorf("unknown proxy pipe %q (want auto, kernel, copy or splice)", mode)
+	return fmt.Errorf("unknown proxy pipe %q (want auto, relay, kernel, copy or splice)", mode)
 }
 
 // Clock is the time source (injected for tests).
@@ -349,6 +349,9 @@ const (
 // listeners and every proxied connection before returning.
 func (p *Proxy) Run(ctx context.Context, rw, ro net.Listener) error {
 	if rw == nil {
+		for _, r := range p.relays {
+			r.close()
+		}
 		return errors.New("proxy: no leader listener")
 	}
 	ctx, cancel := context.WithCancel(ctx)
@@ -364,7 +367,12 @@ func (p *Proxy) Run(ctx context.Context, rw, ro net.Listener) error {
 	run(func() { p.checkLoop(ctx, ro != nil) })
 	run(func() { p.tlsLoop(ctx) })
 	for _, r := range p.relays {
-		run(func() { r.run(ctx) })
+		run(func() {
+			if err := r.run(ctx); err != nil {
+				// Its share of connections is copied by goroutines from now on.
+				p.log.Error("proxy: a relay stopped", "err", err)
+			}
+		})
 	}
 	for range refusalWorkers {
 		run(func() { p.answerRefusals(ctx) })

@@ -24,12 +24,12 @@ import (
 // epoll_wait per burst of events, a read and a write per message.
 //
 // Rules (the loop's invariants):
-//  1. Once a pair is handed over, the relay's duplicates are the only
-//     descriptors of its sockets (the proxy's are closed, which takes
-//     them out of Go's poller: left there, every segment would wake it);
-//     only the loop reads, writes or closes them. Anyone else ends a
-//     pair through kill (pconn.close does); the loop closes the
-//     descriptors, then the pair's done.
+//  1. Once a pair is handed over, the proxy's descriptors of its sockets
+//     are closed (which takes them out of Go's poller: left there, every
+//     segment would wake it) and only the loop reads, writes or closes
+//     the relay's duplicates (the idle watcher keeps one more, for
+//     TCP_INFO only). Anyone else ends a pair through kill (pconn.close
+//     does); the loop closes the descriptors, then the pair's done.
 //  2. Bytes read from one side are written to the other before that side
 //     is read again. What the other's send buffer cannot take waits in
 //     its out, and the reading side is not read until out drains, so a
@@ -108,8 +108,15 @@ func newRelay() (*relay, error) {
 
 // pipe relays pc's two sockets until either side ends, pc.close is
 // called or the relay stops. It returns false, having changed nothing,
-// when the relay cannot take them (not sockets).
+// when the relay cannot take them (not sockets, or the relay has
+// stopped: its loop failed, or the proxy is stopping).
 func (r *relay) pipe(pc *pconn) bool {
+	r.mu.Lock()
+	gone := r.stopped || r.stopping
+	r.mu.Unlock()
+	if gone {
+		return false
+	}
 	a, err := dupConn(pc.client)
 	if err != nil {
 		return false
@@ -148,6 +155,11 @@ func (r *relay) kill(pr *relayPair) {
 	if r.stopped || pr.killed {
 		return
 	}
+	select {
+	case <-pr.done:
+		return // ended already (pipe's own pconn.close after the end)
+	default:
+	}
 	pr.killed = true
 	r.kills = append(r.kills, pr)
 	r.poke()
@@ -159,8 +171,16 @@ func (r *relay) poke() {
 	_, _ = unix.Write(r.wake, one[:])
 }
 
-// run is the loop. It returns when ctx ends, having closed every pair.
-func (r *relay) run(ctx context.Context) {
+// run is the loop. It returns when ctx ends, having closed every pair,
+// or on an epoll error nothing can recover from (then it ends its pairs
+// and later pipe calls return false, so the proxy copies instead).
+func (r *relay) run(ctx context.Context) error {
+	r.mu.Lock()
+	stopped := r.stopped
+	r.mu.Unlock()
+	if stopped {
+		return errors.New("the relay has stopped already")
+	}
 	stop := context.AfterFunc(ctx, func() {
 		r.mu.Lock()
 		defer r.mu.Unlock()
@@ -191,14 +211,15 @@ func (r *relay) run(ctx context.Context) {
 			continue
 		}
 		if err != nil {
-			return // EBADF or EINVAL: nothing here can recover; end every pair
+			return fmt.Errorf("waiting for events: %w", err) // EBADF or EINVAL
 		}
 		raw = n > 0
+		ended := false
 		for i := range n {
 			id := uint64(uint32(evs[i].Fd)) | uint64(uint32(evs[i].Pad))<<32
 			if id == 0 {
 				if !r.admit(sides, &nextID) {
-					return
+					return nil
 				}
 				continue
 			}
@@ -207,17 +228,51 @@ func (r *relay) run(ctx context.Context) {
 				continue // rule 4: its pair ended earlier in this batch
 			}
 			ev := evs[i].Events
-			if ev&(unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+			switch {
+			case ev&(unix.EPOLLERR|unix.EPOLLHUP) != 0:
+				// Reset or shut both ways; what it sent before (a
+				// backend's last ErrorResponse, say) still goes on.
+				r.salvage(s, ev, buf)
 				r.end(sides, s)
+			case ev&unix.EPOLLOUT != 0 && len(s.out) > 0 && !r.flush(s):
+				r.end(sides, s)
+			case ev&(unix.EPOLLIN|unix.EPOLLRDHUP) != 0 && len(s.peer.out) == 0 && !r.forward(s, buf):
+				r.end(sides, s)
+			default:
 				continue
 			}
-			if ev&unix.EPOLLOUT != 0 && len(s.out) > 0 && !r.flush(s) {
-				r.end(sides, s)
-				continue
-			}
-			if ev&(unix.EPOLLIN|unix.EPOLLRDHUP) != 0 && len(s.peer.out) == 0 && !r.forward(s, buf) {
-				r.end(sides, s)
-			}
+			ended = ended || sides[s.id] == nil
+		}
+		if ended {
+			// close(done) made a pipe caller runnable on this P, which a
+			// raw wait would not give up.
+			runtime.Gosched()
+		}
+	}
+}
+
+// salvage passes on, without blocking, what s's peer still had to be
+// given and what s had received before it failed: a socket reset after
+// its last write reports the error before the bytes are read.
+func (r *relay) salvage(s *relaySide, ev uint32, buf []byte) {
+	p := s.peer
+	if len(p.out) > 0 {
+		w, err := rawWrite(p.fd, p.out)
+		if err != nil || w < len(p.out) {
+			return
+		}
+		p.out = nil
+	}
+	if ev&unix.EPOLLIN == 0 {
+		return
+	}
+	for range 64 { // bounded: a reset socket holds at most its receive buffer
+		n, err := rawRead(s.fd, buf)
+		if err != nil || n == 0 {
+			return
+		}
+		if w, err := rawWrite(p.fd, buf[:n]); err != nil || w < n {
+			return
 		}
 	}
 }
@@ -327,9 +382,8 @@ func (r *relay) update(s *relaySide) bool {
 }
 
 // end closes both sides of s's pair and tells its pipe call. The fds
-// are removed from the epoll set first: the proxy's own descriptors of
-// the same sockets stay open until pipe returns, and epoll forgets a
-// socket only when its last descriptor closes.
+// are removed from the epoll set first: epoll forgets a socket only when
+// its last descriptor closes, and the idle watcher may hold one more.
 func (r *relay) end(sides map[uint64]*relaySide, s *relaySide) {
 	for _, x := range []*relaySide{s, s.peer} {
 		if _, ok := sides[x.id]; !ok {
@@ -380,8 +434,10 @@ func (s *relaySide) epollEvent() *unix.EpollEvent {
 	return &unix.EpollEvent{Events: s.events, Fd: int32(uint32(s.id)), Pad: int32(uint32(s.id >> 32))}
 }
 
-// dupConn duplicates c's socket descriptor (close-on-exec; O_NONBLOCK is
-// the socket's, set by Go's poller, and shared).
+// dupConn duplicates c's socket descriptor, close-on-exec and
+// non-blocking (the flag is the socket's, shared with Go's descriptor,
+// which set it already; set again because a raw read on a blocking
+// descriptor would hold a P for good).
 func dupConn(c net.Conn) (int, error) {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
@@ -398,7 +454,14 @@ func dupConn(c net.Conn) (int, error) {
 	}); err != nil {
 		return -1, err
 	}
-	return fd, derr
+	if derr != nil {
+		return -1, derr
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		_ = unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
 }
 
 // rawEpollWait is epoll_pwait with no signal mask, as a raw syscall

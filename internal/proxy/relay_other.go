@@ -17,7 +17,7 @@ func newRelay() (*relay, error) { return nil, errors.New("the relay needs Linux"
 
 type relayPair struct{ relay *relay }
 
-func (r *relay) pipe(pc *pconn) bool     { return false }
-func (r *relay) kill(pr *relayPair)      {}
-func (r *relay) run(ctx context.Context) {}
-func (r *relay) close()                  {}
+func (r *relay) pipe(pc *pconn) bool           { return false }
+func (r *relay) kill(pr *relayPair)            {}
+func (r *relay) run(ctx context.Context) error { return nil }
+func (r *relay) close()                        {}

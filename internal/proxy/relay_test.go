@@ -5,10 +5,13 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"math/rand/v2"
 	"net"
+	"os"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -21,9 +24,14 @@ func startRelay(t *testing.T) *relay {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { r.run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	done := make(chan error, 1)
+	go func() { done <- r.run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("the relay stopped: %v", err)
+		}
+	})
 	return r
 }
 
@@ -163,7 +171,7 @@ func TestRelayEndsFromOutside(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	stopped := make(chan struct{})
-	go func() { r.run(ctx); close(stopped) }()
+	go func() { _ = r.run(ctx); close(stopped) }()
 	defer func() { cancel(); <-stopped }()
 
 	client, pin := tcpPair(t)
@@ -186,8 +194,8 @@ func TestRelayEndsFromOutside(t *testing.T) {
 	}
 	for _, c := range []net.Conn{client, server} {
 		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-		if _, err := c.Read(make([]byte, 1)); err == nil {
-			t.Fatal("a peer could still read after pconn.close")
+		if _, err := c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("a peer read %v after pconn.close, want EOF or a reset", err)
 		}
 	}
 
@@ -230,11 +238,92 @@ func TestRelayEndsFromOutside(t *testing.T) {
 		}
 	}
 	a, b := tcpPair(t)
-	late := make(chan struct{})
-	go func() { r.pipe(&pconn{client: a, server: b}); close(late) }()
-	select {
-	case <-late:
-	case <-time.After(10 * time.Second):
-		t.Fatal("a stopped relay held a pair")
+	if r.pipe(&pconn{client: a, server: b}) {
+		t.Fatal("a stopped relay took a pair (the proxy would not fall back to copying)")
+	}
+}
+
+// TestRelaySalvagesBeforeAReset: a server that writes its last message
+// and closes with the client's bytes unread resets the connection; the
+// relay's first event is then readable, error and hang-up at once, and
+// the message must still reach the client (as a backend's FATAL
+// ErrorResponse must, when it is terminated).
+func TestRelaySalvagesBeforeAReset(t *testing.T) {
+	r := startRelay(t)
+	client, pin := tcpPair(t)
+	pout, server := tcpPair(t)
+	if _, err := pout.Write([]byte("unread")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond) // in the server's receive queue
+	if _, err := server.Write([]byte("FATAL: terminated")); err != nil {
+		t.Fatal(err)
+	}
+	_ = server.Close() // unread data: the kernel sends a reset
+	time.Sleep(50 * time.Millisecond)
+	ended := make(chan bool, 1)
+	go func() { ended <- r.pipe(&pconn{client: pin, server: pout}) }()
+	_ = client.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, err := io.ReadAll(client)
+	if string(got) != "FATAL: terminated" {
+		t.Fatalf("the client got %q (%v), want the server's last message", got, err)
+	}
+	if !<-ended {
+		t.Fatal("the relay refused the pair")
+	}
+}
+
+// TestRelayLeaksNoDescriptor: pairs ended every way (a peer closes, a
+// kill, the relay's stop) leave no descriptor open.
+func TestRelayLeaksNoDescriptor(t *testing.T) {
+	count := func() int {
+		es, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(es)
+	}
+	before := count()
+	r, err := newRelay()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan error, 1)
+	go func() { stopped <- r.run(ctx) }()
+	var conns []net.Conn
+	var ends []chan bool
+	for i := range 30 {
+		client, pin := tcpPair(t)
+		pout, server := tcpPair(t)
+		conns = append(conns, client, pin, pout, server)
+		pc := &pconn{client: pin, server: pout}
+		e := make(chan bool, 1)
+		go func() { took := r.pipe(pc); pc.close(); e <- took }()
+		ends = append(ends, e)
+		switch i % 3 {
+		case 0:
+			_ = client.Close()
+		case 1:
+			go pc.close()
+		}
+	}
+	time.Sleep(50 * time.Millisecond)
+	cancel()
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
+	}
+	for i, e := range ends {
+		select {
+		case <-e:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("pair %d never ended", i)
+		}
+	}
+	for _, c := range conns {
+		_ = c.Close()
+	}
+	if after := count(); after > before {
+		t.Fatalf("%d descriptors open before, %d after", before, after)
 	}
 }
