@@ -34,7 +34,7 @@ func (c *pconn) close() {
 		pr := c.relayed
 		c.mu.Unlock()
 		if pr != nil {
-			pr.relay.kill(pr) // the relay holds the only descriptors
+			pr.relay.kill(pr) // closing ours would not end it: the relay has its own
 		}
 		_ = c.client.Close()
 		_ = c.server.Close()

@@ -130,10 +130,10 @@ type Config struct {
 	//     once it has delivered a segment twice (TestPipeModes/kernel, an
 	//     8 MiB echo: about 1 run in 400 on Linux 6.18), and a duplicated
 	//     byte range in a Postgres stream can repeat a statement;
-	//   "relay": one goroutine with its own epoll set moves every
-	//     connection's bytes, a read(2) and a write(2) per message, as
-	//     HAProxy's event loop does (relay_linux.go); falls back to "copy"
-	//     with a warning where it cannot run;
+	//   "relay": relays (one per CPU, up to 4), each a goroutine with its
+	//     own epoll set, move the connections' bytes, a read(2) and a
+	//     write(2) per message, as HAProxy's threads do (relay_linux.go);
+	//     falls back to "copy" with a warning where it cannot run;
 	//   "kernel" (opt-in): a BPF sockmap redirects each side's segments
 	//     to the other inside the kernel, so no byte enters the proxy
 	//     process and nothing wakes per query (root, or CAP_BPF and
