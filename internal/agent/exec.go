@@ -101,9 +101,11 @@ func (a *Agent) bootstrap(ctx context.Context, v view, act engine.Action) error 
 	if err := a.st.AcquireLeader(ctx, a.cfg.ID, act.Revs.Sync); err != nil {
 		return err
 	}
-	if a.pg.Initialized() {
+	if a.pg.Initialized() && !a.pg.BootstrapUnfinished() {
 		// Our data survived a store wipe (or a crash right after
-		// claiming): start it as the primary.
+		// claiming): start it as the primary. A bootstrap of ours that
+		// stopped between initdb and the roles' passwords is finished
+		// below instead.
 		if err := a.pg.ConfigurePrimary(); err != nil {
 			return err
 		}

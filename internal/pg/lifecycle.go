@@ -25,11 +25,16 @@ import (
 // idempotent and leaves the server running as a primary. An empty
 // password sets PASSWORD NULL (no password login).
 func (s *Server) Bootstrap(ctx context.Context, sec config.Secrets) error {
-	if !s.Initialized() {
+	if !s.Initialized() || s.bootstrapPhase() == bootstrapInitdb {
 		if s.Running() {
 			return errors.New("bootstrapping: a server is running on an uninitialized data directory")
 		}
+		// A data directory initdb did not finish is wiped: Postgres never
+		// ran on it, so it holds nothing.
 		if err := s.Wipe(); err != nil {
+			return fmt.Errorf("bootstrapping: %w", err)
+		}
+		if err := s.setBootstrapPhase(bootstrapInitdb); err != nil {
 			return fmt.Errorf("bootstrapping: %w", err)
 		}
 		s.log.Info("running initdb", "datadir", s.opts.DataDir)
@@ -37,6 +42,9 @@ func (s *Server) Bootstrap(ctx context.Context, sec config.Secrets) error {
 			"-D", s.opts.DataDir, "-U", "postgres", "--data-checksums",
 			"--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C"); err != nil {
 			return err
+		}
+		if err := s.setBootstrapPhase(bootstrapRoles); err != nil {
+			return fmt.Errorf("bootstrapping: %w", err)
 		}
 	}
 	if _, err := s.writeHBA(); err != nil {
@@ -82,8 +90,48 @@ func (s *Server) Bootstrap(ctx context.Context, sec config.Secrets) error {
 	if err := s.HardenRoles(ctx); err != nil {
 		return fmt.Errorf("bootstrapping: %w", err)
 	}
+	if err := os.Remove(s.bootstrapMarker()); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("bootstrapping: %w", err)
+	}
 	s.log.Info("bootstrapped cluster", "datadir", s.opts.DataDir)
 	return nil
+}
+
+// The bootstrap marker (beside PGDATA, which initdb wants empty) exists
+// from before initdb until the roles have their passwords: a bootstrap
+// that failed or was killed in between is finished by the next Bootstrap,
+// never started as it is (a cluster whose roles have no passwords, or
+// whose initdb stopped half way). It names the phase reached.
+const (
+	bootstrapInitdb = "initdb" // initdb may not have finished: wipe and run it again
+	bootstrapRoles  = "roles"  // initdb finished; the roles are not all set
+)
+
+func (s *Server) bootstrapMarker() string {
+	return filepath.Join(filepath.Dir(s.opts.DataDir), "petrel-bootstrap-unfinished")
+}
+
+func (s *Server) bootstrapPhase() string {
+	b, err := os.ReadFile(s.bootstrapMarker())
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+func (s *Server) setBootstrapPhase(phase string) error {
+	if err := writeSynced(s.bootstrapMarker(), phase); err != nil {
+		return fmt.Errorf("recording the bootstrap's phase: %w", err)
+	}
+	return nil
+}
+
+// BootstrapUnfinished says whether a Bootstrap began and did not finish
+// (see the bootstrap marker): the data directory is then to be given to
+// Bootstrap again, not started as it is.
+func (s *Server) BootstrapUnfinished() bool {
+	_, err := os.Stat(s.bootstrapMarker())
+	return err == nil
 }
 
 // Wipe removes the contents of PGDATA (for a re-clone), keeping the
@@ -102,9 +150,11 @@ func (s *Server) Wipe() error {
 			return fmt.Errorf("wiping data directory: %w", err)
 		}
 	}
-	// Nothing of an unfinished rewind is left.
-	if err := os.Remove(s.rewindMarker()); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("wiping data directory: %w", err)
+	// Nothing of an unfinished rewind or bootstrap is left.
+	for _, m := range []string{s.rewindMarker(), s.bootstrapMarker()} {
+		if err := os.Remove(m); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("wiping data directory: %w", err)
+		}
 	}
 	if len(entries) > 0 {
 		s.log.Info("wiped data directory", "datadir", s.opts.DataDir)

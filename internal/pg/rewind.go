@@ -76,7 +76,7 @@ func (s *Server) runRewind(ctx context.Context, conn string) (string, error) {
 	// rewrote the data directory finds it at its next start (see
 	// RewindInterrupted). pg_rewind removes what the source lacks from
 	// PGDATA, so the marker lives beside it.
-	if err := writeSynced(s.rewindMarker()); err != nil {
+	if err := writeSynced(s.rewindMarker(), ""); err != nil {
 		return "", fmt.Errorf("rewinding: %w: %w", ErrRewindUnavailable, err)
 	}
 	out, err := s.run(ctx, "rewinding", nil, "pg_rewind",
@@ -112,10 +112,15 @@ func (s *Server) RewindInterrupted() bool {
 	return err == nil
 }
 
-// writeSynced creates path (empty) and syncs it and its directory.
-func writeSynced(path string) error {
+// writeSynced creates path holding content and syncs it and its
+// directory.
+func writeSynced(path, content string) error {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
+		return err
+	}
+	if _, err := f.WriteString(content); err != nil {
+		f.Close()
 		return err
 	}
 	if err := f.Sync(); err != nil {

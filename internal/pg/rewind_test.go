@@ -148,7 +148,7 @@ func TestRewindInterrupted(t *testing.T) {
 	if s.RewindInterrupted() {
 		t.Fatal("interrupted before any rewind")
 	}
-	if err := writeSynced(s.rewindMarker()); err != nil {
+	if err := writeSynced(s.rewindMarker(), ""); err != nil {
 		t.Fatal(err)
 	}
 	if !s.RewindInterrupted() {

@@ -488,3 +488,61 @@ func checkWALStatus(t *testing.T, s *Server) {
 		t.Error("no WAL segment in pg_wal after the rewind")
 	}
 }
+
+// TestBootstrapInterrupted: a bootstrap that stops between initdb and the
+// roles' passwords (here its first start fails: the port is taken) leaves
+// the marker, so the agent hands the directory to Bootstrap again rather
+// than starting a cluster whose roles have no passwords; the next
+// Bootstrap finishes it. An initdb that stopped half way is run again.
+func TestBootstrapInterrupted(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs PostgreSQL")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	s := newTestServer(t, t.TempDir(), "n1")
+	taken, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", s.opts.Port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Bootstrap(ctx, testSecrets); err == nil {
+		t.Fatal("bootstrap on a taken port succeeded")
+	}
+	taken.Close()
+	if !s.Initialized() || !s.BootstrapUnfinished() {
+		t.Fatalf("after a failed first start: initialized %v, unfinished %v (want both)", s.Initialized(), s.BootstrapUnfinished())
+	}
+	if err := s.Bootstrap(ctx, testSecrets); err != nil {
+		t.Fatalf("finishing the bootstrap: %v", err)
+	}
+	if s.BootstrapUnfinished() {
+		t.Fatal("the marker outlived a finished bootstrap")
+	}
+	if err := tcpConnect(ctx, s.opts.Port, "operator", testSecrets.Operator); err != nil {
+		t.Fatalf("the finished bootstrap's roles: %v", err)
+	}
+
+	// initdb stopped half way: only the marker's phase tells; the
+	// directory is wiped and initialized again.
+	if err := s.Stop(ctx, "fast"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Exec(ctx, "SELECT 1"); err == nil {
+		t.Fatal("stopped server answered")
+	}
+	if err := s.setBootstrapPhase(bootstrapInitdb); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(s.opts.DataDir, "global", "pg_control")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Bootstrap(ctx, testSecrets); err != nil {
+		t.Fatalf("bootstrap after a half initdb: %v", err)
+	}
+	if s.BootstrapUnfinished() {
+		t.Fatal("the marker outlived a finished bootstrap")
+	}
+	if err := tcpConnect(ctx, s.opts.Port, "postgres", testSecrets.Superuser); err != nil {
+		t.Fatalf("after re-running initdb: %v", err)
+	}
+}
