@@ -512,6 +512,7 @@ func (a *Agent) observeSnap(ctx context.Context, snap store.Snapshot) (engine.Ob
 		o.DiskKnown, o.DiskFree = true, free
 	}
 	o.ReadOnly = a.pg.ReadOnly()
+	o.BootstrapUnfinished = a.pg.BootstrapUnfinished()
 	switch {
 	case !a.pg.Initialized():
 		o.Data = engine.DataEmpty

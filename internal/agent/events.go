@@ -108,7 +108,7 @@ func (a *Agent) actionEvent(o engine.Observation, act engine.Action) (model.Even
 		ev.LSN = pg.FormatLSN(o.LSN)
 	}
 	switch act.Kind {
-	case engine.Bootstrap:
+	case engine.Bootstrap, engine.FinishBootstrap:
 		ev.Kind, ev.To = model.EventBootstrap, a.cfg.ID
 	case engine.AcquireLeader:
 		ev.To = a.cfg.ID

@@ -34,6 +34,8 @@ func (a *Agent) exec(ctx context.Context, v view, act engine.Action) error {
 		return err
 	}
 	switch act.Kind {
+	case engine.FinishBootstrap:
+		return a.finishBootstrap(ctx)
 	case engine.Bootstrap:
 		return a.bootstrap(ctx, v, act)
 	case engine.RecordBootstrap:
@@ -120,6 +122,20 @@ func (a *Agent) bootstrap(ctx context.Context, v view, act engine.Action) error 
 	}
 	a.metrics.promotions.Inc()
 	a.log.Info("bootstrapped a new cluster")
+	return nil
+}
+
+// finishBootstrap completes this leader's own bootstrap (see
+// pg.Bootstrap's marker).
+func (a *Agent) finishBootstrap(ctx context.Context) error {
+	a.setState("bootstrapping")
+	bctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	a.markStart()
+	if err := a.pg.Bootstrap(bctx, a.secrets()); err != nil {
+		return a.startFailed(fmt.Errorf("finishing the bootstrap: %w", err)) // backs off like a failed start
+	}
+	a.log.Info("finished an interrupted bootstrap")
 	return nil
 }
 

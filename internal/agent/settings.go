@@ -48,7 +48,7 @@ type confState struct {
 // that starts Postgres or connects to another member's.
 func (a *Agent) beforeStart(ctx context.Context, kind engine.Kind) error {
 	switch kind {
-	case engine.Bootstrap, engine.Clone, engine.StartStandby, engine.StartPrimary, engine.Rewind, engine.Reclone, engine.RestartPostgres:
+	case engine.Bootstrap, engine.FinishBootstrap, engine.Clone, engine.StartStandby, engine.StartPrimary, engine.Rewind, engine.Reclone, engine.RestartPostgres:
 	default:
 		return nil
 	}

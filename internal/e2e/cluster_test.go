@@ -3,7 +3,9 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -542,6 +544,47 @@ func TestConcurrentBootstrapInitializesOnce(t *testing.T) {
 	}
 	if a[0] != b[0] {
 		t.Fatalf("two clusters were initialized: system ids %d and %d", a[0], b[0])
+	}
+}
+
+// TestBootstrapFinishedAfterAFailedStart: the first member's bootstrap
+// runs initdb, then its first start fails (the port is taken). Once the
+// port is free the agent must not start that data as it is, a primary
+// whose roles have no passwords, recorded as bootstrapped for good: it
+// finishes the bootstrap, and the superuser logs in with its password.
+func TestBootstrapFinishedAfterAFailedStart(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c := newCluster(t, ctx)
+	n, err := c.DefineNode("scl1", "scl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	taken, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", n.PGPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	if err := c.StartNode("scl1"); err != nil {
+		t.Fatal(err)
+	}
+	marker := filepath.Join(n.DataDir, "petrel-bootstrap-unfinished")
+	if err := testcluster.WaitFor(ctx, "initdb done and the first start failed", func() bool {
+		b, err := os.ReadFile(marker)
+		l, _ := os.ReadFile(filepath.Join(n.DataDir, "postgres.log"))
+		return err == nil && strings.TrimSpace(string(b)) == "roles" && strings.Contains(string(l), "could not create any TCP/IP sockets")
+	}); err != nil {
+		t.Fatal(err)
+	}
+	taken.Close()
+	if _, err := c.WaitLeader(ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Exec(ctx, "scl1", "SELECT 1"); err != nil {
+		t.Fatalf("the superuser's password after the bootstrap was finished: %v", err)
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Fatal("the bootstrap marker outlived the bootstrap")
 	}
 }
 

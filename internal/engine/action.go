@@ -9,8 +9,12 @@ import (
 type Kind string
 
 const (
-	Wait            Kind = "wait"            // nothing to do; Cause says why
-	Bootstrap       Kind = "bootstrap"       // claim the cluster's info key, initdb, then AcquireLeader
+	Wait      Kind = "wait"      // nothing to do; Cause says why
+	Bootstrap Kind = "bootstrap" // claim the cluster's info key, initdb, then AcquireLeader
+	// FinishBootstrap completes this leader's own bootstrap that stopped
+	// between initdb and the roles' passwords (the leader key is held
+	// already): the roles, or initdb again if it had not finished.
+	FinishBootstrap Kind = "finish-bootstrap"
 	Clone           Kind = "clone"           // pg_basebackup from Target
 	StartStandby    Kind = "start-standby"   // configure to follow Target and start
 	StartPrimary    Kind = "start-primary"   // start Postgres as primary (leader key held)

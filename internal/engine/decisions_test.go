@@ -2,6 +2,7 @@ package engine
 
 import (
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -315,6 +316,44 @@ func TestDecideWatchdog(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := DecideWatchdog(tc.writable, tc.held, tc.left, p); got != tc.want {
 				t.Fatalf("%+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestUnfinishedBootstrap: a leader whose own bootstrap stopped between
+// initdb and the roles' passwords finishes it, whether its Postgres runs
+// or not, and neither starts it as it is nor records the bootstrap as
+// done; once the store records it, the marker no longer matters.
+func TestUnfinishedBootstrap(t *testing.T) {
+	p := DefaultParams()
+	fresh := func(running bool) Observation {
+		o := leader()
+		o.InitializedBy, o.BootstrapDone, o.BootstrapUnfinished = "scl1", false, true
+		o.Sync = model.Sync{Leader: "scl1", Members: []string{}, K: 1}
+		o.Standbys, o.SyncNames, o.Slots = nil, nil, nil
+		o.Running = running
+		return o
+	}
+	tests := []struct {
+		name string
+		obs  Observation
+		want string
+		role string
+	}{
+		{"stopped: finish it, do not start it as it is", fresh(false), "finish-bootstrap", model.RoleOffline},
+		{"running: finish it before serving or recording it", fresh(true), "finish-bootstrap", model.RoleOffline},
+		{"finished: recorded (slots too)", func() Observation { o := fresh(true); o.BootstrapUnfinished = false; return o }(), "record-bootstrap", model.RolePrimary},
+		{"recorded already: the marker is not looked at", func() Observation { o := fresh(false); o.BootstrapDone = true; return o }(), "start-primary", model.RoleOffline},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			plan := Decide(tc.obs, p)
+			if got := kinds(plan); !slices.Contains(strings.Fields(got), tc.want) || plan.Role != tc.role {
+				t.Fatalf("plan %s (%q, role %s), want %q role %s", plan, got, plan.Role, tc.want, tc.role)
+			}
+			if tc.want == "finish-bootstrap" && plan.Actions[0].Cause != CauseBootstrapInterrupted {
+				t.Fatalf("cause %v", plan.Actions[0].Cause)
 			}
 		})
 	}

@@ -175,16 +175,20 @@ type Observation struct {
 	Initialized   bool   // the cluster's info key exists
 	InitializedBy string // the member that claimed initialization
 	BootstrapDone bool   // the info key records a completed initdb (its system id)
-	InfoRev       int64  // the info key's revision (RecordBootstrap's and a region move's CAS)
-	Leader        string
-	LeaderRev     int64 // mod revision of the leader key (0: absent)
-	LeaderMine    bool  // the leader key is attached to this process's lease
-	Sync          model.Sync
-	SyncRev       int64
-	Members       map[string]model.Member // members whose record is on a live session lease (a dead one's lasts up to a minute)
-	Registered    []string                // every node that ever joined and was not removed
-	Switchover    *model.Switchover
-	SwitchoverRev int64 // the switchover record's revision (0: absent)
+	// BootstrapUnfinished: this node's own bootstrap stopped between
+	// initdb and its roles' passwords (the marker beside PGDATA): its
+	// data is to be finished, never started or recorded as it is.
+	BootstrapUnfinished bool
+	InfoRev             int64 // the info key's revision (RecordBootstrap's and a region move's CAS)
+	Leader              string
+	LeaderRev           int64 // mod revision of the leader key (0: absent)
+	LeaderMine          bool  // the leader key is attached to this process's lease
+	Sync                model.Sync
+	SyncRev             int64
+	Members             map[string]model.Member // members whose record is on a live session lease (a dead one's lasts up to a minute)
+	Registered          []string                // every node that ever joined and was not removed
+	Switchover          *model.Switchover
+	SwitchoverRev       int64 // the switchover record's revision (0: absent)
 	// Restart is a request to restart the local Postgres (restart/<self>;
 	// nil: none), RestartRev its revision.
 	Restart    *RestartRequest
@@ -450,6 +454,9 @@ func decideLeader(o Observation, p Params) Plan {
 		if o.Restarts > 0 && o.SinceStart < p.RestartDelay*time.Duration(1<<(o.Restarts-1)) {
 			return wait(model.RoleOffline, CauseRestartBackoff, "")
 		}
+		if o.BootstrapUnfinished && !o.BootstrapDone {
+			return Plan{Role: model.RoleOffline, Actions: []Action{{Kind: FinishBootstrap, Cause: CauseBootstrapInterrupted}}}
+		}
 		if o.Data == DataStandby {
 			// Start it as a standby first; the next plan promotes it.
 			return Plan{Role: model.RoleOffline, Actions: []Action{{Kind: StartStandby, Cause: CauseLeaderKeyHeld, Reason: "leader key held; starting to promote"}}}
@@ -458,6 +465,12 @@ func decideLeader(o Observation, p Params) Plan {
 	}
 	if o.InRecovery {
 		return Plan{Role: model.RoleReplica, Actions: []Action{{Kind: Promote, Cause: CauseLeaderKeyHeld}}}
+	}
+	if o.BootstrapUnfinished && !o.BootstrapDone {
+		// Our bootstrap started Postgres and stopped before the roles had
+		// their passwords: finish it before serving (offline: no proxy
+		// routes here) or recording the bootstrap as done.
+		return Plan{Role: model.RoleOffline, Actions: []Action{{Kind: FinishBootstrap, Cause: CauseBootstrapInterrupted}}}
 	}
 
 	var acts []Action

@@ -54,7 +54,7 @@ func drawObservation(r *rand.Rand, p engine.Params) engine.Observation {
 	}
 	o := engine.Observation{
 		Self: pick(), PrimaryRegion: "scl",
-		StoreOK: !maybe(4), Initialized: !maybe(8), InitializedBy: pick(), BootstrapDone: maybe(2), InfoRev: int64(1 + r.IntN(20)),
+		StoreOK: !maybe(4), Initialized: !maybe(8), InitializedBy: pick(), BootstrapDone: maybe(2), BootstrapUnfinished: maybe(8), InfoRev: int64(1 + r.IntN(20)),
 		LeaderRev: int64(1 + r.IntN(20)), SyncRev: int64(1 + r.IntN(20)),
 		Members: members, Registered: sub(),
 		LeaseLeft: dur(4 * time.Second), FailsafeLeft: dur(4 * time.Second), FailsafePromised: maybe(4),
@@ -219,7 +219,7 @@ func TestDecideAllFields(t *testing.T) {
 				(a.Cause == engine.CauseRewindImpossible || a.Cause == engine.CauseRewindDidNotHelp) {
 				fail("re-clones after a rewind that only could not reach its source")
 			}
-			if o.ShuttingDown && (a.Kind == engine.AcquireLeader || a.Kind == engine.Promote || a.Kind == engine.StartPrimary || a.Kind == engine.StartStandby || a.Kind == engine.Bootstrap || a.Kind == engine.Clone || a.Kind == engine.Reclone || a.Kind == engine.RestartPostgres) {
+			if o.ShuttingDown && (a.Kind == engine.AcquireLeader || a.Kind == engine.Promote || a.Kind == engine.StartPrimary || a.Kind == engine.StartStandby || a.Kind == engine.Bootstrap || a.Kind == engine.FinishBootstrap || a.Kind == engine.Clone || a.Kind == engine.Reclone || a.Kind == engine.RestartPostgres) {
 				fail("starts something while shutting down: " + string(a.Kind))
 			}
 			switch a.Kind {
