@@ -549,6 +549,10 @@ func (a *Agent) observeSnap(ctx context.Context, snap store.Snapshot) (engine.Ob
 	if o.StoreOK && snap.Info != nil && snap.Leader == "" {
 		o.Peers = a.fetchPeers(sctx, snap)
 	}
+	// A former primary rewinds only against a leader done promoting.
+	if o.StoreOK && snap.Leader != "" && snap.Leader != a.cfg.ID && o.Data == engine.DataPrimary {
+		o.LeaderPromoted = a.leaderPromoted(sctx, snap)
+	}
 	// A dead leader is a fact we can learn at once from refused connections.
 	if o.StoreOK && snap.Leader != "" && snap.Leader != a.cfg.ID && ps.Running && !ps.Streaming {
 		o.LeaderDead = a.leaderDead(snap)
@@ -603,6 +607,17 @@ func (a *Agent) leaderDead(snap store.Snapshot) bool {
 		a.deadCount = 0
 	}
 	return a.deadCount >= 2
+}
+
+// leaderPromoted asks the leader's API whether it reports itself the
+// writable primary.
+func (a *Agent) leaderPromoted(ctx context.Context, snap store.Snapshot) bool {
+	m, ok := snap.Members[snap.Leader]
+	if !ok {
+		return false
+	}
+	st, err := fetchStatus(ctx, a.http, a.dialSrc.Map().URL(m.APIURL), m.ID)
+	return err == nil && st.Role == model.RolePrimary
 }
 
 func (a *Agent) fetchPeers(ctx context.Context, snap store.Snapshot) map[string]engine.Peer {

@@ -106,6 +106,9 @@ const (
 	CauseNothingPending        // a restart request with nothing waiting for a restart: cleared
 	CauseRestartRefusedLeader  // a restart request to the leader (not in place): refused
 	CauseRestartRefusedSetting // a pending setting petrel did not write: refused
+	// A wait: a former primary waits for the new leader to finish its
+	// promotion before rewinding against it.
+	CauseLeaderPromoting
 )
 
 var causeNames = map[Cause]string{
@@ -131,6 +134,7 @@ var causeNames = map[Cause]string{
 	CauseRestartRequested: "restart requested", CauseNothingPending: "restart request: nothing pending",
 	CauseRestartRefusedLeader:  "restart request refused: the leader restarts only after a switchover (or in place)",
 	CauseRestartRefusedSetting: "restart request refused: a pending setting petrel did not write",
+	CauseLeaderPromoting:       "the leader is still promoting: rewinding against it waits",
 }
 
 func (c Cause) String() string {

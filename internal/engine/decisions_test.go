@@ -14,6 +14,7 @@ import (
 func formerPrimary() Observation {
 	o := base()
 	o.Self, o.Leader, o.Running, o.InRecovery, o.Data, o.Streaming, o.Following = "scl1", "scl2", false, false, DataPrimary, false, "?"
+	o.LeaderPromoted = true
 	o.Sync = model.Sync{Leader: "scl2", Members: []string{"scl3"}, K: 1}
 	return o
 }
@@ -37,6 +38,12 @@ func TestRewindOrReclone(t *testing.T) {
 		cause Cause
 	}{
 		{"a former primary rewinds", formerPrimary, "rewind:scl2", CauseFormerPrimary},
+		{"... once the new leader has finished promoting", func() Observation { o := formerPrimary(); o.LeaderPromoted = false; return o }, "wait", CauseLeaderPromoting},
+		{"... nor re-clones from it before", func() Observation {
+			o := with(formerPrimary, RewindOutcome{Result: RewindImpossible, Cause: CauseFormerPrimary, Ago: time.Second})()
+			o.LeaderPromoted = false
+			return o
+		}, "wait", CauseLeaderPromoting},
 		{"source unreachable a moment ago: wait, keep the data", with(formerPrimary, RewindOutcome{Result: RewindUnavailable, Cause: CauseFormerPrimary, Ago: time.Second}), "wait", CauseRewindRetry},
 		{"source unreachable a while ago: rewind again", with(formerPrimary, RewindOutcome{Result: RewindUnavailable, Cause: CauseFormerPrimary, Ago: p.RewindRetry}), "rewind:scl2", CauseFormerPrimary},
 		{"histories diverged: re-clone", with(formerPrimary, RewindOutcome{Result: RewindImpossible, Cause: CauseFormerPrimary, Ago: time.Second}), "reclone:scl2", CauseRewindImpossible},

@@ -214,6 +214,13 @@ type Observation struct {
 	// a lease TTL, not to take over; no election, no revocation until then.
 	FailsafePromised bool
 
+	// LeaderPromoted: the leader's API reports it a writable primary (its
+	// Postgres has left recovery). Observed only for a former primary
+	// (Data primary, not the leader): pg_rewind against a leader still
+	// promoting can give the rewound directory a minimum recovery point
+	// on the timeline the leader is leaving ("requested timeline 2 does
+	// not contain minimum recovery point"), and it never starts again.
+	LeaderPromoted bool
 	// LeaderDead is true when the leader's Postgres and agent both refused
 	// connections (a fact, not a timeout), confirmed twice.
 	LeaderDead bool
@@ -706,7 +713,12 @@ func decideFollower(o Observation, p Params, localRole string) Plan {
 	}
 	if o.Data == DataPrimary {
 		// Former primary: its timeline may have diverged. pg_rewind is a
-		// no-op when it has not.
+		// no-op when it has not. Its source (or a clone's) must have
+		// finished promoting: right after a switchover or failover the
+		// key names the new leader before its Postgres leaves recovery.
+		if !o.LeaderPromoted {
+			return wait(model.RoleOffline, CauseLeaderPromoting, "waiting for "+leader+" to finish promoting before rewinding against it")
+		}
 		switch lr := o.LastRewind; {
 		case lr.Result == RewindImpossible:
 			return Plan{Role: model.RoleOffline, Actions: []Action{{Kind: Reclone, Target: leader, Cause: CauseRewindImpossible}}}

@@ -166,7 +166,7 @@ func TestDecide(t *testing.T) {
 		{"old primary rejoins with rewind", func() Observation {
 			o := base()
 			o.Running, o.InRecovery, o.Data, o.Leader = false, false, DataPrimary, "scl2"
-			o.Self = "scl1"
+			o.Self, o.LeaderPromoted = "scl1", true
 			return o
 		}, "", "rewind:scl2", model.RoleOffline},
 		{"stuck standby rewinds", func() Observation {

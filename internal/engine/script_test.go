@@ -122,6 +122,8 @@ func setField(o *Observation, k, v string) error {
 		o.UpstreamLacksWAL = boolean()
 	case "dead":
 		o.LeaderDead = boolean()
+	case "leader-promoted":
+		o.LeaderPromoted = boolean()
 	case "cascade":
 		o.Cascade = boolean()
 	case "cascade-regions":

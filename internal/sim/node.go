@@ -557,6 +557,11 @@ func (n *Node) observe() (engine.Observation, error) {
 	if o.StoreOK && snap.Info != nil && snap.Leader == "" {
 		o.Peers = n.fetchPeers(snap)
 	}
+	if o.StoreOK && snap.Leader != "" && snap.Leader != n.ID && o.Data == engine.DataPrimary {
+		if l := n.c.node(snap.Leader); l != nil && n.c.apiReachable(n.ID, l) {
+			o.LeaderPromoted = l.status().Role == model.RolePrimary
+		}
+	}
 	if o.StoreOK && snap.Leader != "" && snap.Leader != n.ID && ps.Running && !ps.Streaming {
 		o.LeaderDead = n.leaderDead(snap)
 	} else {
@@ -943,6 +948,9 @@ func (n *Node) rewind(snap *Snapshot, act engine.Action) error {
 	}
 	// pg_rewind keeps the common history; streaming fetches the rest.
 	p.wal = p.wal[:common]
+	// A source still in recovery (a new leader not yet promoted) reports
+	// the timeline it is about to leave (ARCHITECTURE.md's findings).
+	p.unstartable = p.unstartable || src.pg.recovery
 	note(engine.RewindDone)
 	p.configureStandby(act.Target)
 	n.following = act.Target

@@ -38,6 +38,11 @@ type Postgres struct {
 	hung        bool // SIGSTOPped postmaster: answers nothing, sends nothing
 	broken      bool // WAL past the last checkpoint unusable: cannot stream until re-cloned
 	walGone     bool // WAL from before a divergence removed: pg_rewind cannot find the common checkpoint
+	// unstartable: pg_rewind ran against a source still promoting, which
+	// left a minimum recovery point on the timeline the source was
+	// leaving: every start fails ("requested timeline does not contain
+	// minimum recovery point") until the directory is wiped.
+	unstartable bool
 	// upstreamLacks: the WAL this standby needs next is gone from every
 	// upstream (removed past wal_keep_size without a slot holding it):
 	// its receiver is told "requested WAL segment ... has already been
@@ -142,6 +147,9 @@ func (p *Postgres) start() error {
 	if !p.initialized {
 		return fmt.Errorf("no data directory")
 	}
+	if p.unstartable {
+		return fmt.Errorf("requested timeline does not contain minimum recovery point")
+	}
 	p.running, p.recovery, p.hung = true, p.signal, false
 	p.starts++
 	p.recv = receiver{}
@@ -186,7 +194,7 @@ func (p *Postgres) dataRole() engine.DataRole {
 }
 
 func (p *Postgres) wipe() {
-	p.initialized, p.signal, p.wal, p.broken, p.walGone, p.upstreamLacks, p.conninfo, p.slots = false, false, nil, false, false, false, "", nil
+	p.initialized, p.signal, p.wal, p.broken, p.walGone, p.upstreamLacks, p.unstartable, p.conninfo, p.slots = false, false, nil, false, false, false, false, "", nil
 }
 
 func (p *Postgres) syncNamesList() []string {
