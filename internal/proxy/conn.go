@@ -241,7 +241,7 @@ func (p *Proxy) refuseStartup(c net.Conn, msg pgproto3.FrontendMessage, code, te
 func (p *Proxy) pipe(pc *pconn) {
 	stopIdle := p.watchIdle(pc)
 	defer stopIdle()
-	if len(p.relays) > 0 && p.relays[p.nextRelay.Add(1)%uint32(len(p.relays))].pipe(pc) {
+	if len(p.relays) > 0 && p.relays[p.pickRelay(pc)].pipe(pc) {
 		pc.close()
 		return
 	}

@@ -130,9 +130,11 @@ type Config struct {
 	//     once it has delivered a segment twice (TestPipeModes/kernel, an
 	//     8 MiB echo: about 1 run in 400 on Linux 6.18), and a duplicated
 	//     byte range in a Postgres stream can repeat a statement;
-	//   "relay": relays (one per CPU, up to 4), each a goroutine with its
-	//     own epoll set, move the connections' bytes, a read(2) and a
-	//     write(2) per message, as HAProxy's threads do (relay_linux.go);
+	//   "relay": relays (one per CPU, up to 4, each pinned to its CPU
+	//     when that covers all the process may run on), each a goroutine
+	//     with its own epoll set, move the connections' bytes, a read(2)
+	//     and a write(2) per message, as HAProxy's threads do
+	//     (relay_linux.go);
 	//     falls back to "copy" with a warning where it cannot run;
 	//   "kernel" (opt-in): a BPF sockmap redirects each side's segments
 	//     to the other inside the kernel, so no byte enters the proxy
@@ -260,7 +262,7 @@ type Proxy struct {
 	active    atomic.Int64
 	kpipe     *kernelPipe   // nil: bytes are copied in user space
 	relays    []*relay      // nil: not the relay pipe (see Config.Pipe)
-	nextRelay atomic.Uint32 // round robin over relays
+	nextRelay atomic.Uint32 // round robin over unpinned relays
 	pipeMode  string        // the data path in use: kernel, copy or splice
 
 	// Per source: every connection, those not authenticated yet, and
@@ -428,6 +430,7 @@ func newRelays() ([]*relay, error) {
 		}
 		rs = append(rs, r)
 	}
+	pinRelays(rs)
 	return rs, nil
 }
 
@@ -680,4 +683,13 @@ func DefaultProcs() int {
 		n = 1
 	}
 	return n + relayCount()
+}
+
+// pickRelay is the index of the relay to carry pc: the one pinned to the
+// CPU its client's segments arrive on, else the next in turn.
+func (p *Proxy) pickRelay(pc *pconn) int {
+	if i := pinnedRelay(p.relays, pc.client); i >= 0 {
+		return i
+	}
+	return int(p.nextRelay.Add(1) % uint32(len(p.relays)))
 }

@@ -45,8 +45,15 @@ import (
 //  4. Events carry a side's id, never reused, not its descriptor number:
 //     an event still queued for a closed side is dropped even if another
 //     socket got the same number meanwhile.
+//  5. When the proxy has one relay per CPU it may run on, each relay's
+//     thread is pinned to its own CPU, and a connection goes to the relay
+//     pinned where the kernel last took in its client's segments
+//     (SO_INCOMING_CPU); otherwise connections go round robin. Unpinned,
+//     the scheduler put both busy relays on one CPU at times and moved
+//     them between CPUs, away from the caches holding their bytes.
 type relay struct {
 	ep   int // the epoll set
+	cpu  int // the CPU the loop's thread is pinned to, or -1 (rule 5)
 	wake int // eventfd: pipe and stop write to it
 
 	mu       sync.Mutex // guards the following fields
@@ -103,7 +110,7 @@ func newRelay() (*relay, error) {
 		_ = unix.Close(wake)
 		return nil, fmt.Errorf("adding the relay's eventfd: %w", err)
 	}
-	return &relay{ep: ep, wake: wake}, nil
+	return &relay{ep: ep, wake: wake, cpu: -1}, nil
 }
 
 // pipe relays pc's two sockets until either side ends, pc.close is
@@ -180,6 +187,18 @@ func (r *relay) run(ctx context.Context) error {
 	r.mu.Unlock()
 	if stopped {
 		return errors.New("the relay has stopped already")
+	}
+	if r.cpu >= 0 {
+		// Never unlocked: the goroutine ends locked, so the runtime ends
+		// the pinned thread with it (or parks it for good, if it is the
+		// main thread) rather than run other goroutines on one CPU. A
+		// locked thread asks the runtime's template thread for any new
+		// thread, so none inherits the affinity.
+		runtime.LockOSThread()
+		var set unix.CPUSet
+		set.Set(r.cpu)
+		// On failure the loop runs unpinned; connections still map by cpu.
+		_ = unix.SchedSetaffinity(0, &set)
 	}
 	stop := context.AfterFunc(ctx, func() {
 		r.mu.Lock()
@@ -490,4 +509,71 @@ func rawWrite(fd int, b []byte) (int, error) {
 		return 0, e
 	}
 	return int(r), nil
+}
+
+// pinRelays pins rs to the CPUs the process may run on, one each, when
+// there are exactly as many (rule 5).
+func pinRelays(rs []*relay) {
+	var set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &set); err != nil {
+		return
+	}
+	for i, cpu := range cpusToPin(&set, len(rs)) {
+		rs[i].cpu = cpu
+	}
+}
+
+// cpusToPin lists the CPUs in set when there are exactly n of them, else
+// nothing: with more CPUs than relays, pinning would leave some CPUs'
+// connections without a relay of their own; with fewer, relays would
+// share a CPU.
+func cpusToPin(set *unix.CPUSet, n int) []int {
+	if n < 1 || set.Count() != n {
+		return nil
+	}
+	var cpus []int
+	for cpu := 0; len(cpus) < n && cpu < len(set)*64; cpu++ {
+		if set.IsSet(cpu) {
+			cpus = append(cpus, cpu)
+		}
+	}
+	return cpus
+}
+
+// pinnedRelay is the index of the relay pinned to the CPU that last took
+// in c's segments, or -1 when the relays are not pinned or none is.
+func pinnedRelay(rs []*relay, c net.Conn) int {
+	if len(rs) == 0 || rs[0].cpu < 0 {
+		return -1
+	}
+	cpu := incomingCPU(c)
+	if cpu < 0 {
+		return -1
+	}
+	for i, r := range rs {
+		if r.cpu == cpu {
+			return i
+		}
+	}
+	return -1
+}
+
+// incomingCPU is the CPU that last processed c's incoming segments, or
+// -1 when the kernel does not say.
+func incomingCPU(c net.Conn) int {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return -1
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return -1
+	}
+	cpu := -1
+	_ = rc.Control(func(f uintptr) {
+		if v, err := unix.GetsockoptInt(int(f), unix.SOL_SOCKET, unix.SO_INCOMING_CPU); err == nil {
+			cpu = v
+		}
+	})
+	return cpu
 }

@@ -5,6 +5,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"net"
 )
 
 // relay exists only on Linux (an epoll loop); elsewhere the proxy copies
@@ -21,3 +22,7 @@ func (r *relay) pipe(pc *pconn) bool           { return false }
 func (r *relay) kill(pr *relayPair)            {}
 func (r *relay) run(ctx context.Context) error { return nil }
 func (r *relay) close()                        {}
+
+func pinRelays(rs []*relay) {}
+
+func pinnedRelay(rs []*relay, c net.Conn) int { return -1 }
